@@ -1,0 +1,19 @@
+"""Settings read from the environment. The only module that reads os.environ.
+
+PACKRAT_CACHE_DIR: where profiles and shared weight files are cached
+(default: $XDG_CACHE_HOME/packrat, else ~/.cache/packrat).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """Root of Packrat's on-disk cache (not created here)."""
+    explicit = os.environ.get("PACKRAT_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "packrat"

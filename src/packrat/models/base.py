@@ -1,0 +1,83 @@
+"""The model interface every format implements.
+
+A `ModelSource` says where a model comes from. It is a small picklable value, cheap to build
+and safe to send to a worker process; it imports torch only in `load()`, which runs inside the
+worker. `load()` returns a `Handler`, whose lifecycle follows TorchServe's handlers:
+`initialize` once, then for each (sub-)batch of requests
+`postprocess(inference(preprocess(requests)))`.
+
+A *request* is one input item (one image, one token sequence): an instance's batch is a list of
+them, and `postprocess` returns one output per request, in order.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What makes two models the same for profiling: a name and a content hash.
+
+    `content_hash` is the sha256 of the model file (file formats) or of the architecture config,
+    input shape and weight seed (zoo models), so a cached profile is never reused for another model.
+    """
+
+    name: str
+    content_hash: str
+
+
+class Handler(ABC):
+    """A loaded model with TorchServe's handler lifecycle, run inside one worker process."""
+
+    def initialize(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Prepare to serve (e.g. warm caches). Called once, after threads and pinning are set."""
+
+    @abstractmethod
+    def preprocess(self, requests: list[Any]) -> Any:
+        """Turn a list of requests into the model's batch input."""
+
+    @abstractmethod
+    def inference(self, batch: Any) -> Any:
+        """Run the model on a batch input (the part the profiler times)."""
+
+    @abstractmethod
+    def postprocess(self, outputs: Any) -> list[Any]:
+        """Split the model's batch output into one output per request, in request order."""
+
+    @abstractmethod
+    def example_requests(self, batch_size: int) -> list[Any]:
+        """`batch_size` valid requests, for profiling and benchmarks (deterministic)."""
+
+    def handle(self, requests: list[Any]) -> list[Any]:
+        """The whole data path for one sub-batch."""
+        outputs = self.postprocess(self.inference(self.preprocess(requests)))
+        if len(outputs) != len(requests):
+            raise ValueError(
+                f"postprocess returned {len(outputs)} outputs for {len(requests)} requests"
+            )
+        return outputs
+
+    def shared_tensors(self) -> dict[str, Any]:
+        """The weight tensors (name -> torch.Tensor) that instances may share in memory.
+
+        The pool replaces each with a read-only memory-mapped copy common to all instances.
+        Return {} (the default) if the model's weights cannot be swapped in place.
+        """
+        return {}
+
+
+class ModelSource(ABC):
+    """Where a model comes from. Picklable; imports torch only in `load`."""
+
+    name: str
+
+    @abstractmethod
+    def identity(self) -> ModelIdentity:
+        """Name and content hash; raises ModelError if the model cannot be found or read."""
+
+    @abstractmethod
+    def load(self) -> Handler:
+        """Build the handler. Runs in the worker process; raises ModelError on failure."""

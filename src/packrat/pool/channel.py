@@ -1,0 +1,75 @@
+"""Typed messages over one end of a `multiprocessing` pipe.
+
+Messages are encoded with the standard pickle, not `Connection.send`'s ForkingPickler: once torch
+is imported, ForkingPickler moves tensors through shared-memory file descriptors that the sender
+must keep alive until the receiver has opened them, which breaks when a worker dies mid-reply
+and leaks descriptors under load. Plain pickle copies tensor bytes into the pipe, which is what
+per-request outputs want.
+
+Each message is one `send_bytes` frame, so a frame that fails to decode has still been consumed
+whole: the pipe stays in step and the caller may treat it as a failed reply.
+"""
+
+from __future__ import annotations
+
+import pickle
+from multiprocessing.connection import Connection
+
+from packrat.pool.messages import COMMAND_TYPES, REPLY_TYPES, Command, Reply
+
+
+class ProtocolError(Exception):
+    """A frame could not be decoded, or held a message of the wrong direction."""
+
+
+class Channel:
+    """One end of a duplex pipe carrying typed messages.
+
+    `send` and `recv_*` block. `recv_*` raise EOFError once the peer has closed its end or died,
+    and ProtocolError for a frame that is not a message of the expected direction.
+    Use `connection` with `multiprocessing.connection.wait` to wait on many channels at once.
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    @property
+    def connection(self) -> Connection:
+        return self._connection
+
+    def send(self, message: Command | Reply) -> None:
+        """Send one message.
+
+        Raises pickle.PicklingError/TypeError/AttributeError if the message cannot be pickled
+        (nothing is written then), and BrokenPipeError/OSError if the peer is gone.
+        """
+        frame = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        self._connection.send_bytes(frame)
+
+    def recv_command(self) -> Command:
+        """The next command (worker side)."""
+        message = self._recv()
+        if not isinstance(message, COMMAND_TYPES):
+            raise ProtocolError(f"expected a command, got {type(message).__name__}")
+        return message
+
+    def recv_reply(self) -> Reply:
+        """The next reply (engine side)."""
+        message = self._recv()
+        if not isinstance(message, REPLY_TYPES):
+            raise ProtocolError(f"expected a reply, got {type(message).__name__}")
+        return message
+
+    def poll(self) -> bool:
+        """True if a frame (or EOF) can be read without blocking."""
+        return self._connection.poll()
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def _recv(self) -> object:
+        frame = self._connection.recv_bytes()
+        try:
+            return pickle.loads(frame)
+        except Exception as exc:  # any unpickling failure: a missing class, a corrupt frame
+            raise ProtocolError(f"cannot decode message: {type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,414 @@
+"""The engine: run one plan as pinned worker processes and serve batches with it.
+
+`Engine(source, plan).start()` spawns one worker per instance of an allocated plan, all at once,
+and waits until every worker is ready. `infer(requests)` splits a batch of exactly `plan.batch`
+requests among the instances in plan order, sends every sub-batch before waiting for any reply,
+and returns the outputs in request order.
+
+Failure contract: a model error in one sub-batch raises WorkerError naming the instance, after
+every other instance's reply has been read, and the engine keeps serving. A worker that dies,
+or does not reply within `batch_timeout_s`, also raises WorkerError and leaves the engine
+*broken*: every later call raises WorkerError until `close()`. Nothing ever waits on a dead
+worker. One call runs at a time; concurrent callers are serialized.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+from packrat.errors import PlanError, TopologyError, WorkerError
+from packrat.models.base import ModelSource
+from packrat.pool.config import EngineConfig
+from packrat.pool.memory import MemoryReport, memory_report
+from packrat.pool.messages import (
+    BatchDone,
+    BatchFailed,
+    Command,
+    Describe,
+    ExampleRequests,
+    Examples,
+    Measure,
+    Measured,
+    MeasureFailed,
+    Ready,
+    RunBatch,
+    WorkerFailed,
+    WorkerInfo,
+    WorkerSpec,
+)
+from packrat.pool.process import (
+    ChildProcess,
+    Died,
+    Outcome,
+    Undecodable,
+    spawn_child,
+    stop_children,
+    wait_replies,
+)
+from packrat.pool.split import split_sizes
+from packrat.pool.weights import ensure_weights_file
+from packrat.pool.worker import run_worker
+from packrat.profiler.stats import SamplingPolicy
+from packrat.types import Plan
+
+
+class EngineState(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    BROKEN = "broken"  # a worker died or timed out; only close() is left
+    CLOSED = "closed"
+
+
+class Engine:
+    """One plan's instances as pinned worker processes.
+
+    `plan` must be allocated: every instance needs its `cores` (see `packrat.topology`), all of
+    them CPUs this process may use. Instances may share CPUs (useful on small test machines),
+    though an allocated plan gives each its own. Use as a context manager, or call `start()`
+    and `close()`.
+    """
+
+    def __init__(self, source: ModelSource, plan: Plan, config: EngineConfig | None = None) -> None:
+        check_plan(plan)
+        self._source = source
+        self._plan = plan
+        self._config = config if config is not None else EngineConfig()
+        self._slices = split_sizes(plan)
+        self._workers: list[ChildProcess] = []
+        self._ready: tuple[Ready, ...] = ()
+        self._start_s: float | None = None
+        self._state = EngineState.NEW
+        self._broken_reason = ""
+        self._next_batch_id = 0
+        self._lock = threading.Lock()
+        # Stops the workers if the engine is dropped without close(); close() runs it too.
+        self._finalizer = weakref.finalize(
+            self, stop_children, self._workers, self._config.stop_timeout_s
+        )
+
+    @property
+    def plan(self) -> Plan:
+        return self._plan
+
+    @property
+    def state(self) -> EngineState:
+        return self._state
+
+    @property
+    def pids(self) -> list[int]:
+        """Worker pids in plan order (empty before `start()`)."""
+        return [worker.pid for worker in self._workers]
+
+    @property
+    def ready(self) -> tuple[Ready, ...]:
+        """Each worker's Ready report (pid, cores, load time, shared bytes), in plan order."""
+        return self._ready
+
+    @property
+    def start_s(self) -> float | None:
+        """Seconds `start()` took (weight export plus all workers booting), once started."""
+        return self._start_s
+
+    def start(self) -> None:
+        """Start every worker concurrently and wait until all are ready.
+
+        Raises WorkerError (with the worker's own message) if any worker fails to boot, dies or
+        misses `start_timeout_s`; no process is left behind then and the engine is closed.
+        """
+        with self._lock:
+            if self._state is not EngineState.NEW:
+                raise WorkerError(f"engine cannot start: it is {self._state.value}")
+            started = time.monotonic()
+            try:
+                self._start_workers(started + self._config.start_timeout_s)
+            except BaseException:
+                # No grace: booting workers would only read Stop once they are ready.
+                stop_children(self._workers, timeout_s=0.0)
+                self._finalizer.detach()
+                self._state = EngineState.CLOSED
+                raise
+            self._start_s = time.monotonic() - started
+            self._state = EngineState.RUNNING
+
+    def infer(self, requests: Sequence[Any]) -> list[Any]:
+        """Outputs for exactly `plan.batch` requests, in request order.
+
+        Raises ValueError for a batch of another size, WorkerError if any instance fails.
+        """
+        if len(requests) != self._plan.batch:
+            raise ValueError(
+                f"infer needs exactly {self._plan.batch} requests, got {len(requests)}"
+            )
+        with self._lock:
+            self._check_running()
+            batch_id = self._next_batch_id
+            self._next_batch_id += 1
+            items = list(requests)
+            commands: list[Command] = [
+                RunBatch(batch_id, tuple(items[part])) for part in self._slices
+            ]
+            outcomes = self._exchange(self._workers, commands, self._config.batch_timeout_s)
+            outputs: list[Any] = []
+            errors: list[str] = []
+            for worker, part, outcome in zip(self._workers, self._slices, outcomes, strict=True):
+                if isinstance(outcome, BatchDone) and outcome.batch_id == batch_id:
+                    if len(outcome.outputs) == part.stop - part.start:
+                        outputs.extend(outcome.outputs)
+                        continue
+                    errors.append(
+                        f"{worker.describe()} returned {len(outcome.outputs)} outputs "
+                        f"for {part.stop - part.start} requests"
+                    )
+                    continue
+                errors.append(self._failure(worker, outcome, self._config.batch_timeout_s))
+            if errors:
+                raise WorkerError("; ".join(errors))
+            return outputs
+
+    def replan(self, plan: Plan) -> None:
+        """Serve `plan` from now on: the same instances (threads and cores, in order) with
+        another batch split, e.g. the plan for another batch size over the same workers."""
+        current = [(i.threads, i.cores) for i in self._plan.instances]
+        wanted = [(i.threads, i.cores) for i in plan.instances]
+        if wanted != current:
+            raise PlanError(
+                f"replan keeps the instances: {plan.describe()} on {wanted} is not "
+                f"{self._plan.describe()} on {current}"
+            )
+        with self._lock:
+            self._plan = plan
+            self._slices = split_sizes(plan)
+
+    def example_requests(self, batch_size: int) -> list[Any]:
+        """`batch_size` example requests made by the model's handler (in instance 0)."""
+        with self._lock:
+            self._check_running()
+            worker = self._workers[0]
+            (outcome,) = self._exchange([worker], [Examples(batch_size)], None)
+            if isinstance(outcome, ExampleRequests):
+                return list(outcome.requests)
+            raise WorkerError(self._failure(worker, outcome, None))
+
+    def measure(self, instance: int, batch_size: int, policy: SamplingPolicy) -> list[float]:
+        """Timed inference latencies (ms) of `batch_size` example requests on one instance.
+
+        Runs inside the worker (see `worker.measure_inference`); other instances stay idle.
+        """
+        if not 0 <= instance < len(self._plan.instances):
+            raise ValueError(
+                f"instance must be in [0, {len(self._plan.instances)}), got {instance}"
+            )
+        with self._lock:
+            self._check_running()
+            worker = self._workers[instance]
+            command = Measure(batch_size, policy)
+            timeout_s = self._measure_timeout_s(policy)
+            (outcome,) = self._exchange([worker], [command], timeout_s)
+            if isinstance(outcome, Measured):
+                return list(outcome.samples_ms)
+            raise WorkerError(self._failure(worker, outcome, timeout_s))
+
+    def measure_all(self, policy: SamplingPolicy) -> list[list[float]]:
+        """Every instance times its own plan batch, all at the same time (under contention).
+
+        Returns each instance's latencies (ms) in plan order.
+        """
+        with self._lock:
+            self._check_running()
+            commands: list[Command] = [
+                Measure(instance.batch, policy) for instance in self._plan.instances
+            ]
+            timeout_s = self._measure_timeout_s(policy)
+            outcomes = self._exchange(self._workers, commands, timeout_s)
+            results: list[list[float]] = []
+            errors: list[str] = []
+            for worker, outcome in zip(self._workers, outcomes, strict=True):
+                if isinstance(outcome, Measured):
+                    results.append(list(outcome.samples_ms))
+                else:
+                    errors.append(self._failure(worker, outcome, timeout_s))
+            if errors:
+                raise WorkerError("; ".join(errors))
+            return results
+
+    def describe(self) -> list[WorkerInfo]:
+        """Each worker's torch thread counts and per-thread CPU affinity, in plan order."""
+        with self._lock:
+            self._check_running()
+            timeout_s = self._config.batch_timeout_s
+            commands: list[Command] = [Describe() for _ in self._workers]
+            outcomes = self._exchange(self._workers, commands, timeout_s)
+            infos: list[WorkerInfo] = []
+            errors: list[str] = []
+            for worker, outcome in zip(self._workers, outcomes, strict=True):
+                if isinstance(outcome, WorkerInfo):
+                    infos.append(outcome)
+                else:
+                    errors.append(self._failure(worker, outcome, timeout_s))
+            if errors:
+                raise WorkerError("; ".join(errors))
+            return infos
+
+    def memory(self) -> MemoryReport:
+        """RSS and PSS of the worker processes (PSS sums to the memory they use together)."""
+        with self._lock:
+            self._check_running()
+            try:
+                return memory_report(self.pids)
+            except ProcessLookupError as exc:
+                raise WorkerError(f"a worker exited: {exc}") from exc
+
+    def close(self) -> None:
+        """Stop every worker: Stop, wait `stop_timeout_s`, then terminate, then kill. Idempotent.
+
+        Safe to call from another thread while a call waits on a hung worker: the workers are
+        killed, which ends that call with WorkerError.
+        """
+        if not self._lock.acquire(timeout=self._config.stop_timeout_s):
+            for worker in self._workers:
+                if worker.is_alive():
+                    worker.kill()
+            self._lock.acquire()
+        try:
+            self._finalizer()
+            self._state = EngineState.CLOSED
+        finally:
+            self._lock.release()
+
+    def __enter__(self) -> Engine:
+        if self._state is EngineState.NEW:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _start_workers(self, deadline: float) -> None:
+        weights_path: str | None = None
+        if self._config.share_weights:
+            path = ensure_weights_file(
+                self._source, self._config.resolved_weights_dir(), _remaining(deadline)
+            )
+            weights_path = str(path)
+        parent_pid = os.getpid()
+        for index, instance in enumerate(self._plan.instances):
+            spec = WorkerSpec(
+                index, instance.threads, instance.cores, self._source, weights_path, parent_pid
+            )
+            self._workers.append(
+                spawn_child(
+                    run_worker, spec, label=f"instance {index}", detail=f"cores {list(spec.cores)}"
+                )
+            )
+        timeout_s = _remaining(deadline)
+        outcomes = wait_replies(
+            self._workers, timeout_s, stop_when=lambda o: not isinstance(o, Ready)
+        )
+        ready: list[Ready] = []
+        late: list[str] = []
+        for position, worker in enumerate(self._workers):
+            outcome = outcomes.get(position)
+            if outcome is None:
+                late.append(worker.describe())
+            elif isinstance(outcome, Ready):
+                ready.append(outcome)
+            else:
+                raise WorkerError(self._failure(worker, outcome, timeout_s))
+        if late:
+            raise WorkerError(
+                f"{len(late)} worker(s) not ready within {self._config.start_timeout_s:g} s: "
+                + ", ".join(late)
+            )
+        self._ready = tuple(ready)
+
+    def _exchange(
+        self, workers: Sequence[ChildProcess], commands: Sequence[Command], timeout_s: float | None
+    ) -> list[Outcome | None]:
+        """Send each worker its command, then read one reply from each (None: timed out).
+
+        All commands go out before any reply is read, so instances run in parallel. A worker
+        that died or timed out breaks the engine: its pipe is no longer in step.
+        """
+        for worker, command in zip(workers, commands, strict=True):
+            worker.send(command)  # a closed pipe marks the worker gone: it yields Died below
+        outcomes = wait_replies(workers, timeout_s)
+        result: list[Outcome | None] = []
+        for position, worker in enumerate(workers):
+            outcome = outcomes.get(position)
+            if outcome is None or isinstance(outcome, Died):
+                self._state = EngineState.BROKEN
+                self._broken_reason = self._failure(worker, outcome, timeout_s)
+            result.append(outcome)
+        return result
+
+    def _failure(
+        self, worker: ChildProcess, outcome: Outcome | None, timeout_s: float | None
+    ) -> str:
+        """One line saying what went wrong with `worker`'s reply."""
+        where = worker.describe()
+        if outcome is None:
+            return f"{where} did not reply within {timeout_s} s"
+        if isinstance(outcome, Died):
+            return f"{where} died with exit code {outcome.exitcode}"
+        if isinstance(outcome, BatchFailed | MeasureFailed):
+            return f"{where} failed: {outcome.error_type}: {outcome.message}"
+        if isinstance(outcome, WorkerFailed):
+            return (
+                f"{where} failed to {outcome.phase.value}: {outcome.error_type}: {outcome.message}"
+            )
+        if isinstance(outcome, Undecodable):
+            return f"{where} sent an undecodable reply: {outcome.message}"
+        return f"{where} sent an unexpected {type(outcome).__name__}"
+
+    def _measure_timeout_s(self, policy: SamplingPolicy) -> float | None:
+        """How long a measurement may take: the policy's time cap plus, per run it may make
+        regardless of that cap (warmup, min_runs, one more), one `batch_timeout_s`."""
+        if self._config.batch_timeout_s is None:
+            return None
+        runs = policy.warmup_runs + policy.min_runs + 1
+        return policy.max_time_s + runs * self._config.batch_timeout_s
+
+    def _check_running(self) -> None:
+        if self._state is EngineState.RUNNING:
+            return
+        if self._state is EngineState.BROKEN:
+            raise WorkerError(f"engine is broken ({self._broken_reason}); close it and start anew")
+        raise WorkerError(f"engine is {self._state.value}, not running")
+
+
+def check_plan(plan: Plan) -> None:
+    """Raise PlanError for a plan without instances, TopologyError for one not allocated on
+    CPUs this process may use."""
+    if not plan.instances:
+        raise PlanError("the plan has no instances")
+    allowed = os.sched_getaffinity(0)
+    for index, instance in enumerate(plan.instances):
+        if not instance.cores:
+            raise TopologyError(
+                f"instance {index} of plan {plan.describe()} has no cores; "
+                "allocate the plan first (packrat.topology.allocate)"
+            )
+        outside = sorted(set(instance.cores) - allowed)
+        if outside:
+            raise TopologyError(
+                f"instance {index} is placed on cores {outside}, which this process may not "
+                f"use (allowed: {sorted(allowed)})"
+            )
+
+
+def _remaining(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())

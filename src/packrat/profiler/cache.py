@@ -1,0 +1,30 @@
+"""Where profiles are cached: keyed by model content hash, machine and torch version."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from packrat.config import cache_dir
+from packrat.models.base import ModelIdentity
+from packrat.profiler.sweep import torch_version
+from packrat.topology import Topology, machine_info
+
+
+def machine_key(topology: Topology) -> str:
+    """A short stable key for the CPU model and the cores this process may use."""
+    info = machine_info(topology).to_json()
+    blob = json.dumps(
+        {k: info.get(k) for k in ("cpu_model", "usable_cores", "sockets", "smt")}, sort_keys=True
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def default_profile_path(identity: ModelIdentity, topology: Topology) -> Path:
+    """`<cache>/profiles/<model>-<hash12>-<machine>-torch<version>.json`."""
+    digest = identity.content_hash.split(":")[-1][:12]
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", identity.name)
+    version = re.sub(r"[^A-Za-z0-9_.-]", "_", torch_version())
+    return cache_dir() / "profiles" / f"{name}-{digest}-{machine_key(topology)}-torch{version}.json"

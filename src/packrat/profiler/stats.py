@@ -1,0 +1,136 @@
+"""When to stop sampling a cell, and how to summarize its samples. Pure functions, no torch.
+
+A cell is sampled until the 95% confidence interval of its mean latency is within
++-`rel_ci` of the mean (Student's t interval), or until a cap on runs or time is reached.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+# Two-sided 95% Student t quantiles for 1..30 degrees of freedom; beyond that the normal 1.96
+# is within 2% and the table would only add noise.
+_T95 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
+
+
+def t95(dof: int) -> float:
+    """Two-sided 95% Student t quantile for `dof` degrees of freedom (dof >= 1)."""
+    if dof < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {dof}")
+    return _T95[dof - 1] if dof <= len(_T95) else 1.96
+
+
+@dataclass(frozen=True)
+class SamplingPolicy:
+    """How long to sample one cell.
+
+    warmup_runs: runs discarded before timing (graph-mode models optimize on the first calls).
+    min_runs / max_runs: bounds on timed runs.
+    rel_ci: stop once the 95% CI half-width is within rel_ci * mean (0.03 = +-3%).
+    max_time_s: stop after this much timed work even if the CI is still wide (min_runs still apply).
+    """
+
+    warmup_runs: int = 2
+    min_runs: int = 5
+    max_runs: int = 200
+    rel_ci: float = 0.03
+    max_time_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.warmup_runs < 0:
+            raise ValueError(f"SamplingPolicy.warmup_runs must be >= 0, got {self.warmup_runs}")
+        if not 2 <= self.min_runs <= self.max_runs:
+            raise ValueError(
+                "SamplingPolicy needs 2 <= min_runs <= max_runs, "
+                f"got {self.min_runs}, {self.max_runs}"
+            )
+        if not 0 < self.rel_ci < 1:
+            raise ValueError(f"SamplingPolicy.rel_ci must be in (0, 1), got {self.rel_ci}")
+        if self.max_time_s <= 0:
+            raise ValueError(f"SamplingPolicy.max_time_s must be > 0, got {self.max_time_s}")
+
+
+def ci_half_width(samples: list[float]) -> float:
+    """Half-width of the 95% confidence interval of the mean (needs >= 2 samples)."""
+    n = len(samples)
+    if n < 2:
+        return math.inf
+    return t95(n - 1) * statistics.stdev(samples) / math.sqrt(n)
+
+
+def should_stop(samples: list[float], elapsed_s: float, policy: SamplingPolicy) -> bool:
+    """True once enough timed runs are in: CI tight enough, or a cap reached."""
+    n = len(samples)
+    if n < policy.min_runs:
+        return False
+    if n >= policy.max_runs or elapsed_s >= policy.max_time_s:
+        return True
+    mean = statistics.fmean(samples)
+    return ci_half_width(samples) <= policy.rel_ci * mean
+
+
+@dataclass(frozen=True)
+class CellStats:
+    """Summary of one cell's timed runs, in milliseconds."""
+
+    mean_ms: float
+    p50_ms: float
+    p95_ms: float
+    stdev_ms: float
+    n: int
+
+    @property
+    def ci95_ms(self) -> float:
+        """Half-width of the 95% confidence interval of the mean (0 for published means)."""
+        if self.n < 2:
+            return 0.0
+        return t95(self.n - 1) * self.stdev_ms / math.sqrt(self.n)
+
+
+def summarize(samples_ms: list[float]) -> CellStats:
+    """Mean, median, 95th percentile (nearest rank), stdev and count of the samples."""
+    if not samples_ms:
+        raise ValueError("cannot summarize an empty list of samples")
+    ordered = sorted(samples_ms)
+    n = len(ordered)
+    p95_rank = max(1, math.ceil(0.95 * n))
+    return CellStats(
+        mean_ms=statistics.fmean(ordered),
+        p50_ms=statistics.median(ordered),
+        p95_ms=ordered[p95_rank - 1],
+        stdev_ms=statistics.stdev(ordered) if n > 1 else 0.0,
+        n=n,
+    )

@@ -1,0 +1,138 @@
+"""Sweep a grid of (threads, batch) cells: the profiler behind `packrat profile`.
+
+Each thread count t gets one worker process pinned to t dedicated physical cores with t
+intra-op threads and 1 inter-op thread; that worker then measures every batch size of the grid
+(in-process timing of the model's inference, warm-up excluded), so a model is loaded once per
+t rather than once per cell. The profile is saved after every cell, so an interrupted sweep
+resumes where it stopped: cells already in the file are skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from packrat.errors import ProfileError
+from packrat.models.base import ModelSource
+from packrat.profiler.profile_file import Profile, save_profile
+from packrat.profiler.stats import SamplingPolicy, summarize
+from packrat.progress import NullProgress, Progress
+from packrat.topology import Topology, allocate, check_cores, machine_info, read_topology
+from packrat.types import InstanceSpec, Plan
+
+
+def powers_of_two(max_batch: int) -> tuple[int, ...]:
+    """1, 2, 4, ... up to max_batch: the paper's default batch grid."""
+    if max_batch < 1:
+        raise ProfileError(f"max batch must be >= 1, got {max_batch}")
+    grid, b = [], 1
+    while b <= max_batch:
+        grid.append(b)
+        b *= 2
+    return tuple(grid)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What to profile: thread counts 1..cores, the batch grid, and when to stop sampling."""
+
+    cores: int
+    batches: tuple[int, ...]
+    policy: SamplingPolicy = field(default_factory=SamplingPolicy)
+
+    def __post_init__(self) -> None:
+        if self.cores < 1:
+            raise ProfileError(f"cores must be >= 1, got {self.cores}")
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise ProfileError(f"batch sizes must be positive integers, got {list(self.batches)}")
+
+    @property
+    def cells(self) -> list[tuple[int, int]]:
+        return [(t, b) for t in range(1, self.cores + 1) for b in sorted(set(self.batches))]
+
+
+def torch_version() -> str:
+    """The installed torch version, read without importing torch."""
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def empty_profile(source: ModelSource, config: SweepConfig, topology: Topology) -> Profile:
+    identity = source.identity()
+    policy = config.policy
+    return Profile(
+        model_name=identity.name,
+        content_hash=identity.content_hash,
+        machine=machine_info(topology).to_json(),
+        torch_version=torch_version(),
+        sampling={
+            "warmup_runs": policy.warmup_runs,
+            "min_runs": policy.min_runs,
+            "max_runs": policy.max_runs,
+            "rel_ci": policy.rel_ci,
+            "max_time_s": policy.max_time_s,
+        },
+    )
+
+
+def check_resumable(existing: Profile, fresh: Profile, where: str) -> None:
+    """Refuse to mix cells of another model, machine or torch into one profile."""
+    if existing.content_hash != fresh.content_hash:
+        raise ProfileError(
+            f"{where} profiles another model "
+            f"({existing.model_name}, {existing.content_hash[:19]}); "
+            "choose another output file"
+        )
+    for label, a, b in (
+        ("CPU", existing.machine.get("cpu_model"), fresh.machine.get("cpu_model")),
+        ("torch version", existing.torch_version, fresh.torch_version),
+    ):
+        if a != b:
+            raise ProfileError(f"{where} was measured with another {label} ({a} vs {b})")
+
+
+def profile_model(
+    source: ModelSource,
+    config: SweepConfig,
+    *,
+    out: Path | None = None,
+    existing: Profile | None = None,
+    topology: Topology | None = None,
+    progress: Progress | None = None,
+) -> Profile:
+    """Measure every cell of `config` not already in `existing`; save to `out` after each cell."""
+    from packrat.pool.engine import Engine  # the pool pulls in multiprocessing machinery
+
+    topology = topology or read_topology()
+    check_cores(config.cores, topology)
+    progress = progress or NullProgress()
+    profile = empty_profile(source, config, topology)
+    if existing is not None:
+        check_resumable(existing, profile, str(out or "the existing profile"))
+        profile = existing
+    pending = [cell for cell in config.cells if cell not in profile.cells]
+    # Work units ~ batch/threads, so the ETA is not fooled by fast small cells.
+    progress.start(sum(b / t for t, b in pending), f"profiling {profile.model_name}")
+    for threads in sorted({t for t, _ in pending}):
+        batches = [b for t, b in pending if t == threads]
+        plan = Plan(
+            cores=threads,
+            batch=max(batches),
+            latency_ms=0.0,
+            instances=(InstanceSpec(threads=threads, batch=max(batches)),),
+        )
+        with Engine(source, allocate(plan, topology)) as engine:
+            for batch in batches:
+                stats = summarize(engine.measure(0, batch, config.policy))
+                profile = profile.with_cell(threads, batch, stats)
+                if out is not None:
+                    save_profile(profile, out)
+                progress.advance(
+                    batch / threads,
+                    f"profiling {profile.model_name}: t={threads} b={batch} "
+                    f"{stats.mean_ms:.1f} ms (n={stats.n})",
+                )
+    return profile

@@ -1,0 +1,69 @@
+"""Values shared across Packrat: instances and plans.
+
+Vocabulary: an *instance* is one running copy of a model with `threads` intra-op threads serving
+`batch` requests of each batch; a *plan* is the set of instances that serve one batch size on a
+core budget; a *profile* is the measured latency table L(threads, batch); the *fat instance* is one
+instance with every core.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """One instance of a plan: `threads` intra-op threads on `cores`, serving `batch` requests.
+
+    `cores` is empty until the allocator (`packrat.topology`) has placed the instance.
+    """
+
+    threads: int
+    batch: int
+    cores: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise ValueError(f"InstanceSpec.threads must be >= 1, got {self.threads}")
+        if self.batch < 1:
+            raise ValueError(f"InstanceSpec.batch must be >= 1, got {self.batch}")
+        if self.cores and len(self.cores) != self.threads:
+            raise ValueError(
+                f"InstanceSpec.cores must hold one core per thread: {self.threads} threads, "
+                f"cores {list(self.cores)}"
+            )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The instances that serve a batch of `batch` requests within a budget of `cores` cores.
+
+    `latency_ms` is the predicted batch latency: the slowest instance's profiled latency.
+    Instances are ordered by (threads, batch) descending so that equal plans compare equal.
+    """
+
+    cores: int
+    batch: int
+    latency_ms: float
+    instances: tuple[InstanceSpec, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        used = sum(i.threads for i in self.instances)
+        if used > self.cores:
+            raise ValueError(f"Plan uses {used} cores but its budget is {self.cores}")
+        covered = sum(i.batch for i in self.instances)
+        if covered != self.batch:
+            raise ValueError(f"Plan instances cover batch {covered}, not {self.batch}")
+
+    @property
+    def cores_used(self) -> int:
+        return sum(i.threads for i in self.instances)
+
+    def describe(self) -> str:
+        """The plan in the paper's notation <count, threads, batch>, e.g. `<1,6,8> + <2,4,4>`."""
+        groups: dict[tuple[int, int], int] = {}
+        for inst in self.instances:
+            key = (inst.threads, inst.batch)
+            groups[key] = groups.get(key, 0) + 1
+        ordered = sorted(groups.items(), key=lambda kv: (-kv[0][0], -kv[0][1]))
+        return " + ".join(f"<{n},{t},{b}>" for (t, b), n in ordered)

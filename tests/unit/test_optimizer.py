@@ -1,0 +1,163 @@
+"""The optimizer against brute force, and against the paper's published BERT plans."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from packrat.errors import PlanError
+from packrat.optimizer import LatencyTable, PlanTable, optimize
+from packrat.types import Plan
+
+PAPER = Path(__file__).resolve().parents[3] / "shared" / "paper-profiles"
+
+
+def brute_force(table: LatencyTable, cores: int, batch: int) -> tuple[float, int, int] | None:
+    """Lexicographic min (latency, instances, cores) over every multiset of cells, or None.
+
+    Enumerates every plan outright: memoizing on the lexicographic key would be wrong, since a
+    sub-plan's lower latency can be hidden by a slower instance while its extra cores are not.
+    """
+    cells = [(t, b, ms) for t, b, ms in table.cells() if t <= cores and b <= batch]
+    best: tuple[float, int, int] | None = None
+
+    def walk(start: int, c_left: int, b_left: int, worst: float, n: int, used: int) -> None:
+        nonlocal best
+        if b_left == 0:
+            key = (worst, n, used)
+            best = key if best is None or key < best else best
+            return
+        for i in range(start, len(cells)):  # non-decreasing cell index: each multiset once
+            t, b, ms = cells[i]
+            if t <= c_left and b <= b_left:
+                walk(i, c_left - t, b_left - b, max(worst, ms), n + 1, used + t)
+
+    walk(0, cores, batch, 0.0, 0, 0)
+    return best
+
+
+@st.composite
+def tables(draw: st.DrawFn) -> LatencyTable:
+    threads = draw(st.lists(st.integers(1, 5), min_size=1, max_size=4, unique=True))
+    batches = draw(st.lists(st.integers(1, 7), min_size=1, max_size=4, unique=True))
+    threads.sort()
+    batches.sort()
+    # Few distinct values, so that equal latencies (and so the tie-break) are common.
+    values = st.one_of(st.just(math.nan), st.integers(1, 6).map(float))
+    lat = np.array([[draw(values) for _ in batches] for _ in threads], dtype=np.float64)
+    if not np.isfinite(lat).any():
+        lat[0, 0] = 1.0
+    return LatencyTable(tuple(threads), tuple(batches), lat)
+
+
+def check_plan(table: LatencyTable, plan: Plan, cores: int, batch: int) -> None:
+    assert plan.cores == cores and plan.batch == batch
+    assert sum(i.batch for i in plan.instances) == batch
+    assert sum(i.threads for i in plan.instances) <= cores
+    lats = [table.get(i.threads, i.batch) for i in plan.instances]
+    assert all(ms is not None for ms in lats)
+    assert plan.latency_ms == max(ms for ms in lats if ms is not None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(tables(), st.integers(1, 6), st.integers(1, 9))
+def test_matches_brute_force_with_tie_break(table: LatencyTable, cores: int, batch: int) -> None:
+    expected = brute_force(table, cores, batch)
+    if expected is None:
+        with pytest.raises(PlanError):
+            optimize(table, cores, batch)
+        return
+    plan = optimize(table, cores, batch)
+    check_plan(table, plan, cores, batch)
+    assert (plan.latency_ms, len(plan.instances), plan.cores_used) == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(tables(), st.integers(1, 5), st.integers(1, 8))
+def test_whole_table_filled_in_one_pass(
+    table: LatencyTable, max_cores: int, max_batch: int
+) -> None:
+    """Every (c, b) <= (T, B) is a lookup in the one table, and equals brute force there."""
+    pt = PlanTable(table, max_cores, max_batch)
+    for c in range(1, max_cores + 1):
+        for b in range(1, max_batch + 1):
+            expected = brute_force(table, c, b)
+            assert pt.latency_ms(c, b) == (math.inf if expected is None else expected[0])
+            if expected is not None:
+                plan = pt.plan(c, b)
+                check_plan(table, plan, c, b)
+                assert (len(plan.instances), plan.cores_used) == expected[1:]
+
+
+def test_batch_need_not_be_profiled() -> None:
+    # Powers of two only; 24 = 16 + 8 with two 1-thread instances beats anything else.
+    table = LatencyTable.from_cells(
+        {(t, b): b * 10.0 / t**0.5 for t in (1, 2) for b in (1, 2, 4, 8, 16, 32)}
+    )
+    plan = optimize(table, 2, 24)
+    assert sorted(i.batch for i in plan.instances) == [8, 16]
+
+
+def test_infeasible_batch_is_a_plan_error() -> None:
+    table = LatencyTable.from_cells({(1, 4): 10.0, (2, 4): 6.0})
+    with pytest.raises(PlanError, match="no plan covers batch 6"):
+        optimize(table, 2, 6)
+    with pytest.raises(PlanError, match="no plan covers batch 8 within 1 cores"):
+        optimize(table, 1, 8)
+
+
+def test_prefers_fewer_instances_then_fewer_cores() -> None:
+    # All plans tie at 5 ms: one 2-thread instance beats two 1-thread ones, and a 2-thread
+    # instance is not chosen over a 1-thread one of equal latency.
+    table = LatencyTable.from_cells({(1, 2): 5.0, (2, 4): 5.0, (1, 4): 5.0})
+    plan = optimize(table, 4, 4)
+    assert [(i.threads, i.batch) for i in plan.instances] == [(1, 4)]
+
+
+published = pytest.mark.skipif(not PAPER.is_dir(), reason="shared/paper-profiles not present")
+
+
+@published
+def test_paper_table2_bert_plans() -> None:
+    from packrat.profiler.profile_file import load_profile
+
+    table = load_profile(PAPER / "cloudlab-c6420" / "bert_latency.csv").latency_table()
+    pt = PlanTable(table, 16, 1024)
+    expected = {
+        8: "<2,8,4>",
+        16: "<4,4,4>",
+        32: "<4,4,8>",
+        64: "<4,4,16>",
+        128: "<4,4,32>",
+        256: "<8,2,32>",
+        512: "<8,2,64>",
+        1024: "<8,2,128>",
+    }
+    assert {b: pt.plan(16, b).describe() for b in expected} == expected
+
+
+@published
+def test_paper_t14_plans_reach_the_exact_optimum() -> None:
+    from packrat.profiler.profile_file import load_profile
+
+    table = load_profile(PAPER / "cloudlab-c6420" / "bert_latency.csv").latency_table()
+    pt = PlanTable(table, 14, 64)
+    # The paper's mixed plan for B = 16 is <1,6,8> + <2,4,4>: max(L(6,8), L(4,4)).
+    paper = max(table.get(6, 8) or math.inf, table.get(4, 4) or math.inf)
+    assert pt.latency_ms(14, 16) == pytest.approx(paper)
+    for b in (8, 16, 32):
+        plan = pt.plan(14, b)
+        check_plan(table, plan, 14, b)
+        best = brute_force(
+            LatencyTable.from_cells(
+                {(t, bb): ms for t, bb, ms in table.cells() if bb <= b and t <= 14}
+            ),
+            14,
+            b,
+        )
+        assert best is not None and plan.latency_ms == best[0]

@@ -1,0 +1,69 @@
+"""Engine checks that need no worker process: plan validation, call order, arguments."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from packrat.errors import PlanError, TopologyError, WorkerError
+from packrat.pool import Engine, EngineState
+from packrat.profiler.stats import SamplingPolicy
+from packrat.types import InstanceSpec, Plan
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+import pool_handlers  # noqa: E402
+
+CPU = min(os.sched_getaffinity(0))
+PLAN = Plan(
+    cores=2,
+    batch=3,
+    latency_ms=1.0,
+    instances=(InstanceSpec(1, 2, (CPU,)), InstanceSpec(1, 1, (CPU,))),
+)
+
+
+def test_unallocated_plan_is_a_topology_error() -> None:
+    plan = Plan(cores=1, batch=2, latency_ms=1.0, instances=(InstanceSpec(1, 2),))
+    with pytest.raises(TopologyError, match="allocate"):
+        Engine(pool_handlers.ScriptedSource(), plan)
+
+
+def test_cores_this_process_may_not_use_are_a_topology_error() -> None:
+    plan = Plan(cores=1, batch=2, latency_ms=1.0, instances=(InstanceSpec(1, 2, (100_000,)),))
+    with pytest.raises(TopologyError, match="100000"):
+        Engine(pool_handlers.ScriptedSource(), plan)
+
+
+def test_empty_plan_is_a_plan_error() -> None:
+    with pytest.raises(PlanError):
+        Engine(pool_handlers.ScriptedSource(), Plan(cores=1, batch=0, latency_ms=0.0))
+
+
+def test_calls_before_start_raise_worker_error() -> None:
+    engine = Engine(pool_handlers.ScriptedSource(), PLAN)
+    assert engine.state is EngineState.NEW
+    assert engine.pids == []
+    with pytest.raises(WorkerError, match="not running"):
+        engine.infer([1.0, 2.0, 3.0])
+    with pytest.raises(WorkerError, match="not running"):
+        engine.measure_all(SamplingPolicy())
+
+
+def test_argument_checks() -> None:
+    engine = Engine(pool_handlers.ScriptedSource(), PLAN)
+    with pytest.raises(ValueError, match="exactly 3 requests"):
+        engine.infer([1.0])
+    with pytest.raises(ValueError, match="instance"):
+        engine.measure(2, 1, SamplingPolicy())
+
+
+def test_close_without_start_is_idempotent_and_final() -> None:
+    engine = Engine(pool_handlers.ScriptedSource(), PLAN)
+    engine.close()
+    engine.close()
+    assert engine.state is EngineState.CLOSED
+    with pytest.raises(WorkerError, match="closed"):
+        engine.start()

@@ -1,0 +1,86 @@
+"""Profile files: JSON round trip, validation, and the published CSV reader."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from packrat.errors import ProfileError
+from packrat.profiler.profile_file import (
+    Profile,
+    load_profile,
+    read_published_csv,
+    save_profile,
+)
+from packrat.profiler.stats import CellStats
+
+PAPER = Path(__file__).resolve().parents[3] / "shared" / "paper-profiles"
+
+
+def test_json_round_trip(tmp_path: Path) -> None:
+    prof = Profile(
+        model_name="m",
+        content_hash="sha256:ab",
+        machine={"cpu_model": "X", "usable_cores": 2},
+        torch_version="2.13.0",
+        cells={(1, 2): CellStats(10.0, 9.5, 12.0, 1.0, 7), (2, 2): CellStats(6.0, 6, 7, 0.5, 5)},
+        sampling={"rel_ci": 0.03},
+    )
+    path = tmp_path / "p.json"
+    save_profile(prof, path)
+    data = json.loads(path.read_text())
+    assert data["format"] == "packrat-profile" and data["version"] == 1
+    assert data["cells"][0] == {
+        "threads": 1,
+        "batch": 2,
+        "mean_ms": 10.0,
+        "p50_ms": 9.5,
+        "p95_ms": 12.0,
+        "stdev_ms": 1.0,
+        "n": 7,
+    }
+    back = load_profile(path)
+    assert back.cells == prof.cells
+    assert back.latency_table().get(2, 2) == 6.0
+    assert (back.model_name, back.content_hash, back.torch_version) == ("m", "sha256:ab", "2.13.0")
+
+
+def test_invalid_cell_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    save_profile(Profile("m", "h", {}, "t", {(1, 1): CellStats(1, 1, 1, 0, 1)}), path)
+    data = json.loads(path.read_text())
+    data["cells"][0]["mean_ms"] = -1
+    path.write_text(json.dumps(data))
+    with pytest.raises(ProfileError, match="cell 0 is invalid"):
+        load_profile(path)
+
+
+def test_csv_that_is_not_a_profile(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(ProfileError, match="not a published profile CSV"):
+        load_profile(path)
+
+
+@pytest.mark.skipif(not PAPER.is_dir(), reason="shared/paper-profiles not present")
+def test_published_csv_keeps_script_sequential_rows() -> None:
+    prof = read_published_csv(PAPER / "cloudlab-c6420" / "bert_latency.csv")
+    assert prof.model_name == "bert"
+    assert len(prof.cells) == 16 * 11  # t = 1..16, b = 1..1024 in powers of two
+    assert prof.max_threads == 16
+    # The script/sequential row, not the eager or interleaved ones.
+    rows = (PAPER / "cloudlab-c6420" / "bert_latency.csv").read_text().splitlines()
+    row = next(
+        r for r in rows if r.startswith("bert_manual_script,sequential") and ",1,1,16,8," in r
+    )
+    assert prof.cells[(16, 8)].mean_ms == pytest.approx(float(row.split(",")[10]))
+    eager = read_published_csv(PAPER / "cloudlab-c6420" / "bert_latency.csv", mode="eager")
+    assert eager.cells[(16, 8)].mean_ms != prof.cells[(16, 8)].mean_ms
+
+
+@pytest.mark.skipif(not PAPER.is_dir(), reason="shared/paper-profiles not present")
+def test_multi_instance_csv_is_refused() -> None:
+    with pytest.raises(ProfileError):
+        read_published_csv(PAPER / "multiinstance" / "bert_latency.csv")
