@@ -84,3 +84,29 @@ def test_published_csv_keeps_script_sequential_rows() -> None:
 def test_multi_instance_csv_is_refused() -> None:
     with pytest.raises(ProfileError):
         read_published_csv(PAPER / "multiinstance" / "bert_latency.csv")
+
+
+def test_resume_refuses_other_model_machine_torch_or_engine() -> None:
+    from packrat.errors import ProfileError as Refused
+    from packrat.profiler.sweep import check_resumable
+
+    base = Profile(
+        "m", "sha256:aa", {"cpu_model": "X"}, "2.13.0", engine={"keep_freed_memory": True}
+    )
+    check_resumable(base, base, "p.json")
+    for other, what in (
+        (
+            Profile("m", "sha256:bb", {"cpu_model": "X"}, "2.13.0", engine=base.engine),
+            "another model",
+        ),
+        (Profile("m", "sha256:aa", {"cpu_model": "Y"}, "2.13.0", engine=base.engine), "CPU"),
+        (Profile("m", "sha256:aa", {"cpu_model": "X"}, "2.14.0", engine=base.engine), "torch"),
+        (
+            Profile(
+                "m", "sha256:aa", {"cpu_model": "X"}, "2.13.0", engine={"keep_freed_memory": False}
+            ),
+            "engine",
+        ),
+    ):
+        with pytest.raises(Refused, match=what):
+            check_resumable(base, other, "p.json")

@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize(
     "command",
     [
-        [sys.executable, "-m", "ruff", "check", "src", "tests"],
-        [sys.executable, "-m", "ruff", "format", "--check", "src", "tests"],
+        [sys.executable, "-m", "ruff", "check", "src", "tests", "benchmarks"],
+        [sys.executable, "-m", "ruff", "format", "--check", "src", "tests", "benchmarks"],
         [sys.executable, "-m", "mypy"],  # strict, on src/packrat (pyproject.toml)
     ],
     ids=["ruff-check", "ruff-format", "mypy-strict"],

@@ -17,6 +17,7 @@ from typing import Any
 from packrat.bench.candidates import Candidate, candidates, role_labels
 from packrat.models.base import ModelSource
 from packrat.optimizer import PlanTable
+from packrat.pool.config import EngineConfig
 from packrat.profiler.profile_file import Profile
 from packrat.profiler.stats import CellStats, SamplingPolicy, should_stop, summarize
 from packrat.progress import NullProgress, Progress
@@ -125,6 +126,7 @@ def run_bench(
     config: BenchConfig,
     topology: Topology,
     progress: Progress | None = None,
+    engine_config: EngineConfig | None = None,
 ) -> BenchResult:
     """Measure every configuration for every batch size; one worker set per thread layout."""
     from packrat.pool.engine import Engine
@@ -133,13 +135,15 @@ def run_bench(
     progress = progress or NullProgress()
     table = PlanTable(profile.latency_table(), config.cores, max(config.batches))
     groups = list(_by_layout(config, table))
-    progress.start(sum(b for _, g in groups for b, _ in g), f"bench {profile.model_name}")
+    total_units = sum(b for _, g in groups for b, _ in g)
     results: list[Measurement] = []
     memory: list[LayoutMemory] = []
     requests: dict[int, list[Any]] = {}
     for layout, items in groups:
         first = allocate(items[0][1].plan, topology)
-        with Engine(source, first) as engine:
+        with Engine(source, first, engine_config) as engine:
+            if not memory:  # after the model loaded once: a bad model fails before any bar
+                progress.start(total_units, f"bench {profile.model_name}")
             for batch, cand in sorted(items, key=lambda x: x[0]):
                 if batch not in requests:
                     requests[batch] = engine.example_requests(batch)

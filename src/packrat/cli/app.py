@@ -32,7 +32,7 @@ app = typer.Typer(
 )
 # Piped output (logs, CI) gets wide tables instead of rich's 80-column default.
 out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error is one line, however long
 T = TypeVar("T")
 
 
@@ -89,3 +89,11 @@ ShapeOpt = Annotated[
     ),
 ]
 DtypeOpt = Annotated[str, typer.Option("--input-dtype", help="Per-request input dtype.")]
+MallocOpt = Annotated[
+    bool,
+    typer.Option(
+        "--keep-freed-memory/--release-freed-memory",
+        help="Workers keep freed memory in their heap (default), or use glibc's default of "
+        "mapping and unmapping every large block, which page-faults on every batch.",
+    ),
+]

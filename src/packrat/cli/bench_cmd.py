@@ -11,6 +11,7 @@ from rich.table import Table
 from packrat.cli.app import (
     CoresOpt,
     DtypeOpt,
+    MallocOpt,
     ModelArg,
     ShapeOpt,
     app,
@@ -20,6 +21,7 @@ from packrat.cli.app import (
     int_list,
     out,
 )
+from packrat.errors import PackratError
 
 if TYPE_CHECKING:
     from packrat.bench.offline import LayoutMemory, Measurement
@@ -48,6 +50,7 @@ def bench(
     ] = Path("bench-results"),
     input_shape: ShapeOpt = None,
     input_dtype: DtypeOpt = "float32",
+    keep_freed_memory: MallocOpt = True,
 ) -> None:
     """Measure Packrat's plan against the fat instance and every homogeneous plan.
 
@@ -59,6 +62,7 @@ def bench(
         from packrat.bench.offline import BenchConfig, run_bench
         from packrat.bench.report import mean_speedup, summarize_batches, write_csv, write_plot
         from packrat.models.resolve import resolve_model
+        from packrat.pool.config import EngineConfig
         from packrat.profiler.cache import default_profile_path
         from packrat.profiler.profile_file import load_profile
         from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
@@ -70,7 +74,10 @@ def bench(
         grid = int_list(batches, "--batches")
         budget = cores if cores is not None else topology.num_cores
         check_cores(budget, topology)
-        path = profile_path or default_profile_path(source.identity(), topology)
+        engine = EngineConfig(keep_freed_memory=keep_freed_memory)
+        path = profile_path or default_profile_path(
+            source.identity(), topology, keep_freed_memory=keep_freed_memory
+        )
         with progress_bar(err) as bar:
             if profile_path is None:
                 existing = load_profile(path) if path.exists() else None
@@ -78,12 +85,24 @@ def bench(
                 if existing is None or any(c not in existing.cells for c in sweep.cells):
                     err.print(f"profiling {model} first (cached in {path})")
                     profile_model(
-                        source, sweep, out=path, existing=existing, topology=topology, progress=bar
+                        source,
+                        sweep,
+                        out=path,
+                        existing=existing,
+                        topology=topology,
+                        progress=bar,
+                        engine_config=engine,
                     )
             prof = load_profile(path)
-            result = run_bench(
-                source, prof, BenchConfig(cores=budget, batches=grid), topology, progress=bar
-            )
+            measured_with = prof.engine.get("keep_freed_memory", keep_freed_memory)
+            if measured_with != keep_freed_memory:
+                flag = "--keep-freed-memory" if measured_with else "--release-freed-memory"
+                raise PackratError(
+                    f"{path} was measured with {flag}; bench with the same setting, or profile "
+                    "anew, so that predictions and measurements are comparable"
+                )
+            config = BenchConfig(cores=budget, batches=grid)
+            result = run_bench(source, prof, config, topology, progress=bar, engine_config=engine)
         stem = f"{prof.model_name}-T{budget}"
         write_csv(result.measurements, output_dir / f"{stem}.csv")
         write_plot(

@@ -11,6 +11,7 @@ from rich.table import Table
 from packrat.cli.app import (
     CoresOpt,
     DtypeOpt,
+    MallocOpt,
     ModelArg,
     ShapeOpt,
     app,
@@ -58,11 +59,13 @@ def profile(
     ] = 30.0,
     input_shape: ShapeOpt = None,
     input_dtype: DtypeOpt = "float32",
+    keep_freed_memory: MallocOpt = True,
 ) -> None:
     """Measure single-instance batch latency L(t, b) for t = 1..T on pinned cores."""
 
     def body() -> None:
         from packrat.models.resolve import resolve_model
+        from packrat.pool.config import EngineConfig
         from packrat.profiler.cache import default_profile_path
         from packrat.profiler.profile_file import load_profile
         from packrat.profiler.stats import SamplingPolicy
@@ -78,13 +81,22 @@ def profile(
             batches=grid,
             policy=SamplingPolicy(rel_ci=rel_ci, max_runs=max_runs, max_time_s=max_time_s),
         )
-        path = output or default_profile_path(source.identity(), topology)
+        engine = EngineConfig(keep_freed_memory=keep_freed_memory)
+        path = output or default_profile_path(
+            source.identity(), topology, keep_freed_memory=keep_freed_memory
+        )
         existing = load_profile(path) if path.exists() else None
         if existing is not None:
             err.print(f"resuming {path}: {len(existing.cells)} cells already measured")
         with progress_bar(err) as bar:
             result = profile_model(
-                source, config, out=path, existing=existing, topology=topology, progress=bar
+                source,
+                config,
+                out=path,
+                existing=existing,
+                topology=topology,
+                progress=bar,
+                engine_config=engine,
             )
         print_profile(result)
         out.print(f"profile written to {path}")

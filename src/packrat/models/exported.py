@@ -12,15 +12,14 @@ Security: loading a .pt2 file deserializes the program it contains. Only load fi
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from packrat.errors import ModelError
-from packrat.models.base import Handler, ModelIdentity, ModelSource
-from packrat.models.identity import existing_file, file_content_hash
+from packrat.models.base import Handler
+from packrat.models.file_source import LocalFileSource
+from packrat.models.identity import existing_file
 from packrat.models.inputs import FLOAT_DTYPES, INTEGER_DTYPES, InputSpec
 from packrat.models.metadata import METADATA_FILE, ExportMetadata
 
@@ -28,21 +27,12 @@ if TYPE_CHECKING:
     import torch
 
 
-class ExportedSource(ModelSource):
+class ExportedSource(LocalFileSource):
     """A `torch.export` program on local disk, run through `program.module()` on the CPU.
 
     path: the .pt2 file; stored absolute so a worker with another working directory finds it.
     input_spec: overrides the spec stored in the file or derived from its example inputs.
     """
-
-    def __init__(self, path: str | os.PathLike[str], input_spec: InputSpec | None = None) -> None:
-        self.path = Path(path).expanduser().absolute()
-        self.name = self.path.name
-        self.input_spec = input_spec
-
-    def identity(self) -> ModelIdentity:
-        """The file name and the sha256 of its bytes (and of the spec, if one is passed)."""
-        return ModelIdentity(self.name, file_content_hash(self.path, self.input_spec))
 
     def load(self) -> Handler:
         """Load with `torch.export.load` and wrap `program.module()` for serving.

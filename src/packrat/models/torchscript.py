@@ -10,31 +10,22 @@ you trust.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from packrat.errors import ModelError
-from packrat.models.base import Handler, ModelIdentity, ModelSource
-from packrat.models.identity import existing_file, file_content_hash
+from packrat.models.base import Handler
+from packrat.models.file_source import LocalFileSource
+from packrat.models.identity import existing_file
 from packrat.models.inputs import InputSpec
 from packrat.models.metadata import METADATA_FILE, ExportMetadata
 
 
-class TorchScriptSource(ModelSource):
+class TorchScriptSource(LocalFileSource):
     """A TorchScript file on local disk, loaded onto the CPU in eval mode.
 
     path: the file; stored absolute so a worker with another working directory finds it.
     input_spec: overrides the spec stored in the file, if any.
     """
-
-    def __init__(self, path: str | os.PathLike[str], input_spec: InputSpec | None = None) -> None:
-        self.path = Path(path).expanduser().absolute()
-        self.name = self.path.name
-        self.input_spec = input_spec
-
-    def identity(self) -> ModelIdentity:
-        """The file name and the sha256 of its bytes (and of the spec, if one is passed)."""
-        return ModelIdentity(self.name, file_content_hash(self.path, self.input_spec))
 
     def load(self) -> Handler:
         """Load the module with `torch.jit.load(map_location="cpu")` and wrap it for serving.

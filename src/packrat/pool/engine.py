@@ -307,7 +307,13 @@ class Engine:
         parent_pid = os.getpid()
         for index, instance in enumerate(self._plan.instances):
             spec = WorkerSpec(
-                index, instance.threads, instance.cores, self._source, weights_path, parent_pid
+                index,
+                instance.threads,
+                instance.cores,
+                self._source,
+                weights_path,
+                parent_pid,
+                keep_freed_memory=self._config.keep_freed_memory,
             )
             self._workers.append(
                 spawn_child(

@@ -44,6 +44,8 @@ class WorkerSpec:
     cores: CPU ids the whole worker process is pinned to.
     source: the model; `load()` runs inside the worker.
     weights_path: the shared weights file to map in place of private weights, or None.
+    keep_freed_memory: tune malloc to keep freed memory instead of returning it per batch
+        (see `packrat.pool.malloc`).
     parent_pid: the engine's pid; a worker whose parent already changed exits at once.
     """
 
@@ -53,6 +55,7 @@ class WorkerSpec:
     source: ModelSource
     weights_path: str | None
     parent_pid: int
+    keep_freed_memory: bool = True
 
     def __post_init__(self) -> None:
         if self.index < 0:

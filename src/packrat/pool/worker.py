@@ -20,7 +20,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 from packrat.models.base import Handler
-from packrat.pool import affinity
+from packrat.pool import affinity, malloc
 from packrat.pool.channel import Channel
 from packrat.pool.messages import (
     BatchDone,
@@ -103,6 +103,10 @@ def boot(spec: WorkerSpec) -> tuple[Handler, int]:
         shared_bytes = 0
         if spec.weights_path is not None:
             shared_bytes = map_shared_weights(handler, spec.weights_path)
+        # Only now: the private weights freed by the mapping above go back to the OS, which
+        # they would not once malloc keeps freed memory.
+        if spec.keep_freed_memory:
+            malloc.keep_freed_memory()
         phase = FailurePhase.PIN
         affinity.pin_process(spec.cores)
     except affinity.ParentGoneError:

@@ -22,9 +22,17 @@ def machine_key(topology: Topology) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def default_profile_path(identity: ModelIdentity, topology: Topology) -> Path:
-    """`<cache>/profiles/<model>-<hash12>-<machine>-torch<version>.json`."""
+def default_profile_path(
+    identity: ModelIdentity, topology: Topology, *, keep_freed_memory: bool = True
+) -> Path:
+    """`<cache>/profiles/<model>-<hash12>-<machine>-torch<version>[-release].json`.
+
+    `-release` marks profiles measured with glibc's default malloc (workers that release
+    freed memory), which are slower and must not be mixed with the default ones.
+    """
     digest = identity.content_hash.split(":")[-1][:12]
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", identity.name)
     version = re.sub(r"[^A-Za-z0-9_.-]", "_", torch_version())
-    return cache_dir() / "profiles" / f"{name}-{digest}-{machine_key(topology)}-torch{version}.json"
+    tag = "" if keep_freed_memory else "-release"
+    stem = f"{name}-{digest}-{machine_key(topology)}-torch{version}{tag}"
+    return cache_dir() / "profiles" / f"{stem}.json"

@@ -6,13 +6,14 @@ machine. The JSON format (version 1) is documented in docs/profile-format.md:
     {
       "format": "packrat-profile", "version": 1,
       "kind": "isolated",              # each cell measured with the rest of the machine idle
-      "model": {"name": "resnet50", "content_hash": "sha256:..."},
+      "model": {"name": "resnet50", "content_hash": "<hex sha256>"},
       "machine": {"cpu_model": ..., "logical_cpus": ..., "physical_cores": ...,
                   "usable_cores": ..., "sockets": ..., "numa_nodes": ..., "smt": ...},
       "torch_version": "2.13.0+cpu",
       "source": "measured",                     # or "published:<file>" for the paper's CSVs
       "created": "2026-11-28T10:00:00+00:00",
       "sampling": {"warmup_runs": 2, "min_runs": 5, "max_runs": 200, "rel_ci": 0.03, ...},
+      "engine": {"keep_freed_memory": true},    # how the measuring instance ran
       "cells": [{"threads": 1, "batch": 8, "mean_ms": 412.1, "p50_ms": 410.9,
                  "p95_ms": 421.0, "stdev_ms": 5.2, "n": 9}, ...]
     }
@@ -54,6 +55,7 @@ class Profile:
     source: str = "measured"
     created: str = ""
     sampling: Mapping[str, Any] = field(default_factory=dict)
+    engine: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -86,6 +88,7 @@ class Profile:
             "source": self.source,
             "created": self.created or datetime.now(UTC).isoformat(timespec="seconds"),
             "sampling": dict(self.sampling),
+            "engine": dict(self.engine),
             "cells": [
                 {"threads": t, "batch": b, **asdict(s)} for (t, b), s in sorted(self.cells.items())
             ],
@@ -126,6 +129,7 @@ class Profile:
                 source=str(data.get("source", "measured")),
                 created=str(data.get("created", "")),
                 sampling=dict(data.get("sampling", {})),
+                engine=dict(data.get("engine", {})),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProfileError(

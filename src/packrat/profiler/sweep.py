@@ -15,6 +15,7 @@ from pathlib import Path
 
 from packrat.errors import ProfileError
 from packrat.models.base import ModelSource
+from packrat.pool.config import EngineConfig
 from packrat.profiler.profile_file import Profile, save_profile
 from packrat.profiler.stats import SamplingPolicy, summarize
 from packrat.progress import NullProgress, Progress
@@ -60,7 +61,9 @@ def torch_version() -> str:
         return "not installed"
 
 
-def empty_profile(source: ModelSource, config: SweepConfig, topology: Topology) -> Profile:
+def empty_profile(
+    source: ModelSource, config: SweepConfig, topology: Topology, engine: EngineConfig
+) -> Profile:
     identity = source.identity()
     policy = config.policy
     return Profile(
@@ -75,6 +78,7 @@ def empty_profile(source: ModelSource, config: SweepConfig, topology: Topology) 
             "rel_ci": policy.rel_ci,
             "max_time_s": policy.max_time_s,
         },
+        engine={"keep_freed_memory": engine.keep_freed_memory},
     )
 
 
@@ -89,6 +93,7 @@ def check_resumable(existing: Profile, fresh: Profile, where: str) -> None:
     for label, a, b in (
         ("CPU", existing.machine.get("cpu_model"), fresh.machine.get("cpu_model")),
         ("torch version", existing.torch_version, fresh.torch_version),
+        ("engine setting", dict(existing.engine), dict(fresh.engine)),
     ):
         if a != b:
             raise ProfileError(f"{where} was measured with another {label} ({a} vs {b})")
@@ -102,20 +107,21 @@ def profile_model(
     existing: Profile | None = None,
     topology: Topology | None = None,
     progress: Progress | None = None,
+    engine_config: EngineConfig | None = None,
 ) -> Profile:
     """Measure every cell of `config` not already in `existing`; save to `out` after each cell."""
     from packrat.pool.engine import Engine  # the pool pulls in multiprocessing machinery
 
+    engine_config = engine_config or EngineConfig()
     topology = topology or read_topology()
     check_cores(config.cores, topology)
     progress = progress or NullProgress()
-    profile = empty_profile(source, config, topology)
+    profile = empty_profile(source, config, topology, engine_config)
     if existing is not None:
         check_resumable(existing, profile, str(out or "the existing profile"))
         profile = existing
     pending = [cell for cell in config.cells if cell not in profile.cells]
-    # Work units ~ batch/threads, so the ETA is not fooled by fast small cells.
-    progress.start(sum(b / t for t, b in pending), f"profiling {profile.model_name}")
+    started = False
     for threads in sorted({t for t, _ in pending}):
         batches = [b for t, b in pending if t == threads]
         plan = Plan(
@@ -124,7 +130,11 @@ def profile_model(
             latency_ms=0.0,
             instances=(InstanceSpec(threads=threads, batch=max(batches)),),
         )
-        with Engine(source, allocate(plan, topology)) as engine:
+        with Engine(source, allocate(plan, topology), engine_config) as engine:
+            if not started:  # after the model loaded once: a bad model fails before any bar
+                # Work units ~ batch/threads, so the ETA is not fooled by fast small cells.
+                progress.start(sum(b / t for t, b in pending), f"profiling {profile.model_name}")
+                started = True
             for batch in batches:
                 stats = summarize(engine.measure(0, batch, config.policy))
                 profile = profile.with_cell(threads, batch, stats)

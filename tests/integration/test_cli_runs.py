@@ -1,0 +1,192 @@
+"""`packrat profile` and `packrat bench` as a user runs them, on a tiny zoo model."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def packrat(*args: str, cache: Path, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PACKRAT_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "packrat.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout_s,
+    )
+
+
+QUICK = ("--max-time", "0.5", "--max-runs", "10")
+
+
+def test_profile_writes_resumes_and_extends(tmp_path: Path) -> None:
+    out = tmp_path / "p.json"
+    first = packrat(
+        "profile",
+        "tiny-resnet",
+        "-T",
+        "1",
+        "--batches",
+        "1,2",
+        "-o",
+        str(out),
+        *QUICK,
+        cache=tmp_path,
+    )
+    assert first.returncode == 0, first.stderr
+    data = json.loads(out.read_text())
+    assert data["format"] == "packrat-profile" and data["model"]["name"] == "tiny-resnet"
+    assert re.fullmatch(r"[0-9a-f]{64}", data["model"]["content_hash"])  # sha256
+    assert {"cpu_model", "physical_cores", "sockets", "smt"} <= set(data["machine"])
+    assert [(c["threads"], c["batch"]) for c in data["cells"]] == [(1, 1), (1, 2)]
+    assert all(c["n"] >= 5 and c["mean_ms"] > 0 for c in data["cells"])
+    assert "%]" in first.stderr and "ETA" in first.stderr  # progress lines in a log
+
+    again = packrat(
+        "profile",
+        "tiny-resnet",
+        "-T",
+        "1",
+        "--batches",
+        "1,2,4",
+        "-o",
+        str(out),
+        *QUICK,
+        cache=tmp_path,
+    )
+    assert again.returncode == 0, again.stderr
+    assert "resuming" in again.stderr and "2 cells already measured" in again.stderr
+    after = json.loads(out.read_text())
+    assert after["cells"][:2] == data["cells"], "measured cells are kept, not re-measured"
+    assert [(c["threads"], c["batch"]) for c in after["cells"]] == [(1, 1), (1, 2), (1, 4)]
+
+
+def test_resume_refuses_another_model(tmp_path: Path) -> None:
+    out = tmp_path / "p.json"
+    assert (
+        packrat(
+            "profile",
+            "tiny-resnet",
+            "-T",
+            "1",
+            "--batches",
+            "1",
+            "-o",
+            str(out),
+            *QUICK,
+            cache=tmp_path,
+        ).returncode
+        == 0
+    )
+    other = packrat(
+        "profile", "tiny-bert", "-T", "1", "--batches", "1", "-o", str(out), *QUICK, cache=tmp_path
+    )
+    assert other.returncode == 1
+    assert "profiles another model" in other.stderr
+
+
+def test_bench_reports_and_writes_files(tmp_path: Path) -> None:
+    prof = tmp_path / "p.json"
+    cores = str(min(2, len(os.sched_getaffinity(0))))
+    assert (
+        packrat(
+            "profile",
+            "tiny-resnet",
+            "-T",
+            cores,
+            "--batches",
+            "1,2",
+            "-o",
+            str(prof),
+            *QUICK,
+            cache=tmp_path,
+        ).returncode
+        == 0
+    )
+    result = packrat(
+        "bench",
+        "tiny-resnet",
+        "--batches",
+        "1,2",
+        "-T",
+        cores,
+        "-p",
+        str(prof),
+        "-o",
+        str(tmp_path / "out"),
+        cache=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "mean speedup of Packrat over the fat instance" in result.stdout
+    assert "PSS total MiB" in result.stdout
+    csv_text = (tmp_path / "out" / f"tiny-resnet-T{cores}.csv").read_text()
+    assert "packrat" in csv_text and "fat" in csv_text
+    assert (tmp_path / "out" / f"tiny-resnet-T{cores}.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("profile", "tiny-resnet", "-T", "100000"), "asked for 100000 cores"),
+        (("bench", "tiny-resnet", "-T", "100000"), "asked for 100000 cores"),
+        (("profile", "no-such-model"), "neither a zoo model"),
+        (("profile", "https://example.com/m.pt"), "URL"),
+        (("bench", "tiny-resnet", "--batches", "1,x"), "--batches must be"),
+    ],
+)
+def test_bad_input_is_one_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    result = packrat(*args, cache=tmp_path)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_corrupt_model_and_profile_files(tmp_path: Path) -> None:
+    bad_model = tmp_path / "m.pt"
+    bad_model.write_bytes(b"not a torchscript archive")
+    result = packrat(
+        "profile", str(bad_model), "--input-shape", "4", "-T", "1", "--batches", "1", cache=tmp_path
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+    bad_profile = tmp_path / "p.json"
+    bad_profile.write_text("{")
+    result = packrat(
+        "bench", "tiny-resnet", "--batches", "1", "-T", "1", "-p", str(bad_profile), cache=tmp_path
+    )
+    assert result.returncode == 1 and "cannot read profile" in result.stderr
+
+
+def test_batch_no_plan_covers(tmp_path: Path) -> None:
+    prof = tmp_path / "p.json"
+    assert (
+        packrat(
+            "profile",
+            "tiny-resnet",
+            "-T",
+            "1",
+            "--batches",
+            "4",
+            "-o",
+            str(prof),
+            *QUICK,
+            cache=tmp_path,
+        ).returncode
+        == 0
+    )
+    result = packrat(
+        "bench", "tiny-resnet", "--batches", "3", "-T", "1", "-p", str(prof), cache=tmp_path
+    )
+    assert result.returncode == 1
+    assert "no plan covers batch 3 within 1 cores" in result.stderr
