@@ -52,3 +52,20 @@ def test_tiny_resnet_multi_instance_equals_single_instance(tmp_path: Path) -> No
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
     # Outputs are in request order: distinct inputs give distinct outputs at each position.
     assert not torch.allclose(expected[0], expected[1])
+
+
+def test_run_split_leaves_instances_idle_and_keeps_order(tmp_path: Path) -> None:
+    config = EngineConfig(weights_dir=tmp_path, start_timeout_s=180.0, batch_timeout_s=60.0)
+    two = _plan(InstanceSpec(1, 2, (CPUS[0],)), InstanceSpec(1, 2, (CPUS[-1],)))
+    with Engine(ZooSource("tiny-resnet"), two, config) as engine:
+        requests = engine.example_requests(3)
+        whole = engine.run_split(requests, [2, 1])
+        idle = engine.run_split(requests, [0, 3])
+        with pytest.raises(ValueError, match="do not add up"):
+            engine.run_split(requests, [1, 1])
+    assert [(p.instance, p.start, p.stop) for p in whole] == [(0, 0, 2), (1, 2, 3)]
+    assert [(p.instance, p.start, p.stop) for p in idle] == [(1, 0, 3)]
+    assert all(p.error is None for p in whole + idle)
+    flat = [o for p in whole for o in p.outputs]
+    for a, b in zip(flat, idle[0].outputs, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)

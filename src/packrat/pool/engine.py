@@ -20,6 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -52,11 +53,22 @@ from packrat.pool.process import (
     stop_children,
     wait_replies,
 )
-from packrat.pool.split import split_sizes
+from packrat.pool.split import batch_slices
 from packrat.pool.weights import ensure_weights_file
 from packrat.pool.worker import run_worker
 from packrat.profiler.stats import SamplingPolicy
 from packrat.types import Plan
+
+
+@dataclass(frozen=True)
+class SubBatch:
+    """What one instance returned for requests[start:stop]: outputs, or an error message."""
+
+    instance: int
+    start: int
+    stop: int
+    outputs: tuple[Any, ...]
+    error: str | None
 
 
 class EngineState(enum.Enum):
@@ -80,7 +92,6 @@ class Engine:
         self._source = source
         self._plan = plan
         self._config = config if config is not None else EngineConfig()
-        self._slices = split_sizes(plan)
         self._workers: list[ChildProcess] = []
         self._ready: tuple[Ready, ...] = ()
         self._start_s: float | None = None
@@ -146,31 +157,57 @@ class Engine:
             raise ValueError(
                 f"infer needs exactly {self._plan.batch} requests, got {len(requests)}"
             )
+        parts = self.run_split(requests, [i.batch for i in self._plan.instances])
+        errors = [p.error for p in parts if p.error is not None]
+        if errors:
+            raise WorkerError("; ".join(errors))
+        return [output for p in parts for output in p.outputs]
+
+    def run_split(self, requests: Sequence[Any], sizes: Sequence[int]) -> list[SubBatch]:
+        """Run consecutive runs of `sizes[i]` requests on instance i, all concurrently.
+
+        A size of 0 leaves that instance idle (a smaller batch than the plan's). Returns one
+        SubBatch per instance that ran, in request order; a model error fails only its own
+        sub-batch. Raises ValueError for sizes that do not cover the requests, WorkerError if
+        a worker dies or times out (the engine is then broken).
+        """
+        instances = len(self._plan.instances)
+        if len(sizes) != instances or any(s < 0 for s in sizes):
+            raise ValueError(
+                f"sizes must give one count >= 0 per instance ({instances}), got {list(sizes)}"
+            )
+        if sum(sizes) != len(requests):
+            raise ValueError(f"sizes {list(sizes)} do not add up to {len(requests)} requests")
         with self._lock:
             self._check_running()
             batch_id = self._next_batch_id
             self._next_batch_id += 1
             items = list(requests)
-            commands: list[Command] = [
-                RunBatch(batch_id, tuple(items[part])) for part in self._slices
+            used = [
+                (k, part)
+                for k, part in enumerate(batch_slices(sizes, allow_empty=True))
+                if part.stop > part.start
             ]
-            outcomes = self._exchange(self._workers, commands, self._config.batch_timeout_s)
-            outputs: list[Any] = []
-            errors: list[str] = []
-            for worker, part, outcome in zip(self._workers, self._slices, outcomes, strict=True):
+            workers = [self._workers[k] for k, _ in used]
+            commands: list[Command] = [RunBatch(batch_id, tuple(items[part])) for _, part in used]
+            outcomes = self._exchange(workers, commands, self._config.batch_timeout_s)
+            if self._state is EngineState.BROKEN:
+                raise WorkerError(self._broken_reason)
+            results: list[SubBatch] = []
+            for (k, part), worker, outcome in zip(used, workers, outcomes, strict=True):
+                expected = part.stop - part.start
                 if isinstance(outcome, BatchDone) and outcome.batch_id == batch_id:
-                    if len(outcome.outputs) == part.stop - part.start:
-                        outputs.extend(outcome.outputs)
+                    if len(outcome.outputs) == expected:
+                        results.append(SubBatch(k, part.start, part.stop, outcome.outputs, None))
                         continue
-                    errors.append(
+                    error = (
                         f"{worker.describe()} returned {len(outcome.outputs)} outputs "
-                        f"for {part.stop - part.start} requests"
+                        f"for {expected} requests"
                     )
-                    continue
-                errors.append(self._failure(worker, outcome, self._config.batch_timeout_s))
-            if errors:
-                raise WorkerError("; ".join(errors))
-            return outputs
+                else:
+                    error = self._failure(worker, outcome, self._config.batch_timeout_s)
+                results.append(SubBatch(k, part.start, part.stop, (), error))
+            return results
 
     def replan(self, plan: Plan) -> None:
         """Serve `plan` from now on: the same instances (threads and cores, in order) with
@@ -184,7 +221,6 @@ class Engine:
             )
         with self._lock:
             self._plan = plan
-            self._slices = split_sizes(plan)
 
     def example_requests(self, batch_size: int) -> list[Any]:
         """`batch_size` example requests made by the model's handler (in instance 0)."""

@@ -11,13 +11,17 @@ from collections.abc import Sequence
 from packrat.types import Plan
 
 
-def batch_slices(sizes: Sequence[int]) -> list[slice]:
-    """Consecutive slices of lengths `sizes` that partition range(sum(sizes)), in order."""
+def batch_slices(sizes: Sequence[int], *, allow_empty: bool = False) -> list[slice]:
+    """Consecutive slices of lengths `sizes` that partition range(sum(sizes)), in order.
+
+    Sizes must be >= 1, or >= 0 with `allow_empty` (an empty slice for an idle instance).
+    """
     slices: list[slice] = []
     start = 0
+    least = 0 if allow_empty else 1
     for size in sizes:
-        if size < 1:
-            raise ValueError(f"batch sizes must be >= 1, got {list(sizes)}")
+        if size < least:
+            raise ValueError(f"batch sizes must be >= {least}, got {list(sizes)}")
         slices.append(slice(start, start + size))
         start += size
     return slices
