@@ -8,6 +8,7 @@ instance with every core.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 
@@ -67,3 +68,33 @@ class Plan:
             groups[key] = groups.get(key, 0) + 1
         ordered = sorted(groups.items(), key=lambda kv: (-kv[0][0], -kv[0][1]))
         return " + ".join(f"<{n},{t},{b}>" for (t, b), n in ordered)
+
+
+_GROUP = re.compile(r"<\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*>")
+
+
+def parse_plan(text: str, cores: int | None = None) -> Plan:
+    """A plan from the paper's notation, e.g. `<2,1,8>` or `<1,6,8> + <2,4,4>`.
+
+    Each group is <count, threads, batch>. `cores` is the budget (default: the cores used).
+    Raises ValueError naming what does not parse.
+    """
+    groups = _GROUP.findall(text)
+    rest = _GROUP.sub("", text).replace("+", "").strip()
+    if not groups or rest:
+        raise ValueError(
+            f"cannot read plan {text!r}: write <count,threads,batch> groups joined by '+', "
+            "e.g. <2,1,8> + <1,2,4>"
+        )
+    instances = tuple(
+        InstanceSpec(threads=int(t), batch=int(b)) for n, t, b in groups for _ in range(int(n))
+    )
+    if not instances:
+        raise ValueError(f"plan {text!r} has no instances")
+    used = sum(i.threads for i in instances)
+    return Plan(
+        cores=used if cores is None else cores,
+        batch=sum(i.batch for i in instances),
+        latency_ms=float("nan"),
+        instances=instances,
+    )

@@ -1,0 +1,114 @@
+"""`packrat serve`: serve models over HTTP with dynamic batching on pinned instance pools."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from packrat.cli.app import app, err, guard, out
+
+DEFAULT_MODEL = "resnet50"
+
+
+@app.command()
+def serve(
+    models: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help=f"Zoo names or model files to serve (default: {DEFAULT_MODEL}).",
+            show_default=False,
+        ),
+    ] = None,
+    config_path: Annotated[
+        Path | None,
+        typer.Option("--config", help="TOML file with [server] settings and [[models]] entries."),
+    ] = None,
+    cores: Annotated[
+        int | None,
+        typer.Option("--cores", "-T", help="Use the first T usable cores [default: all]."),
+    ] = None,
+    max_batch_size: Annotated[
+        int | None,
+        typer.Option("--max-batch-size", help="Largest batch; plans are made for it [default: 8]."),
+    ] = None,
+    max_batch_delay_ms: Annotated[
+        float | None,
+        typer.Option("--max-batch-delay", help="Milliseconds a batch waits for more [default: 5]."),
+    ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="Inference and metrics address [default: 127.0.0.1]."),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Inference port, 0 for any [default: 8080].")
+    ] = None,
+    management_host: Annotated[
+        str | None,
+        typer.Option("--management-host", help="Management address [default: 127.0.0.1]."),
+    ] = None,
+    management_port: Annotated[
+        int | None, typer.Option("--management-port", help="Management port [default: 8081].")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="Metrics port [default: 8082].")
+    ] = None,
+    profile_path: Annotated[
+        Path | None,
+        typer.Option("--profile", "-p", help="Profile to plan with (one model only)."),
+    ] = None,
+    plan: Annotated[
+        str | None,
+        typer.Option("--plan", help="Run this plan instead of the optimal one, e.g. '<2,1,8>'."),
+    ] = None,
+    fat: Annotated[
+        bool, typer.Option("--fat", help="Run the fat instance (one instance, all cores).")
+    ] = False,
+    model_store: Annotated[
+        Path | None,
+        typer.Option("--model-store", help="Directory model files are loaded from."),
+    ] = None,
+    keep_freed_memory: Annotated[
+        bool | None,
+        typer.Option(
+            "--keep-freed-memory/--release-freed-memory",
+            help="Workers keep freed memory in their heap [default: keep].",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Serve models: TorchServe inference and management APIs, KServe v2, Prometheus metrics.
+
+    Each model is profiled on first start (cached), planned for --max-batch-size on its cores,
+    and run on pinned instances; requests are batched dynamically and each batch is split
+    across the instances. SIGTERM or Ctrl-C drains in-flight requests and exits 0.
+    """
+
+    def body() -> None:
+        import asyncio
+
+        from packrat.server.launch import LaunchConfig, launch, load_config_file, with_cli
+
+        base = load_config_file(config_path) if config_path is not None else LaunchConfig()
+        names = models or ([] if base.models else [DEFAULT_MODEL])
+        config = with_cli(
+            base,
+            names,
+            cores=cores,
+            max_batch_size=max_batch_size,
+            max_batch_delay_ms=max_batch_delay_ms,
+            host=host,
+            port=port,
+            management_host=management_host,
+            management_port=management_port,
+            metrics_port=metrics_port,
+            model_store=model_store,
+            keep_freed_memory=keep_freed_memory,
+            profile=profile_path,
+            plan=plan,
+            fat=fat or None,
+        )
+        asyncio.run(launch(config, out=out, err=err))
+
+    guard(body)

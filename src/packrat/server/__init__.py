@@ -1,0 +1,1 @@
+"""The inference server: dynamic batching over each model's instance pool, HTTP APIs."""

@@ -1,0 +1,96 @@
+"""What the HTTP layer needs from a served model, and the errors it turns into responses.
+
+The HTTP apps (`packrat.server.http_*`) see models only through these protocols, so they are
+tested with fakes; `packrat.server.runtime` implements them over real instance pools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from packrat.errors import PackratError
+from packrat.models.inputs import InputSpec
+
+
+class ServerError(PackratError):
+    """An error with an HTTP status; the apps turn it into a JSON error response."""
+
+    status = 500
+
+
+class BadRequest(ServerError):
+    """Malformed payload: bad JSON, wrong shape or dtype, undecodable image (400)."""
+
+    status = 400
+
+
+class NotFound(ServerError):
+    """Unknown model or version (404)."""
+
+    status = 404
+
+
+class PayloadTooLarge(ServerError):
+    """Body over the configured limit (413)."""
+
+    status = 413
+
+
+class UnsupportedMediaType(ServerError):
+    """A content type the model cannot decode (415)."""
+
+    status = 415
+
+
+class Unavailable(ServerError):
+    """The model is not ready, or the server is shutting down (503)."""
+
+    status = 503
+
+
+class InferenceFailed(ServerError):
+    """The model raised on this request's sub-batch (500, with the model's message)."""
+
+    status = 500
+
+
+class ServedModel(Protocol):
+    """One model version being served, as the HTTP layer sees it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def input_spec(self) -> InputSpec | None:
+        """Per-request input (shape without the batch dimension, dtype); None if unknown."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def infer(self, request: Any) -> Any:
+        """One request (a decoded input, e.g. a tensor) in, its output out, through the
+        model's dynamic batcher. Raises InferenceFailed, Unavailable or BadRequest."""
+
+    def describe(self) -> Mapping[str, Any]:
+        """JSON-ready description: plan, instances and their cores, batching settings."""
+
+
+class ModelRepository(Protocol):
+    """The models a server serves, by name and version."""
+
+    def get(self, name: str, version: str | None = None) -> ServedModel:
+        """The model (its default version if `version` is None); raises NotFound."""
+
+    def models(self) -> list[ServedModel]: ...
+
+    async def register(self, spec: str, *, name: str | None = None) -> ServedModel:
+        """Load and start a model from a zoo name or a file in the model store.
+
+        Raises BadRequest for a spec that cannot be resolved, or a name already served."""
+
+    async def unregister(self, name: str, version: str | None = None) -> None:
+        """Stop a model after its in-flight requests finish; raises NotFound."""

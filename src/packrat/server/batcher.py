@@ -1,0 +1,238 @@
+"""Dynamic batching with TorchServe's semantics, one batch at a time per model.
+
+Requests gather in a FIFO queue. A batch is dispatched as soon as `max_batch_size` requests
+are waiting, or `max_batch_delay_ms` after the *first* request of the forming batch arrived,
+whichever comes first. Only one batch runs at a time (a model's instance pool serves one
+batch at a time): the next batch gathers while one runs, and if its first request has already
+waited longer than the delay when the running batch ends, it is dispatched at once.
+
+The batcher knows nothing of models or torch: it is generic over the request and response
+types and calls `run_batch(requests) -> one response or exception per request, by position`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from packrat.server.api import Unavailable
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """How one model's requests are batched.
+
+    max_batch_size: most requests in one batch (>= 1).
+    max_batch_delay_ms: longest a batch waits for more requests after its first one arrived,
+        in milliseconds (>= 0; 0 dispatches whatever is waiting at once).
+    max_queue: most requests waiting (not counting the running batch); more are refused
+        with Unavailable.
+    """
+
+    max_batch_size: int = 8
+    max_batch_delay_ms: float = 5.0
+    max_queue: int = 1000
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_size", "max_queue"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"BatchingConfig.{name} must be an int >= 1, got {value!r}")
+        delay = self.max_batch_delay_ms
+        if (
+            isinstance(delay, bool)
+            or not isinstance(delay, int | float)
+            or not (math.isfinite(delay) and delay >= 0)
+        ):
+            raise ValueError(
+                f"BatchingConfig.max_batch_delay_ms must be a finite number >= 0, got {delay!r}"
+            )
+
+
+@dataclass(eq=False)  # identity equality: a queue entry is removed by identity
+class _Pending(Generic[Req, Resp]):
+    request: Req
+    future: asyncio.Future[Resp]
+    enqueued_s: float  # event-loop clock, seconds
+
+
+RunBatch = Callable[[list[Req]], Awaitable[list[Resp | BaseException]]]
+
+
+class Batcher(Generic[Req, Resp]):
+    """Queue requests, run them in batches through `run_batch`, answer each submitter.
+
+    `run_batch` gets the requests of one batch in arrival order and returns, for each, its
+    response or the exception to raise in its submitter. If `run_batch` itself raises, every
+    request of that batch fails with that exception and the batcher carries on. `on_batch`
+    is called with the size of every batch just before it runs.
+
+    Use from one event loop: `await start()`, then `await submit(request)` from any number of
+    tasks, then `await stop()`.
+    """
+
+    def __init__(
+        self,
+        run_batch: RunBatch[Req, Resp],
+        config: BatchingConfig | None = None,
+        *,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self._run_batch = run_batch
+        self._config = config if config is not None else BatchingConfig()
+        self._on_batch = on_batch
+        self._queue: collections.deque[_Pending[Req, Resp]] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._running: list[_Pending[Req, Resp]] = []
+        self._stopping = False
+
+    @property
+    def config(self) -> BatchingConfig:
+        return self._config
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for a batch (not counting the running one)."""
+        return len(self._queue)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests in the batch now running (0 if none)."""
+        return len(self._running)
+
+    @property
+    def accepting(self) -> bool:
+        """Whether `submit` takes new requests: started and not stopping."""
+        return self._task is not None and not self._stopping
+
+    async def start(self) -> None:
+        """Start the batching loop in the running event loop. Idempotent."""
+        if self._task is None and not self._stopping:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def submit(self, request: Req) -> Resp:
+        """The response to `request`, once its batch has run.
+
+        Raises the exception `run_batch` gave for this request, or Unavailable if the batcher
+        is not running or `max_queue` requests are already waiting. Cancelling the caller
+        (e.g. the client went away) drops the request if it is still queued; if its batch
+        already runs, the result is discarded and the rest of the batch is unaffected.
+        """
+        if not self.accepting:
+            raise Unavailable("the model is not accepting requests (not started or stopping)")
+        if len(self._queue) >= self._config.max_queue:
+            raise Unavailable(
+                f"the model's queue is full ({self._config.max_queue} requests waiting)"
+            )
+        loop = asyncio.get_running_loop()
+        pending: _Pending[Req, Resp] = _Pending(request, loop.create_future(), loop.time())
+        self._queue.append(pending)
+        self._wakeup.set()
+        try:
+            return await pending.future
+        except asyncio.CancelledError:
+            if pending in self._queue:
+                self._queue.remove(pending)
+                self._wakeup.set()  # the forming batch's first request may have changed
+            raise
+
+    async def stop(self, drain: bool = True) -> None:
+        """Stop taking requests (new submits get Unavailable) and end the loop.
+
+        drain=True: queued requests are dispatched at once (no more can join their batch) and
+        this returns when they and the running batch have answered. drain=False: queued
+        requests and the running batch's submitters get Unavailable right away; the running
+        `run_batch` call is cancelled (a thread it started runs on; closing the pool ends it).
+        """
+        self._stopping = True
+        self._wakeup.set()
+        task = self._task
+        if task is None:
+            self._fail_queued("the model was stopped before it started")
+            return
+        if not drain:
+            self._fail_queued("the model is shutting down")
+            task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            if not task.cancelled():  # our caller was cancelled, not the loop
+                raise
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        try:
+            while True:
+                batch = await self._next_batch()
+                if batch is None:
+                    return
+                await self._dispatch(batch)
+        finally:
+            for pending in self._running:
+                _answer(pending, Unavailable("the model is shutting down"))
+            self._running = []
+
+    async def _next_batch(self) -> list[_Pending[Req, Resp]] | None:
+        """Wait for the next batch to be due; None when stopping with nothing left."""
+        loop = asyncio.get_running_loop()
+        delay_s = self._config.max_batch_delay_ms / 1000.0
+        size = self._config.max_batch_size
+        while True:
+            self._wakeup.clear()
+            if not self._queue:
+                if self._stopping:
+                    return None
+                await self._wakeup.wait()
+                continue
+            remaining_s = self._queue[0].enqueued_s + delay_s - loop.time()
+            if len(self._queue) >= size or remaining_s <= 0 or self._stopping:
+                return [self._queue.popleft() for _ in range(min(size, len(self._queue)))]
+            with contextlib.suppress(TimeoutError):  # the deadline passed: re-checked above
+                await asyncio.wait_for(self._wakeup.wait(), remaining_s)
+
+    async def _dispatch(self, batch: list[_Pending[Req, Resp]]) -> None:
+        self._running = batch
+        if self._on_batch is not None:
+            try:
+                self._on_batch(len(batch))
+            except Exception:  # a metrics hook must not fail requests
+                logger.exception("on_batch hook failed")
+        try:
+            results = await self._run_batch([p.request for p in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(
+                    f"run_batch returned {len(results)} results for {len(batch)} requests"
+                )
+        except Exception as exc:
+            logger.warning("batch of %d failed: %s", len(batch), exc)
+            results = [exc] * len(batch)
+        for pending, result in zip(batch, results, strict=True):
+            _answer(pending, result)
+        self._running = []
+
+    def _fail_queued(self, reason: str) -> None:
+        while self._queue:
+            _answer(self._queue.popleft(), Unavailable(reason))
+
+
+def _answer(pending: _Pending[Req, Resp], result: Resp | BaseException) -> None:
+    """Resolve the submitter's future, unless it was cancelled (client gone)."""
+    if pending.future.done():
+        return
+    if isinstance(result, BaseException):
+        pending.future.set_exception(result)
+    else:
+        pending.future.set_result(result)

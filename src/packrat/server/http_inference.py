@@ -1,0 +1,145 @@
+"""The inference app: TorchServe's inference API, the Open Inference Protocol, and metrics.
+
+TorchServe routes: `GET /ping`, `POST|PUT /predictions/{model}[/{version}]` with one request
+in the body (see `packrat.server.codecs` for the formats) and the model's output as JSON.
+The v2 routes are in `packrat.server.v2`; `GET /metrics` in `packrat.server.metrics`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, FastAPI, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from packrat import __version__
+from packrat.models.inputs import InputSpec
+from packrat.server import codecs
+from packrat.server.api import ModelRepository, ServedModel, Unavailable
+from packrat.server.http_body import read_body
+from packrat.server.http_config import HttpConfig
+from packrat.server.metrics import Metrics, metrics_router
+from packrat.server.responses import ERROR_RESPONSES, JSONBody, install_error_handlers
+from packrat.server.v2 import create_v2_router
+
+if TYPE_CHECKING:
+    import torch
+
+
+def create_inference_app(
+    repo: ModelRepository, config: HttpConfig | None = None, metrics: Metrics | None = None
+) -> FastAPI:
+    """The inference app over `repo`.
+
+    `metrics` is shared with the runtime (which records batches, queues and plans) and
+    served at `/metrics`; a fresh one is made if None.
+    """
+    config = config or HttpConfig()
+    metrics = metrics or Metrics()
+    app = FastAPI(
+        title="Packrat inference",
+        version=__version__,
+        description="TorchServe inference API and the Open Inference Protocol (KServe v2).",
+    )
+    install_error_handlers(app)
+    app.include_router(_torchserve_router(repo, config, metrics))
+    app.include_router(create_v2_router(repo, config, metrics))
+    app.include_router(metrics_router(metrics))
+    return app
+
+
+def _torchserve_router(repo: ModelRepository, config: HttpConfig, metrics: Metrics) -> APIRouter:
+    router = APIRouter(tags=["torchserve"], responses=ERROR_RESPONSES)
+
+    @router.get(
+        "/ping",
+        summary="Health: 200 Healthy when every model is ready, else 503 Unhealthy",
+        responses={503: {"description": '{"status": "Unhealthy"}'}},
+    )
+    async def ping() -> Response:
+        healthy = all(model.ready for model in repo.models())
+        if healthy:
+            return JSONBody({"status": "Healthy"})
+        return JSONBody({"status": "Unhealthy"}, status_code=503)
+
+    async def predict(request: Request, model: ServedModel) -> Response:
+        with metrics.time_request(model.name):
+            if not model.ready:
+                raise Unavailable(f"model {model.name!r} is not ready")
+            body = await read_body(request, config.max_body_bytes)
+            content_type = request.headers.get("content-type")
+            fmt = codecs.body_format(content_type, body, model.input_spec)
+            inline = fmt is codecs.BodyFormat.RAW or (
+                fmt is not codecs.BodyFormat.IMAGE and len(body) <= config.inline_decode_bytes
+            )
+            decode_args = (fmt, body, model.input_spec, config.max_image_pixels)
+            if inline:
+                tensor = _decode(*decode_args)
+            else:
+                tensor = await run_in_threadpool(_decode, *decode_args)
+            output = await model.infer(tensor)
+            if codecs.numel(output) > config.inline_encode_values:
+                return await run_in_threadpool(_encode, output)
+            return _encode(output)
+
+    async def predictions(request: Request, model_name: str) -> Response:
+        return await predict(request, repo.get(model_name))
+
+    async def predictions_version(request: Request, model_name: str, version: str) -> Response:
+        return await predict(request, repo.get(model_name, version))
+
+    # POST, and PUT for `curl -T file`; one route per method keeps OpenAPI operation ids unique.
+    for method in ("POST", "PUT"):
+        for path, endpoint, summary in (
+            ("/predictions/{model_name}", predictions, "Predict (default version)"),
+            ("/predictions/{model_name}/{version}", predictions_version, "Predict"),
+        ):
+            router.add_api_route(
+                path,
+                endpoint,
+                methods=[method],
+                summary=summary,
+                operation_id=f"{endpoint.__name__}_{method.lower()}",
+                response_class=Response,
+                responses={200: {"description": "the model's output as JSON (nested lists)"}},
+                openapi_extra=_PREDICTION_BODY_DOC,
+            )
+
+    return router
+
+
+def _decode(
+    fmt: codecs.BodyFormat, body: bytearray, spec: InputSpec | None, max_image_pixels: int
+) -> torch.Tensor:
+    return codecs.decode(fmt, body, spec, max_image_pixels=max_image_pixels)
+
+
+def _encode(output: Any) -> Response:
+    return JSONBody(codecs.to_json(output))
+
+
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_PREDICTION_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "One request. Without a Content-Type the format is sniffed.",
+        "content": {
+            "application/octet-stream": {
+                **_BINARY,
+                "description": "raw little-endian tensor bytes of the input's shape and dtype",
+            },
+            "image/jpeg": _BINARY,
+            "image/png": _BINARY,
+            "text/plain": {"schema": {"type": "string"}},
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"type": "array", "description": "values nested like the shape, or flat"},
+                        {"type": "object", "properties": {"data": {"type": "array"}}},
+                    ]
+                }
+            },
+        },
+    }
+}

@@ -1,0 +1,104 @@
+"""The management app: TorchServe's management API over a model repository.
+
+`GET /models` lists models, `GET /models/{name}[/{version}|/all]` describes them (plan,
+instances and their cores, batching), `POST /models?url=...` registers a zoo model or a file
+in the model store, `DELETE /models/{name}[/{version}]` unregisters. Access control goes in
+`_dependencies`, the one place every management route takes its dependencies from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Query
+from fastapi.params import Depends
+
+from packrat import __version__
+from packrat.server.api import ModelRepository, ServedModel
+from packrat.server.http_config import HttpConfig
+from packrat.server.responses import ERROR_RESPONSES, install_error_handlers
+
+
+def create_management_app(repo: ModelRepository, config: HttpConfig | None = None) -> FastAPI:
+    """The management app over `repo`."""
+    config = config or HttpConfig()
+    app = FastAPI(title="Packrat management", version=__version__)
+    install_error_handlers(app)
+    app.include_router(_management_router(repo, _dependencies(config)))
+    return app
+
+
+def _dependencies(config: HttpConfig) -> Sequence[Depends]:
+    """Dependencies of every management route (e.g. token auth, when configured)."""
+    return ()
+
+
+def _management_router(repo: ModelRepository, dependencies: Sequence[Depends]) -> APIRouter:
+    router = APIRouter(
+        tags=["management"], responses=ERROR_RESPONSES, dependencies=list(dependencies)
+    )
+
+    @router.get("/models", summary="List models")
+    async def list_models(
+        limit: int = Query(100, ge=1, description="most models to list"),
+        next_page_token: int = Query(0, ge=0, description="index of the first model to list"),
+    ) -> dict[str, Any]:
+        models = sorted(repo.models(), key=lambda model: (model.name, model.version))
+        page = models[next_page_token : next_page_token + limit]
+        listing: dict[str, Any] = {
+            "models": [{"modelName": m.name, "modelUrl": _url(m)} for m in page]
+        }
+        if next_page_token + limit < len(models):
+            listing["nextPageToken"] = str(next_page_token + limit)
+        return listing
+
+    @router.get("/models/{model_name}", summary="Describe a model's default version")
+    async def describe_model(model_name: str) -> list[dict[str, Any]]:
+        return [_describe(repo.get(model_name))]
+
+    @router.get("/models/{model_name}/all", summary="Describe every version of a model")
+    async def describe_all(model_name: str) -> list[dict[str, Any]]:
+        repo.get(model_name)  # NotFound for an unknown name
+        versions = [m for m in repo.models() if m.name == model_name]
+        return [_describe(m) for m in sorted(versions, key=lambda m: m.version)]
+
+    @router.get("/models/{model_name}/{version}", summary="Describe a model version")
+    async def describe_version(model_name: str, version: str) -> list[dict[str, Any]]:
+        return [_describe(repo.get(model_name, version))]
+
+    @router.post("/models", summary="Register a model")
+    async def register(
+        url: str = Query(..., min_length=1, description="a zoo name or a file in the store"),
+        model_name: str | None = Query(None, min_length=1, description="name to serve it as"),
+    ) -> dict[str, str]:
+        model = await repo.register(url, name=model_name)
+        return {"status": f'Model "{model.name}" Version: {model.version} registered'}
+
+    @router.delete("/models/{model_name}", summary="Unregister a model")
+    async def unregister(model_name: str) -> dict[str, str]:
+        await repo.unregister(model_name)
+        return {"status": f'Model "{model_name}" unregistered'}
+
+    @router.delete("/models/{model_name}/{version}", summary="Unregister a model version")
+    async def unregister_version(model_name: str, version: str) -> dict[str, str]:
+        await repo.unregister(model_name, version)
+        return {"status": f'Model "{model_name}" version: {version} unregistered'}
+
+    return router
+
+
+def _describe(model: ServedModel) -> dict[str, Any]:
+    header = {"modelName": model.name, "modelVersion": model.version, "ready": model.ready}
+    return header | dict(model.describe())
+
+
+def _url(model: ServedModel) -> str:
+    """Where the model came from: the description's "url", else its "model"."source" (what
+    the runtime records), else the model's name."""
+    description = model.describe()
+    url = description.get("url")
+    source = description.get("model")
+    if not isinstance(url, str) and isinstance(source, Mapping):
+        url = source.get("source")
+    return url if isinstance(url, str) else model.name

@@ -1,0 +1,203 @@
+"""Start a server: settings from the CLI and an optional TOML file, models, listeners.
+
+A TOML file (`packrat serve --config FILE`) looks like:
+
+    [server]
+    host = "127.0.0.1"        # inference and metrics APIs
+    port = 8080
+    management_host = "127.0.0.1"
+    management_port = 8081
+    metrics_port = 8082
+    model_store = "models"    # model files load from here only
+    max_batch_size = 8        # defaults for every model (and for management-API registrations)
+    max_batch_delay_ms = 5.0
+
+    [[models]]
+    spec = "resnet50"         # a zoo name or a file
+    name = "resnet"           # optional; the served name
+    cores = [0, 1]            # optional CPU ids; default: every usable core
+    max_batch_size = 16
+    plan = "<2,1,8>"          # optional pinned plan; or fat = true
+
+Command-line options given explicitly override the file's [server] values; models named on the
+command line are served in addition to the file's.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from packrat.errors import PackratError
+from packrat.pool.config import EngineConfig
+from packrat.server.listen import Bound, Listener, bind, serve
+from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
+from packrat.types import parse_plan
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Everything `packrat serve` needs; see the module docstring for the file format."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    management_host: str = "127.0.0.1"
+    management_port: int = 8081
+    metrics_port: int = 8082
+    model_store: Path | None = None
+    max_batch_size: int = 8
+    max_batch_delay_ms: float = 5.0
+    cores: int | None = None  # first N usable cores for models without their own
+    keep_freed_memory: bool = True
+    models: tuple[ModelConfig, ...] = field(default_factory=tuple)
+
+    def listeners(self) -> list[Listener]:
+        return [
+            Listener("inference", self.host, self.port),
+            Listener("management", self.management_host, self.management_port),
+            Listener("metrics", self.host, self.metrics_port),
+        ]
+
+
+_SERVER_KEYS = {f.name for f in fields(LaunchConfig)} - {"models"}
+_MODEL_KEYS = {f.name for f in fields(ModelConfig)}
+
+
+def load_config_file(path: Path) -> LaunchConfig:
+    """Parse a TOML launch file; PackratError naming the file and the bad key or value."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise PackratError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PackratError(f"{path}: not valid TOML ({exc})") from None
+    unknown = set(data) - {"server", "models"}
+    if unknown:
+        raise PackratError(
+            f"{path}: unknown section(s) {sorted(unknown)}; use [server], [[models]]"
+        )
+    server = dict(data.get("server", {}))
+    bad = set(server) - _SERVER_KEYS
+    if bad:
+        raise PackratError(f"{path}: unknown [server] key(s) {sorted(bad)}")
+    if "model_store" in server:
+        server["model_store"] = (path.parent / str(server["model_store"])).resolve()
+    models = tuple(_model(entry, path, i) for i, entry in enumerate(data.get("models", [])))
+    try:
+        return LaunchConfig(**server, models=models)
+    except TypeError as exc:
+        raise PackratError(f"{path}: {exc}") from None
+
+
+def _model(entry: Any, path: Path, index: int) -> ModelConfig:
+    where = f"{path}: [[models]] entry {index + 1}"
+    if not isinstance(entry, dict):
+        raise PackratError(f"{where} is not a table")
+    bad = set(entry) - _MODEL_KEYS
+    if bad:
+        raise PackratError(f"{where}: unknown key(s) {sorted(bad)}")
+    values = dict(entry)
+    try:
+        if "plan" in values:
+            values["plan"] = parse_plan(str(values["plan"]))
+        if "profile" in values:
+            values["profile"] = (path.parent / str(values["profile"])).resolve()
+        if "cores" in values:
+            values["cores"] = tuple(int(c) for c in values["cores"])
+        return ModelConfig(**values)
+    except (TypeError, ValueError) as exc:
+        raise PackratError(f"{where}: {exc}") from None
+
+
+def with_cli(base: LaunchConfig, models: list[str], **overrides: Any) -> LaunchConfig:
+    """`base` with the options given on the command line (None = not given) and the models
+    named there, each with the server-wide batching settings and the pinned plan options."""
+    given = {k: v for k, v in overrides.items() if v is not None and k in _SERVER_KEYS}
+    config = replace(base, **given)
+    plan_text = overrides.get("plan")
+    per_model: dict[str, Any] = {
+        "max_batch_size": config.max_batch_size,
+        "max_batch_delay_ms": config.max_batch_delay_ms,
+        "profile": overrides.get("profile"),
+        "fat": bool(overrides.get("fat")),
+    }
+    if per_model["profile"] is not None and len(models) + len(config.models) != 1:
+        raise PackratError("--profile applies to one model; use [[models]] in --config for more")
+    try:
+        if plan_text is not None:
+            per_model["plan"] = parse_plan(plan_text)
+        extra = tuple(ModelConfig(spec=spec, **per_model) for spec in models)
+    except ValueError as exc:
+        raise PackratError(str(exc)) from None
+    return replace(config, models=config.models + extra)
+
+
+async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
+    """Load every model (profiling on first start), bind the listeners, serve until a signal."""
+    from packrat.progress import progress_bar
+    from packrat.server.http_config import HttpConfig
+    from packrat.server.http_inference import create_inference_app
+    from packrat.server.http_management import create_management_app
+    from packrat.server.metrics import Metrics, create_metrics_app
+    from packrat.server.observe import watch
+    from packrat.topology import check_cores, read_topology
+
+    if not config.models:
+        raise PackratError("no model to serve: name one, or add [[models]] to the config file")
+    topology = read_topology()
+    default_cores: tuple[int, ...] | None = None
+    if config.cores is not None:
+        check_cores(config.cores, topology)
+        default_cores = topology.cpu_ids()[: config.cores]
+    bound: list[Bound] = [bind(listener) for listener in config.listeners()]
+    metrics = Metrics()
+    defaults = RepositoryDefaults(
+        cores=default_cores,
+        max_batch_size=config.max_batch_size,
+        max_batch_delay_ms=config.max_batch_delay_ms,
+    )
+    with progress_bar(err) as bar:
+        repo = Repository(
+            defaults,
+            model_store=config.model_store,
+            engine_config=EngineConfig(keep_freed_memory=config.keep_freed_memory),
+            progress=bar,
+            on_start=lambda runtime: watch(runtime, metrics),
+        )
+        try:
+            for model in config.models:
+                if model.cores is None and default_cores is not None:
+                    model = replace(model, cores=default_cores)
+                runtime = await repo.register_model(model, progress=bar)
+                out.print(_describe(runtime.describe()), highlight=False)
+        except BaseException:
+            await repo.close()
+            for b in bound:
+                b.sock.close()
+            raise
+    http = HttpConfig()
+    apps = {
+        "inference": create_inference_app(repo, http, metrics),
+        "management": create_management_app(repo, http),
+        "metrics": create_metrics_app(metrics),
+    }
+    for b in bound:
+        out.print(f"{b.listener.name} API listening on {b.address}", highlight=False)
+    await serve(bound, apps, on_shutdown=repo.close)
+    out.print("packrat: stopped", highlight=False)
+
+
+def _describe(info: Any) -> str:
+    plan = info.get("plan", {})
+    instances = ", ".join(
+        f"{i.get('threads')}t x b{i.get('batch')} on cores {i.get('cores')}"
+        for i in info.get("instances", [])
+    )
+    return (
+        f"serving {info.get('name')} v{info.get('version')}: plan {plan.get('describe', plan)} "
+        f"for batch {info.get('batching', {}).get('max_batch_size')}; instances: {instances}"
+    )

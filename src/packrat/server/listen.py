@@ -1,0 +1,87 @@
+"""Bind the server's listening sockets and run them all in one uvicorn server.
+
+Sockets are bound before serving so that port 0 resolves to a real port that can be printed,
+and so that a port already in use fails at once with a clear error. One uvicorn server serves
+every socket through a `PortRouter`; on SIGTERM or SIGINT it stops accepting connections,
+finishes the requests in flight, runs the shutdown hook (which drains the models and stops
+their workers) and returns, so the process exits 0.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import uvicorn
+
+from packrat.errors import PackratError
+from packrat.server.port_router import ASGIApp, Hook, PortRouter
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One API's address. `port` 0 picks a free port."""
+
+    name: str
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise PackratError(f"{self.name} port must be in 0..65535, got {self.port}")
+
+
+@dataclass(frozen=True)
+class Bound:
+    listener: Listener
+    sock: socket.socket
+
+    @property
+    def address(self) -> str:
+        host, port = self.sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{port}"
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+
+def bind(listener: Listener) -> Bound:
+    """A bound socket for `listener`; PackratError naming the address if it cannot bind."""
+    family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((listener.host, listener.port))
+    except OSError as exc:
+        sock.close()
+        raise PackratError(
+            f"cannot listen for the {listener.name} API on {listener.host}:{listener.port}: "
+            f"{exc.strerror}"
+        ) from None
+    sock.set_inheritable(True)
+    return Bound(listener, sock)
+
+
+async def serve(
+    bound: list[Bound], apps: Mapping[str, ASGIApp], *, on_shutdown: Hook | None = None
+) -> None:
+    """Serve `apps[name]` on the socket bound for the listener of that name, until a signal."""
+    router = PortRouter({b.port: apps[b.listener.name] for b in bound}, on_shutdown=on_shutdown)
+    config = uvicorn.Config(router, lifespan="on", log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    # uvicorn captures SIGINT/SIGTERM while serving and re-raises them after its graceful
+    # shutdown; with these no-op handlers in place, that re-raise ends in a normal return.
+    previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        await server.serve(sockets=[b.sock for b in bound])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """A signal that arrives after the graceful shutdown has nothing left to stop."""

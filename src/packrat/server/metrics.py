@@ -1,0 +1,189 @@
+"""Prometheus metrics of one server: what the HTTP apps and the runtime record, and `/metrics`.
+
+Each `Metrics` owns its own `CollectorRegistry`, so servers (and tests) in one process never
+share or collide on series. prometheus-client is thread-safe: the runtime may record from
+any thread.
+
+Series (label `model` is the model name):
+  packrat_requests_total{model,code}            requests answered, by HTTP status
+  packrat_request_latency_seconds{model}        arrival to response, seconds (histogram)
+  packrat_batch_size{model}                     requests per batch run (histogram)
+  packrat_queue_depth{model}                    requests waiting for a batch (gauge)
+  packrat_plan{model,plan}                      1 for the plan in use (gauge)
+  packrat_instance_busy_seconds_total{model,instance}   seconds each instance spent running
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from threading import Lock
+from time import perf_counter
+
+from fastapi import APIRouter, FastAPI
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.responses import Response
+
+from packrat.server.api import ServerError
+from packrat.server.responses import install_error_handlers
+
+LATENCY_BUCKETS_S = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics:
+    """The metrics of one server, in their own registry (`self.registry`)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._requests = Counter(
+            "packrat_requests",
+            "Inference requests answered, by HTTP status code.",
+            ("model", "code"),
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            "packrat_request_latency_seconds",
+            "Inference request latency from arrival to response, in seconds.",
+            ("model",),
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self._batch_size = Histogram(
+            "packrat_batch_size",
+            "Requests per batch the model ran.",
+            ("model",),
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=self.registry,
+        )
+        self._queue_depth = Gauge(
+            "packrat_queue_depth",
+            "Requests waiting to join a batch.",
+            ("model",),
+            registry=self.registry,
+        )
+        self._plan = Gauge(
+            "packrat_plan",
+            "1 for the plan (set of instances) the model runs.",
+            ("model", "plan"),
+            registry=self.registry,
+        )
+        self._busy = Counter(
+            "packrat_instance_busy_seconds",
+            "Seconds each instance spent running batches.",
+            ("model", "instance"),
+            registry=self.registry,
+        )
+        self._lock = Lock()
+        self._plans: dict[str, str] = {}
+
+    def observe_request(self, model: str, code: int, seconds: float) -> None:
+        """One inference request of `model` answered with HTTP status `code` after
+        `seconds` (arrival to response)."""
+        self._requests.labels(model, str(code)).inc()
+        self._latency.labels(model).observe(seconds)
+
+    @contextmanager
+    def time_request(self, model: str) -> Iterator[None]:
+        """Record the request handled inside the block: status 200 if it completes, the
+        ServerError's status if one escapes, 500 for any other exception."""
+        start = perf_counter()
+        code = 500
+        try:
+            yield
+            code = 200
+        except ServerError as exc:
+            code = exc.status
+            raise
+        finally:
+            self.observe_request(model, code, perf_counter() - start)
+
+    def observe_batch(
+        self,
+        model: str,
+        size: int,
+        per_instance_sizes: Sequence[int],
+        busy_s: float | Sequence[float],
+    ) -> None:
+        """One batch of `size` requests ran, split into `per_instance_sizes[k]` requests for
+        instance k (plan order; label `instance` is k). `busy_s` is the seconds each
+        instance was busy, or one wall time credited to every instance that had requests."""
+        self._batch_size.labels(model).observe(size)
+        for instance, requests in enumerate(per_instance_sizes):
+            if isinstance(busy_s, int | float):
+                seconds = float(busy_s) if requests > 0 else 0.0
+            else:
+                seconds = busy_s[instance] if instance < len(busy_s) else 0.0
+            self._busy.labels(model, str(instance)).inc(max(0.0, seconds))
+
+    def set_queue_depth(self, model: str, depth: int) -> None:
+        """`depth` requests of `model` are waiting for a batch."""
+        self._queue_depth.labels(model).set(depth)
+
+    def set_plan(self, model: str, plan: str) -> None:
+        """`model` now runs `plan` (e.g. "2x8+1x4"): its series reads 1, the previous one is
+        removed."""
+        with self._lock:
+            previous = self._plans.get(model)
+            if previous is not None and previous != plan:
+                self._plan.remove(model, previous)
+            self._plans[model] = plan
+            self._plan.labels(model, plan).set(1)
+
+    def forget_model(self, model: str) -> None:
+        """Drop `model`'s gauges after it is unregistered (counters stay: they are totals)."""
+        with self._lock:
+            plan = self._plans.pop(model, None)
+            if plan is not None:
+                self._plan.remove(model, plan)
+        with suppress(KeyError):  # no depth was ever set
+            self._queue_depth.remove(model)
+
+    def exposition(self) -> bytes:
+        """All series in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+
+def metrics_router(metrics: Metrics) -> APIRouter:
+    """`GET /metrics`, for the metrics app and the inference app alike."""
+    router = APIRouter()
+
+    @router.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+        summary="Prometheus metrics",
+    )
+    async def get_metrics() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def create_metrics_app(metrics: Metrics) -> FastAPI:
+    """An app serving only `GET /metrics`, for a separate metrics port."""
+    app = FastAPI(title="Packrat metrics")
+    install_error_handlers(app)
+    app.include_router(metrics_router(metrics))
+    return app

@@ -1,0 +1,19 @@
+"""Connect a model runtime to the server's metrics: batches, queue depth, plan."""
+
+from __future__ import annotations
+
+from packrat.server.metrics import Metrics
+from packrat.server.runtime import ModelRuntime
+
+
+def watch(runtime: ModelRuntime, metrics: Metrics) -> None:
+    """Record every batch of `runtime` in `metrics`, and the plan it serves with."""
+    name = runtime.name
+    metrics.set_plan(name, runtime.plan.describe())
+    metrics.set_queue_depth(name, 0)
+
+    def on_batch(size: int, per_instance: tuple[int, ...], seconds: float) -> None:
+        metrics.observe_batch(name, size, per_instance, seconds)
+        metrics.set_queue_depth(name, runtime.queue_depth)
+
+    runtime.add_listener(on_batch)

@@ -1,0 +1,432 @@
+"""The models a server serves: resolve, profile, plan, place and start each one.
+
+`Repository.register_model(ModelConfig(...))` turns a model spec into a running `ModelRuntime`:
+
+1. resolve the spec (`resolve_model`): a zoo name, or a file in the model store;
+2. its profile: `ModelConfig.profile` if given, else the cached one
+   (`default_profile_path`), completed with a quick sweep where cells are missing (batch
+   sizes 1, 2, 4, ... up to max_batch_size, every thread count of its cores; `QUICK_POLICY`);
+3. its plan: the optimal one for all its cores and max_batch_size (`PlanTable`), unless the
+   config pins a plan or asks for the fat instance (then no profiling is done; a cached profile
+   is still used to split batches);
+4. placement on the model's cores (`allocate`), then start.
+
+Each model may get its own CPUs (`ModelConfig.cores`); models on overlapping CPUs work but slow
+each other down (a warning is logged).
+
+Model files: with a `model_store` directory, every file spec must resolve (symlinks followed)
+inside it, and relative specs are taken relative to it. Without one, `register()` (the HTTP
+management API) accepts zoo names only, while `register_model()` (the operator's API, e.g.
+`packrat serve model.pt`) loads any local file. Zoo names are always accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from packrat.errors import ModelError, PackratError, ProfileError
+from packrat.models.base import ModelIdentity, ModelSource
+from packrat.models.resolve import resolve_model
+from packrat.models.zoo import ZOO
+from packrat.optimizer.solve import PlanTable
+from packrat.optimizer.table import LatencyTable
+from packrat.pool.config import EngineConfig
+from packrat.profiler.cache import default_profile_path
+from packrat.profiler.profile_file import Profile, load_profile
+from packrat.profiler.stats import SamplingPolicy
+from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
+from packrat.progress import NullProgress, Progress
+from packrat.server.api import BadRequest, NotFound, ServedModel, ServerError, Unavailable
+from packrat.server.batcher import BatchingConfig
+from packrat.server.runtime import ModelRuntime
+from packrat.topology import Topology, allocate, format_cpu_list, read_topology
+from packrat.types import InstanceSpec, Plan
+
+if TYPE_CHECKING:
+    from packrat.server.api import ModelRepository
+
+logger = logging.getLogger(__name__)
+
+QUICK_POLICY = SamplingPolicy(warmup_runs=1, min_runs=3, max_runs=20, rel_ci=0.05, max_time_s=5)
+"""Sampling for profiles made at registration: seconds per cell, not minutes."""
+
+RuntimeHook = Callable[[ModelRuntime], None]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # safe in URL paths and file names
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """How to serve one model version.
+
+    spec: a zoo name or a model file (see the module docstring for where files may be).
+    name: the served name; None takes the zoo name or the file's stem. version: its version.
+    cores: CPU ids the model's instances run on; None means every CPU this process may use.
+    max_batch_size, max_batch_delay_ms, max_queue: dynamic batching (`BatchingConfig`);
+        max_batch_size is also the batch the plan is made for.
+    profile: a profile file (JSON or published CSV) to plan with instead of the cache.
+    plan: instances to run instead of the optimal plan (allocated on `cores` if they have
+        no cores yet). fat: run one instance with all cores instead.
+    """
+
+    spec: str
+    name: str | None = None
+    version: str = "1"
+    cores: tuple[int, ...] | None = None
+    max_batch_size: int = 8
+    max_batch_delay_ms: float = 5.0
+    max_queue: int = 1000
+    profile: Path | None = None
+    plan: Plan | None = None
+    fat: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.spec:
+            raise ValueError("ModelConfig.spec must name a zoo model or a file, got ''")
+        for field_name in ("name", "version"):
+            value = getattr(self, field_name)
+            if value is not None and not _NAME.match(value):
+                raise ValueError(
+                    f"ModelConfig.{field_name} must be 1-128 letters, digits, '_', '.' or '-' "
+                    f"(not starting with '_', '.' or '-'), got {value!r}"
+                )
+        if self.cores is not None:
+            object.__setattr__(self, "cores", tuple(self.cores))
+            if not self.cores or any(c < 0 for c in self.cores):
+                raise ValueError(
+                    f"ModelConfig.cores must be a non-empty list of CPU ids, got {self.cores}"
+                )
+            if len(set(self.cores)) != len(self.cores):
+                raise ValueError(f"ModelConfig.cores has repeated CPU ids: {list(self.cores)}")
+        try:
+            BatchingConfig(self.max_batch_size, self.max_batch_delay_ms, self.max_queue)
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("BatchingConfig.", "ModelConfig.")) from None
+        if self.plan is not None and self.fat:
+            raise ValueError("ModelConfig.plan and ModelConfig.fat=True exclude each other")
+
+    @property
+    def batching(self) -> BatchingConfig:
+        return BatchingConfig(self.max_batch_size, self.max_batch_delay_ms, self.max_queue)
+
+
+@dataclass(frozen=True)
+class RepositoryDefaults:
+    """Settings for models registered by spec alone (`Repository.register`, the HTTP API)."""
+
+    cores: tuple[int, ...] | None = None
+    max_batch_size: int = 8
+    max_batch_delay_ms: float = 5.0
+    max_queue: int = 1000
+    fat: bool = False
+
+    def __post_init__(self) -> None:
+        try:
+            self.model_config("defaults")
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("ModelConfig.", "RepositoryDefaults.")) from None
+
+    def model_config(self, spec: str, name: str | None = None) -> ModelConfig:
+        return ModelConfig(
+            spec=spec,
+            name=name,
+            cores=self.cores,
+            max_batch_size=self.max_batch_size,
+            max_batch_delay_ms=self.max_batch_delay_ms,
+            max_queue=self.max_queue,
+            fat=self.fat,
+        )
+
+
+class Repository:
+    """Served models by name and version (`ModelRepository`); a name's default version is the
+    first one registered that is still served.
+
+    model_store: the directory model files must be in (see the module docstring).
+    engine_config: every model's pool settings. progress: where `register()` reports profiling.
+    on_start, on_stop: called with each runtime once it serves (before `register*` returns)
+        and once it has stopped (unregistered or closed), e.g. to attach and drop metrics; an
+        exception they raise is logged.
+    """
+
+    def __init__(
+        self,
+        defaults: RepositoryDefaults | None = None,
+        *,
+        model_store: Path | None = None,
+        engine_config: EngineConfig | None = None,
+        progress: Progress | None = None,
+        on_start: RuntimeHook | None = None,
+        on_stop: RuntimeHook | None = None,
+    ) -> None:
+        self._defaults = defaults if defaults is not None else RepositoryDefaults()
+        self._model_store = model_store
+        self._engine_config = engine_config if engine_config is not None else EngineConfig()
+        self._progress = progress if progress is not None else NullProgress()
+        self._on_start = on_start
+        self._on_stop = on_stop
+        self._models: dict[str, dict[str, ModelRuntime]] = {}
+        self._starting: set[tuple[str, str]] = set()
+        self._closed = False
+
+    def get(self, name: str, version: str | None = None) -> ModelRuntime:
+        """The model's runtime (its default version if `version` is None); raises NotFound."""
+        versions = self._models.get(name)
+        if not versions:
+            served = ", ".join(sorted(self._models)) or "none"
+            raise NotFound(f"model '{name}' is not served (models served: {served})")
+        if version is None:
+            return next(iter(versions.values()))
+        runtime = versions.get(version)
+        if runtime is None:
+            raise NotFound(
+                f"model '{name}' has no version '{version}' (versions: {', '.join(versions)})"
+            )
+        return runtime
+
+    def models(self) -> list[ServedModel]:
+        return list(self.runtimes())
+
+    def runtimes(self) -> list[ModelRuntime]:
+        """Every served version, by name then registration order."""
+        return [runtime for name in sorted(self._models) for runtime in self._models[name].values()]
+
+    async def register(self, spec: str, *, name: str | None = None) -> ModelRuntime:
+        """Serve `spec` with the repository's defaults; the HTTP management API's entry.
+
+        Files must be in the model store. Raises BadRequest if the spec cannot be resolved,
+        the name is taken or invalid, or the model fails to profile, plan or start.
+        """
+        try:
+            config = self._defaults.model_config(spec, name)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        return await self._register(config, self._progress, files_anywhere=False)
+
+    async def register_model(
+        self, config: ModelConfig, *, progress: Progress | None = None
+    ) -> ModelRuntime:
+        """Serve a model as `config` says (profiling it first if needed, reported to
+        `progress`). Raises BadRequest as `register` does; files may be anywhere unless a
+        model store is configured."""
+        return await self._register(config, progress or self._progress, files_anywhere=True)
+
+    async def unregister(self, name: str, version: str | None = None) -> None:
+        """Stop one version (every version if `version` is None) after its queued and
+        running requests finish. Raises NotFound."""
+        self.get(name, version)  # NotFound before anything changes
+        versions = self._models[name]
+        chosen = list(versions) if version is None else [version]
+        runtimes = [versions.pop(v) for v in chosen]
+        if not versions:
+            del self._models[name]
+        await asyncio.gather(*(self._stop(runtime) for runtime in runtimes))
+
+    async def close(self) -> None:
+        """Stop every model (draining their requests); later registrations get Unavailable."""
+        self._closed = True
+        runtimes = self.runtimes()
+        self._models.clear()
+        await asyncio.gather(*(self._stop(runtime) for runtime in runtimes))
+
+    async def _stop(self, runtime: ModelRuntime) -> None:
+        await runtime.stop()
+        _call(self._on_stop, runtime)
+
+    # --- registration --------------------------------------------------------------------
+
+    async def _register(
+        self, config: ModelConfig, progress: Progress, *, files_anywhere: bool
+    ) -> ModelRuntime:
+        if self._closed:
+            raise Unavailable("the model repository is closed")
+        source = self._resolve(config.spec, files_anywhere=files_anywhere)
+        name = config.name or _default_name(config.spec)
+        if not _NAME.match(name):
+            raise BadRequest(f"model name {name!r} is not valid; give one with letters and digits")
+        key = (name, config.version)
+        if key in self._starting or config.version in self._models.get(name, {}):
+            raise BadRequest(f"model '{name}' version '{config.version}' is already served")
+        self._starting.add(key)
+        try:
+            runtime = await self._build(config, source, name, progress)
+            await runtime.start()
+        except ServerError:
+            raise
+        except PackratError as exc:
+            raise BadRequest(f"cannot serve model '{name}': {exc}") from exc
+        finally:
+            self._starting.discard(key)
+        if self._closed:  # closed while this model was starting
+            await runtime.stop()
+            raise Unavailable("the model repository is closed")
+        self._models.setdefault(name, {})[config.version] = runtime
+        _call(self._on_start, runtime)
+        return runtime
+
+    def _resolve(self, spec: str, *, files_anywhere: bool) -> ModelSource:
+        """The source for `spec`, with model files confined to the model store."""
+        try:
+            if spec in ZOO or "://" in spec:  # resolve_model refuses URLs with its own message
+                return resolve_model(spec)
+            store = self._model_store
+            if store is None:
+                if not files_anywhere:
+                    raise BadRequest(
+                        f"model '{spec}' is not a zoo model, and no model store is configured "
+                        "to load files from"
+                    )
+                return resolve_model(spec)
+            root = store.expanduser().resolve()
+            path = (root / Path(spec).expanduser()).resolve()
+            if not path.is_relative_to(root):
+                raise BadRequest(f"model file '{spec}' is outside the model store")
+            if not path.is_file():  # say so without showing the server's paths
+                raise BadRequest(f"model '{spec}' is neither a zoo model nor a file in the store")
+            return resolve_model(str(path))
+        except ModelError as exc:
+            raise BadRequest(str(exc)) from exc
+
+    async def _build(
+        self, config: ModelConfig, source: ModelSource, name: str, progress: Progress
+    ) -> ModelRuntime:
+        topology = _topology(config.cores)
+        self._warn_overlap(name, topology)
+        identity = await asyncio.to_thread(source.identity)
+        table = await self._table(config, source, identity, topology, progress)
+        plan = _choose_plan(config, table, topology.num_cores)
+        if not all(instance.cores for instance in plan.instances):  # else the caller placed it
+            plan = allocate(plan, topology)
+        return ModelRuntime(
+            name,
+            config.version,
+            source,
+            plan,
+            table,
+            batching=config.batching,
+            engine_config=self._engine_config,
+        )
+
+    async def _table(
+        self,
+        config: ModelConfig,
+        source: ModelSource,
+        identity: ModelIdentity,
+        topology: Topology,
+        progress: Progress,
+    ) -> LatencyTable | None:
+        """The latency table to plan and split with; None only for pinned or fat plans
+        without a cached profile (they are served without profiling)."""
+        if config.profile is not None:
+            return load_profile(config.profile).latency_table()
+        path = default_profile_path(
+            identity, topology, keep_freed_memory=self._engine_config.keep_freed_memory
+        )
+        cached = _cached_profile(path)
+        if config.plan is not None or config.fat:
+            return cached.latency_table() if cached is not None else None
+        sweep = SweepConfig(topology.num_cores, powers_of_two(config.max_batch_size), QUICK_POLICY)
+        if cached is not None and all(cell in cached.cells for cell in sweep.cells):
+            return cached.latency_table()
+        logger.info("profiling %s into %s", identity.name, path)
+        profile = await asyncio.to_thread(_sweep, source, sweep, path, cached, topology, progress)
+        return profile.latency_table()
+
+    def _warn_overlap(self, name: str, topology: Topology) -> None:
+        mine = set(topology.cpu_ids())
+        for runtime in self.runtimes():
+            shared = mine & {c for i in runtime.plan.instances for c in i.cores}
+            if shared:
+                logger.warning(
+                    "model %s shares CPUs %s with model %s: both will run slower",
+                    name,
+                    format_cpu_list(shared),
+                    runtime.name,
+                )
+
+
+def _call(hook: RuntimeHook | None, runtime: ModelRuntime) -> None:
+    if hook is None:
+        return
+    try:
+        hook(runtime)
+    except Exception:
+        logger.exception("repository hook failed for model %s:%s", runtime.name, runtime.version)
+
+
+def _sweep(
+    source: ModelSource,
+    sweep: SweepConfig,
+    path: Path,
+    existing: Profile | None,
+    topology: Topology,
+    progress: Progress,
+) -> Profile:
+    """Measure the cells of `sweep` missing from `existing`, saving to `path` after each."""
+    return profile_model(
+        source, sweep, out=path, existing=existing, topology=topology, progress=progress
+    )
+
+
+def _cached_profile(path: Path) -> Profile | None:
+    """The profile cached at `path`; None if there is none or it cannot be read (it is then
+    measured again and overwritten)."""
+    if not path.is_file():
+        return None
+    try:
+        return load_profile(path)
+    except ProfileError as exc:
+        logger.warning("ignoring unreadable cached profile: %s", exc)
+        return None
+
+
+def _topology(cores: Sequence[int] | None) -> Topology:
+    """The physical cores of `cores` (CPU ids), or of every CPU this process may use."""
+    if cores is None:
+        return read_topology()
+    allowed = os.sched_getaffinity(0)
+    outside = sorted(set(cores) - allowed)
+    if outside:
+        raise BadRequest(
+            f"cores {format_cpu_list(outside)} are not CPUs this server may use "
+            f"({format_cpu_list(allowed)})"
+        )
+    return read_topology(allowed=set(cores))
+
+
+def _choose_plan(config: ModelConfig, table: LatencyTable | None, cores: int) -> Plan:
+    """The pinned plan, the fat instance, or the optimal plan for all `cores`."""
+    if config.plan is not None:
+        return config.plan
+    batch = config.max_batch_size
+    if config.fat:
+        latency_ms = table.get(cores, batch) if table is not None else None
+        return Plan(
+            cores=cores,
+            batch=batch,
+            latency_ms=math.nan if latency_ms is None else latency_ms,
+            instances=(InstanceSpec(threads=cores, batch=batch),),
+        )
+    if table is None:  # pragma: no cover - _table profiles whenever no plan is pinned
+        raise ProfileError("internal: no profile to plan with")
+    return PlanTable(table, cores, batch).plan(cores, batch)
+
+
+def _default_name(spec: str) -> str:
+    return spec if spec in ZOO else Path(spec).stem
+
+
+if TYPE_CHECKING:
+
+    def _conforms(repository: Repository, runtime: ModelRuntime) -> ModelRepository:
+        served: ServedModel = runtime
+        del served
+        return repository

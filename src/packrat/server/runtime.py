@@ -1,0 +1,327 @@
+"""One served model version: a dynamic batcher in front of an instance pool (`Engine`).
+
+Data path: `infer(request)` -> `Batcher.submit` -> one batch at a time -> `best_split` picks
+how many requests each running instance serves -> `Engine.run_split` (in a thread, so the
+event loop keeps accepting requests) -> each request gets its own output or error.
+
+Errors, per request: a model error in one instance's sub-batch fails exactly the requests of
+that sub-batch with InferenceFailed (the model's message); the rest of the batch succeeds. A
+worker that dies or times out breaks the pool: that batch's requests get Unavailable, the
+model stops being `ready`, and later requests get Unavailable too (unregister and register
+the model again to restart it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from packrat.errors import ModelError, WorkerError
+from packrat.models.base import ModelIdentity, ModelSource
+from packrat.models.inputs import InputSpec
+from packrat.optimizer.table import LatencyTable
+from packrat.pool.config import EngineConfig
+from packrat.pool.engine import Engine, EngineState, SubBatch
+from packrat.server.api import InferenceFailed, Unavailable
+from packrat.server.batcher import Batcher, BatchingConfig
+from packrat.server.split import best_split, proportional_split
+from packrat.types import Plan
+
+logger = logging.getLogger(__name__)
+
+BatchListener = Callable[[int, tuple[int, ...], float], None]
+"""Called after every batch with (batch size, requests per instance, wall seconds)."""
+
+
+class RuntimeState(enum.Enum):
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class ModelRuntime:
+    """A model version served by pinned instances behind a dynamic batcher (`ServedModel`).
+
+    plan: the instances to run, allocated (every instance has its cores).
+    table: the model's latency profile, used to split each batch among the instances; None
+        splits by thread share (`proportional_split`).
+    batching: the batcher's settings; engine_config: the pool's.
+
+    Metrics hooks: `add_listener(fn)` for a callback per batch, and the counters
+    `queue_depth`, `in_flight`, `last_batch_sizes`, `busy_s`, `batches_total`,
+    `requests_total`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        version: str,
+        source: ModelSource,
+        plan: Plan,
+        table: LatencyTable | None = None,
+        *,
+        batching: BatchingConfig | None = None,
+        engine_config: EngineConfig | None = None,
+    ) -> None:
+        self._name = name
+        self._version = version
+        self._source = source
+        self._table = table
+        self._threads = [instance.threads for instance in plan.instances]
+        self._engine = Engine(source, plan, engine_config)
+        self._batcher: Batcher[Any, Any] = Batcher(self._run_batch, batching)
+        self._state = RuntimeState.NEW
+        self._identity: ModelIdentity | None = None
+        self._input_spec = _declared_input_spec(source)
+        self._splits: dict[int, tuple[list[int], float]] = {}
+        self._listeners: list[BatchListener] = []
+        self._busy_s = [0.0] * len(self._threads)
+        self._last_batch_sizes: tuple[int, ...] = ()
+        self._batches_total = 0
+        self._requests_total = 0
+
+    # --- ServedModel ---------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    @property
+    def input_spec(self) -> InputSpec | None:
+        """The source's declared input, else (once started) one inferred from an example
+        request of the model's handler; None if neither says."""
+        return self._input_spec
+
+    @property
+    def ready(self) -> bool:
+        """Started, not stopping, and every instance alive."""
+        return (
+            self._state is RuntimeState.RUNNING
+            and self._engine.state is EngineState.RUNNING
+            and self._batcher.accepting
+        )
+
+    async def infer(self, request: Any) -> Any:
+        """The model's output for one request, batched with concurrent ones.
+
+        Raises InferenceFailed if the model raised on this request's sub-batch, Unavailable if
+        the model is not running, its queue is full or an instance died.
+        """
+        if not self.ready:
+            why = "an instance failed" if self._state is RuntimeState.RUNNING else "not running"
+            raise Unavailable(f"model {self._label} is unavailable ({why})")
+        return await self._batcher.submit(request)
+
+    def describe(self) -> Mapping[str, Any]:
+        """JSON-ready: name, version, state, model identity, input, plan, instances, batching."""
+        plan = self._engine.plan
+        pids = self._engine.pids
+        config = self._batcher.config
+        return {
+            "name": self._name,
+            "version": self._version,
+            "state": self._state.value,
+            "ready": self.ready,
+            "model": {
+                "source": self._source.name,
+                "content_hash": None if self._identity is None else self._identity.content_hash,
+            },
+            "input_spec": None if self._input_spec is None else self._input_spec.to_json(),
+            "plan": {
+                "describe": plan.describe(),
+                "cores": plan.cores,
+                "batch": plan.batch,
+                "predicted_latency_ms": _finite_or_none(plan.latency_ms),
+            },
+            "instances": [
+                {
+                    "threads": instance.threads,
+                    "batch": instance.batch,
+                    "cores": list(instance.cores),
+                    "pid": pids[k] if k < len(pids) else None,
+                }
+                for k, instance in enumerate(plan.instances)
+            ],
+            "batching": {
+                "max_batch_size": config.max_batch_size,
+                "max_batch_delay_ms": config.max_batch_delay_ms,
+                "max_queue": config.max_queue,
+            },
+            "split": "profile" if self._table is not None else "thread share",
+        }
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every instance (in a thread: it takes seconds) and the batcher.
+
+        Raises WorkerError if an instance fails to start (no process is left then), ModelError
+        if the model's identity cannot be read.
+        """
+        if self._state is not RuntimeState.NEW:
+            raise WorkerError(f"model {self._label} cannot start: it is {self._state.value}")
+        self._state = RuntimeState.STARTING
+        try:
+            self._identity = await asyncio.to_thread(self._source.identity)
+            await asyncio.to_thread(self._engine.start)
+            if self._input_spec is None:
+                examples = await asyncio.to_thread(self._engine.example_requests, 1)
+                self._input_spec = _inferred_input_spec(examples[0]) if examples else None
+            await self._batcher.start()
+        except BaseException:
+            await asyncio.to_thread(self._engine.close)
+            self._state = RuntimeState.STOPPED
+            raise
+        self._state = RuntimeState.RUNNING
+        logger.info("model %s serving with plan %s", self._label, self._engine.plan.describe())
+
+    async def stop(self, drain: bool = True) -> None:
+        """Stop taking requests, finish queued and running ones (drain=True; else they get
+        Unavailable), then stop every instance. Idempotent."""
+        if self._state in (RuntimeState.STOPPING, RuntimeState.STOPPED):
+            return
+        self._state = RuntimeState.STOPPING
+        try:
+            await self._batcher.stop(drain=drain)
+        finally:
+            await asyncio.to_thread(self._engine.close)
+            self._state = RuntimeState.STOPPED
+
+    # --- metrics hooks ---------------------------------------------------------------------
+
+    def add_listener(self, listener: BatchListener) -> None:
+        """Call `listener(batch size, requests per instance, wall seconds)` after each batch.
+
+        Listeners run on the event loop and must be quick; one that raises is logged.
+        """
+        self._listeners.append(listener)
+
+    @property
+    def state(self) -> RuntimeState:
+        return self._state
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for a batch."""
+        return self._batcher.queue_depth
+
+    @property
+    def in_flight(self) -> int:
+        """Requests in the batch now running."""
+        return self._batcher.in_flight
+
+    @property
+    def last_batch_sizes(self) -> tuple[int, ...]:
+        """Requests per instance in the last batch run (empty before the first)."""
+        return self._last_batch_sizes
+
+    @property
+    def busy_s(self) -> tuple[float, ...]:
+        """Seconds each instance has been busy, in plan order.
+
+        An approximation: every instance that served part of a batch is counted busy for the
+        whole `run_split` wall time (dispatch to the last reply), as the engine reports no
+        per-instance times; instances finishing early are over-counted by their idle tail.
+        """
+        return tuple(self._busy_s)
+
+    @property
+    def batches_total(self) -> int:
+        return self._batches_total
+
+    @property
+    def requests_total(self) -> int:
+        return self._requests_total
+
+    @property
+    def plan(self) -> Plan:
+        return self._engine.plan
+
+    def split(self, batch: int) -> tuple[list[int], float]:
+        """Requests per instance for a batch of `batch`, and its predicted latency in ms
+        (inf if the profile cannot predict it, nan without a profile). Memoized."""
+        cached = self._splits.get(batch)
+        if cached is None:
+            if self._table is not None:
+                cached = best_split(self._table, self._threads, batch)
+            else:
+                cached = proportional_split(self._threads, batch), math.nan
+            self._splits[batch] = cached
+        return cached
+
+    # --- the batch function ------------------------------------------------------------------
+
+    async def _run_batch(self, requests: list[Any]) -> list[Any | BaseException]:
+        sizes, _ = self.split(len(requests))
+        started = time.perf_counter()
+        try:
+            parts = await asyncio.to_thread(self._engine.run_split, requests, sizes)
+        except WorkerError as exc:
+            logger.error("model %s: instance pool failed: %s", self._label, exc)
+            return [Unavailable(f"model {self._label} is unavailable: {exc}") for _ in requests]
+        duration_s = time.perf_counter() - started
+        self._record(sizes, duration_s)
+        return _results(len(requests), parts)
+
+    def _record(self, sizes: Sequence[int], duration_s: float) -> None:
+        for k, size in enumerate(sizes):
+            if size > 0:
+                self._busy_s[k] += duration_s
+        self._last_batch_sizes = tuple(sizes)
+        self._batches_total += 1
+        self._requests_total += sum(sizes)
+        for listener in self._listeners:
+            try:
+                listener(sum(sizes), tuple(sizes), duration_s)
+            except Exception:
+                logger.exception("batch listener of model %s failed", self._label)
+
+    @property
+    def _label(self) -> str:
+        return f"{self._name}:{self._version}"
+
+
+def _results(count: int, parts: Sequence[SubBatch]) -> list[Any | BaseException]:
+    """One output or InferenceFailed per request, by position (one error object each)."""
+    results: list[Any | BaseException] = [None] * count
+    for part in parts:
+        if part.error is not None:
+            for position in range(part.start, part.stop):
+                results[position] = InferenceFailed(part.error)
+        else:
+            results[part.start : part.stop] = part.outputs
+    return results
+
+
+def _declared_input_spec(source: ModelSource) -> InputSpec | None:
+    """The input a source states without loading the model (zoo models, files given one)."""
+    spec = getattr(source, "input_spec", None)
+    return spec if isinstance(spec, InputSpec) else None
+
+
+def _inferred_input_spec(example: Any) -> InputSpec | None:
+    """Shape and dtype of an example request if it is a tensor (duck-typed: no torch import).
+
+    Integer inputs get no upper bound (unknown from one example)."""
+    shape, dtype = getattr(example, "shape", None), getattr(example, "dtype", None)
+    if shape is None or dtype is None:
+        return None
+    try:
+        return InputSpec(tuple(int(d) for d in shape), str(dtype).removeprefix("torch."))
+    except (ModelError, TypeError, ValueError):
+        return None
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None

@@ -1,0 +1,174 @@
+"""`packrat serve` as users run it: a real server on free ports, every endpoint, then SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from packrat.models import ZooSource
+from packrat.pool.affinity import process_is_gone
+
+from .server import RunningServer, packrat_serve
+
+pytestmark = pytest.mark.slow
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+SHAPE = (3, 32, 32)  # tiny-resnet's per-request input
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    workdir = tmp_path_factory.mktemp("serve")
+    with packrat_serve("tiny-resnet", "--max-batch-size", "4", workdir=workdir) as running:
+        yield running
+    # The module's last check: SIGTERM drained and exited 0 (see test_sigterm_...).
+
+
+def image(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(SHAPE).astype(np.float32)
+
+
+def reference(x: np.ndarray) -> np.ndarray:
+    handler = ZooSource("tiny-resnet").load()
+    out = handler.handle([torch.from_numpy(x)])[0]
+    return np.asarray(out)
+
+
+def test_startup_prints_plan_and_addresses(server: RunningServer) -> None:
+    assert "serving tiny-resnet v1: plan <" in server.output
+    for name in ("inference", "management", "metrics"):
+        assert server.urls[name].startswith("http://127.0.0.1:")
+
+
+def test_ping_and_raw_tensor_prediction(server: RunningServer) -> None:
+    assert httpx.get(server.inference + "/ping").json() == {"status": "Healthy"}
+    x = image(1)
+    r = httpx.post(
+        server.inference + "/predictions/tiny-resnet",
+        content=x.tobytes(),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(np.array(r.json()), reference(x), rtol=1e-4, atol=1e-4)
+    versioned = httpx.post(server.inference + "/predictions/tiny-resnet/1", content=x.tobytes())
+    assert versioned.status_code == 200
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+def test_torchserve_style_curl_upload(server: RunningServer, tmp_path: Path) -> None:
+    x = image(2)
+    path = tmp_path / "x.bin"
+    path.write_bytes(x.tobytes())
+    out = subprocess.run(
+        ["curl", "-sf", "-T", str(path), server.inference + "/predictions/tiny-resnet"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    np.testing.assert_allclose(np.array(eval(out.stdout)), reference(x), rtol=1e-4, atol=1e-4)
+
+
+def test_concurrent_clients_get_their_own_answers(server: RunningServer) -> None:
+    inputs = [image(10 + i) for i in range(12)]
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.inference, timeout=60) as client:
+            return await asyncio.gather(
+                *(client.post("/predictions/tiny-resnet", content=x.tobytes()) for x in inputs)
+            )
+
+    for x, r in zip(inputs, asyncio.run(run()), strict=True):
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(np.array(r.json()), reference(x), rtol=1e-4, atol=1e-4)
+
+
+def test_kserve_v2_with_tritonclient(server: RunningServer) -> None:
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(server.inference.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("tiny-resnet")
+    meta = client.get_model_metadata("tiny-resnet")
+    assert meta["inputs"][0]["shape"] == [-1, *SHAPE]
+    batch = np.stack([image(20), image(21)])
+    inp = triton.InferInput(meta["inputs"][0]["name"], list(batch.shape), "FP32")
+    inp.set_data_from_numpy(batch)
+    result = client.infer("tiny-resnet", [inp])
+    out = result.as_numpy(meta["outputs"][0]["name"])
+    np.testing.assert_allclose(out[1], reference(batch[1]), rtol=1e-4, atol=1e-4)
+    assert out.shape[0] == 2
+
+
+def test_management_describe_register_unregister(server: RunningServer) -> None:
+    models = httpx.get(server.management + "/models").json()["models"]
+    assert [m["modelName"] for m in models] == ["tiny-resnet"]
+    (described,) = httpx.get(server.management + "/models/tiny-resnet").json()
+    cores = [c for i in described["instances"] for c in i["cores"]]
+    assert described["plan"]["describe"].startswith("<") and len(cores) == len(set(cores))
+    r = httpx.post(server.management + "/models", params={"url": "tiny-bert"}, timeout=180)
+    assert r.status_code == 200, r.text
+    tokens = httpx.post(server.inference + "/predictions/tiny-bert", json=list(range(1, 17)))
+    assert tokens.status_code == 200, tokens.text
+    assert np.array(tokens.json()).shape == (16, 64)
+    assert httpx.delete(server.management + "/models/tiny-bert").status_code == 200
+    gone = httpx.post(server.inference + "/predictions/tiny-bert", json=[1, 2])
+    assert gone.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "words"),
+    [
+        (b"{not json", {"Content-Type": "application/json"}, 400, "JSON"),
+        (b"\x00" * 12, {"Content-Type": "application/octet-stream"}, 400, "bytes"),
+        (b"[[1.5]]", {"Content-Type": "application/json"}, 400, "shape"),
+        (b"hello", {"Content-Type": "application/x-unknown"}, 415, "content type"),
+    ],
+)
+def test_bad_input_is_a_named_4xx(
+    server: RunningServer, body: bytes, headers: dict[str, str], status: int, words: str
+) -> None:
+    r = httpx.post(server.inference + "/predictions/tiny-resnet", content=body, headers=headers)
+    assert r.status_code == status, r.text
+    assert words.lower() in r.json()["error"].lower()
+    ok = httpx.post(server.inference + "/predictions/tiny-resnet", content=image(3).tobytes())
+    assert ok.status_code == 200, "the server keeps serving"
+
+
+def test_unknown_model_and_oversize_body(server: RunningServer) -> None:
+    assert httpx.post(server.inference + "/predictions/nope", json=[1]).status_code == 404
+    assert httpx.post(server.inference + "/predictions/tiny-resnet/9", json=[1]).status_code == 404
+    big = httpx.post(server.inference + "/predictions/tiny-resnet", content=b"0" * (17 << 20))
+    assert big.status_code == 413
+
+
+def test_metrics_and_openapi(server: RunningServer) -> None:
+    text = httpx.get(server.metrics + "/metrics").text
+    assert 'packrat_requests_total{code="200",model="tiny-resnet"}' in text
+    assert "packrat_batch_size_bucket" in text and "packrat_plan{" in text
+    assert "packrat_queue_depth" in text and "packrat_instance_busy_seconds_total" in text
+    paths = httpx.get(server.inference + "/openapi.json").json()["paths"]
+    assert "/predictions/{model_name}" in paths and "/v2/models/{model_name}/infer" in paths
+
+
+def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
+    with packrat_serve(
+        str(FIXTURES / "server_marker_handler.py"), "--max-batch-size", "4", workdir=tmp_path
+    ) as running:
+        (described,) = httpx.get(running.management + "/models/server_marker_handler").json()
+        pids = [i["pid"] for i in described["instances"]]
+        ok = httpx.post(running.inference + "/predictions/server_marker_handler", json=2.5)
+        assert ok.status_code == 200 and ok.json() == 5.0
+        failed = httpx.post(running.inference + "/predictions/server_marker_handler", json=-1.0)
+        assert failed.status_code == 500 and "marker request" in failed.json()["error"]
+        assert running.stop() == 0, running.output
+    assert "packrat: stopped" in running.output
+    assert all(process_is_gone(pid) for pid in pids)

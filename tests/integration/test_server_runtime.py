@@ -1,0 +1,267 @@
+"""The model repository and runtime over real worker processes: batching, splits, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from packrat.models import ZooSource
+from packrat.pool import EngineConfig
+from packrat.profiler.cache import default_profile_path
+from packrat.profiler.profile_file import Profile, load_profile, save_profile
+from packrat.profiler.stats import CellStats
+from packrat.profiler.sweep import torch_version
+from packrat.server.api import BadRequest, InferenceFailed, NotFound, Unavailable
+from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
+from packrat.topology import machine_info, read_topology
+from packrat.types import InstanceSpec, Plan
+
+T = TypeVar("T")
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+MARKER_HANDLER = "server_marker_handler.py"
+MARKER = -1.0  # the handler raises on it
+DIE_MARKER = -2.0  # the handler's worker process exits on it
+ENGINE = EngineConfig(start_timeout_s=180.0, batch_timeout_s=60.0)
+LONG_MS = 10_000.0  # batches form by size in these tests, never by delay
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PACKRAT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(asyncio.wait_for(main, timeout=150))
+
+
+def _gone(pids: list[int]) -> bool:
+    """Every pid has exited and been reaped (no zombie left either)."""
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        return False
+    return not multiprocessing.active_children()
+
+
+def _save_synthetic_profile(source: ZooSource) -> Path:
+    """A hand-written profile in the cache, so registration plans without profiling.
+
+    On 2 cores at batch 4 two 1-thread instances of batch 2 (12 ms) beat the fat instance
+    (30 ms): the plan is <2,1,2>.
+    """
+    topology = read_topology()
+    identity = source.identity()
+    latencies = {(1, 1): 10.0, (1, 2): 12.0, (1, 4): 40.0, (2, 1): 9.0, (2, 2): 11.0, (2, 4): 30.0}
+    profile = Profile(
+        model_name=identity.name,
+        content_hash=identity.content_hash,
+        machine=machine_info(topology).to_json(),
+        torch_version=torch_version(),
+        cells={k: CellStats(ms, ms, ms, 0.0, 5) for k, ms in latencies.items()},
+        engine={"keep_freed_memory": True},
+    )
+    path = default_profile_path(identity, topology)
+    save_profile(profile, path)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_concurrent_requests_get_their_own_outputs() -> None:
+    import torch
+
+    source = ZooSource("tiny-resnet")
+    _save_synthetic_profile(source)
+    inputs = list(source.input_spec.example_batch(12, seed=3).unbind(0))
+    reference = source.load()
+    reference.initialize()
+    expected = [reference.handle([x])[0] for x in inputs]
+
+    async def main() -> None:
+        defaults = RepositoryDefaults(max_batch_size=4, max_batch_delay_ms=50.0)
+        repository = Repository(defaults, engine_config=ENGINE)
+        runtime = await repository.register("tiny-resnet")
+        batches: list[tuple[int, tuple[int, ...]]] = []
+        runtime.add_listener(lambda size, sizes, duration_s: batches.append((size, sizes)))
+        assert runtime.ready
+        assert runtime.plan.describe() == "<2,1,2>"
+        assert repository.get("tiny-resnet") is runtime
+
+        model = repository.get("tiny-resnet", "1")
+        outputs = await asyncio.gather(*(model.infer(x) for x in inputs))
+        for got, want in zip(outputs, expected, strict=True):
+            assert torch.allclose(got, want, rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(outputs[0], outputs[1])  # distinct inputs, distinct outputs
+        assert sum(size for size, _ in batches) == 12
+        assert all(size <= 4 and sum(sizes) == size for size, sizes in batches)
+        assert runtime.requests_total == 12
+        assert (4, (2, 2)) in batches  # a full batch runs on both instances
+
+        described = runtime.describe()
+        assert described["plan"]["describe"] == "<2,1,2>"
+        assert described["plan"]["predicted_latency_ms"] == 12.0
+        assert described["batching"]["max_batch_size"] == 4
+        assert described["input_spec"] == {"shape": [3, 32, 32], "dtype": "float32"}
+        assert described["model"]["content_hash"] == source.identity().content_hash
+        instances = described["instances"]
+        assert [len(i["cores"]) for i in instances] == [1, 1]
+        used = {c for i in instances for c in i["cores"]}
+        assert len(used) == 2 and used <= os.sched_getaffinity(0)  # disjoint, allowed CPUs
+        pids = [i["pid"] for i in instances]
+        assert all(isinstance(p, int) for p in pids)
+
+        await repository.unregister("tiny-resnet")
+        assert _gone(pids)
+        assert not runtime.ready
+        with pytest.raises(Unavailable):
+            await runtime.infer(inputs[0])
+        with pytest.raises(NotFound, match="tiny-resnet"):
+            repository.get("tiny-resnet")
+
+    run(main())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_a_model_error_fails_only_its_sub_batch() -> None:
+    async def main() -> None:
+        events: list[tuple[str, str]] = []
+        repository = Repository(
+            model_store=FIXTURES,
+            engine_config=ENGINE,
+            on_start=lambda r: events.append(("start", r.state.value)),
+            on_stop=lambda r: events.append(("stop", r.state.value)),
+        )
+        pinned = Plan(
+            cores=2,
+            batch=4,
+            latency_ms=0.0,
+            instances=(InstanceSpec(threads=1, batch=2), InstanceSpec(threads=1, batch=2)),
+        )
+        config = ModelConfig(
+            MARKER_HANDLER, max_batch_size=4, max_batch_delay_ms=LONG_MS, plan=pinned
+        )
+        runtime = await repository.register_model(config)
+        assert runtime.name == "server_marker_handler"
+        assert runtime.input_spec is None  # numbers, not tensors
+        assert runtime.describe()["split"] == "thread share"  # no profile was made
+        results = await asyncio.gather(
+            *(runtime.infer(r) for r in (1.0, 2.0, MARKER, 4.0)), return_exceptions=True
+        )
+        assert results[:2] == [2.0, 4.0]
+        for failed in results[2:]:
+            assert isinstance(failed, InferenceFailed)
+            assert "marker request" in str(failed)
+        assert runtime.last_batch_sizes == (2, 2)
+        assert all(busy > 0 for busy in runtime.busy_s)
+        # The pool survives a model error.
+        assert await asyncio.gather(*(runtime.infer(r) for r in (5.0, 6.0, 7.0, 8.0))) == [
+            10.0,
+            12.0,
+            14.0,
+            16.0,
+        ]
+
+        with pytest.raises(BadRequest, match="already served"):
+            await repository.register_model(config)
+        with pytest.raises(BadRequest, match="outside the model store"):
+            await repository.register("../unit/test_server_split.py")
+        with pytest.raises(BadRequest, match="outside the model store"):
+            await repository.register(str(Path(__file__).resolve()))
+        with pytest.raises(BadRequest, match="neither a zoo model nor a file in the store"):
+            await repository.register("no_such_model.py")
+        with pytest.raises(NotFound, match="server_marker_handler"):
+            repository.get("nope")
+        with pytest.raises(NotFound, match="no version '2'"):
+            repository.get("server_marker_handler", "2")
+
+        # A worker that dies fails its batch with Unavailable, and the model is no longer ready.
+        pids = [i["pid"] for i in runtime.describe()["instances"]]
+        died = await asyncio.gather(
+            *(runtime.infer(r) for r in (1.0, 2.0, DIE_MARKER, 4.0)), return_exceptions=True
+        )
+        assert all(isinstance(r, Unavailable) for r in died)
+        assert not runtime.ready
+        with pytest.raises(Unavailable, match="an instance failed"):
+            await runtime.infer(1.0)
+        await repository.close()
+        assert _gone(pids)
+        assert repository.models() == []
+        assert events == [("start", "running"), ("stop", "stopped")]
+        with pytest.raises(Unavailable):
+            await repository.register(MARKER_HANDLER)
+
+    run(main())
+
+
+@pytest.mark.slow
+def test_register_profiles_on_the_model_s_own_cores() -> None:
+    cpu = max(os.sched_getaffinity(0))
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.descriptions: list[str] = []
+
+        def start(self, total_units: float, description: str) -> None:
+            self.descriptions.append(description)
+
+        def advance(self, units: float, description: str | None = None) -> None:
+            pass
+
+    async def main() -> None:
+        progress = Recorder()
+        defaults = RepositoryDefaults(cores=(cpu,), max_batch_size=2, max_batch_delay_ms=LONG_MS)
+        repository = Repository(
+            defaults, model_store=FIXTURES, engine_config=ENGINE, progress=progress
+        )
+        runtime = await repository.register(MARKER_HANDLER, name="marker")
+        assert progress.descriptions == ["profiling server_marker_handler.py"]
+        assert [i.cores for i in runtime.plan.instances] == [(cpu,)]
+        assert await asyncio.gather(runtime.infer(1.0), runtime.infer(3.0)) == [2.0, 6.0]
+        assert runtime.describe()["split"] == "profile"
+        await repository.unregister("marker")
+
+    run(main())
+    profiles = list((Path(os.environ["PACKRAT_CACHE_DIR"]) / "profiles").glob("*.json"))
+    assert len(profiles) == 1
+    assert set(load_profile(profiles[0]).cells) == {(1, 1), (1, 2)}
+
+
+def test_model_config_errors_name_the_field() -> None:
+    with pytest.raises(ValueError, match="ModelConfig.max_batch_size"):
+        ModelConfig("tiny-resnet", max_batch_size=0)
+    with pytest.raises(ValueError, match="ModelConfig.name"):
+        ModelConfig("tiny-resnet", name="../evil")
+    with pytest.raises(ValueError, match="ModelConfig.cores"):
+        ModelConfig("tiny-resnet", cores=(0, 0))
+    with pytest.raises(ValueError, match="exclude each other"):
+        ModelConfig(
+            "tiny-resnet",
+            fat=True,
+            plan=Plan(cores=1, batch=1, latency_ms=1.0, instances=(InstanceSpec(1, 1),)),
+        )
+    with pytest.raises(ValueError, match="RepositoryDefaults.max_batch_delay_ms"):
+        RepositoryDefaults(max_batch_delay_ms=-1.0)
+
+
+def test_files_need_a_model_store_over_http() -> None:
+    async def main() -> None:
+        repository = Repository()
+        with pytest.raises(BadRequest, match="no model store"):
+            await repository.register(str(FIXTURES / MARKER_HANDLER))
+        with pytest.raises(BadRequest, match="refusing to load model from URL"):
+            await repository.register("https://example.com/model.pt")
+        with pytest.raises(BadRequest, match="ModelConfig.name"):
+            await repository.register("tiny-resnet", name="bad name")
+
+    run(main())
