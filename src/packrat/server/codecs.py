@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pydantic_core
 
-from packrat.models.inputs import InputSpec
+from packrat.models.inputs import INTEGER_DTYPES, InputSpec
 from packrat.server.api import BadRequest, InferenceFailed, ServerError, UnsupportedMediaType
 
 if TYPE_CHECKING:
@@ -60,7 +60,6 @@ _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_INTEGER_DTYPES = ("int64", "int32", "int16", "int8", "uint8")
 _SNIFFED_TYPES = ("", "application/x-www-form-urlencoded")
 
 
@@ -147,7 +146,7 @@ def tensor_from_bytes(
     else:
         tensor = torch.frombuffer(writable, dtype=getattr(torch, dtype))
     tensor = tensor.reshape(tuple(shape))
-    if dtype in _INTEGER_DTYPES:
+    if dtype in INTEGER_DTYPES:
         _check_range(tensor.numpy(), spec, dtype)  # numpy shares the memory
     return tensor
 

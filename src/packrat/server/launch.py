@@ -25,6 +25,7 @@ command line are served in addition to the file's.
 
 from __future__ import annotations
 
+import contextlib
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -148,6 +149,7 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
 
     if not config.models:
         raise PackratError("no model to serve: name one, or add [[models]] to the config file")
+    _one_thread_for_the_front_end()
     topology = read_topology()
     default_cores: tuple[int, ...] | None = None
     if config.cores is not None:
@@ -201,3 +203,13 @@ def _describe(info: Any) -> str:
         f"serving {info.get('name')} v{info.get('version')}: plan {plan.get('describe', plan)} "
         f"for batch {info.get('batching', {}).get('max_batch_size')}; instances: {instances}"
     )
+
+
+def _one_thread_for_the_front_end() -> None:
+    """The server process only decodes payloads; torch's intra-op pool would wake a thread per
+    core for tiny operations and compete with the instances for their cores."""
+    import torch
+
+    torch.set_num_threads(1)
+    with contextlib.suppress(RuntimeError):  # refused once torch has run parallel work
+        torch.set_num_interop_threads(1)
