@@ -172,3 +172,56 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
         assert running.stop() == 0, running.output
     assert "packrat: stopped" in running.output
     assert all(process_is_gone(pid) for pid in pids)
+
+
+def _batch_histogram(metrics_text: str, model: str) -> dict[float, float]:
+    """Cumulative counts of the batch-size histogram by upper bound."""
+    counts: dict[float, float] = {}
+    for line in metrics_text.splitlines():
+        if line.startswith("packrat_batch_size_bucket{") and f'model="{model}"' in line:
+            bound = line.split('le="')[1].split('"')[0]
+            counts[float(bound)] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def _sample(metrics_text: str, name: str, model: str) -> float:
+    for line in metrics_text.splitlines():
+        if line.startswith(name + "{") and f'model="{model}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} for {model} not in /metrics")
+
+
+def test_closed_loop_load_forms_full_batches_on_the_plan(tmp_path: Path) -> None:
+    """2 x max_batch_size closed-loop clients: batches form at max_batch_size, and the plan
+    in use (made for that size) is the one /metrics reports."""
+    max_batch = 4
+    with packrat_serve(
+        "tiny-resnet",
+        "--max-batch-size",
+        str(max_batch),
+        "--max-batch-delay",
+        "50",
+        workdir=tmp_path,
+    ) as running:
+        (described,) = httpx.get(running.management + "/models/tiny-resnet").json()
+        assert described["plan"]["batch"] == max_batch
+        body = image(5).tobytes()
+
+        async def client(n: int) -> None:
+            async with httpx.AsyncClient(base_url=running.inference, timeout=60) as c:
+                for _ in range(n):
+                    r = await c.post("/predictions/tiny-resnet", content=body)
+                    assert r.status_code == 200
+
+        async def load() -> None:
+            await asyncio.gather(*(client(15) for _ in range(2 * max_batch)))
+
+        asyncio.run(load())
+        text = httpx.get(running.metrics + "/metrics").text
+    hist = _batch_histogram(text, "tiny-resnet")
+    batches = hist[float("inf")]
+    requests = _sample(text, "packrat_batch_size_sum", "tiny-resnet")
+    assert requests >= 2 * max_batch * 15  # every request went through a batch
+    assert requests / batches >= 0.9 * max_batch, hist  # batches formed at the configured size
+    assert hist[float(max_batch // 2)] / batches <= 0.1, hist
+    assert f'packrat_plan{{model="tiny-resnet",plan="{described["plan"]["describe"]}"}} 1.0' in text

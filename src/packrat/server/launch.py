@@ -56,6 +56,21 @@ class LaunchConfig:
     keep_freed_memory: bool = True
     models: tuple[ModelConfig, ...] = field(default_factory=tuple)
 
+    def __post_init__(self) -> None:
+        for name in ("port", "management_port", "metrics_port"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+                raise PackratError(f"{name} must be a port number 0..65535, got {value!r}")
+        for name in ("host", "management_host"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise PackratError(
+                    f"{name} must be a host name or address, got {getattr(self, name)!r}"
+                )
+        if self.cores is not None and (
+            isinstance(self.cores, bool) or not isinstance(self.cores, int) or self.cores < 1
+        ):
+            raise PackratError(f"cores must be a positive number of cores, got {self.cores!r}")
+
     def listeners(self) -> list[Listener]:
         return [
             Listener("inference", self.host, self.port),

@@ -1,0 +1,85 @@
+"""`packrat serve` settings: the TOML file, command-line overrides, several models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from packrat.errors import PackratError
+from packrat.server.launch import LaunchConfig, load_config_file, with_cli
+
+CONFIG = """
+[server]
+port = 9090
+management_port = 9091
+model_store = "store"
+max_batch_size = 16
+
+[[models]]
+spec = "resnet50"
+cores = [0, 1]
+plan = "<2,1,8>"
+
+[[models]]
+spec = "bert-base"
+name = "bert"
+cores = [2, 3]
+max_batch_delay_ms = 20
+"""
+
+
+def test_file_with_two_models_on_their_own_cores(tmp_path: Path) -> None:
+    path = tmp_path / "serve.toml"
+    path.write_text(CONFIG)
+    config = load_config_file(path)
+    assert (config.port, config.management_port, config.metrics_port) == (9090, 9091, 8082)
+    assert config.model_store == (tmp_path / "store").resolve()
+    resnet, bert = config.models
+    assert resnet.cores == (0, 1) and bert.cores == (2, 3)
+    assert resnet.plan is not None and resnet.plan.describe() == "<2,1,8>"
+    assert bert.name == "bert" and bert.max_batch_delay_ms == 20
+
+
+def test_command_line_overrides_only_what_was_given(tmp_path: Path) -> None:
+    path = tmp_path / "serve.toml"
+    path.write_text(CONFIG)
+    config = with_cli(
+        load_config_file(path), ["gpt2"], port=0, host=None, max_batch_size=None, fat=True
+    )
+    assert config.port == 0 and config.management_port == 9091 and config.host == "127.0.0.1"
+    assert [m.spec for m in config.models] == ["resnet50", "bert-base", "gpt2"]
+    gpt2 = config.models[-1]
+    assert gpt2.fat and gpt2.max_batch_size == 16  # the file's server-wide default
+
+
+def test_defaults_follow_torchserve_ports() -> None:
+    config = with_cli(LaunchConfig(), ["resnet50"])
+    assert [(x.name, x.host, x.port) for x in config.listeners()] == [
+        ("inference", "127.0.0.1", 8080),
+        ("management", "127.0.0.1", 8081),
+        ("metrics", "127.0.0.1", 8082),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[server]\nport = 'x'\n[[models]]\nspec='resnet50'\n", "port must be a port number"),
+        ("[serve]\n", "unknown section"),
+        ("[server]\nportt = 1\n", r"unknown \[server\] key"),
+        ("[[models]]\nspec = 'resnet50'\nplan = '2,1,8'\n", "cannot read plan"),
+        ("[[models]]\nspek = 'resnet50'\n", "unknown key"),
+        ("not toml = = 1", "not valid TOML"),
+    ],
+)
+def test_bad_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "serve.toml"
+    path.write_text(text)
+    with pytest.raises(PackratError, match=message):
+        load_config_file(path)
+
+
+def test_profile_is_for_one_model() -> None:
+    with pytest.raises(PackratError, match="--profile applies to one model"):
+        with_cli(LaunchConfig(), ["resnet50", "gpt2"], profile=Path("p.json"))
