@@ -1,0 +1,869 @@
+"""Serving overhead at batch size 1 and low load: Packrat and TorchServe 0.12, side by side.
+
+    python benchmarks/serve_overhead.py [--models tiny-resnet resnet50] [--requests-tiny 200]
+        [--requests-large 80] [--ts-venv /tmp/ts-venv] [--no-torchserve] [--output PATH]
+        [--workdir DIR]
+
+(with the project's venv active; HF_HUB_OFFLINE=1 is set for the servers, and their cache
+goes to the work directory).
+
+For each model, one client sends sequential raw float32 requests (`application/octet-stream`)
+over one keep-alive connection on loopback, and
+
+- in-process: the model is loaded in a child process the way a worker loads it
+  (`ZooSource(name).load()`, torch threads = all usable cores, as the fat instance) and
+  `handler.handle([x])` (preprocess + inference + postprocess) is timed;
+- Packrat: `packrat serve MODEL --fat --max-batch-size 1` on free ports; e2e latency, and from
+  its /metrics the server-side request time and the worker round trip per batch;
+- TorchServe: the model exported with `packrat export` to TorchScript, archived with
+  benchmarks/torchserve/raw_tensor_handler.py, served with one worker and batch size 1;
+  its handler reports its own time per request (X-Handler-Ms).
+
+overhead = e2e p50 - in-process p50 (each server against its own handler time). Each model
+also gets a breakdown of where the time goes, built from differences within one run (the
+server's /metrics against its client; an `Engine` round trip against the handler time measured
+inside its worker) and from steps timed alone (decode, JSON encode, a pipe round trip of the
+pickled messages, an event-loop -> thread hop): on a shared machine the model's speed drifts
+by several percent between runs, which differences across runs would mistake for overhead.
+
+Prints the report and writes it as Markdown (default docs/serve-overhead.md; the hand-written
+analysis after the `<!-- analysis: ... -->` marker line of an existing file is kept). The
+TorchServe venv is created if missing (needs network); the two modules its worker needs but
+does not declare (pyyaml, numpy) are added. Takes about 90 s on 2 cores (most of it model
+loading); nothing but loopback is used; every server started is stopped, and TorchServe's
+processes are checked gone. --workdir keeps the logs (TorchServe's under torchserve-MODEL/logs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+HANDLER = REPO / "benchmarks" / "torchserve" / "raw_tensor_handler.py"
+TS_PACKAGES = ("torch==2.13.0", "torchserve==0.12.0", "torch-model-archiver==0.12.0")
+# TorchServe's worker imports these without declaring them: without them it dies at start and
+# the frontend retries forever ("No module named 'yaml'").
+TS_UNDECLARED = ("pyyaml", "numpy")
+RAW = {"Content-Type": "application/octet-stream"}
+WARMUP_REQUESTS = 20
+IDLE_GAP_S = 0.002  # about the time a worker idles between two sequential requests
+START_TIMEOUT_S = 300.0
+_ADDRESS = re.compile(r"^(inference|management|metrics) API listening on (http://\S+)$", re.M)
+_SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)$", re.M)
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Percentiles and mean of a set of samples, in milliseconds."""
+
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    count: int
+
+    @classmethod
+    def of(cls, samples_ms: list[float]) -> Latency:
+        q = np.percentile(samples_ms, [50, 90, 99])
+        mean_ms = statistics.fmean(samples_ms)
+        return cls(float(q[0]), float(q[1]), float(q[2]), mean_ms, len(samples_ms))
+
+
+def timed_ms(fn: Any, repeats: int, warmup: int = 5) -> Latency:
+    """Latency of `fn()` over `repeats` calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - started) * 1000.0)
+    return Latency.of(samples)
+
+
+# --- in-process measurements (run in a child process: the client stays free of torch) ------
+
+
+@dataclass(frozen=True)
+class TimedZooSource:
+    """A zoo model whose handler returns (output, milliseconds `handle` took) per request, so
+    the time inside the worker can be told from the time around it. Picklable."""
+
+    name: str
+
+    def identity(self) -> Any:
+        from packrat.models import ZooSource
+
+        return ZooSource(self.name).identity()
+
+    def load(self) -> Any:
+        from packrat.models import ZooSource
+
+        return _timed_handler(ZooSource(self.name).load())
+
+
+def _timed_handler(inner: Any) -> Any:
+    from packrat.models.base import Handler
+
+    class TimedHandler(Handler):  # type: ignore[misc]  # Handler is imported lazily: Any
+        def initialize(self) -> None:
+            inner.initialize()
+
+        def preprocess(self, requests: list[Any]) -> Any:
+            return inner.preprocess(requests)
+
+        def inference(self, batch: Any) -> Any:
+            return inner.inference(batch)
+
+        def postprocess(self, outputs: Any) -> list[Any]:
+            return inner.postprocess(outputs)  # type: ignore[no-any-return]
+
+        def example_requests(self, batch_size: int) -> list[Any]:
+            return inner.example_requests(batch_size)  # type: ignore[no-any-return]
+
+        def shared_tensors(self) -> dict[str, Any]:
+            return inner.shared_tensors()  # type: ignore[no-any-return]
+
+        def handle(self, requests: list[Any]) -> list[Any]:
+            started = time.perf_counter()
+            outputs = inner.handle(requests)
+            handle_ms = (time.perf_counter() - started) * 1000.0
+            return [(output, handle_ms) for output in outputs]
+
+    return TimedHandler()
+
+
+def in_process_child(model: str, requests: int) -> dict[str, Any]:
+    """Handler time, and the server-side steps timed alone; JSON-ready. Imports torch."""
+    import torch
+
+    from packrat.models import ZooSource
+    from packrat.server import codecs
+    from packrat.server.responses import JSONBody
+
+    cores = len(os.sched_getaffinity(0))
+    torch.set_num_threads(cores)  # what the fat instance's worker sets (and 1 inter-op thread)
+    torch.set_num_interop_threads(1)
+    source = ZooSource(model)
+    handler = source.load()
+    handler.initialize()
+    x = handler.example_requests(1)[0]
+    handle = timed_ms(lambda: handler.handle([x]), requests, warmup=WARMUP_REQUESTS)
+    handle_idle = timed_after_idle(lambda: handler.handle([x]), requests, IDLE_GAP_S)
+    output = handler.handle([x])[0]
+
+    body = bytearray(x.numpy().tobytes())
+    spec = source.input_spec
+    chunks = [bytes(body[i : i + 65536]) for i in range(0, len(body), 65536)]
+
+    def receive() -> bytearray:  # what read_body does with the body's chunks
+        received = bytearray()
+        for chunk in chunks:
+            received += chunk
+        return received
+
+    def decode() -> None:
+        fmt = codecs.body_format("application/octet-stream", body, spec)
+        codecs.decode(fmt, body, spec, max_image_pixels=40_000_000)
+
+    return {
+        "model": model,
+        "threads": cores,
+        "input_bytes": len(body),
+        "output_values": int(output.numel()),
+        "handle": handle.__dict__,
+        "handle_idle": handle_idle.__dict__,
+        "body_join": timed_ms(receive, 500).__dict__,
+        "decode": timed_ms(decode, 500).__dict__,
+        "encode": timed_ms(lambda: JSONBody(codecs.to_json(output)), 500).__dict__,
+        "pipe_round_trip": pipe_round_trip(x, output, 300).__dict__,
+        "thread_hop": thread_hop(500).__dict__,
+        **engine_round_trip(model, requests),
+    }
+
+
+def engine_round_trip(model: str, requests: int) -> dict[str, Any]:
+    """`Engine.infer([x])` on a fat instance (the pool the server uses, without HTTP), with
+    `handle` timed inside the worker: the worker's own handle time and the IPC around it."""
+    import math
+
+    from packrat.pool.engine import Engine
+    from packrat.types import InstanceSpec, Plan
+
+    cores = tuple(sorted(os.sched_getaffinity(0)))
+    plan = Plan(len(cores), 1, math.nan, (InstanceSpec(len(cores), 1, cores),))
+    with Engine(TimedZooSource(model), plan) as engine:
+        x = engine.example_requests(1)[0]
+        round_trips, in_worker = [], []
+        for i in range(WARMUP_REQUESTS + requests):
+            started = time.perf_counter()
+            [(_, handle_ms)] = engine.infer([x])
+            if i >= WARMUP_REQUESTS:
+                round_trips.append((time.perf_counter() - started) * 1000.0)
+                in_worker.append(handle_ms)
+    return {
+        "engine_infer": Latency.of(round_trips).__dict__,
+        "handle_in_worker": Latency.of(in_worker).__dict__,
+    }
+
+
+def timed_after_idle(fn: Any, repeats: int, idle_s: float) -> Latency:
+    """Latency of `fn()` when each call follows `idle_s` of sleep, as in a server at low load:
+    torch's OpenMP threads have gone to sleep and must be woken by the next call."""
+    samples = []
+    for _ in range(repeats):
+        time.sleep(idle_s)
+        started = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - started) * 1000.0)
+    return Latency.of(samples)
+
+
+def pipe_round_trip(request: Any, output: Any, repeats: int) -> Latency:
+    """RunBatch with `request` to a spawned echo process over Packrat's Channel (pickle +
+    pipe), answered by BatchDone with `output`: the IPC of one batch-1 request."""
+    import multiprocessing
+
+    from packrat.pool.channel import Channel
+    from packrat.pool.messages import RunBatch
+
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe(duplex=True)
+    echo = context.Process(target=_echo_worker, args=(theirs, output), daemon=True)
+    echo.start()
+    theirs.close()
+    channel = Channel(ours)
+    batch_ids = iter(range(1 << 30))
+
+    def exchange() -> None:
+        channel.send(RunBatch(next(batch_ids), (request,)))
+        channel.recv_reply()
+
+    try:
+        return timed_ms(exchange, repeats, warmup=20)
+    finally:
+        ours.close()
+        echo.join(10)
+
+
+def _echo_worker(connection: Any, output: Any) -> None:
+    from packrat.pool.channel import Channel
+    from packrat.pool.messages import BatchDone
+
+    channel = Channel(connection)
+    while True:
+        try:
+            command = channel.recv_command()
+        except EOFError:
+            return
+        channel.send(BatchDone(command.batch_id, (output.clone(),)))
+
+
+def thread_hop(repeats: int) -> Latency:
+    """`await asyncio.to_thread(no-op)` from an event loop: how the runtime reaches the pool."""
+    import asyncio
+
+    async def hops() -> Latency:
+        samples = []
+        for _ in range(repeats + 20):
+            started = time.perf_counter()
+            await asyncio.to_thread(lambda: None)
+            samples.append((time.perf_counter() - started) * 1000.0)
+        return Latency.of(samples[20:])
+
+    return asyncio.run(hops())
+
+
+def in_process(model: str, requests: int) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--in-process-child", model, "--requests", str(requests)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+# --- the client -------------------------------------------------------------------------------
+
+
+@dataclass
+class ClientRun:
+    latency: Latency
+    handler_ms: Latency | None  # from the server's X-Handler-Ms header, if it sends one
+    response_bytes: int
+
+
+def run_client(url: str, body: bytes, requests: int) -> ClientRun:
+    """`requests` sequential POSTs of `body` over one keep-alive connection, after a warm-up."""
+    samples: list[float] = []
+    handler_ms: list[float] = []
+    with httpx.Client(timeout=60.0) as client:
+        for i in range(WARMUP_REQUESTS + requests):
+            started = time.perf_counter()
+            response = client.post(url, content=body, headers=RAW)
+            elapsed_ms = (time.perf_counter() - started) * 1000.0
+            response.raise_for_status()
+            if i >= WARMUP_REQUESTS:
+                samples.append(elapsed_ms)
+                if "x-handler-ms" in response.headers:
+                    handler_ms.append(float(response.headers["x-handler-ms"]))
+    return ClientRun(
+        Latency.of(samples), Latency.of(handler_ms) if handler_ms else None, len(response.content)
+    )
+
+
+def ping_latency(url: str, requests: int = 200) -> Latency:
+    with httpx.Client(timeout=10.0) as client:
+        return timed_ms(lambda: client.get(url).raise_for_status(), requests, warmup=20)
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Prometheus samples at `url` as {'name{labels}': value}."""
+    text = httpx.get(url, timeout=10.0).text
+    return {name + (labels or ""): float(value) for name, labels, value in _SAMPLE.findall(text)}
+
+
+def metric(samples: dict[str, float], name: str, *label_parts: str) -> float:
+    """Sum of the samples of `name` whose labels contain every one of `label_parts`."""
+    total = 0.0
+    for key, value in samples.items():
+        base, _, labels = key.partition("{")
+        if base == name and all(part in labels for part in label_parts):
+            total += value
+    return total
+
+
+def payload(model_input_bytes: int) -> bytes:
+    rng = np.random.default_rng(0)
+    return rng.standard_normal(model_input_bytes // 4, dtype=np.float32).tobytes()
+
+
+# --- Packrat ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ServerRun:
+    client: ClientRun
+    ping: Latency
+    server: dict[str, float] = field(default_factory=dict)  # mean ms of server-side spans
+    notes: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def packrat_serve(model: str, workdir: Path) -> Iterator[dict[str, str]]:
+    """`packrat serve MODEL --fat --max-batch-size 1` on free ports; yields its URLs once /ping
+    answers 200; always stopped with SIGTERM (killed after 60 s)."""
+    env = {**os.environ, "PACKRAT_CACHE_DIR": str(workdir / "cache"), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "packrat.cli", "serve", model, "--fat",
+               "--max-batch-size", "1", "--port", "0", "--management-port", "0",
+               "--metrics-port", "0"]  # fmt: skip
+    log = workdir / f"packrat-{model}.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        urls: dict[str, str] = {}
+        while len(urls) < 3:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"packrat serve did not start:\n{log.read_text()}")
+            urls = dict(_ADDRESS.findall(log.read_text()))
+            time.sleep(0.1)
+        while httpx.get(urls["inference"] + "/ping").status_code != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"packrat serve never became healthy:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield urls
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def run_packrat(model: str, body: bytes, requests: int, workdir: Path) -> ServerRun:
+    with packrat_serve(model, workdir) as urls:
+        described = httpx.get(f"{urls['management']}/models/{model}").json()
+        plan = described[0] if isinstance(described, list) else described
+        url = f"{urls['inference']}/predictions/{model}"
+        run_client(url, body, WARMUP_REQUESTS)  # also warms the worker's graph executor
+        before = scrape(urls["metrics"] + "/metrics")
+        client = run_client(url, body, requests)
+        after = scrape(urls["metrics"] + "/metrics")
+        ping = ping_latency(urls["inference"] + "/ping")
+
+    def delta(name: str, *labels: str) -> float:
+        return metric(after, name, *labels) - metric(before, name, *labels)
+
+    label = f'model="{model}"'
+    count = delta("packrat_request_latency_seconds_count", label)
+    batches = delta("packrat_batch_size_count", label)
+    run = ServerRun(client, ping)
+    run.server = {
+        "request_ms": 1000.0 * delta("packrat_request_latency_seconds_sum", label) / count,
+        "batch_ms": 1000.0 * delta("packrat_instance_busy_seconds_total", label) / batches,
+    }
+    instances = [(i["threads"], i["cores"], i["pid"]) for i in plan["instances"]]
+    run.notes.append(
+        f"plan {plan['plan']['describe']}, instances (threads, cores, pid) {instances}"
+    )
+    return run
+
+
+# --- TorchServe -------------------------------------------------------------------------------
+
+
+def ensure_ts_venv(venv: Path) -> None:
+    """Create the TorchServe venv if `venv/bin/torchserve` is missing (downloads ~200 MB), and
+    add the modules its worker needs but does not declare."""
+    pip = [str(venv / "bin" / "pip"), "install", "--extra-index-url",
+           "https://download.pytorch.org/whl/cpu"]  # fmt: skip
+    if not (venv / "bin" / "torchserve").exists():
+        print(f"creating {venv} with {' '.join(TS_PACKAGES)}", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([*pip, *TS_PACKAGES, *TS_UNDECLARED], check=True)
+    check = [str(venv / "bin" / "python"), "-c", "import yaml, numpy"]
+    if subprocess.run(check, capture_output=True, check=False).returncode != 0:
+        subprocess.run([*pip, *TS_UNDECLARED], check=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ts_config(store: Path, ports: dict[str, int]) -> str:
+    """TorchServe's config.properties: loopback ports, one worker, batch size 1 (the default
+    for --models), Prometheus metrics, and as many Netty threads as cores (its default, stated)."""
+    cores = len(os.sched_getaffinity(0))
+    return "\n".join([
+        f"inference_address=http://127.0.0.1:{ports['inference']}",
+        f"management_address=http://127.0.0.1:{ports['management']}",
+        f"metrics_address=http://127.0.0.1:{ports['metrics']}",
+        f"model_store={store}",
+        "default_workers_per_model=1",
+        f"number_of_netty_threads={cores}",
+        "netty_client_threads=1",
+        "job_queue_size=100",
+        "metrics_mode=prometheus",
+        "disable_system_metrics=true",
+        "install_py_dep_per_model=false",
+        "async_logging=true",
+        "",
+    ])  # fmt: skip
+
+
+def archive(model: str, serialized: Path, store: Path, venv: Path) -> None:
+    command = [str(venv / "bin" / "torch-model-archiver"), "--model-name", model,
+               "--version", "1.0", "--serialized-file", str(serialized), "--handler",
+               str(HANDLER), "--export-path", str(store), "--force"]  # fmt: skip
+    subprocess.run(command, check=True, timeout=300)
+
+
+def ts_processes(marker: str) -> list[int]:
+    """Pids whose command line holds `marker` (this run's TorchServe directory)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if marker in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+@contextmanager
+def torchserve(model: str, tsdir: Path, venv: Path) -> Iterator[dict[str, str]]:
+    """TorchServe serving `tsdir/store/MODEL.mar`; yields its URLs once the model has a READY
+    worker. Always `torchserve --stop`s, then ends any process of this run still alive."""
+    ports = {api: free_port() for api in ("inference", "management", "metrics")}
+    urls = {api: f"http://127.0.0.1:{port}" for api, port in ports.items()}
+    config = tsdir / "config.properties"
+    config.write_text(ts_config(tsdir / "store", ports))
+    env = {**os.environ, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",
+           "LOG_LOCATION": str(tsdir / "logs"), "METRICS_LOCATION": str(tsdir / "logs"),
+           "TS_DISABLE_TOKEN_AUTHORIZATION": "true"}  # fmt: skip
+    env.pop("VIRTUAL_ENV", None)
+    torchserve_bin = str(venv / "bin" / "torchserve")
+    start = [torchserve_bin, "--start", "--ncs", "--disable-token-auth", "--model-store",
+             str(tsdir / "store"), "--models", f"{model}={model}.mar",
+             "--ts-config", str(config)]  # fmt: skip
+    with (tsdir / "torchserve.out").open("ab") as sink:  # it writes its log to stdout too
+        subprocess.run(start, cwd=tsdir, env=env, stdout=sink, stderr=subprocess.STDOUT,
+                       check=True, timeout=120)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180.0
+        while not _ts_ready(urls["management"], model):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"TorchServe did not load {model}; see {tsdir / 'logs'}")
+            time.sleep(0.5)
+        yield urls
+    finally:
+        subprocess.run([torchserve_bin, "--stop"], cwd=tsdir, env=env, timeout=120,
+                       check=False, capture_output=True)  # fmt: skip
+        _reap(str(tsdir))
+
+
+def _ts_ready(management: str, model: str) -> bool:
+    try:
+        response = httpx.get(f"{management}/models/{model}", timeout=5.0)
+    except httpx.TransportError:
+        return False
+    if response.status_code != 200:
+        return False
+    workers = response.json()[0].get("workers", [])
+    return any(worker.get("status") == "READY" for worker in workers)
+
+
+def _reap(marker: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while ts_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid in ts_processes(marker):  # only processes of this run's TorchServe
+        print(f"TorchServe process {pid} outlived --stop; killing it", flush=True)
+        os.kill(pid, signal.SIGKILL)
+
+
+def run_torchserve(model: str, body: bytes, requests: int, workdir: Path, venv: Path) -> ServerRun:
+    tsdir = workdir / f"torchserve-{model}"
+    (tsdir / "store").mkdir(parents=True, exist_ok=True)
+    serialized = tsdir / f"{model}.pt"
+    env = {**os.environ, "PACKRAT_CACHE_DIR": str(workdir / "cache"), "HF_HUB_OFFLINE": "1"}
+    export = [sys.executable, "-m", "packrat.cli", "export", model, "-o", str(serialized)]
+    subprocess.run(export, check=True, env=env, capture_output=True, timeout=300)
+    archive(model, serialized, tsdir / "store", venv)
+    with torchserve(model, tsdir, venv) as urls:
+        described = httpx.get(f"{urls['management']}/models/{model}").json()[0]
+        url = f"{urls['inference']}/predictions/{model}"
+        run_client(url, body, WARMUP_REQUESTS)
+        before = scrape(urls["metrics"] + "/metrics")
+        client = run_client(url, body, requests)
+        after = scrape(urls["metrics"] + "/metrics")
+        ping = ping_latency(urls["inference"] + "/ping")
+        pids = ts_processes(str(tsdir))
+    label = f'model_name="{model}"'
+
+    def delta_ms(name: str) -> float:
+        return (metric(after, name, label) - metric(before, name, label)) / 1000.0
+
+    count = metric(after, "ts_inference_requests_total", label) - metric(
+        before, "ts_inference_requests_total", label
+    )
+    run = ServerRun(client, ping)
+    if count:
+        run.server = {
+            "inference_ms": delta_ms("ts_inference_latency_microseconds") / count,
+            "queue_ms": delta_ms("ts_queue_latency_microseconds") / count,
+        }
+    worker = described["workers"][0]
+    run.notes.append(
+        f"batchSize {described['batchSize']}, maxBatchDelay {described['maxBatchDelay']} ms, "
+        f"worker {worker['id']} pid {worker['pid']} {worker['status']}; "
+        f"TorchServe processes while serving: {len(pids)}"
+    )
+    run.notes.extend(_ts_log_evidence(tsdir / "logs", model))
+    left = ts_processes(str(tsdir))
+    run.notes.append(f"processes of this TorchServe left after --stop: {len(left)}")
+    return run
+
+
+def _ts_log_evidence(logs: Path, model: str) -> list[str]:
+    """The log lines that show the model loaded, the worker started and its torch threads."""
+    keys = ("Model server started", "Loading initial models", "Setting default version",
+            "Worker connected", "raw tensor handler", "Torch worker started", "OMP_NUM_THREADS",
+            "Number of CPUs", "Netty threads", "Default workers per model")  # fmt: skip
+    lines: list[str] = []
+    for name in ("ts_log.log", "model_log.log"):
+        path = logs / name
+        if path.exists():
+            for line in path.read_text(errors="replace").splitlines():
+                note = "log: " + line.strip()[:220]
+                if any(key in line for key in keys) and note not in lines:
+                    lines.append(note)
+    return lines[:16]
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelResult:
+    model: str
+    requests: int
+    inproc: dict[str, Any]
+    packrat: ServerRun
+    torchserve: ServerRun | None
+
+
+TARGET_MS = {"tiny-resnet": 1.0, "resnet50": 3.0}
+
+
+def render(results: list[ModelResult], command: str, versions: dict[str, str]) -> str:
+    out = ["# Serving overhead at batch size 1 (issue 3)", ""]
+    out += [
+        f"Measured {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} on "
+        f"{platform.node() or 'this machine'}: {_cpu_model()}, "
+        f"{len(os.sched_getaffinity(0))} usable cores, Linux {platform.release()}; "
+        + ", ".join(f"{k} {v}" for k, v in versions.items())
+        + ".",
+        "",
+        f"Command: `{command}`",
+        "",
+        "One client, sequential requests over one keep-alive connection (httpx) on loopback, "
+        "raw float32 bodies (`application/octet-stream`), 20 warm-up requests. Packrat: "
+        "`packrat serve MODEL --fat --max-batch-size 1` (one worker, all cores). TorchServe: "
+        "the same model exported to TorchScript (`packrat export`), one worker, batch size 1, "
+        "handler `benchmarks/torchserve/raw_tensor_handler.py` (torch threads = all cores). "
+        "In-process = preprocess + inference + postprocess in the worker (`handler.handle`); "
+        "Packrat's is timed in a separate process loading the model as a worker does, "
+        "TorchServe's by its handler on every request. "
+        "**Overhead = e2e p50 - in-process p50.**",
+        "",
+    ]
+    for result in results:
+        out += _model_table(result)
+    for result in sorted(results, key=lambda r: -r.inproc["input_bytes"]):
+        out += _breakdown(result)
+    out += ["## Notes from the runs", ""]
+    for result in results:
+        for name, run in (("Packrat", result.packrat), ("TorchServe", result.torchserve)):
+            if run is not None:
+                out += [f"- {result.model}, {name}: " + note for note in run.notes]
+    return "\n".join(out) + "\n"
+
+
+ANALYSIS_MARKER = "<!-- analysis: kept when the benchmark rewrites this file -->"
+
+
+def kept_analysis(path: Path) -> str:
+    """The hand-written part of an existing report: from ANALYSIS_MARKER to the end."""
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    at = text.find(ANALYSIS_MARKER)
+    return "" if at < 0 else "\n" + text[at:]
+
+
+def _model_table(result: ModelResult) -> list[str]:
+    inproc = Latency(**result.inproc["handle"])
+    target = TARGET_MS.get(result.model)
+    lines = [
+        f"## {result.model}: {result.inproc['input_bytes'] / 1000:.1f} KB in, "
+        f"{result.inproc['output_values']} values out, {result.requests} requests",
+        "",
+        "| server | in-process p50 | e2e p50 | e2e p90 | e2e p99 | overhead (p50) | target |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    target_text = f"<= {target:.0f} ms" if target else "-"
+    e2e = result.packrat.client.latency
+    overhead = e2e.p50_ms - inproc.p50_ms
+    verdict = "" if target is None else (" met" if overhead <= target else " **missed**")
+    lines.append(
+        f"| Packrat | {inproc.p50_ms:.2f} | {e2e.p50_ms:.2f} | {e2e.p90_ms:.2f} | "
+        f"{e2e.p99_ms:.2f} | **{overhead:.2f}** | {target_text}{verdict} |"
+    )
+    ts = result.torchserve
+    if ts is not None and ts.client.handler_ms is not None:
+        ts_e2e, ts_in = ts.client.latency, ts.client.handler_ms
+        lines.append(
+            f"| TorchServe 0.12 | {ts_in.p50_ms:.2f} | {ts_e2e.p50_ms:.2f} | {ts_e2e.p90_ms:.2f} "
+            f"| {ts_e2e.p99_ms:.2f} | **{ts_e2e.p50_ms - ts_in.p50_ms:.2f}** | - |"
+        )
+    idle = Latency(**result.inproc["handle_idle"])
+    worker = Latency(**result.inproc["handle_in_worker"])
+    engine = Latency(**result.inproc["engine_infer"])
+    lines += [
+        "",
+        f"Packrat's `handle` p50: back to back {inproc.p50_ms:.2f}, after "
+        f"{IDLE_GAP_S * 1000:.0f} ms idle {idle.p50_ms:.2f}, inside a worker "
+        f"{worker.p50_ms:.2f} (`Engine.infer` round trip, no HTTP: {engine.p50_ms:.2f}); "
+        f"e2e p50 minus the in-worker p50: {e2e.p50_ms - worker.p50_ms:.2f}. Mean "
+        f"overhead from same-run differences (see the breakdown): "
+        f"**{overhead_estimate_ms(result):.2f}**.",
+    ]
+    pings = f"Packrat {result.packrat.ping.p50_ms:.2f}"
+    if ts is not None:
+        pings += f", TorchServe {ts.ping.p50_ms:.2f}"
+    lines += ["", f"All times in ms. GET /ping p50: {pings}.", ""]
+    return lines
+
+
+def overhead_estimate_ms(result: ModelResult) -> float:
+    """Packrat's mean overhead from differences within one run each, robust to the machine's
+    drift between runs: (e2e - batch time) from the server run, plus the IPC around `handle`
+    (`Engine.infer` - `handle` in the worker) from the Engine run."""
+    step = result.inproc
+    server = result.packrat.server
+    ipc_ms = step["engine_infer"]["mean_ms"] - step["handle_in_worker"]["mean_ms"]
+    return float(result.packrat.client.latency.mean_ms - server["batch_ms"] + ipc_ms)
+
+
+def _breakdown(result: ModelResult) -> list[str]:
+    """Where the time of one request goes (means, ms). Each span is a difference within one
+    run (the server's metrics against its client; the Engine run's round trip against the
+    worker's own timing), or a step timed alone in-process."""
+    inproc = result.inproc
+    step = {name: Latency(**inproc[name]).mean_ms for name in
+            ("handle", "handle_idle", "body_join", "decode", "encode", "pipe_round_trip",
+             "thread_hop", "engine_infer", "handle_in_worker")}  # fmt: skip
+    packrat = result.packrat
+    e2e = packrat.client.latency.mean_ms
+    request_ms, batch_ms = packrat.server["request_ms"], packrat.server["batch_ms"]
+    in_route = request_ms - batch_ms
+    timed_steps = step["body_join"] + step["decode"] + step["encode"]
+    ipc = step["engine_infer"] - step["handle_in_worker"]
+    overhead = overhead_estimate_ms(result)
+    lines = [
+        f"## Where the time goes: {result.model}, {inproc['input_bytes'] / 1000:.0f} KB request "
+        f"(means, ms)",
+        "",
+        "| span | Packrat | how it is known |",
+        "| --- | ---: | --- |",
+        f"| HTTP outside the route: client send + receive, uvicorn parse, response write "
+        f"| {e2e - request_ms:.2f} | e2e ({e2e:.2f}) - server request time "
+        f"({request_ms:.2f}, `packrat_request_latency_seconds`) |",
+        f"| route, outside the batch: read body, decode, batcher, encode | {in_route:.2f} "
+        f"| request time - batch time ({batch_ms:.2f}, `packrat_instance_busy_seconds` / "
+        "batches) |",
+        f"| - of which joining the body's chunks (`read_body`, 64 KB chunks) "
+        f"| {step['body_join']:.3f} | timed in-process |",
+        f"| - of which `codecs.decode` (raw, zero-copy) | {step['decode']:.3f} "
+        "| timed in-process |",
+        f"| - of which JSON encode of {inproc['output_values']} values (`to_json` + render) "
+        f"| {step['encode']:.3f} | timed in-process |",
+        f"| - rest: event loop, batcher task wake-up | {in_route - timed_steps:.2f} | difference |",
+        f"| IPC to the worker and back (pickle, pipe, unpickle, wake-ups) | {ipc:.2f} "
+        f"| `Engine.infer` ({step['engine_infer']:.2f}) - `handle` timed in the worker, same run; "
+        f"an echo process over the same `Channel`: {step['pipe_round_trip']:.2f} |",
+        f"| executor-thread hop (`asyncio.to_thread` around `run_split`) | "
+        f"{step['thread_hop']:.3f} | timed in-process (inside the batch time) |",
+        f"| **overhead (sum of the spans above)** | **{overhead:.2f}** | e2e - batch time + IPC |",
+        f"| inference: `handle` (preprocess + model + postprocess) in the worker "
+        f"| {step['handle_in_worker']:.2f} | timed inside the worker (Engine run); in-process "
+        f"back to back {step['handle']:.2f}, after {IDLE_GAP_S * 1000:.0f} ms idle "
+        f"{step['handle_idle']:.2f}; in the server run ~ batch time - IPC = {batch_ms - ipc:.2f} |",
+        "",
+    ]
+    ts = result.torchserve
+    if ts is not None and ts.client.handler_ms is not None and ts.server:
+        ts_e2e = ts.client.latency.mean_ms
+        handler = ts.client.handler_ms.mean_ms
+        lines += [
+            "TorchServe, same request (means, ms, all from one run): "
+            f"e2e {ts_e2e:.2f}; frontend inference time (`ts_inference_latency_microseconds`, "
+            f"Netty request in to response out) {ts.server['inference_ms']:.2f}, of which queue "
+            f"{ts.server['queue_ms']:.3f}; handler (incl. `tolist()`) {handler:.2f}. So HTTP "
+            f"outside the frontend's timer {ts_e2e - ts.server['inference_ms']:.2f}, frontend + "
+            f"IPC to the Python worker + its message (de)serialization "
+            f"{ts.server['inference_ms'] - handler:.2f}; overhead {ts_e2e - handler:.2f}.",
+            "",
+        ]
+    return lines
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def versions(venv: Path | None) -> dict[str, str]:
+    import importlib.metadata as md
+
+    found = {"Python": platform.python_version()}
+    for package in ("packrat", "torch", "uvicorn", "fastapi", "httpx"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            found[package] = md.version(package)
+    if venv is not None:
+        found["TorchServe"] = _ts_version(venv)
+        java = subprocess.run(["java", "-version"], capture_output=True, text=True, check=False)
+        quoted = java.stderr.split('"')
+        found["Java"] = quoted[1] if len(quoted) > 1 else "?"
+    return found
+
+
+def _ts_version(venv: Path) -> str:
+    code = "import importlib.metadata as m; print(m.version('torchserve'), m.version('torch'))"
+    done = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    ts_version, _, torch_version = done.stdout.strip().partition(" ")
+    return f"{ts_version} (torch {torch_version} in its venv)"
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["tiny-resnet", "resnet50"])
+    parser.add_argument("--requests-tiny", type=int, default=200, help="for tiny-* models")
+    parser.add_argument("--requests-large", type=int, default=80, help="for the others")
+    parser.add_argument("--ts-venv", type=Path, default=Path("/tmp/ts-venv"))
+    parser.add_argument("--no-torchserve", action="store_true")
+    parser.add_argument("--output", type=Path, default=REPO / "docs" / "serve-overhead.md")
+    parser.add_argument("--workdir", type=Path, help="keep logs and files here (default: temp)")
+    parser.add_argument("--in-process-child", metavar="MODEL", help=argparse.SUPPRESS)
+    parser.add_argument("--requests", type=int, default=100, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.in_process_child:
+        print(json.dumps(in_process_child(args.in_process_child, args.requests)))
+        return
+
+    venv = None if args.no_torchserve else args.ts_venv
+    if venv is not None:
+        ensure_ts_venv(venv)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="serve-overhead-") as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        for model in args.models:
+            requests = args.requests_tiny if model.startswith("tiny") else args.requests_large
+            print(f"{model}: in-process ...", flush=True)
+            inproc = in_process(model, requests)
+            body = payload(inproc["input_bytes"])
+            print(f"{model}: packrat serve ...", flush=True)
+            packrat = run_packrat(model, body, requests, workdir)
+            ts = None
+            if venv is not None:
+                print(f"{model}: torchserve ...", flush=True)
+                ts = run_torchserve(model, body, requests, workdir, venv)
+            results.append(ModelResult(model, requests, inproc, packrat, ts))
+    command = "python benchmarks/serve_overhead.py " + " ".join(sys.argv[1:])
+    report = render(results, command.strip(), versions(venv))
+    print(report)
+    args.output.write_text(report + kept_analysis(args.output))
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
