@@ -67,3 +67,28 @@ def test_close_without_start_is_idempotent_and_final() -> None:
     assert engine.state is EngineState.CLOSED
     with pytest.raises(WorkerError, match="closed"):
         engine.start()
+
+
+def test_worker_pipes_get_wide_socket_buffers() -> None:
+    import multiprocessing
+    import socket
+
+    from packrat.pool.process import PIPE_BUFFER_BYTES, widen_socket_buffers
+
+    def send_buffer(fd: int) -> int:
+        probe = socket.socket(fileno=fd)
+        try:
+            return probe.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        finally:
+            probe.detach()  # the connection owns the descriptor
+
+    a, b = multiprocessing.get_context("spawn").Pipe(duplex=True)
+    with a, b:
+        before = send_buffer(a.fileno())
+        widen_socket_buffers(a)
+        after = send_buffer(a.fileno())
+    with open("/proc/sys/net/core/wmem_max") as f:
+        cap = int(f.read())
+    # The kernel caps the size asked for at wmem_max (and doubles it for bookkeeping).
+    assert after >= min(PIPE_BUFFER_BYTES, cap)
+    assert after > before or before >= min(PIPE_BUFFER_BYTES, cap)

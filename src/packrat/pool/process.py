@@ -12,7 +12,10 @@ soon as that thread ended. The launcher thread lives until the interpreter exits
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -119,6 +122,8 @@ def spawn_child(
     the process cannot be created.
     """
     parent_end, child_end = _CONTEXT.Pipe(duplex=True)
+    for end in (parent_end, child_end):
+        widen_socket_buffers(end)
     process = _CONTEXT.Process(
         target=target, args=(arg, child_end), name=f"packrat-{label}", daemon=True
     )
@@ -131,6 +136,24 @@ def spawn_child(
         # The child holds its own copy now; ours must go, or we would never see EOF.
         child_end.close()
     return ChildProcess(process, Channel(parent_end), label, detail)
+
+
+PIPE_BUFFER_BYTES = 4 * 1024 * 1024
+"""Socket buffer asked for each end of a worker's pipe (the kernel caps it at net.core.wmem_max
+and rmem_max). The default ~200 KB splits a 600 KB image into three writer/reader hand-offs
+between processes; measured on a 602 KB echo round trip here: 0.28 ms -> 0.09 ms."""
+
+
+def widen_socket_buffers(connection: Connection, size: int = PIPE_BUFFER_BYTES) -> None:
+    """Enlarge the send and receive buffers of a socket-backed connection; best effort."""
+    try:
+        sock = socket.socket(fileno=os.dup(connection.fileno()))
+    except OSError:
+        return  # not a socket (e.g. a one-way os.pipe): leave it
+    with sock:
+        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, option, size)
 
 
 def wait_replies(
