@@ -265,3 +265,21 @@ def test_files_need_a_model_store_over_http() -> None:
             await repository.register("tiny-resnet", name="bad name")
 
     run(main())
+
+
+def test_profiles_made_at_registration_record_the_engine_setting(tmp_path: Path) -> None:
+    """A server run with --release-freed-memory profiles with that setting, and caches the
+    profile under the path keyed by it, so the two kinds never mix."""
+    cpu = max(os.sched_getaffinity(0))
+    engine = EngineConfig(start_timeout_s=180.0, batch_timeout_s=60.0, keep_freed_memory=False)
+
+    async def main() -> None:
+        defaults = RepositoryDefaults(cores=(cpu,), max_batch_size=1, max_batch_delay_ms=LONG_MS)
+        repository = Repository(defaults, model_store=FIXTURES, engine_config=engine)
+        await repository.register(MARKER_HANDLER, name="marker")
+        await repository.close()
+
+    run(main())
+    cache = Path(os.environ["PACKRAT_CACHE_DIR"]) / "profiles"
+    (profile,) = [p for p in cache.glob("*-release.json") if "marker" in p.name]
+    assert load_profile(profile).engine == {"keep_freed_memory": False}

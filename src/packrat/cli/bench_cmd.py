@@ -79,21 +79,24 @@ def bench(
             source.identity(), topology, keep_freed_memory=keep_freed_memory
         )
         with progress_bar(err) as bar:
-            if profile_path is None:
-                existing = load_profile(path) if path.exists() else None
+            if profile_path is not None:
+                prof = load_profile(profile_path)
+            else:
+                cached = load_profile(path) if path.exists() else None
                 sweep = SweepConfig(cores=budget, batches=powers_of_two(max(grid)))
-                if existing is None or any(c not in existing.cells for c in sweep.cells):
+                if cached is not None and all(c in cached.cells for c in sweep.cells):
+                    prof = cached
+                else:
                     err.print(f"profiling {model} first (cached in {path})")
-                    profile_model(
+                    prof = profile_model(
                         source,
                         sweep,
                         out=path,
-                        existing=existing,
+                        existing=cached,
                         topology=topology,
                         progress=bar,
                         engine_config=engine,
                     )
-            prof = load_profile(path)
             measured_with = prof.engine.get("keep_freed_memory", keep_freed_memory)
             if measured_with != keep_freed_memory:
                 flag = "--keep-freed-memory" if measured_with else "--release-freed-memory"

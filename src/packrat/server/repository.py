@@ -23,6 +23,7 @@ management API) accepts zoo names only, while `register_model()` (the operator's
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import os
@@ -337,7 +338,18 @@ class Repository:
         if cached is not None and all(cell in cached.cells for cell in sweep.cells):
             return cached.latency_table()
         logger.info("profiling %s into %s", identity.name, path)
-        profile = await asyncio.to_thread(_sweep, source, sweep, path, cached, topology, progress)
+        profile = await asyncio.to_thread(
+            functools.partial(
+                profile_model,
+                source,
+                sweep,
+                out=path,
+                existing=cached,
+                topology=topology,
+                progress=progress,
+                engine_config=self._engine_config,  # the cache path is keyed by it too
+            )
+        )
         return profile.latency_table()
 
     def _warn_overlap(self, name: str, topology: Topology) -> None:
@@ -360,20 +372,6 @@ def _call(hook: RuntimeHook | None, runtime: ModelRuntime) -> None:
         hook(runtime)
     except Exception:
         logger.exception("repository hook failed for model %s:%s", runtime.name, runtime.version)
-
-
-def _sweep(
-    source: ModelSource,
-    sweep: SweepConfig,
-    path: Path,
-    existing: Profile | None,
-    topology: Topology,
-    progress: Progress,
-) -> Profile:
-    """Measure the cells of `sweep` missing from `existing`, saving to `path` after each."""
-    return profile_model(
-        source, sweep, out=path, existing=existing, topology=topology, progress=progress
-    )
 
 
 def _cached_profile(path: Path) -> Profile | None:
