@@ -92,7 +92,7 @@ def test_concurrent_requests_get_their_own_outputs() -> None:
         repository = Repository(defaults, engine_config=ENGINE)
         runtime = await repository.register("tiny-resnet")
         batches: list[tuple[int, tuple[int, ...]]] = []
-        runtime.add_listener(lambda size, sizes, duration_s: batches.append((size, sizes)))
+        runtime.add_listener(lambda record: batches.append((record.size, record.sizes)))
         assert runtime.ready
         assert runtime.plan.describe() == "<2,1,2>"
         assert repository.get("tiny-resnet") is runtime
@@ -163,7 +163,7 @@ def test_a_model_error_fails_only_its_sub_batch() -> None:
             assert isinstance(failed, InferenceFailed)
             assert "marker request" in str(failed)
         assert runtime.last_batch_sizes == (2, 2)
-        assert all(busy > 0 for busy in runtime.busy_s)
+        assert runtime.busy_s[0] > 0 and runtime.busy_s[1] == 0  # a failure computed nothing
         # The pool survives a model error.
         assert await asyncio.gather(*(runtime.infer(r) for r in (5.0, 6.0, 7.0, 8.0))) == [
             10.0,
@@ -171,6 +171,7 @@ def test_a_model_error_fails_only_its_sub_batch() -> None:
             14.0,
             16.0,
         ]
+        assert all(busy > 0 for busy in runtime.busy_s)
 
         with pytest.raises(BadRequest, match="already served"):
             await repository.register_model(config)

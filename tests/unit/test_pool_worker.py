@@ -41,7 +41,16 @@ def _handler() -> pool_handlers.ScriptedHandler:
 
 def test_run_batch_returns_outputs_in_order() -> None:
     reply = handle_command(_handler(), RunBatch(7, (1.0, 2.0, 3.0)), _describe)
-    assert reply == BatchDone(7, (2.0, 4.0, 6.0))
+    assert isinstance(reply, BatchDone)
+    assert (reply.batch_id, reply.outputs) == (7, (2.0, 4.0, 6.0))
+
+
+def test_run_batch_reports_the_handlers_time() -> None:
+    reply = handle_command(
+        pool_handlers.ScriptedHandler(sleep_ms=30.0), RunBatch(1, (1.0,)), _describe
+    )
+    assert isinstance(reply, BatchDone)
+    assert 0.030 <= reply.compute_s < 5.0
 
 
 def test_handler_error_becomes_batch_failed() -> None:
@@ -118,7 +127,8 @@ def test_serve_answers_in_order_and_returns_on_stop() -> None:
     engine_end.send(RunBatch(1, (-1.0,)))
     engine_end.send(Describe())
     engine_end.send(Stop())
-    assert engine_end.recv_reply() == BatchDone(0, (2.0,))
+    done = engine_end.recv_reply()
+    assert isinstance(done, BatchDone) and (done.batch_id, done.outputs) == (0, (2.0,))
     assert isinstance(engine_end.recv_reply(), BatchFailed)
     assert engine_end.recv_reply() == INFO
     server.join(timeout=10)

@@ -17,6 +17,7 @@ from packrat.models.inputs import InputSpec
 from packrat.server import codecs
 from packrat.server.api import BadRequest, InferenceFailed, ServerError, UnsupportedMediaType
 from packrat.server.codecs import BodyFormat
+from packrat.server.responses import json_bytes
 
 FLOAT = InputSpec((2, 3), "float32")
 TOKENS = InputSpec((6,), "int64", low=0, high=100)
@@ -230,13 +231,42 @@ def test_json_for_a_spec_less_model_takes_its_shape_from_the_nesting() -> None:
 # --- outputs -------------------------------------------------------------------------------
 
 
+def _as_json(output: object) -> object:
+    return json.loads(json_bytes(codecs.to_json(output)))
+
+
 def test_outputs_to_json() -> None:
-    assert codecs.to_json(torch.tensor([[1.5, 2.0]])) == [[1.5, 2.0]]
-    assert codecs.to_json(torch.tensor([1.0], dtype=torch.bfloat16)) == [1.0]
-    assert codecs.to_json({"a": (torch.tensor(1), np.array([2]))}) == {"a": [1, [2]]}
+    assert _as_json(torch.tensor([[1.5, 2.0]])) == [[1.5, 2.0]]
+    assert _as_json(torch.tensor([1.0], dtype=torch.bfloat16)) == [1.0]
+    assert _as_json({"a": (torch.tensor(1), np.array([2]))}) == {"a": [1, [2]]}
+    assert _as_json(torch.tensor([True, False])) == [True, False]
+    assert _as_json(np.arange(6).reshape(2, 3).T) == [[0, 3], [1, 4], [2, 5]]
+    assert _as_json(np.array([1, 2], dtype=">i4")) == [1, 2]  # not native: the slow path
     assert codecs.to_json(None) is None
     with pytest.raises(InferenceFailed, match="object"):
         codecs.to_json(object())
+
+
+def test_finite_numeric_outputs_become_arrays_and_others_lists() -> None:
+    assert isinstance(codecs.to_json(torch.zeros(3)), np.ndarray)
+    assert isinstance(codecs.to_json(torch.zeros(3, requires_grad=True)), np.ndarray)
+    assert isinstance(codecs.to_json(torch.tensor([1.0, math.inf])), list)
+    assert isinstance(codecs.to_json(torch.tensor(2.5)), float)  # 0-d: a scalar
+    assert isinstance(codecs.to_json(torch.zeros(2, dtype=torch.bfloat16)), list)
+
+
+@given(st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False), max_size=50))
+def test_float32_outputs_round_trip_exactly(values: list[float]) -> None:
+    tensor = torch.tensor(values, dtype=torch.float32)
+    back = torch.tensor(_as_json(tensor), dtype=torch.float32)
+    assert torch.equal(back, tensor)
+
+
+def test_non_finite_values_are_written_like_torchserve() -> None:
+    body = json_bytes(codecs.to_json({"x": torch.tensor([1.0, math.nan, -math.inf]), "n": None}))
+    assert body == b'{"x":[1.0,NaN,-Infinity],"n":null}'
+    assert json_bytes([np.array([math.inf])]) == b"[[Infinity]]"
+    assert json_bytes({"big": 2**70}) == b'{"big":1180591620717411303424}'
 
 
 def test_numel_counts_tensor_values() -> None:

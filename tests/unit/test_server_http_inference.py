@@ -71,6 +71,13 @@ def test_predict_json(client: TestClient, method: str) -> None:
     assert response.json() == [2, 4, 7]
 
 
+def test_predict_says_the_models_compute_time(client: TestClient, repo: FakeRepository) -> None:
+    repo.get("double").delay_s = 0.0125
+    response = client.post("/predictions/double", json=[1.0, 2.0, 3.0])
+    assert response.status_code == 200
+    assert response.headers["server-timing"] == "compute;dur=12.500"
+
+
 def test_predict_picks_the_version(client: TestClient, repo: FakeRepository) -> None:
     client.post("/predictions/double/2.0", json=[1, 2, 3])
     assert len(repo.get("double", "2.0").requests) == 1
@@ -202,7 +209,7 @@ def test_unknown_route_and_method_are_json_errors(client: TestClient) -> None:
 def test_metrics_count_requests_by_model_and_code(client: TestClient, metrics: Metrics) -> None:
     client.post("/predictions/double", json=[1, 2, 3])
     client.post("/predictions/double", json=[1, 2])
-    metrics.observe_batch("double", 3, [2, 1], 0.25)
+    metrics.observe_batch("double", [2, 1], [0.25, 0.25], 0.3)
     metrics.set_queue_depth("double", 5)
     metrics.set_plan("double", "2x2")
     text = client.get("/metrics").text
@@ -213,6 +220,7 @@ def test_metrics_count_requests_by_model_and_code(client: TestClient, metrics: M
     assert 'packrat_queue_depth{model="double"} 5.0' in text
     assert 'packrat_plan{model="double",plan="2x2"} 1.0' in text
     assert 'packrat_instance_busy_seconds_total{instance="1",model="double"} 0.25' in text
+    assert 'packrat_batch_latency_seconds_sum{model="double"} 0.3' in text
 
 
 def test_openapi_lists_the_routes_and_body_types(client: TestClient) -> None:

@@ -110,7 +110,7 @@ def test_metrics_app_serves_its_own_registry() -> None:
     first.set_plan("m", "1x4")
     first.set_plan("m", "2x2")
     first.set_queue_depth("m", 3)
-    first.observe_batch("m", 4, [3, 1, 0], [0.5, 0.25, 0.0])
+    first.observe_batch("m", [3, 1, 0], [0.5, 0.25, 0.0], 0.6)
     client = TestClient(create_metrics_app(first))
     response = client.get("/metrics")
     assert response.headers["content-type"].startswith("text/plain")

@@ -1,13 +1,14 @@
 """Typed messages over one end of a `multiprocessing` pipe.
 
-Messages are encoded with the standard pickle, not `Connection.send`'s ForkingPickler: once torch
-is imported, ForkingPickler moves tensors through shared-memory file descriptors that the sender
-must keep alive until the receiver has opened them, which breaks when a worker dies mid-reply
-and leaks descriptors under load. Plain pickle copies tensor bytes into the pipe, which is what
-per-request outputs want.
+Messages are encoded with pickle (`packrat.pool.tensor_pickle`: plain CPU tensors as raw bytes),
+not `Connection.send`'s ForkingPickler: once torch is imported, ForkingPickler moves tensors
+through shared-memory file descriptors that the sender must keep alive until the receiver has
+opened them, which breaks when a worker dies mid-reply and leaks descriptors under load. Copying
+tensor bytes into the pipe is what per-request inputs and outputs want.
 
-Each message is one `send_bytes` frame, so a frame that fails to decode has still been consumed
-whole: the pipe stays in step and the caller may treat it as a failed reply.
+Each message is one frame (`packrat.pool.frames`, the framing of `Connection.send_bytes`), so a
+frame that fails to decode has still been consumed whole: the pipe stays in step and the
+caller may treat it as a failed reply.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import pickle
 from multiprocessing.connection import Connection
 
+from packrat.pool import tensor_pickle
+from packrat.pool.frames import FrameReader, write_frame
 from packrat.pool.messages import COMMAND_TYPES, REPLY_TYPES, Command, Reply
 
 
@@ -32,6 +35,7 @@ class Channel:
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
+        self._reader = FrameReader(connection.fileno())
 
     @property
     def connection(self) -> Connection:
@@ -43,8 +47,8 @@ class Channel:
         Raises pickle.PicklingError/TypeError/AttributeError if the message cannot be pickled
         (nothing is written then), and BrokenPipeError/OSError if the peer is gone.
         """
-        frame = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        self._connection.send_bytes(frame)
+        frame = tensor_pickle.dumps(message)
+        write_frame(self._connection.fileno(), frame)
 
     def recv_command(self) -> Command:
         """The next command (worker side)."""
@@ -68,7 +72,7 @@ class Channel:
         self._connection.close()
 
     def _recv(self) -> object:
-        frame = self._connection.recv_bytes()
+        frame = self._reader.read()  # valid until the next read: decoded at once
         try:
             return pickle.loads(frame)
         except Exception as exc:  # any unpickling failure: a missing class, a corrupt frame

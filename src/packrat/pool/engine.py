@@ -62,13 +62,15 @@ from packrat.types import Plan
 
 @dataclass(frozen=True)
 class SubBatch:
-    """What one instance returned for requests[start:stop]: outputs, or an error message."""
+    """What one instance returned for requests[start:stop]: outputs, or an error message;
+    and the seconds the worker spent computing them (0 when it failed)."""
 
     instance: int
     start: int
     stop: int
     outputs: tuple[Any, ...]
     error: str | None
+    compute_s: float = 0.0
 
 
 class EngineState(enum.Enum):
@@ -198,7 +200,11 @@ class Engine:
                 expected = part.stop - part.start
                 if isinstance(outcome, BatchDone) and outcome.batch_id == batch_id:
                     if len(outcome.outputs) == expected:
-                        results.append(SubBatch(k, part.start, part.stop, outcome.outputs, None))
+                        results.append(
+                            SubBatch(
+                                k, part.start, part.stop, outcome.outputs, None, outcome.compute_s
+                            )
+                        )
                         continue
                     error = (
                         f"{worker.describe()} returned {len(outcome.outputs)} outputs "

@@ -176,10 +176,12 @@ class WorkerFailed:
 
 @dataclass(frozen=True)
 class BatchDone:
-    """`RunBatch` succeeded: one output per request, in request order."""
+    """`RunBatch` succeeded: one output per request, in request order, and the seconds the
+    worker spent in `handler.handle` (preprocess + inference + postprocess) for them."""
 
     batch_id: int
     outputs: tuple[Any, ...]
+    compute_s: float = 0.0
 
 
 @dataclass(frozen=True)

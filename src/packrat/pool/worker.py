@@ -159,12 +159,13 @@ def handle_command(
 ) -> Reply:
     """The reply to one command. A handler exception becomes a failure reply, never a crash."""
     if isinstance(command, RunBatch):
+        started = time.perf_counter()
         try:
             outputs = handler.handle(list(command.requests))
         except Exception as exc:
             logger.warning("batch %d failed", command.batch_id, exc_info=True)
             return BatchFailed(command.batch_id, type(exc).__name__, str(exc))
-        return BatchDone(command.batch_id, tuple(outputs))
+        return BatchDone(command.batch_id, tuple(outputs), time.perf_counter() - started)
     if isinstance(command, Measure):
         try:
             samples = measure_inference(handler, command.batch_size, command.policy)

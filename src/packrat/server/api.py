@@ -75,6 +75,10 @@ class ServedModel(Protocol):
         """One request (a decoded input, e.g. a tensor) in, its output out, through the
         model's dynamic batcher. Raises InferenceFailed, Unavailable or BadRequest."""
 
+    async def infer_timed(self, request: Any) -> tuple[Any, float]:
+        """`infer`, plus the seconds the model computed on the sub-batch that held this
+        request (its handler's time in the worker), for the `Server-Timing` header."""
+
     def describe(self) -> Mapping[str, Any]:
         """JSON-ready description: plan, instances and their cores, batching settings."""
 

@@ -1,7 +1,9 @@
 """The inference app: TorchServe's inference API, the Open Inference Protocol, and metrics.
 
 TorchServe routes: `GET /ping`, `POST|PUT /predictions/{model}[/{version}]` with one request
-in the body (see `packrat.server.codecs` for the formats) and the model's output as JSON.
+in the body (see `packrat.server.codecs` for the formats) and the model's output as JSON; the
+response's `Server-Timing: compute;dur=MS` header says how long the model computed on the
+sub-batch that held the request (its handler's time in the worker).
 The v2 routes are in `packrat.server.v2`; `GET /metrics` in `packrat.server.metrics`.
 """
 
@@ -78,10 +80,14 @@ def _torchserve_router(repo: ModelRepository, config: HttpConfig, metrics: Metri
                 tensor = _decode(*decode_args)
             else:
                 tensor = await run_in_threadpool(_decode, *decode_args)
-            output = await model.infer(tensor)
+            output, compute_s = await model.infer_timed(tensor)
             if codecs.numel(output) > config.inline_encode_values:
-                return await run_in_threadpool(_encode, output)
-            return _encode(output)
+                response = await run_in_threadpool(_encode, output)
+            else:
+                response = _encode(output)
+            # The model's own time, for clients and browsers' developer tools (W3C Server Timing).
+            response.headers["Server-Timing"] = f"compute;dur={compute_s * 1000.0:.3f}"
+            return response
 
     async def predictions(request: Request, model_name: str) -> Response:
         return await predict(request, repo.get(model_name))

@@ -10,7 +10,9 @@ Series (label `model` is the model name):
   packrat_batch_size{model}                     requests per batch run (histogram)
   packrat_queue_depth{model}                    requests waiting for a batch (gauge)
   packrat_plan{model,plan}                      1 for the plan in use (gauge)
-  packrat_instance_busy_seconds_total{model,instance}   seconds each instance spent running
+  packrat_batch_latency_seconds{model}          batch dispatch to its last reply (histogram)
+  packrat_instance_busy_seconds_total{model,instance}   seconds each instance spent computing
+                                                (its handler's time, timed in the worker)
 """
 
 from __future__ import annotations
@@ -89,9 +91,16 @@ class Metrics:
             ("model", "plan"),
             registry=self.registry,
         )
+        self._batch_latency = Histogram(
+            "packrat_batch_latency_seconds",
+            "Seconds from dispatching a batch to its last instance's reply.",
+            ("model",),
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
         self._busy = Counter(
             "packrat_instance_busy_seconds",
-            "Seconds each instance spent running batches.",
+            "Seconds each instance spent computing (preprocess + inference + postprocess).",
             ("model", "instance"),
             registry=self.registry,
         )
@@ -122,19 +131,16 @@ class Metrics:
     def observe_batch(
         self,
         model: str,
-        size: int,
         per_instance_sizes: Sequence[int],
-        busy_s: float | Sequence[float],
+        busy_s: Sequence[float],
+        wall_s: float,
     ) -> None:
-        """One batch of `size` requests ran, split into `per_instance_sizes[k]` requests for
-        instance k (plan order; label `instance` is k). `busy_s` is the seconds each
-        instance was busy, or one wall time credited to every instance that had requests."""
-        self._batch_size.labels(model).observe(size)
-        for instance, requests in enumerate(per_instance_sizes):
-            if isinstance(busy_s, int | float):
-                seconds = float(busy_s) if requests > 0 else 0.0
-            else:
-                seconds = busy_s[instance] if instance < len(busy_s) else 0.0
+        """One batch ran, split into `per_instance_sizes[k]` requests for instance k (plan
+        order; label `instance` is k), which computed for `busy_s[k]` seconds; `wall_s` from
+        dispatch to the last reply."""
+        self._batch_size.labels(model).observe(sum(per_instance_sizes))
+        self._batch_latency.labels(model).observe(max(0.0, wall_s))
+        for instance, seconds in enumerate(busy_s):
             self._busy.labels(model, str(instance)).inc(max(0.0, seconds))
 
     def set_queue_depth(self, model: str, depth: int) -> None:

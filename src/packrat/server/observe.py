@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from packrat.server.metrics import Metrics
-from packrat.server.runtime import ModelRuntime
+from packrat.server.runtime import BatchRecord, ModelRuntime
 
 
 def watch(runtime: ModelRuntime, metrics: Metrics) -> None:
@@ -12,8 +12,8 @@ def watch(runtime: ModelRuntime, metrics: Metrics) -> None:
     metrics.set_plan(name, runtime.plan.describe())
     metrics.set_queue_depth(name, 0)
 
-    def on_batch(size: int, per_instance: tuple[int, ...], seconds: float) -> None:
-        metrics.observe_batch(name, size, per_instance, seconds)
+    def on_batch(record: BatchRecord) -> None:
+        metrics.observe_batch(name, record.sizes, record.compute_s, record.wall_s)
         metrics.set_queue_depth(name, runtime.queue_depth)
 
     runtime.add_listener(on_batch)

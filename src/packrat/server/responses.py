@@ -8,8 +8,11 @@ also the key Triton's clients read. The status comes from the exception's class
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
+import numpy as np
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
@@ -33,13 +36,52 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 class JSONBody(Response):
-    """A compact JSON response that, like TorchServe, writes NaN and Infinity rather than
-    failing when a model's output holds them."""
+    """A compact JSON response (`json_bytes`)."""
 
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, separators=(",", ":")).encode()
+        return json_bytes(content)
+
+
+def json_bytes(content: Any) -> bytes:
+    """`content` (JSON-ready values, numpy arrays among them) as compact JSON.
+
+    Written by orjson, which formats numpy arrays natively (float32 in its shortest
+    round-tripping form). Like TorchServe, NaN and Infinity are written as such rather than
+    failing; orjson would write them as null, so content holding any (rare: `codecs.to_json`
+    turns only finite outputs into arrays) goes through the standard library instead, as does
+    anything orjson refuses (integers over 64 bits, non-native byte order).
+    """
+    try:
+        data = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:  # orjson.JSONEncodeError
+        return _stdlib_json(content)
+    if b"null" in data and _has_non_finite(content):
+        return _stdlib_json(content)
+    return data
+
+
+def _stdlib_json(content: Any) -> bytes:
+    return json.dumps(content, separators=(",", ":"), default=_tolist).encode()
+
+
+def _tolist(value: Any) -> Any:
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _has_non_finite(content: Any) -> bool:
+    if isinstance(content, float):
+        return not math.isfinite(content)
+    if isinstance(content, np.ndarray):
+        return content.dtype.kind in "fc" and not bool(np.isfinite(content).all())
+    if isinstance(content, dict):
+        return any(_has_non_finite(value) for value in content.values())
+    if isinstance(content, list | tuple):
+        return any(_has_non_finite(item) for item in content)
+    return False
 
 
 def error_response(status: int, message: str) -> Response:

@@ -19,6 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from packrat.errors import ModelError, WorkerError
@@ -34,8 +35,24 @@ from packrat.types import Plan
 
 logger = logging.getLogger(__name__)
 
-BatchListener = Callable[[int, tuple[int, ...], float], None]
-"""Called after every batch with (batch size, requests per instance, wall seconds)."""
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """One batch that ran: requests per instance and seconds each instance spent computing
+    (plan order; 0 for idle or failed instances), and the wall time from dispatch to the
+    last reply (so it includes the pipes to the workers)."""
+
+    sizes: tuple[int, ...]
+    compute_s: tuple[float, ...]
+    wall_s: float
+
+    @property
+    def size(self) -> int:
+        return sum(self.sizes)
+
+
+BatchListener = Callable[[BatchRecord], None]
+"""Called after every batch with its record."""
 
 
 class RuntimeState(enum.Enum):
@@ -54,7 +71,7 @@ class ModelRuntime:
         splits by thread share (`proportional_split`).
     batching: the batcher's settings; engine_config: the pool's.
 
-    Metrics hooks: `add_listener(fn)` for a callback per batch, and the counters
+    Metrics hooks: `add_listener(fn)` for a `BatchRecord` per batch, and the counters
     `queue_depth`, `in_flight`, `last_batch_sizes`, `busy_s`, `batches_total`,
     `requests_total`.
     """
@@ -118,10 +135,16 @@ class ModelRuntime:
         Raises InferenceFailed if the model raised on this request's sub-batch, Unavailable if
         the model is not running, its queue is full or an instance died.
         """
+        output, _ = await self.infer_timed(request)
+        return output
+
+    async def infer_timed(self, request: Any) -> tuple[Any, float]:
+        """`infer`, and the seconds the instance computed on this request's sub-batch."""
         if not self.ready:
             why = "an instance failed" if self._state is RuntimeState.RUNNING else "not running"
             raise Unavailable(f"model {self._label} is unavailable ({why})")
-        return await self._batcher.submit(request)
+        result: tuple[Any, float] = await self._batcher.submit(request)
+        return result
 
     def describe(self) -> Mapping[str, Any]:
         """JSON-ready: name, version, state, model identity, input, plan, instances, batching."""
@@ -201,7 +224,7 @@ class ModelRuntime:
     # --- metrics hooks ---------------------------------------------------------------------
 
     def add_listener(self, listener: BatchListener) -> None:
-        """Call `listener(batch size, requests per instance, wall seconds)` after each batch.
+        """Call `listener(record)` with a `BatchRecord` after each batch.
 
         Listeners run on the event loop and must be quick; one that raises is logged.
         """
@@ -228,12 +251,8 @@ class ModelRuntime:
 
     @property
     def busy_s(self) -> tuple[float, ...]:
-        """Seconds each instance has been busy, in plan order.
-
-        An approximation: every instance that served part of a batch is counted busy for the
-        whole `run_split` wall time (dispatch to the last reply), as the engine reports no
-        per-instance times; instances finishing early are over-counted by their idle tail.
-        """
+        """Seconds each instance has spent computing (its handler's time, timed in the
+        worker), in plan order."""
         return tuple(self._busy_s)
 
     @property
@@ -270,20 +289,21 @@ class ModelRuntime:
         except WorkerError as exc:
             logger.error("model %s: instance pool failed: %s", self._label, exc)
             return [Unavailable(f"model {self._label} is unavailable: {exc}") for _ in requests]
-        duration_s = time.perf_counter() - started
-        self._record(sizes, duration_s)
+        compute_s = [0.0] * len(sizes)
+        for part in parts:
+            compute_s[part.instance] = part.compute_s
+        self._record(BatchRecord(tuple(sizes), tuple(compute_s), time.perf_counter() - started))
         return _results(len(requests), parts)
 
-    def _record(self, sizes: Sequence[int], duration_s: float) -> None:
-        for k, size in enumerate(sizes):
-            if size > 0:
-                self._busy_s[k] += duration_s
-        self._last_batch_sizes = tuple(sizes)
+    def _record(self, record: BatchRecord) -> None:
+        for k, seconds in enumerate(record.compute_s):
+            self._busy_s[k] += seconds
+        self._last_batch_sizes = record.sizes
         self._batches_total += 1
-        self._requests_total += sum(sizes)
+        self._requests_total += record.size
         for listener in self._listeners:
             try:
-                listener(sum(sizes), tuple(sizes), duration_s)
+                listener(record)
             except Exception:
                 logger.exception("batch listener of model %s failed", self._label)
 
@@ -293,14 +313,15 @@ class ModelRuntime:
 
 
 def _results(count: int, parts: Sequence[SubBatch]) -> list[Any | BaseException]:
-    """One output or InferenceFailed per request, by position (one error object each)."""
+    """One (output, compute seconds of its sub-batch) or InferenceFailed per request, by
+    position (one error object each)."""
     results: list[Any | BaseException] = [None] * count
     for part in parts:
         if part.error is not None:
             for position in range(part.start, part.stop):
                 results[position] = InferenceFailed(part.error)
         else:
-            results[part.start : part.stop] = part.outputs
+            results[part.start : part.stop] = [(out, part.compute_s) for out in part.outputs]
     return results
 
 

@@ -14,7 +14,6 @@ are named as `codecs.stack_outputs` says ("output0" for a single tensor).
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from packrat.server.api import BadRequest, ModelRepository, ServedModel, Unavail
 from packrat.server.http_body import read_body
 from packrat.server.http_config import HttpConfig
 from packrat.server.metrics import Metrics
-from packrat.server.responses import ERROR_RESPONSES, JSONBody
+from packrat.server.responses import ERROR_RESPONSES, JSONBody, json_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -320,7 +319,7 @@ def _respond(model: ServedModel, batch: _Batch, stacked: dict[str, torch.Tensor]
     content["outputs"] = outputs
     if not chunks:
         return JSONBody(content)
-    header = json.dumps(content, separators=(",", ":")).encode()
+    header = json_bytes(content)
     return Response(
         b"".join([header, *chunks]),
         media_type="application/octet-stream",
