@@ -39,6 +39,9 @@ from packrat.pool.messages import (
     Measured,
     MeasureFailed,
     Ready,
+    Reconfigure,
+    Reconfigured,
+    ReconfigureFailed,
     RunBatch,
     WorkerFailed,
     WorkerInfo,
@@ -57,7 +60,7 @@ from packrat.pool.split import batch_slices
 from packrat.pool.weights import ensure_weights_file
 from packrat.pool.worker import run_worker
 from packrat.profiler.stats import SamplingPolicy
-from packrat.types import Plan
+from packrat.types import InstanceSpec, Plan
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,15 @@ class SubBatch:
     outputs: tuple[Any, ...]
     error: str | None
     compute_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Reconfiguration:
+    """What `Engine.reconfigure` did: workers re-pinned in place, workers started, seconds."""
+
+    retuned: int
+    spawned: int
+    took_s: float
 
 
 class EngineState(enum.Enum):
@@ -89,12 +101,24 @@ class Engine:
     and `close()`.
     """
 
-    def __init__(self, source: ModelSource, plan: Plan, config: EngineConfig | None = None) -> None:
+    def __init__(
+        self,
+        source: ModelSource,
+        plan: Plan,
+        config: EngineConfig | None = None,
+        *,
+        pool_size: int | None = None,
+    ) -> None:
         check_plan(plan)
         self._source = source
         self._plan = plan
         self._config = config if config is not None else EngineConfig()
+        # Workers started up front: the plan's instances, then spares that later plans with
+        # more instances take over without waiting for a model to load.
+        self._pool_size = max(len(plan.instances), pool_size or 0)
         self._workers: list[ChildProcess] = []
+        self._layouts: list[tuple[int, tuple[int, ...]]] = []  # (threads, cores) per worker
+        self._weights_path: str | None = None
         self._ready: tuple[Ready, ...] = ()
         self._start_s: float | None = None
         self._state = EngineState.NEW
@@ -116,7 +140,12 @@ class Engine:
 
     @property
     def pids(self) -> list[int]:
-        """Worker pids in plan order (empty before `start()`)."""
+        """Pids of the plan's workers in plan order (empty before `start()`)."""
+        return [worker.pid for worker in self._workers[: len(self._plan.instances)]]
+
+    @property
+    def pool_pids(self) -> list[int]:
+        """Pids of every worker, the spares after the plan's."""
         return [worker.pid for worker in self._workers]
 
     @property
@@ -228,6 +257,38 @@ class Engine:
         with self._lock:
             self._plan = plan
 
+    def reconfigure(self, plan: Plan) -> Reconfiguration:
+        """Serve `plan` from now on, whatever its instances: between two batches, each worker
+        whose threads or cores change is re-pinned and re-threaded in place (the model stays
+        loaded, so this takes milliseconds); spare workers take the extra instances of a plan
+        with more instances than before, and new workers are started (seconds) only if the
+        pool is too small. Workers left over stay idle as spares.
+
+        Raises TopologyError/PlanError for a plan that is not allocated on usable CPUs,
+        WorkerError if a worker fails to change (the engine is then broken).
+        """
+        check_plan(plan)
+        with self._lock:
+            self._check_running()
+            started = time.monotonic()
+            spawned = 0
+            if len(plan.instances) > len(self._workers):
+                extra = plan.instances[len(self._workers) :]
+                self._spawn(
+                    [(i.threads, i.cores) for i in extra],
+                    started + self._config.start_timeout_s,
+                )
+                spawned = len(extra)
+            moves = [
+                (k, instance)
+                for k, instance in enumerate(plan.instances)
+                if self._layouts[k] != (instance.threads, instance.cores)
+            ]
+            if moves:
+                self._retune(moves)
+            self._plan = plan
+            return Reconfiguration(len(moves), spawned, time.monotonic() - started)
+
     def example_requests(self, batch_size: int) -> list[Any]:
         """`batch_size` example requests made by the model's handler (in instance 0)."""
         with self._lock:
@@ -268,10 +329,11 @@ class Engine:
                 Measure(instance.batch, policy) for instance in self._plan.instances
             ]
             timeout_s = self._measure_timeout_s(policy)
-            outcomes = self._exchange(self._workers, commands, timeout_s)
+            workers = self._workers[: len(commands)]
+            outcomes = self._exchange(workers, commands, timeout_s)
             results: list[list[float]] = []
             errors: list[str] = []
-            for worker, outcome in zip(self._workers, outcomes, strict=True):
+            for worker, outcome in zip(workers, outcomes, strict=True):
                 if isinstance(outcome, Measured):
                     results.append(list(outcome.samples_ms))
                 else:
@@ -281,15 +343,16 @@ class Engine:
             return results
 
     def describe(self) -> list[WorkerInfo]:
-        """Each worker's torch thread counts and per-thread CPU affinity, in plan order."""
+        """Each plan worker's torch thread counts and per-thread CPU affinity, in plan order."""
         with self._lock:
             self._check_running()
             timeout_s = self._config.batch_timeout_s
-            commands: list[Command] = [Describe() for _ in self._workers]
-            outcomes = self._exchange(self._workers, commands, timeout_s)
+            workers = self._workers[: len(self._plan.instances)]
+            commands: list[Command] = [Describe() for _ in workers]
+            outcomes = self._exchange(workers, commands, timeout_s)
             infos: list[WorkerInfo] = []
             errors: list[str] = []
-            for worker, outcome in zip(self._workers, outcomes, strict=True):
+            for worker, outcome in zip(workers, outcomes, strict=True):
                 if isinstance(outcome, WorkerInfo):
                     infos.append(outcome)
                 else:
@@ -340,35 +403,45 @@ class Engine:
     # --- internals ------------------------------------------------------------------------
 
     def _start_workers(self, deadline: float) -> None:
-        weights_path: str | None = None
         if self._config.share_weights:
             path = ensure_weights_file(
                 self._source, self._config.resolved_weights_dir(), _remaining(deadline)
             )
-            weights_path = str(path)
+            self._weights_path = str(path)
+        layouts = [(i.threads, i.cores) for i in self._plan.instances]
+        spare_cores = tuple(sorted({c for i in self._plan.instances for c in i.cores}))
+        layouts += [(1, spare_cores)] * (self._pool_size - len(layouts))
+        self._ready = self._spawn(layouts, deadline)
+
+    def _spawn(
+        self, layouts: Sequence[tuple[int, tuple[int, ...]]], deadline: float
+    ) -> tuple[Ready, ...]:
+        """Start one worker per (threads, cores), after the existing ones, and wait until all
+        of them are ready. Raises WorkerError (with the worker's own message) otherwise."""
+        first = len(self._workers)
         parent_pid = os.getpid()
-        for index, instance in enumerate(self._plan.instances):
+        for index, (threads, cores) in enumerate(layouts, start=first):
             spec = WorkerSpec(
                 index,
-                instance.threads,
-                instance.cores,
+                threads,
+                cores,
                 self._source,
-                weights_path,
+                self._weights_path,
                 parent_pid,
                 keep_freed_memory=self._config.keep_freed_memory,
             )
             self._workers.append(
                 spawn_child(
-                    run_worker, spec, label=f"instance {index}", detail=f"cores {list(spec.cores)}"
+                    run_worker, spec, label=f"instance {index}", detail=f"cores {list(cores)}"
                 )
             )
+            self._layouts.append((threads, cores))
+        new = self._workers[first:]
         timeout_s = _remaining(deadline)
-        outcomes = wait_replies(
-            self._workers, timeout_s, stop_when=lambda o: not isinstance(o, Ready)
-        )
+        outcomes = wait_replies(new, timeout_s, stop_when=lambda o: not isinstance(o, Ready))
         ready: list[Ready] = []
         late: list[str] = []
-        for position, worker in enumerate(self._workers):
+        for position, worker in enumerate(new):
             outcome = outcomes.get(position)
             if outcome is None:
                 late.append(worker.describe())
@@ -381,7 +454,28 @@ class Engine:
                 f"{len(late)} worker(s) not ready within {self._config.start_timeout_s:g} s: "
                 + ", ".join(late)
             )
-        self._ready = tuple(ready)
+        return tuple(ready)
+
+    def _retune(self, moves: Sequence[tuple[int, InstanceSpec]]) -> None:
+        """Send each moved worker its new threads and cores, all at once, and wait for all."""
+        workers = [self._workers[k] for k, _ in moves]
+        commands: list[Command] = [Reconfigure(i.threads, i.cores) for _, i in moves]
+        timeout_s = self._config.batch_timeout_s
+        outcomes = self._exchange(workers, commands, timeout_s)
+        errors: list[str] = []
+        for (k, instance), worker, outcome in zip(moves, workers, outcomes, strict=True):
+            if isinstance(outcome, Reconfigured):
+                self._layouts[k] = (instance.threads, instance.cores)
+                worker.detail = f"cores {list(instance.cores)}"
+            elif isinstance(outcome, ReconfigureFailed):
+                errors.append(f"{worker.describe()} failed to change: {outcome.message}")
+            else:
+                errors.append(self._failure(worker, outcome, timeout_s))
+        if errors:
+            # Half-moved workers would overlap others' cores: only close() is safe now.
+            self._state = EngineState.BROKEN
+            self._broken_reason = "; ".join(errors)
+            raise WorkerError(self._broken_reason)
 
     def _exchange(
         self, workers: Sequence[ChildProcess], commands: Sequence[Command], timeout_s: float | None

@@ -1,6 +1,7 @@
 """Typed messages between the engine and its worker processes.
 
-The engine sends *commands* (`RunBatch`, `Measure`, `Describe`, `Stop`); a worker answers each
+The engine sends *commands* (`RunBatch`, `Measure`, `Describe`, `Examples`, `Reconfigure`,
+`Stop`); a worker answers each
 command except `Stop` with exactly one *reply*, in order. A worker also sends one unsolicited
 reply when it boots: `Ready`, or `WorkerFailed` before it exits non-zero. `WorkerSpec` is the
 boot argument a worker receives at spawn; the weight export helper answers `WeightsExported`.
@@ -133,7 +134,22 @@ class Examples:
             raise ValueError(f"Examples.batch_size must be >= 1, got {self.batch_size}")
 
 
-Command = RunBatch | Measure | Describe | Examples | Stop
+@dataclass(frozen=True)
+class Reconfigure:
+    """Re-pin the whole worker to `cores` and run `threads` intra-op threads from the next
+    batch on (the model stays loaded); answered by `Reconfigured` or `ReconfigureFailed`."""
+
+    threads: int
+    cores: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise ValueError(f"Reconfigure.threads must be >= 1, got {self.threads}")
+        if not self.cores or min(self.cores) < 0:
+            raise ValueError(f"Reconfigure.cores must be CPU ids >= 0, got {list(self.cores)}")
+
+
+Command = RunBatch | Measure | Describe | Examples | Reconfigure | Stop
 
 
 # --- replies: worker -> engine ----------------------------------------------------------------
@@ -235,6 +251,24 @@ class WeightsExported:
 
 
 @dataclass(frozen=True)
+class Reconfigured:
+    """`Reconfigure` done: the worker now runs `threads` threads on `cores`."""
+
+    threads: int
+    cores: tuple[int, ...]
+    took_s: float
+
+
+@dataclass(frozen=True)
+class ReconfigureFailed:
+    """`Reconfigure` raised (e.g. a CPU this process may not use); the worker keeps its old
+    threads and pinning where it could and keeps serving."""
+
+    error_type: str
+    message: str
+
+
+@dataclass(frozen=True)
 class ExampleRequests:
     """`Examples` succeeded: valid requests for the model (deterministic)."""
 
@@ -251,9 +285,11 @@ Reply = (
     | WorkerInfo
     | WeightsExported
     | ExampleRequests
+    | Reconfigured
+    | ReconfigureFailed
 )
 
-COMMAND_TYPES = (RunBatch, Measure, Describe, Examples, Stop)
+COMMAND_TYPES = (RunBatch, Measure, Describe, Examples, Reconfigure, Stop)
 REPLY_TYPES = (
     Ready,
     WorkerFailed,
@@ -263,5 +299,7 @@ REPLY_TYPES = (
     MeasureFailed,
     WorkerInfo,
     WeightsExported,
+    Reconfigured,
+    ReconfigureFailed,
     ExampleRequests,
 )

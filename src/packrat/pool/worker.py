@@ -33,6 +33,9 @@ from packrat.pool.messages import (
     Measured,
     MeasureFailed,
     Ready,
+    Reconfigure,
+    Reconfigured,
+    ReconfigureFailed,
     Reply,
     RunBatch,
     Stop,
@@ -77,7 +80,7 @@ def run_worker(spec: WorkerSpec, connection: Connection) -> None:
         shared_bytes=shared_bytes,
     )
     channel.send(ready)
-    serve(handler, channel, describe_self)
+    serve(handler, channel, describe_self, retune_self)
 
 
 def boot(spec: WorkerSpec) -> tuple[Handler, int]:
@@ -116,6 +119,16 @@ def boot(spec: WorkerSpec) -> tuple[Handler, int]:
     return handler, shared_bytes
 
 
+def retune_self(threads: int, cores: tuple[int, ...]) -> None:
+    """Pin every thread of this process to `cores` and use `threads` intra-op threads from the
+    next parallel region on. OpenMP threads created later inherit the main thread's pinning;
+    surplus ones sleep."""
+    affinity.pin_process(cores)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def configure_torch_threads(threads: int) -> None:
     """Import torch and set its intra-op threads to `threads` and inter-op threads to 1.
 
@@ -140,7 +153,16 @@ def describe_self() -> WorkerInfo:
     )
 
 
-def serve(handler: Handler, channel: Channel, describe: Callable[[], WorkerInfo]) -> None:
+Retune = Callable[[int, tuple[int, ...]], None]
+"""Set (threads, cores) of the running worker: `retune_self` in a worker process."""
+
+
+def serve(
+    handler: Handler,
+    channel: Channel,
+    describe: Callable[[], WorkerInfo],
+    retune: Retune = retune_self,
+) -> None:
     """Answer commands until `Stop` or until the engine's end of the pipe closes."""
     while True:
         try:
@@ -149,15 +171,25 @@ def serve(handler: Handler, channel: Channel, describe: Callable[[], WorkerInfo]
             return  # the engine is gone; nobody will read our replies
         if isinstance(command, Stop):
             return
-        send_reply(channel, handle_command(handler, command, describe))
+        send_reply(channel, handle_command(handler, command, describe, retune))
 
 
 def handle_command(
     handler: Handler,
-    command: RunBatch | Measure | Describe | Examples,
+    command: RunBatch | Measure | Describe | Examples | Reconfigure,
     describe: Callable[[], WorkerInfo],
+    retune: Retune = retune_self,
 ) -> Reply:
     """The reply to one command. A handler exception becomes a failure reply, never a crash."""
+    if isinstance(command, Reconfigure):
+        started = time.perf_counter()
+        try:
+            retune(command.threads, command.cores)
+        except Exception as exc:
+            logger.warning("reconfiguration failed", exc_info=True)
+            return ReconfigureFailed(type(exc).__name__, str(exc))
+        took_s = time.perf_counter() - started
+        return Reconfigured(command.threads, command.cores, took_s)
     if isinstance(command, RunBatch):
         started = time.perf_counter()
         try:

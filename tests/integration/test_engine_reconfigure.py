@@ -1,0 +1,83 @@
+"""Reconfiguring an engine in place: new threads and cores, spares, growth, same answers."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from packrat.errors import TopologyError
+from packrat.pool import Engine, EngineConfig, EngineState
+from packrat.pool.affinity import child_pids, process_is_gone
+from packrat.profiler.stats import SamplingPolicy
+from packrat.types import InstanceSpec, Plan
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+import pool_handlers  # noqa: E402
+from test_engine import assert_same, cpu, leftover_children, plan_of, reference_outputs  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+WARM = SamplingPolicy(warmup_runs=1, min_runs=3, max_runs=5, max_time_s=2.0)
+
+
+def _layout(engine: Engine) -> list[tuple[int, frozenset[int]]]:
+    """(torch threads, the one CPU set all its threads share) per plan worker, as they say."""
+    layout = []
+    for info in engine.describe():
+        (cores,) = set(info.affinity_by_thread.values())
+        layout.append((info.threads, cores))
+    return layout
+
+
+def test_reconfigure_moves_workers_in_place_and_answers_stay_right(tmp_path: Path) -> None:
+    source = pool_handlers.LinearSource(256, 64, seed=3)
+    two = (cpu(0), cpu(1)) if cpu(0) != cpu(1) else (cpu(0),)
+    fat = plan_of(InstanceSpec(len(two), 4, two))
+    thin = plan_of(InstanceSpec(1, 2, (cpu(0),)), InstanceSpec(1, 2, (cpu(1),)))
+    config = EngineConfig(weights_dir=tmp_path, start_timeout_s=120.0, batch_timeout_s=30.0)
+    requests = pool_handlers.make_linear_requests(4, 256)
+    expected = reference_outputs(source, requests)
+    before = child_pids(os.getpid())
+    with Engine(source, fat, config, pool_size=2) as engine:
+        assert len(engine.pool_pids) == 2 and len(engine.pids) == 1
+        pool = engine.pool_pids
+        assert_same(engine.infer(requests), expected)
+
+        done = engine.reconfigure(thin)
+        assert (done.retuned, done.spawned) == (2, 0)  # the fat worker shrank, the spare joined
+        assert engine.plan == thin and engine.pool_pids == pool  # no process started
+        assert _layout(engine) == [(1, frozenset({cpu(0)})), (1, frozenset({cpu(1)}))]
+        assert_same(engine.infer(requests), expected)
+
+        done = engine.reconfigure(fat)
+        assert (done.retuned, done.spawned) == (1, 0)  # the spare stays as it is, idle
+        engine.measure(0, 64, WARM)  # a batch big enough for the thread pool to grow
+        assert _layout(engine) == [(len(two), frozenset(two))]
+        assert_same(engine.infer(requests), expected)
+
+        three = plan_of(
+            *(InstanceSpec(1, 1, (cpu(k),)) for k in range(3)), InstanceSpec(1, 1, (cpu(0),))
+        )
+        done = engine.reconfigure(three)
+        assert done.spawned == 2 and len(engine.pool_pids) == 4  # grew: two new workers
+        assert engine.pool_pids[:2] == pool
+        assert_same(engine.infer(requests), expected)
+        pids = engine.pool_pids
+    assert engine.state is EngineState.CLOSED
+    assert all(process_is_gone(pid) for pid in pids)
+    assert leftover_children(before) == set()
+
+
+def test_reconfigure_refuses_a_plan_off_our_cpus(tmp_path: Path) -> None:
+    plan = plan_of(InstanceSpec(1, 1, (cpu(0),)))
+    config = EngineConfig(weights_dir=tmp_path, start_timeout_s=120.0)
+    with Engine(pool_handlers.LinearSource(), plan, config) as engine:
+        outside = max(os.sched_getaffinity(0)) + 1000
+        with pytest.raises(TopologyError, match="may not use"):
+            engine.reconfigure(plan_of(InstanceSpec(1, 1, (outside,))))
+        with pytest.raises(TopologyError, match="allocate"):
+            engine.reconfigure(Plan(1, 1, 0.0, (InstanceSpec(1, 1),)))
+        assert engine.state is EngineState.RUNNING and engine.plan == plan
