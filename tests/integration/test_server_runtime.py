@@ -284,3 +284,55 @@ def test_profiles_made_at_registration_record_the_engine_setting(tmp_path: Path)
     cache = Path(os.environ["PACKRAT_CACHE_DIR"]) / "profiles"
     (profile,) = [p for p in cache.glob("*-release.json") if "marker" in p.name]
     assert load_profile(profile).engine == {"keep_freed_memory": False}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_following_the_load_switches_plans_without_losing_a_request() -> None:
+    """Alternating lulls (one request at a time: plan <1,2,1>) and bursts (batches of 4:
+    <2,1,2>) with the estimator following every batch: >= 20 switches, every request answered
+    with its own output, and the switches happen in place (no worker started after boot)."""
+    import torch
+
+    from packrat.controller.estimator import EstimatorConfig
+
+    source = ZooSource("tiny-resnet")
+    _save_synthetic_profile(source)
+    inputs = list(source.input_spec.example_batch(8, seed=11).unbind(0))
+    reference = source.load()
+    reference.initialize()
+    expected = [reference.handle([x])[0] for x in inputs]
+
+    async def main() -> None:
+        repository = Repository(RepositoryDefaults(), engine_config=ENGINE)
+        config = ModelConfig(
+            "tiny-resnet",
+            max_batch_size=4,
+            max_batch_delay_ms=20.0,
+            follow_load=EstimatorConfig.per_batch(),
+        )
+        runtime = await repository.register_model(config)
+        try:
+            pool = runtime.describe()
+            assert runtime.plan.describe() == "<2,1,2>", pool
+            plans_seen = set()
+            for cycle in range(12):
+                k = cycle % len(inputs)
+                got = await runtime.infer(inputs[k])  # a lull: a batch of 1
+                assert torch.allclose(got, expected[k], rtol=1e-4, atol=1e-4)
+                plans_seen.add(runtime.plan.describe())
+                burst = [inputs[(k + j) % len(inputs)] for j in range(8)]
+                outputs = await asyncio.gather(*(runtime.infer(x) for x in burst))
+                for j, got in enumerate(outputs):
+                    want = expected[(k + j) % len(inputs)]
+                    assert torch.allclose(got, want, rtol=1e-4, atol=1e-4)
+                plans_seen.add(runtime.plan.describe())
+            switches = runtime.switches
+            assert len(switches) >= 20, switches
+            assert plans_seen == {"<1,2,1>", "<2,1,2>"}
+            assert all(s.spawned == 0 for s in switches)  # the pool had both workers
+            assert all(s.reason.startswith("estimated batch size") for s in switches)
+        finally:
+            await repository.close()
+
+    run(main())

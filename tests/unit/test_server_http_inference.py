@@ -221,6 +221,12 @@ def test_metrics_count_requests_by_model_and_code(client: TestClient, metrics: M
     assert 'packrat_plan{model="double",plan="2x2"} 1.0' in text
     assert 'packrat_instance_busy_seconds_total{instance="1",model="double"} 0.25' in text
     assert 'packrat_batch_latency_seconds_sum{model="double"} 0.3' in text
+    metrics.observe_switch("double", "1x4", 0.004)
+    text = client.get("/metrics").text
+    assert 'packrat_reconfigurations_total{model="double"} 1.0' in text
+    assert 'packrat_reconfiguration_seconds_count{model="double"} 1.0' in text
+    assert 'packrat_plan{model="double",plan="1x4"} 1.0' in text
+    assert 'plan="2x2"' not in text
 
 
 def test_openapi_lists_the_routes_and_body_types(client: TestClient) -> None:

@@ -65,6 +65,14 @@ def serve(
     fat: Annotated[
         bool, typer.Option("--fat", help="Run the fat instance (one instance, all cores).")
     ] = False,
+    follow_load: Annotated[
+        bool,
+        typer.Option(
+            "--follow-load",
+            help="Switch plans as the load changes: the optimal plan for the batch size the "
+            "queue depth suggests (experimental; default: the plan for --max-batch-size).",
+        ),
+    ] = False,
     model_store: Annotated[
         Path | None,
         typer.Option("--model-store", help="Directory model files are loaded from."),
@@ -108,6 +116,7 @@ def serve(
             profile=profile_path,
             plan=plan,
             fat=fat or None,
+            follow_load=follow_load or None,
         )
         asyncio.run(launch(config, out=out, err=err))
 

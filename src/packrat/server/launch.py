@@ -33,6 +33,7 @@ from typing import Any
 
 from rich.console import Console
 
+from packrat.controller.estimator import EstimatorConfig
 from packrat.errors import PackratError
 from packrat.pool.config import EngineConfig
 from packrat.server.listen import Bound, Listener, bind, serve
@@ -140,6 +141,7 @@ def with_cli(base: LaunchConfig, models: list[str], **overrides: Any) -> LaunchC
         "max_batch_delay_ms": config.max_batch_delay_ms,
         "profile": overrides.get("profile"),
         "fat": bool(overrides.get("fat")),
+        "follow_load": EstimatorConfig() if overrides.get("follow_load") else None,
     }
     if per_model["profile"] is not None and len(models) + len(config.models) != 1:
         raise PackratError("--profile applies to one model; use [[models]] in --config for more")

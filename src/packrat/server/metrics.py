@@ -10,6 +10,8 @@ Series (label `model` is the model name):
   packrat_batch_size{model}                     requests per batch run (histogram)
   packrat_queue_depth{model}                    requests waiting for a batch (gauge)
   packrat_plan{model,plan}                      1 for the plan in use (gauge)
+  packrat_reconfigurations_total{model}         changes of plan
+  packrat_reconfiguration_seconds{model}        time each change took (histogram)
   packrat_batch_latency_seconds{model}          batch dispatch to its last reply (histogram)
   packrat_instance_busy_seconds_total{model,instance}   seconds each instance spent computing
                                                 (its handler's time, timed in the worker)
@@ -98,6 +100,19 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        self._switches = Counter(
+            "packrat_reconfigurations",
+            "Changes of plan (instances re-pinned and re-threaded in place).",
+            ("model",),
+            registry=self.registry,
+        )
+        self._switch_latency = Histogram(
+            "packrat_reconfiguration_seconds",
+            "Seconds each change of plan took, between two batches.",
+            ("model",),
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
         self._busy = Counter(
             "packrat_instance_busy_seconds",
             "Seconds each instance spent computing (preprocess + inference + postprocess).",
@@ -142,6 +157,12 @@ class Metrics:
         self._batch_latency.labels(model).observe(max(0.0, wall_s))
         for instance, seconds in enumerate(busy_s):
             self._busy.labels(model, str(instance)).inc(max(0.0, seconds))
+
+    def observe_switch(self, model: str, plan: str, seconds: float) -> None:
+        """`model` changed to `plan`, which took `seconds`."""
+        self._switches.labels(model).inc()
+        self._switch_latency.labels(model).observe(max(0.0, seconds))
+        self.set_plan(model, plan)
 
     def set_queue_depth(self, model: str, depth: int) -> None:
         """`depth` requests of `model` are waiting for a batch."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from packrat.server.metrics import Metrics
-from packrat.server.runtime import BatchRecord, ModelRuntime
+from packrat.server.runtime import BatchRecord, ModelRuntime, Switch
 
 
 def watch(runtime: ModelRuntime, metrics: Metrics) -> None:
-    """Record every batch of `runtime` in `metrics`, and the plan it serves with."""
+    """Record every batch of `runtime` in `metrics`, the plan it serves with, and every change
+    of plan."""
     name = runtime.name
     metrics.set_plan(name, runtime.plan.describe())
     metrics.set_queue_depth(name, 0)
@@ -16,4 +17,8 @@ def watch(runtime: ModelRuntime, metrics: Metrics) -> None:
         metrics.observe_batch(name, record.sizes, record.compute_s, record.wall_s)
         metrics.set_queue_depth(name, runtime.queue_depth)
 
+    def on_switch(switch: Switch) -> None:
+        metrics.observe_switch(name, switch.new_plan, switch.took_s)
+
     runtime.add_listener(on_batch)
+    runtime.add_switch_listener(on_switch)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from packrat.controller.estimator import BatchSizeEstimator, EstimatorConfig
 from packrat.errors import ModelError, PackratError, ProfileError
 from packrat.models.base import ModelIdentity, ModelSource
 from packrat.models.resolve import resolve_model
@@ -47,7 +48,7 @@ from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
 from packrat.progress import NullProgress, Progress
 from packrat.server.api import BadRequest, NotFound, ServedModel, ServerError, Unavailable
 from packrat.server.batcher import BatchingConfig
-from packrat.server.runtime import ModelRuntime
+from packrat.server.runtime import AutoPlan, ModelRuntime
 from packrat.topology import Topology, allocate, format_cpu_list, read_topology
 from packrat.types import InstanceSpec, Plan
 
@@ -76,6 +77,9 @@ class ModelConfig:
     profile: a profile file (JSON or published CSV) to plan with instead of the cache.
     plan: instances to run instead of the optimal plan (allocated on `cores` if they have
         no cores yet). fat: run one instance with all cores instead.
+    follow_load: switch to the optimal plan for the batch size the load brings, estimated
+        with these settings (`packrat.controller.estimator`); None keeps the plan for
+        max_batch_size. Ignored with a pinned plan or fat.
     """
 
     spec: str
@@ -88,6 +92,7 @@ class ModelConfig:
     profile: Path | None = None
     plan: Plan | None = None
     fat: bool = False
+    follow_load: EstimatorConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.spec:
@@ -306,6 +311,10 @@ class Repository:
         plan = _choose_plan(config, table, topology.num_cores)
         if not all(instance.cores for instance in plan.instances):  # else the caller placed it
             plan = allocate(plan, topology)
+        auto, pool_size = None, None
+        pinned = config.plan is not None or config.fat
+        if config.follow_load is not None and not pinned and table is not None:
+            auto, pool_size = _auto_plan(config, table, topology, config.follow_load)
         return ModelRuntime(
             name,
             config.version,
@@ -314,6 +323,8 @@ class Repository:
             table,
             batching=config.batching,
             engine_config=self._engine_config,
+            auto=auto,
+            pool_size=pool_size,
         )
 
     async def _table(
@@ -416,6 +427,19 @@ def _choose_plan(config: ModelConfig, table: LatencyTable | None, cores: int) ->
     if table is None:  # pragma: no cover - _table profiles whenever no plan is pinned
         raise ProfileError("internal: no profile to plan with")
     return PlanTable(table, cores, batch).plan(cores, batch)
+
+
+def _auto_plan(
+    config: ModelConfig, table: LatencyTable, topology: Topology, settings: EstimatorConfig
+) -> tuple[AutoPlan, int]:
+    """The planner and estimator that make a model follow its load, and how many workers to
+    start so that every plan up to max_batch_size finds its workers already running."""
+    cores, largest = topology.num_cores, config.max_batch_size
+    plans = PlanTable(table, cores, largest)
+    placed = {b: allocate(plans.plan(cores, b), topology) for b in range(1, largest + 1)}
+    estimator = BatchSizeEstimator(largest, target=largest, config=settings)
+    pool_size = max(len(plan.instances) for plan in placed.values())
+    return AutoPlan(placed.__getitem__, estimator), pool_size
 
 
 def _default_name(spec: str) -> str:

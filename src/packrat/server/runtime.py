@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from packrat.controller.estimator import BatchSizeEstimator
 from packrat.errors import ModelError, WorkerError
 from packrat.models.base import ModelIdentity, ModelSource
 from packrat.models.inputs import InputSpec
@@ -55,6 +56,34 @@ BatchListener = Callable[[BatchRecord], None]
 """Called after every batch with its record."""
 
 
+@dataclass(frozen=True)
+class Switch:
+    """One change of plan: from -> to (`Plan.describe()`), why, and how long the engine took
+    (workers retuned in place, workers started)."""
+
+    old_plan: str
+    new_plan: str
+    reason: str
+    took_s: float
+    retuned: int
+    spawned: int
+
+
+SwitchListener = Callable[[Switch], None]
+Planner = Callable[[int], Plan]
+"""The allocated plan to run for a batch size (the optimizer's, placed on the model's cores)."""
+
+
+@dataclass(frozen=True)
+class AutoPlan:
+    """Follow the load: after each batch the estimator sees the queue depth; when it proposes
+    another batch size, the next batch runs on `planner(size)` (switched in place between
+    batches, see `Engine.reconfigure`)."""
+
+    planner: Planner
+    estimator: BatchSizeEstimator
+
+
 class RuntimeState(enum.Enum):
     NEW = "new"
     STARTING = "starting"
@@ -86,13 +115,18 @@ class ModelRuntime:
         *,
         batching: BatchingConfig | None = None,
         engine_config: EngineConfig | None = None,
+        auto: AutoPlan | None = None,
+        pool_size: int | None = None,
     ) -> None:
         self._name = name
         self._version = version
         self._source = source
         self._table = table
         self._threads = [instance.threads for instance in plan.instances]
-        self._engine = Engine(source, plan, engine_config)
+        self._engine = Engine(source, plan, engine_config, pool_size=pool_size)
+        self._auto = auto
+        self._switch_listeners: list[SwitchListener] = []
+        self._switches: list[Switch] = []
         self._batcher: Batcher[Any, Any] = Batcher(self._run_batch, batching)
         self._state = RuntimeState.NEW
         self._identity: ModelIdentity | None = None
@@ -281,7 +315,53 @@ class ModelRuntime:
 
     # --- the batch function ------------------------------------------------------------------
 
+    def add_switch_listener(self, listener: SwitchListener) -> None:
+        """Call `listener(switch)` after every change of plan (on the event loop)."""
+        self._switch_listeners.append(listener)
+
+    @property
+    def switches(self) -> tuple[Switch, ...]:
+        """Every change of plan so far, oldest first."""
+        return tuple(self._switches)
+
+    async def _switch(self, plan: Plan, reason: str) -> None:
+        """Run `plan` from the next batch on. Called between batches only."""
+        old = self._engine.plan
+        if [(i.threads, i.cores) for i in plan.instances] == [
+            (i.threads, i.cores) for i in old.instances
+        ]:
+            self._engine.replan(plan)  # same instances: nothing to move
+            return
+        done = await asyncio.to_thread(self._engine.reconfigure, plan)
+        self._threads = [instance.threads for instance in plan.instances]
+        self._busy_s = (self._busy_s + [0.0] * len(self._threads))[: len(self._threads)]
+        self._splits.clear()
+        switch = Switch(
+            old.describe(), plan.describe(), reason, done.took_s, done.retuned, done.spawned
+        )
+        self._switches.append(switch)
+        logger.info(
+            "model %s: plan %s -> %s (%s) in %.1f ms (%d workers retuned, %d started)",
+            self._label, switch.old_plan, switch.new_plan, reason, 1000.0 * done.took_s,
+            done.retuned, done.spawned,
+        )  # fmt: skip
+        for listener in self._switch_listeners:
+            try:
+                listener(switch)
+            except Exception:
+                logger.exception("switch listener of model %s failed", self._label)
+
     async def _run_batch(self, requests: list[Any]) -> list[Any | BaseException]:
+        if self._auto is not None:
+            waiting = len(requests) + self._batcher.queue_depth
+            target = self._auto.estimator.observe(waiting, time.monotonic())
+            if target is not None:
+                try:
+                    await self._switch(self._auto.planner(target), f"estimated batch size {target}")
+                except WorkerError as exc:
+                    logger.error("model %s: switching plans failed: %s", self._label, exc)
+                    message = f"model {self._label} is unavailable: {exc}"
+                    return [Unavailable(message) for _ in requests]
         sizes, _ = self.split(len(requests))
         started = time.perf_counter()
         try:
