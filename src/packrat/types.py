@@ -60,6 +60,12 @@ class Plan:
     def cores_used(self) -> int:
         return sum(i.threads for i in self.instances)
 
+    @property
+    def layout(self) -> tuple[tuple[int, tuple[int, ...]], ...]:
+        """(threads, cores) of each instance, in order: what the running workers must match;
+        two plans with the same layout differ only in how a batch is split."""
+        return tuple((i.threads, i.cores) for i in self.instances)
+
     def describe(self) -> str:
         """The plan in the paper's notation <count, threads, batch>, e.g. `<1,6,8> + <2,4,4>`."""
         groups: dict[tuple[int, int], int] = {}

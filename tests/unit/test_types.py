@@ -46,3 +46,10 @@ def test_plan_checks_budget_and_batch() -> None:
         parse_plan("<2,2,4>", cores=2)
     with pytest.raises(ValueError, match="threads must be >= 1"):
         InstanceSpec(0, 1)
+
+
+def test_layout_is_threads_and_cores_per_instance_in_order() -> None:
+    plan = Plan(4, 6, 1.0, (InstanceSpec(2, 4, (0, 1)), InstanceSpec(1, 2, (2,))))
+    assert plan.layout == ((2, (0, 1)), (1, (2,)))
+    resplit = Plan(4, 3, 1.0, (InstanceSpec(2, 2, (0, 1)), InstanceSpec(1, 1, (2,))))
+    assert resplit.layout == plan.layout  # another split, same workers

@@ -247,12 +247,10 @@ class Engine:
     def replan(self, plan: Plan) -> None:
         """Serve `plan` from now on: the same instances (threads and cores, in order) with
         another batch split, e.g. the plan for another batch size over the same workers."""
-        current = [(i.threads, i.cores) for i in self._plan.instances]
-        wanted = [(i.threads, i.cores) for i in plan.instances]
-        if wanted != current:
+        if plan.layout != self._plan.layout:
             raise PlanError(
-                f"replan keeps the instances: {plan.describe()} on {wanted} is not "
-                f"{self._plan.describe()} on {current}"
+                f"replan keeps the instances: {plan.describe()} on {list(plan.layout)} is not "
+                f"{self._plan.describe()} on {list(self._plan.layout)}"
             )
         with self._lock:
             self._plan = plan
@@ -272,17 +270,14 @@ class Engine:
             self._check_running()
             started = time.monotonic()
             spawned = 0
-            if len(plan.instances) > len(self._workers):
-                extra = plan.instances[len(self._workers) :]
-                self._spawn(
-                    [(i.threads, i.cores) for i in extra],
-                    started + self._config.start_timeout_s,
-                )
+            extra = plan.layout[len(self._workers) :]
+            if extra:
+                self._spawn(extra, started + self._config.start_timeout_s)
                 spawned = len(extra)
             moves = [
                 (k, instance)
                 for k, instance in enumerate(plan.instances)
-                if self._layouts[k] != (instance.threads, instance.cores)
+                if self._layouts[k] != plan.layout[k]
             ]
             if moves:
                 self._retune(moves)
@@ -408,7 +403,7 @@ class Engine:
                 self._source, self._config.resolved_weights_dir(), _remaining(deadline)
             )
             self._weights_path = str(path)
-        layouts = [(i.threads, i.cores) for i in self._plan.instances]
+        layouts = list(self._plan.layout)
         spare_cores = tuple(sorted({c for i in self._plan.instances for c in i.cores}))
         layouts += [(1, spare_cores)] * (self._pool_size - len(layouts))
         self._ready = self._spawn(layouts, deadline)

@@ -436,10 +436,14 @@ def _auto_plan(
     start so that every plan up to max_batch_size finds its workers already running."""
     cores, largest = topology.num_cores, config.max_batch_size
     plans = PlanTable(table, cores, largest)
-    placed = {b: allocate(plans.plan(cores, b), topology) for b in range(1, largest + 1)}
+
+    @functools.cache
+    def planner(batch: int) -> Plan:  # placed when first asked for, then kept
+        return allocate(plans.plan(cores, batch), topology)
+
     estimator = BatchSizeEstimator(largest, target=largest, config=settings)
-    pool_size = max(len(plan.instances) for plan in placed.values())
-    return AutoPlan(placed.__getitem__, estimator), pool_size
+    pool_size = max(len(plans.plan(cores, b).instances) for b in range(1, largest + 1))
+    return AutoPlan(planner, estimator), pool_size
 
 
 def _default_name(spec: str) -> str:

@@ -327,9 +327,7 @@ class ModelRuntime:
     async def _switch(self, plan: Plan, reason: str) -> None:
         """Run `plan` from the next batch on. Called between batches only."""
         old = self._engine.plan
-        if [(i.threads, i.cores) for i in plan.instances] == [
-            (i.threads, i.cores) for i in old.instances
-        ]:
+        if plan.layout == old.layout:
             self._engine.replan(plan)  # same instances: nothing to move
             return
         done = await asyncio.to_thread(self._engine.reconfigure, plan)
