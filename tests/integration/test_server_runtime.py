@@ -19,7 +19,7 @@ from packrat.profiler.stats import CellStats
 from packrat.profiler.sweep import torch_version
 from packrat.server.api import BadRequest, InferenceFailed, NotFound, Unavailable
 from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
-from packrat.topology import machine_info, read_topology
+from packrat.topology import format_cpu_list, machine_info, read_topology
 from packrat.types import InstanceSpec, Plan
 
 T = TypeVar("T")
@@ -57,11 +57,12 @@ def _save_synthetic_profile(source: ZooSource) -> Path:
     """A hand-written profile in the cache, so registration plans without profiling.
 
     On 2 cores at batch 4 two 1-thread instances of batch 2 (12 ms) beat the fat instance
-    (30 ms): the plan is <2,1,2>.
+    (30 ms): the plan is <2,1,2>. At batch 1 the fat instance (5 ms) is the plan, and beats a
+    1-thread instance by more than a switch costs.
     """
     topology = read_topology()
     identity = source.identity()
-    latencies = {(1, 1): 10.0, (1, 2): 12.0, (1, 4): 40.0, (2, 1): 9.0, (2, 2): 11.0, (2, 4): 30.0}
+    latencies = {(1, 1): 10.0, (1, 2): 12.0, (1, 4): 40.0, (2, 1): 5.0, (2, 2): 11.0, (2, 4): 30.0}
     profile = Profile(
         model_name=identity.name,
         content_hash=identity.content_hash,
@@ -288,13 +289,20 @@ def test_profiles_made_at_registration_record_the_engine_setting(tmp_path: Path)
 
 @pytest.mark.slow
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
-def test_following_the_load_switches_plans_without_losing_a_request() -> None:
+@pytest.mark.parametrize(
+    ("policy", "reason"), [("auto", "batch of"), ("follow", "estimated batch size")]
+)
+def test_following_the_load_switches_plans_without_losing_a_request(
+    policy: str, reason: str
+) -> None:
     """Alternating lulls (one request at a time: plan <1,2,1>) and bursts (batches of 4:
-    <2,1,2>) with the estimator following every batch: >= 20 switches, every request answered
-    with its own output, and the switches happen in place (no worker started after boot)."""
+    <2,1,2>), with the plan chosen per batch (auto) or by an estimator that follows every
+    batch: >= 20 switches, every request answered with its own output, and the switches
+    happen in place (no worker started after boot)."""
     import torch
 
     from packrat.controller.estimator import EstimatorConfig
+    from packrat.controller.policy import PolicyKind
 
     source = ZooSource("tiny-resnet")
     _save_synthetic_profile(source)
@@ -309,7 +317,8 @@ def test_following_the_load_switches_plans_without_losing_a_request() -> None:
             "tiny-resnet",
             max_batch_size=4,
             max_batch_delay_ms=20.0,
-            follow_load=EstimatorConfig.per_batch(),
+            policy=PolicyKind(policy),
+            estimator=EstimatorConfig.per_batch(),
         )
         runtime = await repository.register_model(config)
         try:
@@ -331,7 +340,82 @@ def test_following_the_load_switches_plans_without_losing_a_request() -> None:
             assert len(switches) >= 20, switches
             assert plans_seen == {"<1,2,1>", "<2,1,2>"}
             assert all(s.spawned == 0 for s in switches)  # the pool had both workers
-            assert all(s.reason.startswith("estimated batch size") for s in switches)
+            assert all(s.reason.startswith(reason) for s in switches)
+            assert runtime.describe()["switches_total"] == len(switches)
+        finally:
+            await repository.close()
+
+    run(main())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_pin_release_and_move_cores_while_requests_run() -> None:
+    """The management operations switch plans between batches while requests keep coming:
+    every request gets its own answer, and describe shows each plan and policy."""
+    import torch
+
+    source = ZooSource("tiny-resnet")
+    _save_synthetic_profile(source)
+    inputs = list(source.input_spec.example_batch(8, seed=5).unbind(0))
+    reference = source.load()
+    reference.initialize()
+    expected = [reference.handle([x])[0] for x in inputs]
+    first, second = read_topology().cpu_ids()[:2]
+
+    async def main() -> None:
+        repository = Repository(RepositoryDefaults(), engine_config=ENGINE)
+        config = ModelConfig("tiny-resnet", max_batch_size=4, max_batch_delay_ms=5.0)
+        runtime = await repository.register_model(config)
+        stop = asyncio.Event()
+        answered = 0
+
+        async def client(k: int) -> None:
+            nonlocal answered
+            while not stop.is_set():
+                got = await runtime.infer(inputs[k])
+                assert torch.allclose(got, expected[k], rtol=1e-4, atol=1e-4)
+                answered += 1
+
+        clients = [asyncio.create_task(client(k)) for k in range(6)]
+        try:
+            assert runtime.policy == "auto"
+            await asyncio.sleep(0.2)
+            await repository.set_plan("tiny-resnet", plan="fat")
+            assert runtime.policy == "pinned" and runtime.plan.describe() == "<1,2,4>"
+            await asyncio.sleep(0.2)
+            assert runtime.plan.describe() == "<1,2,4>"  # pinned: the load does not move it
+            await repository.set_plan("tiny-resnet", plan="<2,1,2>")
+            assert runtime.plan.layout == ((1, (first,)), (1, (second,)))
+            with pytest.raises(BadRequest, match="needs 2 cores"):  # the pinned plan
+                await repository.set_cores("tiny-resnet", [second])
+            await repository.set_plan("tiny-resnet", policy="follow")
+            assert runtime.policy == "follow" and runtime.plan.describe() == "<2,1,2>"
+            await repository.set_cores("tiny-resnet", [second])
+            assert runtime.plan.layout == ((1, (second,)),)
+            assert runtime.plan.describe() == "<1,1,4>"
+            await asyncio.sleep(0.2)
+            await repository.set_cores("tiny-resnet", f"{first},{second}")
+            assert runtime.plan.describe() == "<2,1,2>"
+            await asyncio.sleep(0.2)
+        finally:
+            stop.set()
+            results = await asyncio.gather(*clients, return_exceptions=True)
+        try:
+            assert [r for r in results if r is not None] == []
+            assert answered > 20
+            # Releasing to "follow" found <2,1,2> running already: no switch for it.
+            asked = [s.reason for s in runtime.switches if not s.reason.startswith("batch of")]
+            assert asked == [
+                "pinned",
+                "pinned",
+                f"cores {second}",
+                "cores " + format_cpu_list([first, second]),
+            ]
+            described = runtime.describe()
+            assert described["policy"] == "follow"
+            assert described["switches"][-1]["to"] == "<2,1,2>"
+            assert described["switches_total"] == len(runtime.switches)
         finally:
             await repository.close()
 

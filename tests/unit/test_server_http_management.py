@@ -29,6 +29,9 @@ def client(repo: FakeRepository) -> TestClient:
     return TestClient(create_management_app(repo, HttpConfig()), raise_server_exceptions=False)
 
 
+JSON = {"content-type": "application/json"}
+
+
 def assert_error(response: Any, status: int, text: str) -> None:
     assert response.status_code == status, response.text
     assert response.json()["code"] == status
@@ -100,8 +103,43 @@ def test_openapi_lists_the_management_routes(client: TestClient) -> None:
         "/models/{model_name}",
         "/models/{model_name}/all",
         "/models/{model_name}/{version}",
+        "/models/{model_name}/plan",
+        "/models/{model_name}/{version}/plan",
+        "/models/{model_name}/cores",
+        "/models/{model_name}/{version}/cores",
     }
     assert set(paths["/models"]) == {"get", "post"}
+    assert set(paths["/models/{model_name}/plan"]) == {"put"}
+
+
+def test_pin_a_plan_and_release_it(client: TestClient, repo: FakeRepository) -> None:
+    reply = client.put("/models/double/plan", json={"plan": "<2,1,4>"})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["status"] == 'Model "double" Version: 1.0 runs plan <2,1,4>'
+    assert body["model"]["modelName"] == "double" and body["model"]["plan"]["describe"] == "<2,1,4>"
+    reply = client.put("/models/double/2.0/plan", json={"policy": "follow"})
+    assert reply.json()["model"]["modelVersion"] == "2.0"
+    assert repo.changes == [("double", None, "plan"), ("double", "2.0", "policy")]
+
+
+def test_plan_changes_that_are_refused(client: TestClient, repo: FakeRepository) -> None:
+    assert_error(client.put("/models/double/plan", json={}), 400, "either a plan")
+    both = {"plan": "fat", "policy": "auto"}
+    assert_error(client.put("/models/double/plan", json=both), 400, "either a plan")
+    assert_error(client.put("/models/double/plan", json={"plan": ""}), 400, "plan")
+    assert_error(client.put("/models/double/plan", json={"threads": 3}), 400, "threads")
+    assert_error(client.put("/models/double/plan", content=b"{nope", headers=JSON), 400, "JSON")
+    assert_error(client.put("/models/nope/plan", json={"plan": "fat"}), 404, "nope")
+    assert repo.changes == []
+
+
+def test_move_a_model_to_other_cores(client: TestClient, repo: FakeRepository) -> None:
+    assert client.put("/models/bert/cores", json={"cores": "0-1"}).status_code == 200
+    assert client.put("/models/double/2.0/cores", json={"cores": [1]}).status_code == 200
+    assert_error(client.put("/models/bert/cores", json={"cores": [-1.5]}), 400, "cores")
+    assert_error(client.put("/models/bert/cores", json={}), 400, "cores")
+    assert repo.changes == [("bert", None, "cores 0-1"), ("double", "2.0", "cores [1]")]
 
 
 def test_metrics_app_serves_its_own_registry() -> None:

@@ -65,14 +65,17 @@ def serve(
     fat: Annotated[
         bool, typer.Option("--fat", help="Run the fat instance (one instance, all cores).")
     ] = False,
-    follow_load: Annotated[
-        bool,
+    policy: Annotated[
+        str | None,
         typer.Option(
-            "--follow-load",
-            help="Switch plans as the load changes: the optimal plan for the batch size the "
-            "queue depth suggests (experimental; default: the plan for --max-batch-size).",
+            "--policy",
+            help="How plans follow the load: 'auto' runs each batch on the optimal plan for "
+            "its size, 'follow' on the plan for the batch size estimated from the queue "
+            "(smoothed, the paper's), 'fixed' always on the plan for --max-batch-size "
+            "[default: auto].",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
     model_store: Annotated[
         Path | None,
         typer.Option("--model-store", help="Directory model files are loaded from."),
@@ -88,9 +91,10 @@ def serve(
 ) -> None:
     """Serve models: TorchServe inference and management APIs, KServe v2, Prometheus metrics.
 
-    Each model is profiled on first start (cached), planned for --max-batch-size on its cores,
-    and run on pinned instances; requests are batched dynamically and each batch is split
-    across the instances. SIGTERM or Ctrl-C drains in-flight requests and exits 0.
+    Each model is profiled on first start (cached) and run on pinned instances; requests are
+    batched dynamically, and each batch runs on the optimizer's plan for its size (--policy),
+    split across the instances. Plans switch in place between batches, in about a
+    millisecond. SIGTERM or Ctrl-C drains in-flight requests and exits 0.
     """
 
     def body() -> None:
@@ -116,7 +120,7 @@ def serve(
             profile=profile_path,
             plan=plan,
             fat=fat or None,
-            follow_load=follow_load or None,
+            policy=policy,
         )
         asyncio.run(launch(config, out=out, err=err))
 

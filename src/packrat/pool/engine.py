@@ -284,6 +284,29 @@ class Engine:
             self._plan = plan
             return Reconfiguration(len(moves), spawned, time.monotonic() - started)
 
+    def reserve(self, pool_size: int) -> int:
+        """Start spare workers (one thread over the plan's cores, idle) until the pool has
+        `pool_size` workers, so that later plans with that many instances switch in place.
+        Takes seconds per new worker, during which no batch runs. Returns how many started.
+
+        Raises WorkerError if a worker fails to start (the engine is then broken).
+        """
+        with self._lock:
+            self._check_running()
+            missing = pool_size - len(self._workers)
+            if missing <= 0:
+                return 0
+            try:
+                self._spawn(
+                    [self._spare_layout()] * missing,
+                    time.monotonic() + self._config.start_timeout_s,
+                )
+            except WorkerError as exc:
+                self._state = EngineState.BROKEN
+                self._broken_reason = str(exc)
+                raise
+            return missing
+
     def example_requests(self, batch_size: int) -> list[Any]:
         """`batch_size` example requests made by the model's handler (in instance 0)."""
         with self._lock:
@@ -404,9 +427,12 @@ class Engine:
             )
             self._weights_path = str(path)
         layouts = list(self._plan.layout)
-        spare_cores = tuple(sorted({c for i in self._plan.instances for c in i.cores}))
-        layouts += [(1, spare_cores)] * (self._pool_size - len(layouts))
+        layouts += [self._spare_layout()] * (self._pool_size - len(layouts))
         self._ready = self._spawn(layouts, deadline)
+
+    def _spare_layout(self) -> tuple[int, tuple[int, ...]]:
+        """A spare worker's: one thread, over every core of the plan."""
+        return 1, tuple(sorted({c for i in self._plan.instances for c in i.cores}))
 
     def _spawn(
         self, layouts: Sequence[tuple[int, tuple[int, ...]]], deadline: float

@@ -6,7 +6,7 @@ tested with fakes; `packrat.server.runtime` implements them over real instance p
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from packrat.errors import PackratError
@@ -98,3 +98,21 @@ class ModelRepository(Protocol):
 
     async def unregister(self, name: str, version: str | None = None) -> None:
         """Stop a model after its in-flight requests finish; raises NotFound."""
+
+    async def set_plan(
+        self,
+        name: str,
+        version: str | None = None,
+        *,
+        plan: str | None = None,
+        policy: str | None = None,
+    ) -> ServedModel:
+        """Pin `plan` ("<2,1,4>" notation, or "fat") or let `policy` ("auto", "follow",
+        "fixed") choose the model's plans, from its next batch on; exactly one of the two.
+        Raises NotFound, or BadRequest naming what is wrong."""
+
+    async def set_cores(
+        self, name: str, cores: str | Sequence[int], version: str | None = None
+    ) -> ServedModel:
+        """Run the model on `cores` (CPU ids, or a list such as "0-3,8") from its next batch
+        on. Raises NotFound, or BadRequest naming what is wrong."""

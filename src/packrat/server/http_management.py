@@ -1,9 +1,16 @@
 """The management app: TorchServe's management API over a model repository.
 
 `GET /models` lists models, `GET /models/{name}[/{version}|/all]` describes them (plan,
-instances and their cores, batching), `POST /models?url=...` registers a zoo model or a file
-in the model store, `DELETE /models/{name}[/{version}]` unregisters. Access control goes in
-`_dependencies`, the one place every management route takes its dependencies from.
+policy, recent switches, instances and their cores, batching), `POST /models?url=...` registers
+a zoo model or a file in the model store, `DELETE /models/{name}[/{version}]` unregisters.
+
+Packrat's own: `PUT /models/{name}[/{version}]/plan` with `{"plan": "<2,1,4>"}` (or "fat")
+pins a plan and `{"policy": "auto"}` (or "follow", "fixed") lets the load choose again;
+`PUT /models/{name}[/{version}]/cores` with `{"cores": "0-3"}` (or a list of CPU ids) moves
+the model. Each change is made between two batches by the same in-place switch.
+
+Access control goes in `_dependencies`, the one place every management route takes its
+dependencies from.
 """
 
 from __future__ import annotations
@@ -13,11 +20,29 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Query
 from fastapi.params import Depends
+from pydantic import BaseModel, ConfigDict, Field
 
 from packrat import __version__
 from packrat.server.api import ModelRepository, ServedModel
 from packrat.server.http_config import HttpConfig
 from packrat.server.responses import ERROR_RESPONSES, install_error_handlers
+
+
+class PlanChange(BaseModel):
+    """Exactly one of: a plan to pin, or a policy to follow."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plan: str | None = Field(None, min_length=1, description='plan to pin, e.g. "<2,1,4>" or "fat"')
+    policy: str | None = Field(None, min_length=1, description='"auto", "follow" or "fixed"')
+
+
+class CoresChange(BaseModel):
+    """The CPUs to run the model on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cores: str | list[int] = Field(..., description='CPU list such as "0-3,8", or CPU ids')
 
 
 def create_management_app(repo: ModelRepository, config: HttpConfig | None = None) -> FastAPI:
@@ -75,6 +100,25 @@ def _management_router(repo: ModelRepository, dependencies: Sequence[Depends]) -
         model = await repo.register(url, name=model_name)
         return {"status": f'Model "{model.name}" Version: {model.version} registered'}
 
+    @router.put("/models/{model_name}/plan", summary="Pin a plan or set the policy")
+    async def set_plan(model_name: str, change: PlanChange) -> dict[str, Any]:
+        return _changed(await repo.set_plan(model_name, plan=change.plan, policy=change.policy))
+
+    @router.put("/models/{model_name}/{version}/plan", summary="Pin a version's plan")
+    async def set_version_plan(model_name: str, version: str, change: PlanChange) -> dict[str, Any]:
+        model = await repo.set_plan(model_name, version, plan=change.plan, policy=change.policy)
+        return _changed(model)
+
+    @router.put("/models/{model_name}/cores", summary="Move a model to other cores")
+    async def set_cores(model_name: str, change: CoresChange) -> dict[str, Any]:
+        return _changed(await repo.set_cores(model_name, change.cores))
+
+    @router.put("/models/{model_name}/{version}/cores", summary="Move a version to other cores")
+    async def set_version_cores(
+        model_name: str, version: str, change: CoresChange
+    ) -> dict[str, Any]:
+        return _changed(await repo.set_cores(model_name, change.cores, version))
+
     @router.delete("/models/{model_name}", summary="Unregister a model")
     async def unregister(model_name: str) -> dict[str, str]:
         await repo.unregister(model_name)
@@ -91,6 +135,15 @@ def _management_router(repo: ModelRepository, dependencies: Sequence[Depends]) -
 def _describe(model: ServedModel) -> dict[str, Any]:
     header = {"modelName": model.name, "modelVersion": model.version, "ready": model.ready}
     return header | dict(model.describe())
+
+
+def _changed(model: ServedModel) -> dict[str, Any]:
+    """The reply to a change of plan, policy or cores: a status line and the description."""
+    description = _describe(model)
+    plan = description.get("plan", {})
+    shown = plan.get("describe", plan) if isinstance(plan, Mapping) else plan
+    status = f'Model "{model.name}" Version: {model.version} runs plan {shown}'
+    return {"status": status, "model": description}
 
 
 def _url(model: ServedModel) -> str:

@@ -11,6 +11,7 @@ A TOML file (`packrat serve --config FILE`) looks like:
     model_store = "models"    # model files load from here only
     max_batch_size = 8        # defaults for every model (and for management-API registrations)
     max_batch_delay_ms = 5.0
+    policy = "auto"           # how plans follow the load: "auto", "follow" or "fixed"
 
     [[models]]
     spec = "resnet50"         # a zoo name or a file
@@ -18,6 +19,8 @@ A TOML file (`packrat serve --config FILE`) looks like:
     cores = [0, 1]            # optional CPU ids; default: every usable core
     max_batch_size = 16
     plan = "<2,1,8>"          # optional pinned plan; or fat = true
+    policy = "follow"         # optional; the [server] policy otherwise
+    estimator = { alpha = 0.25, window = 16, cooldown_s = 2.0 }   # for "follow"
 
 Command-line options given explicitly override the file's [server] values; models named on the
 command line are served in addition to the file's.
@@ -34,6 +37,7 @@ from typing import Any
 from rich.console import Console
 
 from packrat.controller.estimator import EstimatorConfig
+from packrat.controller.policy import PolicyKind
 from packrat.errors import PackratError
 from packrat.pool.config import EngineConfig
 from packrat.server.listen import Bound, Listener, bind, serve
@@ -55,6 +59,7 @@ class LaunchConfig:
     max_batch_delay_ms: float = 5.0
     cores: int | None = None  # first N usable cores for models without their own
     keep_freed_memory: bool = True
+    policy: str = PolicyKind.AUTO.value
     models: tuple[ModelConfig, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -71,6 +76,10 @@ class LaunchConfig:
             isinstance(self.cores, bool) or not isinstance(self.cores, int) or self.cores < 1
         ):
             raise PackratError(f"cores must be a positive number of cores, got {self.cores!r}")
+        try:
+            PolicyKind.parse(str(self.policy))
+        except ValueError as exc:
+            raise PackratError(str(exc)) from None
 
     def listeners(self) -> list[Listener]:
         return [
@@ -125,6 +134,10 @@ def _model(entry: Any, path: Path, index: int) -> ModelConfig:
             values["profile"] = (path.parent / str(values["profile"])).resolve()
         if "cores" in values:
             values["cores"] = tuple(int(c) for c in values["cores"])
+        if "estimator" in values:
+            if not isinstance(values["estimator"], dict):
+                raise ValueError("estimator must be a table: { alpha = ..., window = ..., ... }")
+            values["estimator"] = EstimatorConfig(**values["estimator"])
         return ModelConfig(**values)
     except (TypeError, ValueError) as exc:
         raise PackratError(f"{where}: {exc}") from None
@@ -141,7 +154,6 @@ def with_cli(base: LaunchConfig, models: list[str], **overrides: Any) -> LaunchC
         "max_batch_delay_ms": config.max_batch_delay_ms,
         "profile": overrides.get("profile"),
         "fat": bool(overrides.get("fat")),
-        "follow_load": EstimatorConfig() if overrides.get("follow_load") else None,
     }
     if per_model["profile"] is not None and len(models) + len(config.models) != 1:
         raise PackratError("--profile applies to one model; use [[models]] in --config for more")
@@ -178,6 +190,7 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
         cores=default_cores,
         max_batch_size=config.max_batch_size,
         max_batch_delay_ms=config.max_batch_delay_ms,
+        policy=PolicyKind.parse(config.policy),
     )
     with progress_bar(err) as bar:
         repo = Repository(

@@ -6,10 +6,16 @@
 2. its profile: `ModelConfig.profile` if given, else the cached one
    (`default_profile_path`), completed with a quick sweep where cells are missing (batch
    sizes 1, 2, 4, ... up to max_batch_size, every thread count of its cores; `QUICK_POLICY`);
-3. its plan: the optimal one for all its cores and max_batch_size (`PlanTable`), unless the
-   config pins a plan or asks for the fat instance (then no profiling is done; a cached profile
-   is still used to split batches);
-4. placement on the model's cores (`allocate`), then start.
+3. its first plan: the optimal one for all its cores and max_batch_size (`Planning`), unless
+   the config pins a plan or asks for the fat instance (then no profiling is done; a cached
+   profile is still used to split batches);
+4. placement on the model's cores (`allocate`), then start. Unless pinned, the plan then
+   follows the load as the model's policy says (`packrat.controller.policy`; by default each
+   batch runs the optimal plan for its own size), with enough workers started up front for
+   every plan up to max_batch_size to switch in place.
+
+`set_plan` and `set_cores` change a served model's plan, policy or cores (the management API);
+each change goes through the same in-place switch between batches.
 
 Each model may get its own CPUs (`ModelConfig.cores`); models on overlapping CPUs work but slow
 each other down (a warning is logged).
@@ -23,9 +29,9 @@ management API) accepts zoo names only, while `register_model()` (the operator's
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
-import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -33,12 +39,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from packrat.controller.estimator import BatchSizeEstimator, EstimatorConfig
+from packrat.controller.estimator import EstimatorConfig
+from packrat.controller.policy import PolicyConfig, PolicyKind
 from packrat.errors import ModelError, PackratError, ProfileError
 from packrat.models.base import ModelIdentity, ModelSource
 from packrat.models.resolve import resolve_model
 from packrat.models.zoo import ZOO
-from packrat.optimizer.solve import PlanTable
 from packrat.optimizer.table import LatencyTable
 from packrat.pool.config import EngineConfig
 from packrat.profiler.cache import default_profile_path
@@ -48,9 +54,10 @@ from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
 from packrat.progress import NullProgress, Progress
 from packrat.server.api import BadRequest, NotFound, ServedModel, ServerError, Unavailable
 from packrat.server.batcher import BatchingConfig
-from packrat.server.runtime import AutoPlan, ModelRuntime
-from packrat.topology import Topology, allocate, format_cpu_list, read_topology
-from packrat.types import InstanceSpec, Plan
+from packrat.server.planning import Planning
+from packrat.server.runtime import ModelRuntime
+from packrat.topology import Topology, format_cpu_list, parse_cpu_list, read_topology
+from packrat.types import Plan, parse_plan
 
 if TYPE_CHECKING:
     from packrat.server.api import ModelRepository
@@ -76,10 +83,11 @@ class ModelConfig:
         max_batch_size is also the batch the plan is made for.
     profile: a profile file (JSON or published CSV) to plan with instead of the cache.
     plan: instances to run instead of the optimal plan (allocated on `cores` if they have
-        no cores yet). fat: run one instance with all cores instead.
-    follow_load: switch to the optimal plan for the batch size the load brings, estimated
-        with these settings (`packrat.controller.estimator`); None keeps the plan for
-        max_batch_size. Ignored with a pinned plan or fat.
+        no cores yet). fat: run one instance with all cores instead. Either pins the plan.
+    policy: how an unpinned plan follows the load (`PolicyKind`): "auto" runs each batch on
+        the optimal plan for its size, "follow" on the plan for the batch size the estimator
+        sees (with `estimator`'s settings), "fixed" always on the plan for max_batch_size;
+        None takes the repository's default (`RepositoryDefaults.policy`).
     """
 
     spec: str
@@ -92,7 +100,8 @@ class ModelConfig:
     profile: Path | None = None
     plan: Plan | None = None
     fat: bool = False
-    follow_load: EstimatorConfig | None = None
+    policy: PolicyKind | None = None
+    estimator: EstimatorConfig = dataclasses.field(default_factory=EstimatorConfig)
 
     def __post_init__(self) -> None:
         if not self.spec:
@@ -118,6 +127,8 @@ class ModelConfig:
             raise ValueError(str(exc).replace("BatchingConfig.", "ModelConfig.")) from None
         if self.plan is not None and self.fat:
             raise ValueError("ModelConfig.plan and ModelConfig.fat=True exclude each other")
+        if self.policy is not None and not isinstance(self.policy, PolicyKind):
+            object.__setattr__(self, "policy", PolicyKind.parse(str(self.policy)))
 
     @property
     def batching(self) -> BatchingConfig:
@@ -126,13 +137,15 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class RepositoryDefaults:
-    """Settings for models registered by spec alone (`Repository.register`, the HTTP API)."""
+    """Settings for models registered by spec alone (`Repository.register`, the HTTP API);
+    `policy` also for models whose config names none."""
 
     cores: tuple[int, ...] | None = None
     max_batch_size: int = 8
     max_batch_delay_ms: float = 5.0
     max_queue: int = 1000
     fat: bool = False
+    policy: PolicyKind = PolicyKind.AUTO
 
     def __post_init__(self) -> None:
         try:
@@ -149,6 +162,7 @@ class RepositoryDefaults:
             max_batch_delay_ms=self.max_batch_delay_ms,
             max_queue=self.max_queue,
             fat=self.fat,
+            policy=self.policy,
         )
 
 
@@ -236,6 +250,50 @@ class Repository:
             del self._models[name]
         await asyncio.gather(*(self._stop(runtime) for runtime in runtimes))
 
+    async def set_plan(
+        self,
+        name: str,
+        version: str | None = None,
+        *,
+        plan: str | None = None,
+        policy: str | None = None,
+    ) -> ModelRuntime:
+        """Pin `plan` (paper notation such as "<2,1,4>", or "fat") or let `policy` ("auto",
+        "follow", "fixed") choose the model's plan from its next batch on. Raises NotFound,
+        or BadRequest for text that does not parse, both or neither given, or a plan that
+        does not fit the model's cores."""
+        runtime = self.get(name, version)
+        if (plan is None) == (policy is None):
+            raise BadRequest("give either a plan to pin or a policy to follow, not both")
+        if policy is not None:
+            try:
+                kind = PolicyKind.parse(policy)
+            except ValueError as exc:
+                raise BadRequest(str(exc)) from None
+            await runtime.release(kind)
+        elif plan is not None:
+            await runtime.pin(_parse_plan(plan, runtime))
+        return runtime
+
+    async def set_cores(
+        self, name: str, cores: str | Sequence[int], version: str | None = None
+    ) -> ModelRuntime:
+        """Run the model on `cores` (CPU ids, or a CPU list such as "0-3,8") from its next
+        batch on: the pinned plan placed there, or the policy's plan for the new core count.
+        Raises NotFound, or BadRequest for CPUs this server may not use or a pinned plan
+        that does not fit."""
+        runtime = self.get(name, version)
+        try:
+            ids = parse_cpu_list(cores) if isinstance(cores, str) else set(cores)
+        except ValueError as exc:
+            raise BadRequest(f"cannot read cores {cores!r}: {exc}") from None
+        if not ids or any(c < 0 for c in ids):
+            raise BadRequest(f"cores must name at least one CPU id >= 0, got {cores!r}")
+        topology = _topology(sorted(ids))
+        self._warn_overlap(runtime.name, topology, besides=runtime)
+        await runtime.move(runtime.planning.on(topology))
+        return runtime
+
     async def close(self) -> None:
         """Stop every model (draining their requests); later registrations get Unavailable."""
         self._closed = True
@@ -308,13 +366,18 @@ class Repository:
         self._warn_overlap(name, topology)
         identity = await asyncio.to_thread(source.identity)
         table = await self._table(config, source, identity, topology, progress)
-        plan = _choose_plan(config, table, topology.num_cores)
-        if not all(instance.cores for instance in plan.instances):  # else the caller placed it
-            plan = allocate(plan, topology)
-        auto, pool_size = None, None
-        pinned = config.plan is not None or config.fat
-        if config.follow_load is not None and not pinned and table is not None:
-            auto, pool_size = _auto_plan(config, table, topology, config.follow_load)
+        planning = Planning(topology, table, config.max_batch_size)
+        policy, pool_size = None, None
+        if config.plan is not None:
+            plan = planning.place(config.plan)
+        elif config.fat:
+            plan = planning.fat()
+        else:
+            plan = planning.optimal(config.max_batch_size)
+            kind = config.policy or self._defaults.policy
+            policy = PolicyConfig(kind, config.estimator)
+            if kind is not PolicyKind.FIXED:
+                pool_size = planning.pool_size()
         return ModelRuntime(
             name,
             config.version,
@@ -323,7 +386,8 @@ class Repository:
             table,
             batching=config.batching,
             engine_config=self._engine_config,
-            auto=auto,
+            planning=planning,
+            policy=policy,
             pool_size=pool_size,
         )
 
@@ -363,9 +427,13 @@ class Repository:
         )
         return profile.latency_table()
 
-    def _warn_overlap(self, name: str, topology: Topology) -> None:
+    def _warn_overlap(
+        self, name: str, topology: Topology, besides: ModelRuntime | None = None
+    ) -> None:
         mine = set(topology.cpu_ids())
         for runtime in self.runtimes():
+            if runtime is besides:
+                continue
             shared = mine & {c for i in runtime.plan.instances for c in i.cores}
             if shared:
                 logger.warning(
@@ -411,39 +479,15 @@ def _topology(cores: Sequence[int] | None) -> Topology:
     return read_topology(allowed=set(cores))
 
 
-def _choose_plan(config: ModelConfig, table: LatencyTable | None, cores: int) -> Plan:
-    """The pinned plan, the fat instance, or the optimal plan for all `cores`."""
-    if config.plan is not None:
-        return config.plan
-    batch = config.max_batch_size
-    if config.fat:
-        latency_ms = table.get(cores, batch) if table is not None else None
-        return Plan(
-            cores=cores,
-            batch=batch,
-            latency_ms=math.nan if latency_ms is None else latency_ms,
-            instances=(InstanceSpec(threads=cores, batch=batch),),
-        )
-    if table is None:  # pragma: no cover - _table profiles whenever no plan is pinned
-        raise ProfileError("internal: no profile to plan with")
-    return PlanTable(table, cores, batch).plan(cores, batch)
-
-
-def _auto_plan(
-    config: ModelConfig, table: LatencyTable, topology: Topology, settings: EstimatorConfig
-) -> tuple[AutoPlan, int]:
-    """The planner and estimator that make a model follow its load, and how many workers to
-    start so that every plan up to max_batch_size finds its workers already running."""
-    cores, largest = topology.num_cores, config.max_batch_size
-    plans = PlanTable(table, cores, largest)
-
-    @functools.cache
-    def planner(batch: int) -> Plan:  # placed when first asked for, then kept
-        return allocate(plans.plan(cores, batch), topology)
-
-    estimator = BatchSizeEstimator(largest, target=largest, config=settings)
-    pool_size = max(len(plans.plan(cores, b).instances) for b in range(1, largest + 1))
-    return AutoPlan(planner, estimator), pool_size
+def _parse_plan(text: str, runtime: ModelRuntime) -> Plan:
+    """A plan to pin from the management API: paper notation, or "fat" (all the model's
+    cores, one instance)."""
+    if text.strip().lower() == "fat":
+        return runtime.planning.fat()
+    try:
+        return parse_plan(text)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def _default_name(spec: str) -> str:

@@ -14,6 +14,8 @@ the model again to restart it).
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
 import enum
 import logging
 import math
@@ -22,16 +24,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from packrat.controller.estimator import BatchSizeEstimator
-from packrat.errors import ModelError, WorkerError
+from packrat.controller.estimator import EstimatorConfig
+from packrat.controller.policy import PlanPolicy, PolicyConfig, PolicyKind
+from packrat.errors import ModelError, PackratError, WorkerError
 from packrat.models.base import ModelIdentity, ModelSource
 from packrat.models.inputs import InputSpec
 from packrat.optimizer.table import LatencyTable
 from packrat.pool.config import EngineConfig
 from packrat.pool.engine import Engine, EngineState, SubBatch
-from packrat.server.api import InferenceFailed, Unavailable
+from packrat.server.api import BadRequest, InferenceFailed, Unavailable
 from packrat.server.batcher import Batcher, BatchingConfig
+from packrat.server.planning import Planning
 from packrat.server.split import best_split, proportional_split
+from packrat.topology import format_cpu_list
 from packrat.types import Plan
 
 logger = logging.getLogger(__name__)
@@ -58,30 +63,33 @@ BatchListener = Callable[[BatchRecord], None]
 
 @dataclass(frozen=True)
 class Switch:
-    """One change of plan: from -> to (`Plan.describe()`), why, and how long the engine took
-    (workers retuned in place, workers started)."""
+    """One change of plan: from -> to (`Plan.describe()`), why, when (unix seconds) and how
+    long the engine took (workers retuned in place, workers started)."""
 
     old_plan: str
     new_plan: str
     reason: str
+    at_unix_s: float
     took_s: float
     retuned: int
     spawned: int
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "from": self.old_plan,
+            "to": self.new_plan,
+            "reason": self.reason,
+            "at_unix_s": self.at_unix_s,
+            "took_ms": 1000.0 * self.took_s,
+            "workers_retuned": self.retuned,
+            "workers_started": self.spawned,
+        }
+
 
 SwitchListener = Callable[[Switch], None]
-Planner = Callable[[int], Plan]
-"""The allocated plan to run for a batch size (the optimizer's, placed on the model's cores)."""
 
-
-@dataclass(frozen=True)
-class AutoPlan:
-    """Follow the load: after each batch the estimator sees the queue depth; when it proposes
-    another batch size, the next batch runs on `planner(size)` (switched in place between
-    batches, see `Engine.reconfigure`)."""
-
-    planner: Planner
-    estimator: BatchSizeEstimator
+RECENT_SWITCHES = 100
+"""Switches kept for `describe()` (all are counted)."""
 
 
 class RuntimeState(enum.Enum):
@@ -95,10 +103,13 @@ class RuntimeState(enum.Enum):
 class ModelRuntime:
     """A model version served by pinned instances behind a dynamic batcher (`ServedModel`).
 
-    plan: the instances to run, allocated (every instance has its cores).
+    plan: the instances to start with, allocated (every instance has its cores).
     table: the model's latency profile, used to split each batch among the instances; None
         splits by thread share (`proportional_split`).
     batching: the batcher's settings; engine_config: the pool's.
+    planning: where other plans come from (needed to follow the load, and for `pin`,
+        `release` and `move`); policy: how the plan follows the load (`PolicyConfig`), None
+        for a pinned plan. pool_size: workers to start (spares beyond the plan's instances).
 
     Metrics hooks: `add_listener(fn)` for a `BatchRecord` per batch, and the counters
     `queue_depth`, `in_flight`, `last_batch_sizes`, `busy_s`, `batches_total`,
@@ -115,7 +126,8 @@ class ModelRuntime:
         *,
         batching: BatchingConfig | None = None,
         engine_config: EngineConfig | None = None,
-        auto: AutoPlan | None = None,
+        planning: Planning | None = None,
+        policy: PolicyConfig | None = None,
         pool_size: int | None = None,
     ) -> None:
         self._name = name
@@ -124,9 +136,13 @@ class ModelRuntime:
         self._table = table
         self._threads = [instance.threads for instance in plan.instances]
         self._engine = Engine(source, plan, engine_config, pool_size=pool_size)
-        self._auto = auto
+        self._planning = planning
+        self._policy_config = policy
+        self._policy = self._make_policy(policy)
+        self._plan_lock = asyncio.Lock()  # held by each batch and each change of plan
         self._switch_listeners: list[SwitchListener] = []
-        self._switches: list[Switch] = []
+        self._switches: collections.deque[Switch] = collections.deque(maxlen=RECENT_SWITCHES)
+        self._switches_total = 0
         self._batcher: Batcher[Any, Any] = Batcher(self._run_batch, batching)
         self._state = RuntimeState.NEW
         self._identity: ModelIdentity | None = None
@@ -216,6 +232,9 @@ class ModelRuntime:
                 "max_queue": config.max_queue,
             },
             "split": "profile" if self._table is not None else "thread share",
+            "policy": self.policy,
+            "switches_total": self._switches_total,
+            "switches": [switch.to_json() for switch in self._switches],
         }
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -313,7 +332,7 @@ class ModelRuntime:
             self._splits[batch] = cached
         return cached
 
-    # --- the batch function ------------------------------------------------------------------
+    # --- changes of plan ------------------------------------------------------------------
 
     def add_switch_listener(self, listener: SwitchListener) -> None:
         """Call `listener(switch)` after every change of plan (on the event loop)."""
@@ -321,24 +340,105 @@ class ModelRuntime:
 
     @property
     def switches(self) -> tuple[Switch, ...]:
-        """Every change of plan so far, oldest first."""
+        """The last `RECENT_SWITCHES` changes of plan, oldest first."""
         return tuple(self._switches)
 
+    @property
+    def switches_total(self) -> int:
+        return self._switches_total
+
+    @property
+    def planning(self) -> Planning:
+        """Where the model's plans come from; BadRequest if it was started without."""
+        return self._require_planning("change plans")
+
+    @property
+    def policy(self) -> str:
+        """How the plan is chosen: "auto", "follow", "fixed" (`PolicyKind`) or "pinned"."""
+        return "pinned" if self._policy_config is None else self._policy_config.kind.value
+
+    async def pin(self, plan: Plan) -> Plan:
+        """Run `plan` from the next batch on, and keep it whatever the load (placed on the
+        model's cores if it has none). Returns the plan placed. Raises BadRequest if it does
+        not fit the model's cores."""
+        planning = self._require_planning("pin a plan")
+        placed = _placed(planning, plan)
+        async with self._plan_lock:
+            self._policy_config, self._policy = None, None
+            await self._switch(placed, "pinned")
+        return placed
+
+    async def release(self, kind: PolicyKind) -> Plan:
+        """Let `kind` choose the plan from the next batch on, starting from the optimizer's
+        plan for the largest batch. Returns that plan. Raises BadRequest without a profile."""
+        planning = self._require_planning("choose plans")
+        plan = _optimal(planning, planning.max_batch_size)
+        config = PolicyConfig(kind, self._estimator_config())
+        async with self._plan_lock:
+            self._policy_config = config
+            self._policy = self._make_policy(config)
+            if self._policy is not None:
+                self._policy.reset(planning.max_batch_size, time.monotonic())
+            await self._switch(plan, f"policy {kind.value}")
+        return plan
+
+    async def move(self, planning: Planning) -> Plan:
+        """Run on `planning`'s cores from the next batch on: the pinned plan placed anew, or
+        the policy's plan for the largest batch. Workers a larger plan needs start now
+        (seconds, while batches wait). Returns the new plan. Raises BadRequest if the
+        pinned plan does not fit the new cores."""
+        self._require_planning("change cores")
+        if self._policy_config is None:
+            plan = _placed(planning, _unplaced(self._engine.plan))
+        else:
+            plan = _optimal(planning, planning.max_batch_size)
+        async with self._plan_lock:
+            self._planning = planning
+            self._policy = self._make_policy(self._policy_config)
+            if self._policy is not None:
+                self._policy.reset(planning.max_batch_size, time.monotonic())
+            await self._switch(plan, f"cores {format_cpu_list(planning.topology.cpu_ids())}")
+            if self._policy is not None:
+                await asyncio.to_thread(self._engine.reserve, planning.pool_size())
+        return plan
+
+    def _make_policy(self, config: PolicyConfig | None) -> PlanPolicy | None:
+        if config is None or self._planning is None:
+            return None
+        planning = self._planning
+        return config.create(planning.optimal, planning.max_batch_size)
+
+    def _estimator_config(self) -> EstimatorConfig:
+        config = self._policy_config
+        return config.estimator if config is not None else EstimatorConfig()
+
+    def _require_planning(self, what: str) -> Planning:
+        if self._planning is None:
+            raise BadRequest(f"model {self._label} cannot {what}: it was started without planning")
+        return self._planning
+
     async def _switch(self, plan: Plan, reason: str) -> None:
-        """Run `plan` from the next batch on. Called between batches only."""
+        """Run `plan` from the next batch on. Called with the plan lock held (between
+        batches)."""
         old = self._engine.plan
         if plan.layout == old.layout:
             self._engine.replan(plan)  # same instances: nothing to move
             return
+        at_unix_s = time.time()
         done = await asyncio.to_thread(self._engine.reconfigure, plan)
         self._threads = [instance.threads for instance in plan.instances]
         self._busy_s = (self._busy_s + [0.0] * len(self._threads))[: len(self._threads)]
         self._splits.clear()
         switch = Switch(
-            old.describe(), plan.describe(), reason, done.took_s, done.retuned, done.spawned
-        )
+            old.describe(), plan.describe(), reason, at_unix_s, done.took_s, done.retuned,
+            done.spawned,
+        )  # fmt: skip
         self._switches.append(switch)
-        logger.info(
+        self._switches_total += 1
+        # Per-batch switches come at every batch; others are rare and worth a line each.
+        level = logging.DEBUG if reason.startswith("batch of") else logging.INFO
+        logger.log(
+            level,
             "model %s: plan %s -> %s (%s) in %.1f ms (%d workers retuned, %d started)",
             self._label, switch.old_plan, switch.new_plan, reason, 1000.0 * done.took_s,
             done.retuned, done.spawned,
@@ -349,17 +449,34 @@ class ModelRuntime:
             except Exception:
                 logger.exception("switch listener of model %s failed", self._label)
 
+    # --- the batch function ------------------------------------------------------------------
+
     async def _run_batch(self, requests: list[Any]) -> list[Any | BaseException]:
-        if self._auto is not None:
-            waiting = len(requests) + self._batcher.queue_depth
-            target = self._auto.estimator.observe(waiting, time.monotonic())
-            if target is not None:
+        async with self._plan_lock:
+            if self._policy is not None:
                 try:
-                    await self._switch(self._auto.planner(target), f"estimated batch size {target}")
+                    await self._follow(len(requests))
                 except WorkerError as exc:
                     logger.error("model %s: switching plans failed: %s", self._label, exc)
                     message = f"model {self._label} is unavailable: {exc}"
                     return [Unavailable(message) for _ in requests]
+            return await self._run_split(requests)
+
+    async def _follow(self, batch: int) -> None:
+        """Switch to the plan the policy proposes for this batch, if any."""
+        assert self._policy is not None
+        waiting = batch + self._batcher.queue_depth
+        current = self._engine.plan
+        _, current_ms = self.split(batch)
+        proposal = self._policy.propose(batch, waiting, time.monotonic(), current, current_ms)
+        if proposal is None:
+            return
+        before = self._switches_total
+        await self._switch(proposal.plan, proposal.reason)
+        if self._switches_total > before:
+            self._policy.switched(self._switches[-1].took_s, time.monotonic())
+
+    async def _run_split(self, requests: list[Any]) -> list[Any | BaseException]:
         sizes, _ = self.split(len(requests))
         started = time.perf_counter()
         try:
@@ -401,6 +518,27 @@ def _results(count: int, parts: Sequence[SubBatch]) -> list[Any | BaseException]
         else:
             results[part.start : part.stop] = [(out, part.compute_s) for out in part.outputs]
     return results
+
+
+def _placed(planning: Planning, plan: Plan) -> Plan:
+    try:
+        return planning.place(plan)
+    except PackratError as exc:
+        raise BadRequest(f"cannot run plan {plan.describe()}: {exc}") from exc
+
+
+def _optimal(planning: Planning, batch: int) -> Plan:
+    try:
+        return planning.optimal(batch)
+    except PackratError as exc:
+        raise BadRequest(f"cannot plan batch {batch}: {exc}") from exc
+
+
+def _unplaced(plan: Plan) -> Plan:
+    """`plan` with its instances' cores cleared, to be placed elsewhere."""
+    return dataclasses.replace(
+        plan, instances=tuple(dataclasses.replace(i, cores=()) for i in plan.instances)
+    )
 
 
 def _declared_input_spec(source: ModelSource) -> InputSpec | None:
