@@ -414,7 +414,8 @@ def test_pin_release_and_move_cores_while_requests_run() -> None:
             ]
             described = runtime.describe()
             assert described["policy"] == "follow"
-            assert described["switches"][-1]["to"] == "<2,1,2>"
+            assert described["recent_switches"][-1]["to"] == "<2,1,2>"
+            assert runtime.switch_log()[-1] == described["recent_switches"][-1]
             assert described["switches_total"] == len(runtime.switches)
         finally:
             await repository.close()

@@ -107,6 +107,8 @@ def test_openapi_lists_the_management_routes(client: TestClient) -> None:
         "/models/{model_name}/{version}/plan",
         "/models/{model_name}/cores",
         "/models/{model_name}/{version}/cores",
+        "/models/{model_name}/switches",
+        "/models/{model_name}/{version}/switches",
     }
     assert set(paths["/models"]) == {"get", "post"}
     assert set(paths["/models/{model_name}/plan"]) == {"put"}
@@ -121,6 +123,11 @@ def test_pin_a_plan_and_release_it(client: TestClient, repo: FakeRepository) -> 
     reply = client.put("/models/double/2.0/plan", json={"policy": "follow"})
     assert reply.json()["model"]["modelVersion"] == "2.0"
     assert repo.changes == [("double", None, "plan"), ("double", "2.0", "policy")]
+    [switch] = client.get("/models/double/switches").json()
+    assert switch["to"] == "<2,1,4>"
+    [switch] = client.get("/models/double/2.0/switches").json()
+    assert switch["to"] == "policy follow"
+    assert_error(client.get("/models/nope/switches"), 404, "nope")
 
 
 def test_plan_changes_that_are_refused(client: TestClient, repo: FakeRepository) -> None:

@@ -82,6 +82,9 @@ class ServedModel(Protocol):
     def describe(self) -> Mapping[str, Any]:
         """JSON-ready description: plan, instances and their cores, batching settings."""
 
+    def switch_log(self) -> Sequence[Mapping[str, Any]]:
+        """JSON-ready changes of plan, oldest first: from, to, reason, at_unix_s, took_ms."""
+
 
 class ModelRepository(Protocol):
     """The models a server serves, by name and version."""

@@ -3,6 +3,7 @@
 `GET /models` lists models, `GET /models/{name}[/{version}|/all]` describes them (plan,
 policy, recent switches, instances and their cores, batching), `POST /models?url=...` registers
 a zoo model or a file in the model store, `DELETE /models/{name}[/{version}]` unregisters.
+`GET /models/{name}[/{version}]/switches` lists the model's changes of plan (the last 10,000).
 
 Packrat's own: `PUT /models/{name}[/{version}]/plan` with `{"plan": "<2,1,4>"}` (or "fat")
 pins a plan and `{"policy": "auto"}` (or "follow", "fixed") lets the load choose again;
@@ -88,6 +89,10 @@ def _management_router(repo: ModelRepository, dependencies: Sequence[Depends]) -
         versions = [m for m in repo.models() if m.name == model_name]
         return [_describe(m) for m in sorted(versions, key=lambda m: m.version)]
 
+    @router.get("/models/{model_name}/switches", summary="A model's changes of plan")
+    async def switches(model_name: str) -> list[Mapping[str, Any]]:
+        return list(repo.get(model_name).switch_log())
+
     @router.get("/models/{model_name}/{version}", summary="Describe a model version")
     async def describe_version(model_name: str, version: str) -> list[dict[str, Any]]:
         return [_describe(repo.get(model_name, version))]
@@ -99,6 +104,10 @@ def _management_router(repo: ModelRepository, dependencies: Sequence[Depends]) -
     ) -> dict[str, str]:
         model = await repo.register(url, name=model_name)
         return {"status": f'Model "{model.name}" Version: {model.version} registered'}
+
+    @router.get("/models/{model_name}/{version}/switches", summary="A version's changes of plan")
+    async def version_switches(model_name: str, version: str) -> list[Mapping[str, Any]]:
+        return list(repo.get(model_name, version).switch_log())
 
     @router.put("/models/{model_name}/plan", summary="Pin a plan or set the policy")
     async def set_plan(model_name: str, change: PlanChange) -> dict[str, Any]:

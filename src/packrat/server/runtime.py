@@ -88,8 +88,9 @@ class Switch:
 
 SwitchListener = Callable[[Switch], None]
 
-RECENT_SWITCHES = 100
-"""Switches kept for `describe()` (all are counted)."""
+SWITCH_LOG = 10_000
+"""Switches kept for `switch_log()` (all are counted); `describe()` shows the last few."""
+DESCRIBED_SWITCHES = 10
 
 
 class RuntimeState(enum.Enum):
@@ -141,7 +142,7 @@ class ModelRuntime:
         self._policy = self._make_policy(policy)
         self._plan_lock = asyncio.Lock()  # held by each batch and each change of plan
         self._switch_listeners: list[SwitchListener] = []
-        self._switches: collections.deque[Switch] = collections.deque(maxlen=RECENT_SWITCHES)
+        self._switches: collections.deque[Switch] = collections.deque(maxlen=SWITCH_LOG)
         self._switches_total = 0
         self._batcher: Batcher[Any, Any] = Batcher(self._run_batch, batching)
         self._state = RuntimeState.NEW
@@ -234,7 +235,7 @@ class ModelRuntime:
             "split": "profile" if self._table is not None else "thread share",
             "policy": self.policy,
             "switches_total": self._switches_total,
-            "switches": [switch.to_json() for switch in self._switches],
+            "recent_switches": [s.to_json() for s in self.switches[-DESCRIBED_SWITCHES:]],
         }
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -340,8 +341,12 @@ class ModelRuntime:
 
     @property
     def switches(self) -> tuple[Switch, ...]:
-        """The last `RECENT_SWITCHES` changes of plan, oldest first."""
+        """The last `SWITCH_LOG` changes of plan, oldest first."""
         return tuple(self._switches)
+
+    def switch_log(self) -> list[dict[str, Any]]:
+        """JSON-ready: the last `SWITCH_LOG` changes of plan, oldest first."""
+        return [switch.to_json() for switch in self._switches]
 
     @property
     def switches_total(self) -> int:
