@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -148,6 +149,36 @@ def test_unknown_model_and_oversize_body(server: RunningServer) -> None:
     assert httpx.post(server.inference + "/predictions/tiny-resnet/9", json=[1]).status_code == 404
     big = httpx.post(server.inference + "/predictions/tiny-resnet", content=b"0" * (17 << 20))
     assert big.status_code == 413
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_pin_a_plan_and_release_it_over_http(server: RunningServer) -> None:
+    """`curl -X PUT -d` (form content type) pins the fat plan and releases it: describe, the
+    switch log and /metrics show it, and predictions stay right throughout."""
+    management, form = server.management, {"Content-Type": "application/x-www-form-urlencoded"}
+    (before,) = httpx.get(management + "/models/tiny-resnet").json()
+    assert before["policy"] == "auto"
+    thin = httpx.put(management + "/models/tiny-resnet/plan", json={"plan": "<2,1,2>"})
+    assert thin.status_code == 200, thin.text  # then "fat" is sure to be a switch
+    r = httpx.put(management + "/models/tiny-resnet/plan", content=b'{"plan": "fat"}', headers=form)
+    assert r.status_code == 200, r.text
+    pinned = r.json()["model"]
+    assert pinned["policy"] == "pinned" and pinned["plan"]["describe"].startswith("<1,")
+    assert len(pinned["instances"]) == 1
+    x = image(7)
+    url = server.inference + "/predictions/tiny-resnet"
+    raw = {"Content-Type": "application/octet-stream"}
+    answer = httpx.post(url, content=x.tobytes(), headers=raw)
+    np.testing.assert_allclose(np.array(answer.json()), reference(x), rtol=1e-4, atol=1e-4)
+    r = httpx.put(management + "/models/tiny-resnet/plan", json={"policy": "auto"})
+    assert r.status_code == 200 and r.json()["model"]["policy"] == "auto"
+    bad = httpx.put(management + "/models/tiny-resnet/plan", json={"plan": "<9,1,1>"})
+    assert bad.status_code == 400 and "needs 9 cores" in bad.json()["error"]
+    switches = httpx.get(management + "/models/tiny-resnet/switches").json()
+    assert "pinned" in [s["reason"] for s in switches]
+    assert all(s["took_ms"] >= 0 and s["workers_started"] == 0 for s in switches)
+    text = httpx.get(server.metrics + "/metrics").text
+    assert _sample(text, "packrat_reconfigurations_total", "tiny-resnet") == len(switches)
 
 
 def test_metrics_and_openapi(server: RunningServer) -> None:

@@ -112,6 +112,8 @@ def test_openapi_lists_the_management_routes(client: TestClient) -> None:
     }
     assert set(paths["/models"]) == {"get", "post"}
     assert set(paths["/models/{model_name}/plan"]) == {"put"}
+    body = paths["/models/{model_name}/plan"]["put"]["requestBody"]["content"]
+    assert set(body["application/json"]["schema"]["properties"]) == {"plan", "policy"}
 
 
 def test_pin_a_plan_and_release_it(client: TestClient, repo: FakeRepository) -> None:
@@ -120,7 +122,8 @@ def test_pin_a_plan_and_release_it(client: TestClient, repo: FakeRepository) -> 
     body = reply.json()
     assert body["status"] == 'Model "double" Version: 1.0 runs plan <2,1,4>'
     assert body["model"]["modelName"] == "double" and body["model"]["plan"]["describe"] == "<2,1,4>"
-    reply = client.put("/models/double/2.0/plan", json={"policy": "follow"})
+    form = {"content-type": "application/x-www-form-urlencoded"}  # what `curl -d` sends
+    reply = client.put("/models/double/2.0/plan", content=b'{"policy": "follow"}', headers=form)
     assert reply.json()["model"]["modelVersion"] == "2.0"
     assert repo.changes == [("double", None, "plan"), ("double", "2.0", "policy")]
     [switch] = client.get("/models/double/switches").json()

@@ -71,6 +71,11 @@ def test_defaults_follow_torchserve_ports() -> None:
         ("[[models]]\nspec = 'resnet50'\nplan = '2,1,8'\n", "cannot read plan"),
         ("[[models]]\nspek = 'resnet50'\n", "unknown key"),
         ("not toml = = 1", "not valid TOML"),
+        ("[server]\npolicy = 'sometimes'\n", "unknown plan policy 'sometimes'"),
+        ("[[models]]\nspec = 'resnet50'\npolicy = 'often'\n", "unknown plan policy 'often'"),
+        ("[[models]]\nspec = 'r'\nestimator = { alpha = 2.0 }\n", "alpha must be in"),
+        ("[[models]]\nspec = 'r'\nestimator = { windoww = 2 }\n", "windoww"),
+        ("[[models]]\nspec = 'r'\nestimator = 3\n", "estimator must be a table"),
     ],
 )
 def test_bad_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
@@ -83,3 +88,36 @@ def test_bad_files_name_the_problem(tmp_path: Path, text: str, message: str) -> 
 def test_profile_is_for_one_model() -> None:
     with pytest.raises(PackratError, match="--profile applies to one model"):
         with_cli(LaunchConfig(), ["resnet50", "gpt2"], profile=Path("p.json"))
+
+
+POLICIES = """
+[server]
+policy = "follow"
+
+[[models]]
+spec = "resnet50"
+policy = "fixed"
+
+[[models]]
+spec = "bert-base"
+estimator = { alpha = 0.5, window = 4, cooldown_s = 1.0 }
+"""
+
+
+def test_policies_from_the_file_and_the_command_line(tmp_path: Path) -> None:
+    from packrat.controller.estimator import EstimatorConfig
+    from packrat.controller.policy import PolicyKind
+
+    path = tmp_path / "serve.toml"
+    path.write_text(POLICIES)
+    config = load_config_file(path)
+    assert config.policy == "follow"  # the server-wide default
+    resnet, bert = config.models
+    assert resnet.policy is PolicyKind.FIXED
+    assert bert.policy is None  # takes the server's
+    assert bert.estimator == EstimatorConfig(alpha=0.5, window=4, cooldown_s=1.0)
+    overridden = with_cli(config, ["gpt2"], policy="auto")
+    assert overridden.policy == "auto" and overridden.models[-1].policy is None
+    assert with_cli(LaunchConfig(), ["gpt2"]).policy == "auto"
+    with pytest.raises(PackratError, match="unknown plan policy 'often'"):
+        with_cli(LaunchConfig(), ["gpt2"], policy="often")

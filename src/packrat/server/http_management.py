@@ -16,15 +16,18 @@ dependencies from.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
-from fastapi import APIRouter, FastAPI, Query
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import Depends as depends
+from fastapi.exceptions import RequestValidationError
 from fastapi.params import Depends
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from packrat import __version__
-from packrat.server.api import ModelRepository, ServedModel
+from packrat.server.api import BadRequest, ModelRepository, ServedModel
 from packrat.server.http_config import HttpConfig
 from packrat.server.responses import ERROR_RESPONSES, install_error_handlers
 
@@ -44,6 +47,38 @@ class CoresChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cores: str | list[int] = Field(..., description='CPU list such as "0-3,8", or CPU ids')
+
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def _json_body(model: type[Body]) -> Callable[[Request], Awaitable[Body]]:
+    """A dependency reading the body as JSON whatever its content type (`curl -d` sends
+    form-urlencoded), validated as `model`."""
+
+    async def parse(request: Request) -> Body:
+        raw = await request.body()
+        try:
+            data = json.loads(raw) if raw.strip() else {}
+        except ValueError as exc:
+            raise BadRequest(f"body: not valid JSON ({exc})") from None
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            errors = [dict(e, loc=("body", *e["loc"])) for e in exc.errors()]
+            raise RequestValidationError(errors) from None
+
+    return parse
+
+
+def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of a route that reads `model` with `_json_body`."""
+    schema = {"schema": model.model_json_schema()}
+    return {"requestBody": {"required": True, "content": {"application/json": schema}}}
+
+
+_PLAN = _body_schema(PlanChange)
+_CORES = _body_schema(CoresChange)
 
 
 def create_management_app(repo: ModelRepository, config: HttpConfig | None = None) -> FastAPI:
@@ -109,22 +144,37 @@ def _management_router(repo: ModelRepository, dependencies: Sequence[Depends]) -
     async def version_switches(model_name: str, version: str) -> list[Mapping[str, Any]]:
         return list(repo.get(model_name, version).switch_log())
 
-    @router.put("/models/{model_name}/plan", summary="Pin a plan or set the policy")
-    async def set_plan(model_name: str, change: PlanChange) -> dict[str, Any]:
+    plan_change = depends(_json_body(PlanChange))
+    cores_change = depends(_json_body(CoresChange))
+
+    @router.put(
+        "/models/{model_name}/plan", summary="Pin a plan or set the policy", openapi_extra=_PLAN
+    )
+    async def set_plan(model_name: str, change: PlanChange = plan_change) -> dict[str, Any]:
         return _changed(await repo.set_plan(model_name, plan=change.plan, policy=change.policy))
 
-    @router.put("/models/{model_name}/{version}/plan", summary="Pin a version's plan")
-    async def set_version_plan(model_name: str, version: str, change: PlanChange) -> dict[str, Any]:
+    @router.put(
+        "/models/{model_name}/{version}/plan", summary="Pin a version's plan", openapi_extra=_PLAN
+    )
+    async def set_version_plan(
+        model_name: str, version: str, change: PlanChange = plan_change
+    ) -> dict[str, Any]:
         model = await repo.set_plan(model_name, version, plan=change.plan, policy=change.policy)
         return _changed(model)
 
-    @router.put("/models/{model_name}/cores", summary="Move a model to other cores")
-    async def set_cores(model_name: str, change: CoresChange) -> dict[str, Any]:
+    @router.put(
+        "/models/{model_name}/cores", summary="Move a model to other cores", openapi_extra=_CORES
+    )
+    async def set_cores(model_name: str, change: CoresChange = cores_change) -> dict[str, Any]:
         return _changed(await repo.set_cores(model_name, change.cores))
 
-    @router.put("/models/{model_name}/{version}/cores", summary="Move a version to other cores")
+    @router.put(
+        "/models/{model_name}/{version}/cores",
+        summary="Move a version to other cores",
+        openapi_extra=_CORES,
+    )
     async def set_version_cores(
-        model_name: str, version: str, change: CoresChange
+        model_name: str, version: str, change: CoresChange = cores_change
     ) -> dict[str, Any]:
         return _changed(await repo.set_cores(model_name, change.cores, version))
 

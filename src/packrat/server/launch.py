@@ -231,7 +231,8 @@ def _describe(info: Any) -> str:
     )
     return (
         f"serving {info.get('name')} v{info.get('version')}: plan {plan.get('describe', plan)} "
-        f"for batch {info.get('batching', {}).get('max_batch_size')}; instances: {instances}"
+        f"for batch {info.get('batching', {}).get('max_batch_size')} "
+        f"(policy {info.get('policy')}); instances: {instances}"
     )
 
 

@@ -1,8 +1,12 @@
 """One served model version: a dynamic batcher in front of an instance pool (`Engine`).
 
-Data path: `infer(request)` -> `Batcher.submit` -> one batch at a time -> `best_split` picks
-how many requests each running instance serves -> `Engine.run_split` (in a thread, so the
-event loop keeps accepting requests) -> each request gets its own output or error.
+Data path: `infer(request)` -> `Batcher.submit` -> one batch at a time -> the model's policy
+may switch plans for it (`_follow`: workers re-pinned in place) -> `best_split` picks how many
+requests each running instance serves -> `Engine.run_split` (in a thread, so the event loop
+keeps accepting requests) -> each request gets its own output or error.
+
+Changes of plan from outside (`pin`, `release`, `move`: the management API) take the same
+lock as a batch, so they happen between two batches; queued requests wait and none fails.
 
 Errors, per request: a model error in one instance's sub-batch fails exactly the requests of
 that sub-batch with InferenceFailed (the model's message); the rest of the batch succeeds. A
