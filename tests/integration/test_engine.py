@@ -176,7 +176,7 @@ def test_uneven_batches_multi_threaded_and_shared_cpus(weights_dir: Path) -> Non
     assert not set(pids) & {p.pid for p in multiprocessing.active_children()}
 
 
-def test_a_killed_worker_is_reported_fast_and_close_is_clean(weights_dir: Path) -> None:
+def test_a_killed_worker_loses_only_its_sub_batch_and_is_replaced(weights_dir: Path) -> None:
     plan = plan_of(InstanceSpec(1, 1, (cpu(0),)), InstanceSpec(1, 1, (cpu(1),)))
     before = child_pids(os.getpid())
     engine = Engine(pool_handlers.ScriptedSource(), plan, EngineConfig(weights_dir=weights_dir))
@@ -186,34 +186,59 @@ def test_a_killed_worker_is_reported_fast_and_close_is_clean(weights_dir: Path) 
     starter.join()
     time.sleep(0.3)
     assert engine.infer([1.0, 2.0]) == [2.0, 4.0]
-    victim = engine.pids[1]
+    survivor, victim = engine.pids
     os.kill(victim, signal.SIGKILL)
     started = time.monotonic()
-    with pytest.raises(
-        WorkerError,
-        match=rf"instance 1 \(pid {victim}, cores \[{cpu(1)}\]\) died with exit code -9",
-    ):
-        engine.infer([1.0, 2.0])
+    first, second = engine.run_split([1.0, 2.0], [1, 1])
     assert time.monotonic() - started < 5.0
-    assert engine.state is EngineState.BROKEN
-    with pytest.raises(WorkerError, match="broken"):
+    assert first.outputs == (2.0,) and first.error is None and not first.lost
+    assert second.lost and second.outputs == ()
+    assert second.error == f"instance 1 (pid {victim}, cores [{cpu(1)}]) died with exit code -9"
+    assert engine.state is EngineState.DEGRADED and engine.lost == [1]
+    with pytest.raises(WorkerError, match=r"lost workers \[1\]; call replace_lost"):
         engine.infer([1.0, 2.0])
+
+    assert engine.replace_lost() == [1]
+    assert engine.state is EngineState.RUNNING and engine.lost == []
+    assert engine.pids[0] == survivor and engine.pids[1] not in (survivor, victim)
+    (_, info) = engine.describe()
+    assert set(info.affinity_by_thread.values()) == {frozenset({cpu(1)})}  # same cores
+    assert engine.infer([3.0, 4.0]) == [6.0, 8.0]
+    assert engine.replace_lost() == []  # nothing lost now
     engine.close()
     engine.close()
     assert leftover_children(before) == set()
 
 
-def test_a_batch_timeout_breaks_the_engine(weights_dir: Path) -> None:
+def test_a_hung_worker_times_out_and_is_replaced(weights_dir: Path) -> None:
     plan = plan_of(InstanceSpec(1, 1, (cpu(0),)), InstanceSpec(1, 1, (cpu(1),)))
     config = EngineConfig(weights_dir=weights_dir, batch_timeout_s=0.5, stop_timeout_s=0.5)
     before = child_pids(os.getpid())
     with Engine(pool_handlers.ScriptedSource(), plan, config) as engine:
+        hung = engine.pids[1]
         started = time.monotonic()
         with pytest.raises(WorkerError, match=r"instance 1 .* did not reply within 0.5 s"):
             engine.infer([1.0, 20_000.0])
         assert time.monotonic() - started < 3.0
-        assert engine.state is EngineState.BROKEN
+        assert engine.state is EngineState.DEGRADED
+        assert engine.replace_lost() == [1]
+        assert process_is_gone(hung)  # killed, not left computing
+        assert engine.infer([1.0, 2.0]) == [2.0, 4.0]
     assert leftover_children(before) == set()
+
+
+def test_a_worker_lost_outside_a_batch_breaks_the_engine(weights_dir: Path) -> None:
+    plan = plan_of(InstanceSpec(1, 1, (cpu(0),)))
+    with Engine(
+        pool_handlers.ScriptedSource(), plan, EngineConfig(weights_dir=weights_dir)
+    ) as engine:
+        os.kill(engine.pids[0], signal.SIGKILL)
+        with pytest.raises(WorkerError, match="died"):
+            engine.describe()
+        assert engine.state is EngineState.BROKEN
+        assert engine.replace_lost() == []
+        with pytest.raises(WorkerError, match="broken"):
+            engine.infer([1.0])
 
 
 def test_close_from_another_thread_ends_a_hung_call(weights_dir: Path) -> None:

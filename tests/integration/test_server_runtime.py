@@ -187,17 +187,32 @@ def test_a_model_error_fails_only_its_sub_batch() -> None:
         with pytest.raises(NotFound, match="no version '2'"):
             repository.get("server_marker_handler", "2")
 
-        # A worker that dies fails its batch with Unavailable, and the model is no longer ready.
+        # A worker that dies fails only its sub-batch, with Unavailable; the model keeps
+        # taking requests while a fresh worker on the same cores replaces it.
         pids = [i["pid"] for i in runtime.describe()["instances"]]
+        restarts: list[int] = []
+        runtime.add_restart_listener(restarts.append)
         died = await asyncio.gather(
             *(runtime.infer(r) for r in (1.0, 2.0, DIE_MARKER, 4.0)), return_exceptions=True
         )
-        assert all(isinstance(r, Unavailable) for r in died)
-        assert not runtime.ready
-        with pytest.raises(Unavailable, match="an instance failed"):
-            await runtime.infer(1.0)
+        assert died[:2] == [2.0, 4.0]
+        for lost in died[2:]:
+            assert isinstance(lost, Unavailable)
+            assert "died with exit code 3" in str(lost) and "retry" in str(lost)
+        assert runtime.ready and runtime.degraded
+        assert await asyncio.gather(*(runtime.infer(r) for r in (5.0, 6.0, 7.0, 8.0))) == [
+            10.0,
+            12.0,
+            14.0,
+            16.0,
+        ]
+        assert not runtime.degraded and runtime.restarts_total == 1 and restarts == [1]
+        described = runtime.describe()
+        new_pids = [i["pid"] for i in described["instances"]]
+        assert new_pids[0] == pids[0] and new_pids[1] not in pids
+        assert described["instances_restarted"] == 1
         await repository.close()
-        assert _gone(pids)
+        assert _gone(pids) and _gone(new_pids)
         assert repository.models() == []
         assert events == [("start", "running"), ("stop", "stopped")]
         with pytest.raises(Unavailable):

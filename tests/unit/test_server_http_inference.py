@@ -58,6 +58,10 @@ def test_ping_is_healthy_when_every_model_is_ready(
     client: TestClient, repo: FakeRepository
 ) -> None:
     assert client.get("/ping").json() == {"status": "Healthy"}
+    repo.get("bert").degraded = True  # replacing a lost instance: alive, requests queue
+    response = client.get("/ping")
+    assert response.status_code == 200
+    assert response.json() == {"status": "Degraded", "degraded": ["bert"]}
     repo.get("bert").ready = False
     response = client.get("/ping")
     assert response.status_code == 503

@@ -72,6 +72,7 @@ def test_defaults_follow_torchserve_ports() -> None:
         ("[[models]]\nspek = 'resnet50'\n", "unknown key"),
         ("not toml = = 1", "not valid TOML"),
         ("[server]\npolicy = 'sometimes'\n", "unknown plan policy 'sometimes'"),
+        ("[server]\nbatch_timeout_s = 0\n", "batch_timeout_s must be a positive"),
         ("[[models]]\nspec = 'resnet50'\npolicy = 'often'\n", "unknown plan policy 'often'"),
         ("[[models]]\nspec = 'r'\nestimator = { alpha = 2.0 }\n", "alpha must be in"),
         ("[[models]]\nspec = 'r'\nestimator = { windoww = 2 }\n", "windoww"),
@@ -119,5 +120,6 @@ def test_policies_from_the_file_and_the_command_line(tmp_path: Path) -> None:
     overridden = with_cli(config, ["gpt2"], policy="auto")
     assert overridden.policy == "auto" and overridden.models[-1].policy is None
     assert with_cli(LaunchConfig(), ["gpt2"]).policy == "auto"
+    assert with_cli(LaunchConfig(), ["gpt2"], batch_timeout_s=5.0).batch_timeout_s == 5.0
     with pytest.raises(PackratError, match="unknown plan policy 'often'"):
         with_cli(LaunchConfig(), ["gpt2"], policy="often")

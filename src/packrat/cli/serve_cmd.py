@@ -76,6 +76,15 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    batch_timeout_s: Annotated[
+        float | None,
+        typer.Option(
+            "--batch-timeout",
+            help="Seconds a worker may take on one batch before it is killed and replaced "
+            "(its requests get 503) [default: 120].",
+            show_default=False,
+        ),
+    ] = None,
     model_store: Annotated[
         Path | None,
         typer.Option("--model-store", help="Directory model files are loaded from."),
@@ -121,6 +130,7 @@ def serve(
             plan=plan,
             fat=fat or None,
             policy=policy,
+            batch_timeout_s=batch_timeout_s,
         )
         asyncio.run(launch(config, out=out, err=err))
 

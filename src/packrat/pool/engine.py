@@ -7,9 +7,12 @@ and returns the outputs in request order.
 
 Failure contract: a model error in one sub-batch raises WorkerError naming the instance, after
 every other instance's reply has been read, and the engine keeps serving. A worker that dies,
-or does not reply within `batch_timeout_s`, also raises WorkerError and leaves the engine
-*broken*: every later call raises WorkerError until `close()`. Nothing ever waits on a dead
-worker. One call runs at a time; concurrent callers are serialized.
+or does not reply within `batch_timeout_s`, during `run_split` loses only its own sub-batch
+(`SubBatch.lost`): the other instances' outputs are returned, and the engine is *degraded*
+until `replace_lost()` starts a fresh worker with the same threads and cores in its place.
+Anywhere else (a move, a measurement), a lost worker leaves the engine *broken*: every later
+call raises WorkerError until `close()`. Nothing ever waits on a dead worker. One call runs at
+a time; concurrent callers are serialized.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ class SubBatch:
     outputs: tuple[Any, ...]
     error: str | None
     compute_s: float = 0.0
+    lost: bool = False  # the worker died or hung: its requests got no answer
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,8 @@ class Reconfiguration:
 class EngineState(enum.Enum):
     NEW = "new"
     RUNNING = "running"
-    BROKEN = "broken"  # a worker died or timed out; only close() is left
+    DEGRADED = "degraded"  # a worker was lost in a batch; replace_lost() restores it
+    BROKEN = "broken"  # a worker died or timed out elsewhere; only close() is left
     CLOSED = "closed"
 
 
@@ -118,6 +123,7 @@ class Engine:
         self._pool_size = max(len(plan.instances), pool_size or 0)
         self._workers: list[ChildProcess] = []
         self._layouts: list[tuple[int, tuple[int, ...]]] = []  # (threads, cores) per worker
+        self._lost: set[int] = set()  # workers lost in a batch, to replace
         self._weights_path: str | None = None
         self._ready: tuple[Ready, ...] = ()
         self._start_s: float | None = None
@@ -221,9 +227,8 @@ class Engine:
             ]
             workers = [self._workers[k] for k, _ in used]
             commands: list[Command] = [RunBatch(batch_id, tuple(items[part])) for _, part in used]
-            outcomes = self._exchange(workers, commands, self._config.batch_timeout_s)
-            if self._state is EngineState.BROKEN:
-                raise WorkerError(self._broken_reason)
+            lost: dict[int, str] = {}
+            outcomes = self._exchange(workers, commands, self._config.batch_timeout_s, lost)
             results: list[SubBatch] = []
             for (k, part), worker, outcome in zip(used, workers, outcomes, strict=True):
                 expected = part.stop - part.start
@@ -239,10 +244,41 @@ class Engine:
                         f"{worker.describe()} returned {len(outcome.outputs)} outputs "
                         f"for {expected} requests"
                     )
+                elif k in lost:
+                    results.append(SubBatch(k, part.start, part.stop, (), lost[k], lost=True))
+                    continue
                 else:
                     error = self._failure(worker, outcome, self._config.batch_timeout_s)
                 results.append(SubBatch(k, part.start, part.stop, (), error))
             return results
+
+    @property
+    def lost(self) -> list[int]:
+        """Indices of the workers lost in a batch and not yet replaced."""
+        return sorted(self._lost)
+
+    def replace_lost(self) -> list[int]:
+        """Start a fresh worker in place of each lost one (same index, threads and cores; a
+        hung one is killed first), wait until all are ready, and serve again. Takes as long
+        as loading the model. Returns the indices replaced (none unless degraded).
+
+        Raises WorkerError if a replacement fails to start (the engine is then broken).
+        """
+        with self._lock:
+            if self._state is not EngineState.DEGRADED:
+                return []
+            lost = sorted(self._lost)
+            stop_children([self._workers[k] for k in lost], timeout_s=0.0)
+            layouts = [self._layouts[k] for k in lost]
+            try:
+                self._spawn(layouts, time.monotonic() + self._config.start_timeout_s, at=lost)
+            except WorkerError as exc:
+                self._state = EngineState.BROKEN
+                self._broken_reason = f"replacing lost workers failed: {exc}"
+                raise
+            self._lost.clear()
+            self._state = EngineState.RUNNING
+            return lost
 
     def replan(self, plan: Plan) -> None:
         """Serve `plan` from now on: the same instances (threads and cores, in order) with
@@ -435,13 +471,18 @@ class Engine:
         return 1, tuple(sorted({c for i in self._plan.instances for c in i.cores}))
 
     def _spawn(
-        self, layouts: Sequence[tuple[int, tuple[int, ...]]], deadline: float
+        self,
+        layouts: Sequence[tuple[int, tuple[int, ...]]],
+        deadline: float,
+        at: Sequence[int] | None = None,
     ) -> tuple[Ready, ...]:
-        """Start one worker per (threads, cores), after the existing ones, and wait until all
-        of them are ready. Raises WorkerError (with the worker's own message) otherwise."""
+        """Start one worker per (threads, cores), after the existing ones or in place of the
+        workers at indices `at`, and wait until all of them are ready. Raises WorkerError
+        (with the worker's own message) otherwise."""
         first = len(self._workers)
+        indices = list(at) if at is not None else list(range(first, first + len(layouts)))
         parent_pid = os.getpid()
-        for index, (threads, cores) in enumerate(layouts, start=first):
+        for index, (threads, cores) in zip(indices, layouts, strict=True):
             spec = WorkerSpec(
                 index,
                 threads,
@@ -451,13 +492,15 @@ class Engine:
                 parent_pid,
                 keep_freed_memory=self._config.keep_freed_memory,
             )
-            self._workers.append(
-                spawn_child(
-                    run_worker, spec, label=f"instance {index}", detail=f"cores {list(cores)}"
-                )
+            child = spawn_child(
+                run_worker, spec, label=f"instance {index}", detail=f"cores {list(cores)}"
             )
-            self._layouts.append((threads, cores))
-        new = self._workers[first:]
+            if index < len(self._workers):
+                self._workers[index], self._layouts[index] = child, (threads, cores)
+            else:
+                self._workers.append(child)
+                self._layouts.append((threads, cores))
+        new = [self._workers[index] for index in indices]
         timeout_s = _remaining(deadline)
         outcomes = wait_replies(new, timeout_s, stop_when=lambda o: not isinstance(o, Ready))
         ready: list[Ready] = []
@@ -499,12 +542,18 @@ class Engine:
             raise WorkerError(self._broken_reason)
 
     def _exchange(
-        self, workers: Sequence[ChildProcess], commands: Sequence[Command], timeout_s: float | None
+        self,
+        workers: Sequence[ChildProcess],
+        commands: Sequence[Command],
+        timeout_s: float | None,
+        lost: dict[int, str] | None = None,
     ) -> list[Outcome | None]:
         """Send each worker its command, then read one reply from each (None: timed out).
 
         All commands go out before any reply is read, so instances run in parallel. A worker
-        that died or timed out breaks the engine: its pipe is no longer in step.
+        that died or timed out breaks the engine (its pipe is no longer in step), unless
+        `lost` is given: then the engine is only degraded, and `lost` gets the worker's
+        index and what happened to it (it must be replaced before the next call).
         """
         for worker, command in zip(workers, commands, strict=True):
             worker.send(command)  # a closed pipe marks the worker gone: it yields Died below
@@ -513,8 +562,16 @@ class Engine:
         for position, worker in enumerate(workers):
             outcome = outcomes.get(position)
             if outcome is None or isinstance(outcome, Died):
-                self._state = EngineState.BROKEN
-                self._broken_reason = self._failure(worker, outcome, timeout_s)
+                reason = self._failure(worker, outcome, timeout_s)
+                if lost is None:
+                    self._state = EngineState.BROKEN
+                    self._broken_reason = reason
+                else:
+                    index = self._workers.index(worker)
+                    lost[index] = reason
+                    self._lost.add(index)
+                    if self._state is EngineState.RUNNING:
+                        self._state = EngineState.DEGRADED
             result.append(outcome)
         return result
 
@@ -550,6 +607,8 @@ class Engine:
             return
         if self._state is EngineState.BROKEN:
             raise WorkerError(f"engine is broken ({self._broken_reason}); close it and start anew")
+        if self._state is EngineState.DEGRADED:
+            raise WorkerError(f"engine lost workers {self.lost}; call replace_lost() first")
         raise WorkerError(f"engine is {self._state.value}, not running")
 
 

@@ -69,7 +69,12 @@ class ServedModel(Protocol):
         """Per-request input (shape without the batch dimension, dtype); None if unknown."""
 
     @property
-    def ready(self) -> bool: ...
+    def ready(self) -> bool:
+        """Taking requests."""
+
+    @property
+    def degraded(self) -> bool:
+        """Taking requests, but an instance was lost and is being replaced."""
 
     async def infer(self, request: Any) -> Any:
         """One request (a decoded input, e.g. a tensor) in, its output out, through the

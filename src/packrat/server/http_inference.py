@@ -56,14 +56,18 @@ def _torchserve_router(repo: ModelRepository, config: HttpConfig, metrics: Metri
 
     @router.get(
         "/ping",
-        summary="Health: 200 Healthy when every model is ready, else 503 Unhealthy",
+        summary="Health: 200 Healthy when every model is ready (Degraded while a lost instance "
+        "is replaced: requests still queue), else 503 Unhealthy",
         responses={503: {"description": '{"status": "Unhealthy"}'}},
     )
     async def ping() -> Response:
-        healthy = all(model.ready for model in repo.models())
-        if healthy:
-            return JSONBody({"status": "Healthy"})
-        return JSONBody({"status": "Unhealthy"}, status_code=503)
+        models = repo.models()
+        if not all(model.ready for model in models):
+            return JSONBody({"status": "Unhealthy"}, status_code=503)
+        degraded = sorted({model.name for model in models if model.degraded})
+        if degraded:
+            return JSONBody({"status": "Degraded", "degraded": degraded})
+        return JSONBody({"status": "Healthy"})
 
     async def predict(request: Request, model: ServedModel) -> Response:
         with metrics.time_request(model.name):

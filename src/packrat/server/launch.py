@@ -12,6 +12,7 @@ A TOML file (`packrat serve --config FILE`) looks like:
     max_batch_size = 8        # defaults for every model (and for management-API registrations)
     max_batch_delay_ms = 5.0
     policy = "auto"           # how plans follow the load: "auto", "follow" or "fixed"
+    batch_timeout_s = 120     # a worker silent this long on a batch is killed and replaced
 
     [[models]]
     spec = "resnet50"         # a zoo name or a file
@@ -60,6 +61,7 @@ class LaunchConfig:
     cores: int | None = None  # first N usable cores for models without their own
     keep_freed_memory: bool = True
     policy: str = PolicyKind.AUTO.value
+    batch_timeout_s: float = 120.0  # a worker silent this long on a batch is replaced
     models: tuple[ModelConfig, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -72,6 +74,13 @@ class LaunchConfig:
                 raise PackratError(
                     f"{name} must be a host name or address, got {getattr(self, name)!r}"
                 )
+        if isinstance(self.batch_timeout_s, bool) or not (
+            isinstance(self.batch_timeout_s, int | float) and self.batch_timeout_s > 0
+        ):
+            raise PackratError(
+                "batch_timeout_s must be a positive number of seconds, "
+                f"got {self.batch_timeout_s!r}"
+            )
         if self.cores is not None and (
             isinstance(self.cores, bool) or not isinstance(self.cores, int) or self.cores < 1
         ):
@@ -196,7 +205,10 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
         repo = Repository(
             defaults,
             model_store=config.model_store,
-            engine_config=EngineConfig(keep_freed_memory=config.keep_freed_memory),
+            engine_config=EngineConfig(
+                keep_freed_memory=config.keep_freed_memory,
+                batch_timeout_s=float(config.batch_timeout_s),
+            ),
             progress=bar,
             on_start=lambda runtime: watch(runtime, metrics),
         )

@@ -113,6 +113,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        self._restarts = Counter(
+            "packrat_instance_restarts",
+            "Instances replaced after their worker died or missed the batch deadline.",
+            ("model",),
+            registry=self.registry,
+        )
         self._busy = Counter(
             "packrat_instance_busy_seconds",
             "Seconds each instance spent computing (preprocess + inference + postprocess).",
@@ -163,6 +169,10 @@ class Metrics:
         self._switches.labels(model).inc()
         self._switch_latency.labels(model).observe(max(0.0, seconds))
         self.set_plan(model, plan)
+
+    def observe_restarts(self, model: str, count: int) -> None:
+        """`count` lost instances of `model` were replaced."""
+        self._restarts.labels(model).inc(count)
 
     def set_queue_depth(self, model: str, depth: int) -> None:
         """`depth` requests of `model` are waiting for a batch."""

@@ -1,4 +1,4 @@
-"""Connect a model runtime to the server's metrics: batches, queue depth, plan."""
+"""Connect a model runtime to the server's metrics: batches, queue depth, plan, restarts."""
 
 from __future__ import annotations
 
@@ -20,5 +20,9 @@ def watch(runtime: ModelRuntime, metrics: Metrics) -> None:
     def on_switch(switch: Switch) -> None:
         metrics.observe_switch(name, switch.new_plan, switch.took_s)
 
+    def on_restart(count: int) -> None:
+        metrics.observe_restarts(name, count)
+
     runtime.add_listener(on_batch)
     runtime.add_switch_listener(on_switch)
+    runtime.add_restart_listener(on_restart)

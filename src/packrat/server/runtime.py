@@ -10,9 +10,13 @@ lock as a batch, so they happen between two batches; queued requests wait and no
 
 Errors, per request: a model error in one instance's sub-batch fails exactly the requests of
 that sub-batch with InferenceFailed (the model's message); the rest of the batch succeeds. A
-worker that dies or times out breaks the pool: that batch's requests get Unavailable, the
-model stops being `ready`, and later requests get Unavailable too (unregister and register
-the model again to restart it).
+worker that dies or misses the batch deadline (`EngineConfig.batch_timeout_s`) during a batch
+fails only its own sub-batch's requests, with Unavailable (503: they may be retried); the
+model is then `degraded` until a fresh worker with the same threads and cores has replaced
+it (seconds: it loads the model), which happens before the next batch runs, so later requests
+wait instead of failing. If a replacement cannot start, or a worker is lost while plans are
+switched, the pool is broken: the model stops being `ready` and every request gets
+Unavailable (unregister and register the model again to restart it).
 """
 
 from __future__ import annotations
@@ -91,6 +95,8 @@ class Switch:
 
 
 SwitchListener = Callable[[Switch], None]
+RestartListener = Callable[[int], None]
+"""Called with how many instances were just replaced after being lost."""
 
 SWITCH_LOG = 10_000
 """Switches kept for `switch_log()` (all are counted); `describe()` shows the last few."""
@@ -148,6 +154,9 @@ class ModelRuntime:
         self._switch_listeners: list[SwitchListener] = []
         self._switches: collections.deque[Switch] = collections.deque(maxlen=SWITCH_LOG)
         self._switches_total = 0
+        self._restart_listeners: list[RestartListener] = []
+        self._restarts_total = 0
+        self._replacing: asyncio.Task[None] | None = None
         self._batcher: Batcher[Any, Any] = Batcher(self._run_batch, batching)
         self._state = RuntimeState.NEW
         self._identity: ModelIdentity | None = None
@@ -177,12 +186,18 @@ class ModelRuntime:
 
     @property
     def ready(self) -> bool:
-        """Started, not stopping, and every instance alive."""
+        """Started, not stopping, and taking requests: every instance alive, or a lost one
+        being replaced (`degraded`; requests wait for it)."""
         return (
             self._state is RuntimeState.RUNNING
-            and self._engine.state is EngineState.RUNNING
+            and self._engine.state in (EngineState.RUNNING, EngineState.DEGRADED)
             and self._batcher.accepting
         )
+
+    @property
+    def degraded(self) -> bool:
+        """An instance was lost and is being replaced."""
+        return self._engine.state is EngineState.DEGRADED
 
     async def infer(self, request: Any) -> Any:
         """The model's output for one request, batched with concurrent ones.
@@ -211,6 +226,8 @@ class ModelRuntime:
             "version": self._version,
             "state": self._state.value,
             "ready": self.ready,
+            "degraded": self.degraded,
+            "instances_restarted": self._restarts_total,
             "model": {
                 "source": self._source.name,
                 "content_hash": None if self._identity is None else self._identity.content_hash,
@@ -275,6 +292,8 @@ class ModelRuntime:
         self._state = RuntimeState.STOPPING
         try:
             await self._batcher.stop(drain=drain)
+            if self._replacing is not None:
+                await asyncio.wait([self._replacing])
         finally:
             await asyncio.to_thread(self._engine.close)
             self._state = RuntimeState.STOPPED
@@ -462,6 +481,7 @@ class ModelRuntime:
 
     async def _run_batch(self, requests: list[Any]) -> list[Any | BaseException]:
         async with self._plan_lock:
+            await self._replace_lost()
             if self._policy is not None:
                 try:
                     await self._follow(len(requests))
@@ -497,7 +517,51 @@ class ModelRuntime:
         for part in parts:
             compute_s[part.instance] = part.compute_s
         self._record(BatchRecord(tuple(sizes), tuple(compute_s), time.perf_counter() - started))
-        return _results(len(requests), parts)
+        if any(part.lost for part in parts):
+            for part in parts:
+                if part.lost:
+                    logger.error("model %s: %s", self._label, part.error)
+            self._replacing = asyncio.create_task(self._replace_lost_now())
+        return _results(len(requests), parts, self._label)
+
+    # --- lost instances ----------------------------------------------------------------------
+
+    def add_restart_listener(self, listener: RestartListener) -> None:
+        """Call `listener(count)` after lost instances were replaced (on the event loop)."""
+        self._restart_listeners.append(listener)
+
+    @property
+    def restarts_total(self) -> int:
+        """Instances replaced after being lost."""
+        return self._restarts_total
+
+    async def _replace_lost_now(self) -> None:
+        """Replace lost instances as soon as the running batch is done, even if no other
+        batch comes."""
+        async with self._plan_lock:
+            await self._replace_lost()
+
+    async def _replace_lost(self) -> None:
+        """Start fresh workers for the instances lost in a batch (plan lock held). On failure
+        the pool is broken, and the next batch's requests get Unavailable."""
+        if self._engine.state is not EngineState.DEGRADED:
+            return
+        started = time.monotonic()
+        try:
+            replaced = await asyncio.to_thread(self._engine.replace_lost)
+        except WorkerError as exc:
+            logger.error("model %s: replacing lost instances failed: %s", self._label, exc)
+            return
+        self._restarts_total += len(replaced)
+        logger.warning(
+            "model %s: lost instance(s) %s replaced in %.1f s",
+            self._label, ", ".join(map(str, replaced)), time.monotonic() - started,
+        )  # fmt: skip
+        for listener in self._restart_listeners:
+            try:
+                listener(len(replaced))
+            except Exception:
+                logger.exception("restart listener of model %s failed", self._label)
 
     def _record(self, record: BatchRecord) -> None:
         for k, seconds in enumerate(record.compute_s):
@@ -516,12 +580,17 @@ class ModelRuntime:
         return f"{self._name}:{self._version}"
 
 
-def _results(count: int, parts: Sequence[SubBatch]) -> list[Any | BaseException]:
-    """One (output, compute seconds of its sub-batch) or InferenceFailed per request, by
-    position (one error object each)."""
+def _results(count: int, parts: Sequence[SubBatch], label: str) -> list[Any | BaseException]:
+    """One (output, compute seconds of its sub-batch), InferenceFailed (the model raised) or
+    Unavailable (its instance was lost) per request, by position (one error object each)."""
     results: list[Any | BaseException] = [None] * count
     for part in parts:
-        if part.error is not None:
+        if part.lost:
+            for position in range(part.start, part.stop):
+                results[position] = Unavailable(
+                    f"model {label}: {part.error}; the instance is being restarted, retry"
+                )
+        elif part.error is not None:
             for position in range(part.start, part.stop):
                 results[position] = InferenceFailed(part.error)
         else:

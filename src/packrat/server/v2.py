@@ -124,11 +124,18 @@ def create_v2_router(repo: ModelRepository, config: HttpConfig, metrics: Metrics
     async def live() -> dict[str, bool]:
         return {"live": True}
 
-    @router.get("/health/ready", summary="Readiness: 200 when every model is ready, else 503")
+    @router.get(
+        "/health/ready",
+        summary="Readiness: 200 when every model is ready, else 503 (also while a model "
+        "replaces a lost instance)",
+    )
     async def ready() -> dict[str, bool]:
         waiting = sorted({model.name for model in repo.models() if not model.ready})
         if waiting:
             raise Unavailable(f"models not ready: {', '.join(waiting)}")
+        degraded = sorted({model.name for model in repo.models() if model.degraded})
+        if degraded:
+            raise Unavailable(f"models replacing a lost instance: {', '.join(degraded)}")
         return {"ready": True}
 
     @router.get("/models/{model_name}", summary="Model metadata")
