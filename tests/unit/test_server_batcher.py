@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 
 from packrat.server.api import Unavailable
-from packrat.server.batcher import Batcher, BatchingConfig
+from packrat.server.batcher import QUEUE_FULL_RETRY_AFTER_S, Batcher, BatchingConfig
 
 T = TypeVar("T")
 
@@ -208,8 +208,9 @@ def test_full_queue_refuses_with_unavailable() -> None:
         await _wait_until(lambda: model.running == 1)
         queued = [asyncio.ensure_future(batcher.submit(i)) for i in (1, 2)]
         await _wait_until(lambda: batcher.queue_depth == 2)
-        with pytest.raises(Unavailable, match="queue is full"):
+        with pytest.raises(Unavailable, match="queue is full") as refused:
             await batcher.submit(3)
+        assert refused.value.retry_after_s == QUEUE_FULL_RETRY_AFTER_S
         model.gate.set()
         assert await running == 0
         assert await asyncio.gather(*queued) == [2, 4]

@@ -158,6 +158,17 @@ def test_a_model_not_ready_is_503(client: TestClient, repo: FakeRepository) -> N
     assert_error(client.post("/predictions/double", json=[1, 2, 3]), 503, "not ready")
 
 
+def test_a_full_queue_is_503_with_retry_after(client: TestClient, repo: FakeRepository) -> None:
+    from packrat.server.api import Unavailable
+
+    repo.get("double").refusal = Unavailable("the model's queue is full", retry_after_s=1)
+    response = client.post("/predictions/double", json=[1, 2, 3])
+    assert_error(response, 503, "queue is full")
+    assert response.headers["Retry-After"] == "1"
+    repo.get("double").ready = False  # no hint when there is nothing to wait for
+    assert "Retry-After" not in client.post("/predictions/double", json=[1, 2, 3]).headers
+
+
 def test_oversize_body_is_413(client: TestClient) -> None:
     response = client.post("/predictions/double", json=list(range(1000)))
     assert_error(response, 413, "over the limit of 1024 bytes")

@@ -44,9 +44,16 @@ class UnsupportedMediaType(ServerError):
 
 
 class Unavailable(ServerError):
-    """The model is not ready, or the server is shutting down (503)."""
+    """The model is not ready, its queue is full, or the server is shutting down (503).
+
+    `retry_after_s`, when given, becomes a Retry-After header: when trying again is worth it.
+    """
 
     status = 503
+
+    def __init__(self, message: str, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class InferenceFailed(ServerError):

@@ -29,6 +29,11 @@ Resp = TypeVar("Resp")
 logger = logging.getLogger(__name__)
 
 
+QUEUE_FULL_RETRY_AFTER_S = 1
+"""Retry-After (seconds) on a request refused because its model's queue is full: the queue
+moves by a batch at a time, so a second is usually enough for room to appear."""
+
+
 @dataclass(frozen=True)
 class BatchingConfig:
     """How one model's requests are batched.
@@ -134,7 +139,8 @@ class Batcher(Generic[Req, Resp]):
             raise Unavailable("the model is not accepting requests (not started or stopping)")
         if len(self._queue) >= self._config.max_queue:
             raise Unavailable(
-                f"the model's queue is full ({self._config.max_queue} requests waiting)"
+                f"the model's queue is full ({self._config.max_queue} requests waiting)",
+                retry_after_s=QUEUE_FULL_RETRY_AFTER_S,
             )
         loop = asyncio.get_running_loop()
         pending: _Pending[Req, Resp] = _Pending(request, loop.create_future(), loop.time())

@@ -104,7 +104,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
 async def _on_server_error(request: Request, exc: Exception) -> Response:
     status = exc.status if isinstance(exc, ServerError) else 500
-    return error_response(status, str(exc))
+    response = error_response(status, str(exc))
+    retry_after_s = getattr(exc, "retry_after_s", None)
+    if retry_after_s is not None:
+        response.headers["Retry-After"] = str(retry_after_s)
+    return response
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> Response:
