@@ -190,6 +190,22 @@ def test_metrics_and_openapi(server: RunningServer) -> None:
     assert "/predictions/{model_name}" in paths and "/v2/models/{model_name}/infer" in paths
 
 
+def test_a_token_file_guards_both_apis(tmp_path: Path) -> None:
+    token = "e2e-token-0123456789abcdef"
+    (tmp_path / "token.txt").write_text(token + "\n")
+    args = (str(FIXTURES / "server_marker_handler.py"), "--token-file", str(tmp_path / "token.txt"))
+    with packrat_serve(*args, "--plan", "<1,1,1>", workdir=tmp_path) as running:
+        assert "require the API token" in running.output and token not in running.output
+        url = running.inference + "/predictions/server_marker_handler"
+        assert httpx.post(url, json=2.5).status_code == 401
+        auth = {"Authorization": f"Bearer {token}"}
+        assert httpx.post(url, json=2.5, headers=auth).json() == 5.0
+        assert httpx.get(running.management + "/models").status_code == 401
+        assert httpx.get(running.management + "/models", headers=auth).status_code == 200
+        assert httpx.get(running.inference + "/ping").status_code == 200
+        assert running.stop() == 0, running.output
+
+
 def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
     with packrat_serve(
         str(FIXTURES / "server_marker_handler.py"), "--max-batch-size", "4", workdir=tmp_path

@@ -85,6 +85,14 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            help="File whose first line is the bearer token the inference and management "
+            "APIs require (else $PACKRAT_TOKEN; health checks and /metrics stay open).",
+        ),
+    ] = None,
     model_store: Annotated[
         Path | None,
         typer.Option("--model-store", help="Directory model files are loaded from."),
@@ -131,6 +139,7 @@ def serve(
             fat=fat or None,
             policy=policy,
             batch_timeout_s=batch_timeout_s,
+            token_file=token_file,
         )
         asyncio.run(launch(config, out=out, err=err))
 

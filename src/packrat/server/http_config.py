@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from packrat.server.http_auth import check_token
 
 MiB = 1024 * 1024
 
@@ -24,6 +26,7 @@ class HttpConfig:
         each becomes a task waiting in the model's queue.
     inline_encode_values: outputs of up to this many values are encoded to JSON on the event
         loop; larger ones (BERT's [128, 768] hidden states) in a worker thread.
+    token: when set, both apps require `Authorization: Bearer <token>` (`http_auth`).
     """
 
     max_body_bytes: int = 16 * MiB
@@ -31,8 +34,11 @@ class HttpConfig:
     max_infer_rows: int = 4096
     inline_decode_bytes: int = 64 * 1024
     inline_encode_values: int = 16 * 1024
+    token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if self.token is not None:
+            check_token(self.token)
         for name in (
             "max_body_bytes",
             "max_image_pixels",

@@ -10,24 +10,24 @@ pins a plan and `{"policy": "auto"}` (or "follow", "fixed") lets the load choose
 `PUT /models/{name}[/{version}]/cores` with `{"cores": "0-3"}` (or a list of CPU ids) moves
 the model. Each change is made between two batches by the same in-place switch.
 
-Access control goes in `_dependencies`, the one place every management route takes its
-dependencies from.
+With a token configured (`HttpConfig.token`), every route requires it
+(`packrat.server.http_auth`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi import Depends as depends
 from fastapi.exceptions import RequestValidationError
-from fastapi.params import Depends
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from packrat import __version__
 from packrat.server.api import BadRequest, ModelRepository, ServedModel
+from packrat.server.http_auth import TokenAuth
 from packrat.server.http_config import HttpConfig
 from packrat.server.responses import ERROR_RESPONSES, install_error_handlers
 
@@ -86,19 +86,14 @@ def create_management_app(repo: ModelRepository, config: HttpConfig | None = Non
     config = config or HttpConfig()
     app = FastAPI(title="Packrat management", version=__version__)
     install_error_handlers(app)
-    app.include_router(_management_router(repo, _dependencies(config)))
+    if config.token is not None:
+        app.add_middleware(TokenAuth, token=config.token)
+    app.include_router(_management_router(repo))
     return app
 
 
-def _dependencies(config: HttpConfig) -> Sequence[Depends]:
-    """Dependencies of every management route (e.g. token auth, when configured)."""
-    return ()
-
-
-def _management_router(repo: ModelRepository, dependencies: Sequence[Depends]) -> APIRouter:
-    router = APIRouter(
-        tags=["management"], responses=ERROR_RESPONSES, dependencies=list(dependencies)
-    )
+def _management_router(repo: ModelRepository) -> APIRouter:
+    router = APIRouter(tags=["management"], responses=ERROR_RESPONSES)
 
     @router.get("/models", summary="List models")
     async def list_models(

@@ -9,6 +9,7 @@ A TOML file (`packrat serve --config FILE`) looks like:
     management_port = 8081
     metrics_port = 8082
     model_store = "models"    # model files load from here only
+    token_file = "token.txt"  # both APIs need "Authorization: Bearer <its first line>"
     max_batch_size = 8        # defaults for every model (and for management-API registrations)
     max_batch_delay_ms = 5.0
     policy = "auto"           # how plans follow the load: "auto", "follow" or "fixed"
@@ -30,6 +31,7 @@ command line are served in addition to the file's.
 from __future__ import annotations
 
 import contextlib
+import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -41,6 +43,7 @@ from packrat.controller.estimator import EstimatorConfig
 from packrat.controller.policy import PolicyKind
 from packrat.errors import PackratError
 from packrat.pool.config import EngineConfig
+from packrat.server.http_auth import check_token
 from packrat.server.listen import Bound, Listener, bind, serve
 from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
 from packrat.types import parse_plan
@@ -56,6 +59,7 @@ class LaunchConfig:
     management_port: int = 8081
     metrics_port: int = 8082
     model_store: Path | None = None
+    token_file: Path | None = None  # the API token; else $PACKRAT_TOKEN; else no token
     max_batch_size: int = 8
     max_batch_delay_ms: float = 5.0
     cores: int | None = None  # first N usable cores for models without their own
@@ -119,8 +123,9 @@ def load_config_file(path: Path) -> LaunchConfig:
     bad = set(server) - _SERVER_KEYS
     if bad:
         raise PackratError(f"{path}: unknown [server] key(s) {sorted(bad)}")
-    if "model_store" in server:
-        server["model_store"] = (path.parent / str(server["model_store"])).resolve()
+    for key in ("model_store", "token_file"):
+        if key in server:
+            server[key] = (path.parent / str(server[key])).resolve()
     models = tuple(_model(entry, path, i) for i, entry in enumerate(data.get("models", [])))
     try:
         return LaunchConfig(**server, models=models)
@@ -223,7 +228,9 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
             for b in bound:
                 b.sock.close()
             raise
-    http = HttpConfig()
+    http = HttpConfig(token=api_token(config))
+    if http.token is not None:
+        out.print("inference and management APIs require the API token", highlight=False)
     apps = {
         "inference": create_inference_app(repo, http, metrics),
         "management": create_management_app(repo, http),
@@ -233,6 +240,32 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
         out.print(f"{b.listener.name} API listening on {b.address}", highlight=False)
     await serve(bound, apps, on_shutdown=repo.close)
     out.print("packrat: stopped", highlight=False)
+
+
+TOKEN_ENV = "PACKRAT_TOKEN"
+
+
+def api_token(config: LaunchConfig) -> str | None:
+    """The bearer token both APIs require: the first line of `token_file`, else the
+    PACKRAT_TOKEN environment variable, else None (no token). PackratError if the file
+    cannot be read or the token is unusable (too short, spaces)."""
+    token: str | None = None
+    where = TOKEN_ENV
+    if config.token_file is not None:
+        where = str(config.token_file)
+        try:
+            lines = config.token_file.read_text().splitlines()
+        except OSError as exc:
+            raise PackratError(f"cannot read token file {where}: {exc.strerror}") from None
+        token = lines[0].strip() if lines else ""
+    elif os.environ.get(TOKEN_ENV):
+        token = os.environ[TOKEN_ENV].strip()
+    if token is None:
+        return None
+    try:
+        return check_token(token)
+    except ValueError as exc:
+        raise PackratError(f"{where}: {exc}") from None
 
 
 def _describe(info: Any) -> str:
