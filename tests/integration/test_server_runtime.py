@@ -17,7 +17,7 @@ from packrat.profiler.cache import default_profile_path
 from packrat.profiler.profile_file import Profile, load_profile, save_profile
 from packrat.profiler.stats import CellStats
 from packrat.profiler.sweep import torch_version
-from packrat.server.api import BadRequest, InferenceFailed, NotFound, Unavailable
+from packrat.server.api import BadRequest, Conflict, InferenceFailed, NotFound, Unavailable
 from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
 from packrat.topology import format_cpu_list, machine_info, read_topology
 from packrat.types import InstanceSpec, Plan
@@ -174,7 +174,7 @@ def test_a_model_error_fails_only_its_sub_batch() -> None:
         ]
         assert all(busy > 0 for busy in runtime.busy_s)
 
-        with pytest.raises(BadRequest, match="already served"):
+        with pytest.raises(Conflict, match="already served"):
             await repository.register_model(config)
         with pytest.raises(BadRequest, match="outside the model store"):
             await repository.register("../unit/test_server_split.py")

@@ -83,7 +83,7 @@ def test_register(client: TestClient, repo: FakeRepository) -> None:
 def test_register_errors(client: TestClient) -> None:
     assert_error(client.post("/models"), 400, "url")
     assert_error(client.post("/models", params={"url": "bad"}), 400, "cannot resolve")
-    assert_error(client.post("/models", params={"url": "bert"}), 400, "already served")
+    assert_error(client.post("/models", params={"url": "bert"}), 409, "already served")
 
 
 def test_unregister(client: TestClient, repo: FakeRepository) -> None:

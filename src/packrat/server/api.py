@@ -31,6 +31,12 @@ class NotFound(ServerError):
     status = 404
 
 
+class Conflict(ServerError):
+    """The name and version are already served (409, as TorchServe answers)."""
+
+    status = 409
+
+
 class PayloadTooLarge(ServerError):
     """Body over the configured limit (413)."""
 
@@ -109,7 +115,8 @@ class ModelRepository(Protocol):
     async def register(self, spec: str, *, name: str | None = None) -> ServedModel:
         """Load and start a model from a zoo name or a file in the model store.
 
-        Raises BadRequest for a spec that cannot be resolved, or a name already served."""
+        Raises BadRequest for a spec that cannot be resolved, Conflict for a name and
+        version already served."""
 
     async def unregister(self, name: str, version: str | None = None) -> None:
         """Stop a model after its in-flight requests finish; raises NotFound."""

@@ -52,7 +52,7 @@ from packrat.profiler.profile_file import Profile, load_profile
 from packrat.profiler.stats import SamplingPolicy
 from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
 from packrat.progress import NullProgress, Progress
-from packrat.server.api import BadRequest, NotFound, ServedModel, ServerError, Unavailable
+from packrat.server.api import BadRequest, Conflict, NotFound, ServedModel, ServerError, Unavailable
 from packrat.server.batcher import BatchingConfig
 from packrat.server.planning import Planning
 from packrat.server.runtime import ModelRuntime
@@ -318,7 +318,7 @@ class Repository:
             raise BadRequest(f"model name {name!r} is not valid; give one with letters and digits")
         key = (name, config.version)
         if key in self._starting or config.version in self._models.get(name, {}):
-            raise BadRequest(f"model '{name}' version '{config.version}' is already served")
+            raise Conflict(f"model '{name}' version '{config.version}' is already served")
         self._starting.add(key)
         try:
             runtime = await self._build(config, source, name, progress)

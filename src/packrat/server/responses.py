@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import compile_path
 
 from packrat.server.api import ServerError
 
@@ -31,7 +32,7 @@ class ErrorBody(BaseModel):
 
 #: `responses=` for routes, so the OpenAPI spec shows the error body.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (400, 404, 413, 415, 500, 503)
+    status: {"model": ErrorBody} for status in (400, 401, 404, 409, 413, 415, 500, 503)
 }
 
 
@@ -126,7 +127,24 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
     response = error_response(exc.status_code, str(exc.detail))
     if exc.headers:  # e.g. Allow on 405
         response.headers.update(exc.headers)
+    if exc.status_code == 405:
+        allowed = _allowed_methods(request)
+        if allowed:
+            response.headers["Allow"] = ", ".join(sorted(allowed))
     return response
+
+
+def _allowed_methods(request: Request) -> set[str]:
+    """Every method the app documents for the request's path (Starlette's 405 names only the
+    first route that matched the path, and a path may have one route per method). As in
+    OpenAPI, the templates with the fewest parameters win: /models/{name}/plan over
+    /models/{name}/{version}."""
+    by_params: dict[int, set[str]] = {}
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        regex, _, params = compile_path(template)
+        if regex.match(request.url.path):
+            by_params.setdefault(len(params), set()).update(m.upper() for m in operations)
+    return by_params[min(by_params)] if by_params else set()
 
 
 async def _on_unexpected_error(request: Request, exc: Exception) -> Response:
