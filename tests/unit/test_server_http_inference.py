@@ -219,6 +219,10 @@ def test_content_length_over_the_limit_is_refused_before_reading(repo: FakeRepos
 def test_unknown_route_and_method_are_json_errors(client: TestClient) -> None:
     assert_error(client.get("/nowhere"), 404, "Not Found")
     assert_error(client.delete("/ping"), 405, "Method Not Allowed")
+    # POST and PUT are two routes of one path: a 405 names both.
+    assert client.delete("/predictions/double").headers["Allow"] == "POST, PUT"
+    assert client.get("/predictions/double/1.0").headers["Allow"] == "POST, PUT"
+    assert client.delete("/ping").headers["Allow"] == "GET"
 
 
 def test_metrics_count_requests_by_model_and_code(client: TestClient, metrics: Metrics) -> None:
