@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -218,6 +219,38 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
         assert failed.status_code == 500 and "marker request" in failed.json()["error"]
         assert running.stop() == 0, running.output
     assert "packrat: stopped" in running.output
+    assert all(process_is_gone(pid) for pid in pids)
+
+
+def test_sigterm_under_load_finishes_in_flight_requests_and_refuses_new_ones(
+    tmp_path: Path,
+) -> None:
+    """Requests running when SIGTERM comes are answered; requests sent during the drain get
+    503 at once; the server exits 0 and leaves no worker."""
+    slow = 3000.0  # the marker handler takes 2 s on it
+    with packrat_serve(
+        str(FIXTURES / "server_marker_handler.py"), "--plan", "<1,1,1>", workdir=tmp_path
+    ) as running:
+        url = running.inference + "/predictions/server_marker_handler"
+        (described,) = httpx.get(running.management + "/models/server_marker_handler").json()
+        pids = [i["pid"] for i in described["instances"]]
+
+        async def scenario() -> tuple[list[httpx.Response], httpx.Response, httpx.Response]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                in_flight = [asyncio.create_task(client.post(url, json=slow)) for _ in range(2)]
+                await asyncio.sleep(0.5)  # both sent: one runs, one waits in the queue
+                running.process.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.3)
+                refused = await client.post(url, json=1.0)
+                ping = await client.get(running.inference + "/ping")
+                return list(await asyncio.gather(*in_flight)), refused, ping
+
+        answered, refused, ping = asyncio.run(scenario())
+        assert [r.status_code for r in answered] == [200, 200]
+        assert [r.json() for r in answered] == [2 * slow, 2 * slow]
+        assert refused.status_code == 503 and "not ready" in refused.json()["error"]
+        assert ping.status_code == 503
+        assert running.process.wait(timeout=60) == 0, running.output
     assert all(process_is_gone(pid) for pid in pids)
 
 

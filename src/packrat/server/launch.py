@@ -238,7 +238,7 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
     }
     for b in bound:
         out.print(f"{b.listener.name} API listening on {b.address}", highlight=False)
-    await serve(bound, apps, on_shutdown=repo.close)
+    await serve(bound, apps, on_drain=repo.drain, on_shutdown=repo.close)
     out.print("packrat: stopped", highlight=False)
 
 

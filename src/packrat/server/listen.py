@@ -2,22 +2,29 @@
 
 Sockets are bound before serving so that port 0 resolves to a real port that can be printed,
 and so that a port already in use fails at once with a clear error. One uvicorn server serves
-every socket through a `PortRouter`; on SIGTERM or SIGINT it stops accepting connections,
-finishes the requests in flight, runs the shutdown hook (which drains the models and stops
-their workers) and returns, so the process exits 0.
+every socket through a `PortRouter`. On SIGTERM or SIGINT it first runs the drain hook while
+still listening (the models stop taking requests, which get 503, and finish the queued and
+running ones), then stops accepting connections as uvicorn does, runs the shutdown hook
+(which stops the workers) and returns, so the process exits 0. A second signal skips what
+is left of the drain.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import signal
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import FrameType
 
 import uvicorn
 
 from packrat.errors import PackratError
 from packrat.server.port_router import ASGIApp, Hook, PortRouter
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,12 +76,17 @@ def bind(listener: Listener) -> Bound:
 
 
 async def serve(
-    bound: list[Bound], apps: Mapping[str, ASGIApp], *, on_shutdown: Hook | None = None
+    bound: list[Bound],
+    apps: Mapping[str, ASGIApp],
+    *,
+    on_drain: Hook | None = None,
+    on_shutdown: Hook | None = None,
 ) -> None:
-    """Serve `apps[name]` on the socket bound for the listener of that name, until a signal."""
+    """Serve `apps[name]` on the socket bound for the listener of that name, until a signal
+    (see the module docstring for `on_drain` and `on_shutdown`)."""
     router = PortRouter({b.port: apps[b.listener.name] for b in bound}, on_shutdown=on_shutdown)
     config = uvicorn.Config(router, lifespan="on", log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
+    server = _DrainFirst(config, on_drain)
     # uvicorn captures SIGINT/SIGTERM while serving and re-raises them after its graceful
     # shutdown; with these no-op handlers in place, that re-raise ends in a normal return.
     previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -83,6 +95,39 @@ async def serve(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+class _DrainFirst(uvicorn.Server):
+    """uvicorn's server, but the first signal drains before the usual graceful shutdown."""
+
+    def __init__(self, config: uvicorn.Config, drain: Hook | None) -> None:
+        super().__init__(config)
+        self._drain = drain
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain is None or self._loop is None or self._draining is not None:
+            super().handle_exit(sig, frame)  # nothing to drain, or a second signal
+            return
+        # A signal handler runs between two bytecodes of the loop's thread: schedule, return.
+        self._loop.call_soon_threadsafe(self._start_drain, sig)
+
+    def _start_drain(self, sig: int) -> None:
+        if self._draining is None:
+            self._draining = asyncio.ensure_future(self._drain_then_exit(sig))
+
+    async def _drain_then_exit(self, sig: int) -> None:
+        assert self._drain is not None
+        try:
+            await self._drain()
+        except Exception:
+            logger.exception("draining the models failed; shutting down anyway")
+        super().handle_exit(sig, None)
 
 
 def _ignore(signum: int, frame: object) -> None:

@@ -294,6 +294,13 @@ class Repository:
         await runtime.move(runtime.planning.on(topology))
         return runtime
 
+    async def drain(self) -> None:
+        """Stop taking requests and registrations (both get Unavailable) and finish the queued
+        and running requests of every model, whose workers then stop. The models stay listed,
+        so their requests get 503 rather than 404, until `close()`."""
+        self._closed = True
+        await asyncio.gather(*(runtime.stop() for runtime in self.runtimes()))
+
     async def close(self) -> None:
         """Stop every model (draining their requests); later registrations get Unavailable."""
         self._closed = True

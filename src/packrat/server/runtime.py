@@ -211,7 +211,11 @@ class ModelRuntime:
     async def infer_timed(self, request: Any) -> tuple[Any, float]:
         """`infer`, and the seconds the instance computed on this request's sub-batch."""
         if not self.ready:
-            why = "an instance failed" if self._state is RuntimeState.RUNNING else "not running"
+            why = {
+                RuntimeState.RUNNING: "an instance failed",
+                RuntimeState.STOPPING: "the server is shutting down",
+                RuntimeState.STOPPED: "it has stopped",
+            }.get(self._state, "not running")
             raise Unavailable(f"model {self._label} is unavailable ({why})")
         result: tuple[Any, float] = await self._batcher.submit(request)
         return result
