@@ -39,6 +39,8 @@ def test_file_with_two_models_on_their_own_cores(tmp_path: Path) -> None:
     assert resnet.cores == (0, 1) and bert.cores == (2, 3)
     assert resnet.plan is not None and resnet.plan.describe() == "<2,1,8>"
     assert bert.name == "bert" and bert.max_batch_delay_ms == 20
+    assert resnet.max_batch_size == bert.max_batch_size == 16  # [server]'s, inherited
+    assert resnet.max_queue == 100  # the default
 
 
 def test_command_line_overrides_only_what_was_given(tmp_path: Path) -> None:

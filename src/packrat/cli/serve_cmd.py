@@ -37,6 +37,14 @@ def serve(
         float | None,
         typer.Option("--max-batch-delay", help="Milliseconds a batch waits for more [default: 5]."),
     ] = None,
+    max_queue: Annotated[
+        int | None,
+        typer.Option(
+            "--max-queue",
+            help="Requests a model queues; more get 503 with Retry-After [default: 100].",
+            show_default=False,
+        ),
+    ] = None,
     host: Annotated[
         str | None,
         typer.Option("--host", help="Inference and metrics address [default: 127.0.0.1]."),
@@ -127,6 +135,7 @@ def serve(
             cores=cores,
             max_batch_size=max_batch_size,
             max_batch_delay_ms=max_batch_delay_ms,
+            max_queue=max_queue,
             host=host,
             port=port,
             management_host=management_host,

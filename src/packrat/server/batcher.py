@@ -29,6 +29,10 @@ Resp = TypeVar("Resp")
 logger = logging.getLogger(__name__)
 
 
+DEFAULT_MAX_QUEUE = 100
+"""Requests a model queues before refusing more with 503, as TorchServe's job_queue_size: a
+flood then costs bounded memory and latency instead of both growing without end."""
+
 QUEUE_FULL_RETRY_AFTER_S = 1
 """Retry-After (seconds) on a request refused because its model's queue is full: the queue
 moves by a batch at a time, so a second is usually enough for room to appear."""
@@ -47,7 +51,7 @@ class BatchingConfig:
 
     max_batch_size: int = 8
     max_batch_delay_ms: float = 5.0
-    max_queue: int = 1000
+    max_queue: int = DEFAULT_MAX_QUEUE
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_queue"):

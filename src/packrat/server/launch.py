@@ -12,6 +12,7 @@ A TOML file (`packrat serve --config FILE`) looks like:
     token_file = "token.txt"  # both APIs need "Authorization: Bearer <its first line>"
     max_batch_size = 8        # defaults for every model (and for management-API registrations)
     max_batch_delay_ms = 5.0
+    max_queue = 100           # requests waiting per model; more get 503 + Retry-After
     policy = "auto"           # how plans follow the load: "auto", "follow" or "fixed"
     batch_timeout_s = 120     # a worker silent this long on a batch is killed and replaced
 
@@ -43,6 +44,7 @@ from packrat.controller.estimator import EstimatorConfig
 from packrat.controller.policy import PolicyKind
 from packrat.errors import PackratError
 from packrat.pool.config import EngineConfig
+from packrat.server.batcher import DEFAULT_MAX_QUEUE
 from packrat.server.http_auth import check_token
 from packrat.server.listen import Bound, Listener, bind, serve
 from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
@@ -62,6 +64,7 @@ class LaunchConfig:
     token_file: Path | None = None  # the API token; else $PACKRAT_TOKEN; else no token
     max_batch_size: int = 8
     max_batch_delay_ms: float = 5.0
+    max_queue: int = DEFAULT_MAX_QUEUE
     cores: int | None = None  # first N usable cores for models without their own
     keep_freed_memory: bool = True
     policy: str = PolicyKind.AUTO.value
@@ -126,21 +129,28 @@ def load_config_file(path: Path) -> LaunchConfig:
     for key in ("model_store", "token_file"):
         if key in server:
             server[key] = (path.parent / str(server[key])).resolve()
-    models = tuple(_model(entry, path, i) for i, entry in enumerate(data.get("models", [])))
+    inherited = {k: server[k] for k in _INHERITED if k in server}
+    models = tuple(
+        _model(entry, path, i, inherited) for i, entry in enumerate(data.get("models", []))
+    )
     try:
         return LaunchConfig(**server, models=models)
     except TypeError as exc:
         raise PackratError(f"{path}: {exc}") from None
 
 
-def _model(entry: Any, path: Path, index: int) -> ModelConfig:
+_INHERITED = ("max_batch_size", "max_batch_delay_ms", "max_queue")
+"""[server] keys that are defaults for the [[models]] entries that do not set them."""
+
+
+def _model(entry: Any, path: Path, index: int, inherited: dict[str, Any]) -> ModelConfig:
     where = f"{path}: [[models]] entry {index + 1}"
     if not isinstance(entry, dict):
         raise PackratError(f"{where} is not a table")
     bad = set(entry) - _MODEL_KEYS
     if bad:
         raise PackratError(f"{where}: unknown key(s) {sorted(bad)}")
-    values = dict(entry)
+    values = inherited | dict(entry)
     try:
         if "plan" in values:
             values["plan"] = parse_plan(str(values["plan"]))
@@ -166,6 +176,7 @@ def with_cli(base: LaunchConfig, models: list[str], **overrides: Any) -> LaunchC
     per_model: dict[str, Any] = {
         "max_batch_size": config.max_batch_size,
         "max_batch_delay_ms": config.max_batch_delay_ms,
+        "max_queue": config.max_queue,
         "profile": overrides.get("profile"),
         "fat": bool(overrides.get("fat")),
     }
@@ -204,6 +215,7 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
         cores=default_cores,
         max_batch_size=config.max_batch_size,
         max_batch_delay_ms=config.max_batch_delay_ms,
+        max_queue=config.max_queue,
         policy=PolicyKind.parse(config.policy),
     )
     with progress_bar(err) as bar:

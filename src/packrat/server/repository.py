@@ -53,7 +53,7 @@ from packrat.profiler.stats import SamplingPolicy
 from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
 from packrat.progress import NullProgress, Progress
 from packrat.server.api import BadRequest, Conflict, NotFound, ServedModel, ServerError, Unavailable
-from packrat.server.batcher import BatchingConfig
+from packrat.server.batcher import DEFAULT_MAX_QUEUE, BatchingConfig
 from packrat.server.planning import Planning
 from packrat.server.runtime import ModelRuntime
 from packrat.topology import Topology, format_cpu_list, parse_cpu_list, read_topology
@@ -96,7 +96,7 @@ class ModelConfig:
     cores: tuple[int, ...] | None = None
     max_batch_size: int = 8
     max_batch_delay_ms: float = 5.0
-    max_queue: int = 1000
+    max_queue: int = DEFAULT_MAX_QUEUE
     profile: Path | None = None
     plan: Plan | None = None
     fat: bool = False
@@ -143,7 +143,7 @@ class RepositoryDefaults:
     cores: tuple[int, ...] | None = None
     max_batch_size: int = 8
     max_batch_delay_ms: float = 5.0
-    max_queue: int = 1000
+    max_queue: int = DEFAULT_MAX_QUEUE
     fat: bool = False
     policy: PolicyKind = PolicyKind.AUTO
 
