@@ -3,8 +3,8 @@
     python benchmarks/switch_cost.py [--model resnet50] [--batch 8] [--rounds 8]
 
 (with the project's venv active; HF_HUB_OFFLINE=1 is set). On the first two usable cores, one
-engine with a pool of two workers alternates between the fat plan <1,2,B> and the thin plan
-<2,1,B/2>. Each round switches, runs the first batch on the new plan, then three more. It
+engine with a pool of two workers, started on the thin plan <2,1,B/2> (so the worker that
+becomes fat booted on one core), alternates between the fat plan <1,2,B> and the thin plan. Each round switches, runs the first batch on the new plan, then three more. It
 prints, per direction, the switch time (from the call to every worker re-pinned and
 re-threaded: the next batch can start), the first batch's latency after the switch and the
 median of the three after it (the first one pays for threads that wake or start), as
@@ -53,7 +53,7 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as weights:
         config = EngineConfig(weights_dir=Path(weights), start_timeout_s=600, batch_timeout_s=120)
-        with Engine(resolve_model(args.model), plans["fat"], config, pool_size=2) as engine:
+        with Engine(resolve_model(args.model), plans["thin"], config, pool_size=2) as engine:
             requests = engine.example_requests(args.batch)
 
             def batch_ms() -> float:

@@ -54,16 +54,20 @@ def test_per_batch_keeps_a_plan_with_the_same_instances() -> None:
 
 
 def test_per_batch_switches_only_when_the_gain_beats_the_switch_cost() -> None:
-    policy = PerBatch(planner, switch_cost_s=0.005)
+    policy = PerBatch(planner, switch_cost_s=0.005, margin=0.0)
     # On THIN[4] a batch of 1 takes 14 ms; the fat plan takes 10: 4 ms saved < 5 ms to switch.
     assert policy.propose(1, 1, 0.0, THIN[4], current_ms=14.0) is None
     assert policy.propose(1, 1, 0.0, THIN[4], current_ms=15.5) is not None
+    # The margin: the first batch after a switch is slower; 10% of 10 ms more to save.
+    margined = PerBatch(planner, switch_cost_s=0.005, margin=0.1)
+    assert margined.propose(1, 1, 0.0, THIN[4], current_ms=15.5) is None
+    assert margined.propose(1, 1, 0.0, THIN[4], current_ms=16.5) is not None
     # Without a prediction for the running plan, the optimizer's plan wins.
     assert policy.propose(1, 1, 0.0, THIN[4], current_ms=math.nan) is not None
 
 
 def test_per_batch_learns_what_a_switch_costs() -> None:
-    policy = PerBatch(planner, switch_cost_s=0.001)
+    policy = PerBatch(planner, switch_cost_s=0.001, margin=0.0)
     for _ in range(40):
         policy.switched(0.008, 0.0)
     assert policy.switch_cost_s == pytest.approx(0.008, rel=1e-3)

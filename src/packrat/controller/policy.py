@@ -80,6 +80,11 @@ class PlanPolicy(Protocol):
 SWITCH_COST_ALPHA = 0.25
 """Weight of the newest measured switch in `PerBatch`'s running estimate of a switch's cost."""
 
+SWITCH_MARGIN = 0.10
+"""Share of the new plan's latency a switch must also save: the first batch on re-threaded
+workers runs slower than the profile says (ResNet-50 at batch 2 on 2 cores: 63 ms after a
+switch to the fat plan, 55 ms steady; `benchmarks/switch_cost.py`)."""
+
 
 @dataclass
 class PerBatch:
@@ -87,12 +92,14 @@ class PerBatch:
 
     A batch of b switches to `planner(b)` unless the running plan already has the same
     instances, or the profile says the batch would not finish sooner on the new plan once
-    the switch itself is paid: `planner(b).latency_ms + switch cost >= current_ms`. The switch
-    cost is a moving average of the switches measured, starting at `switch_cost_s`.
+    the switch is paid: the switch cost (a moving average of the switches measured, starting
+    at `switch_cost_s`) plus `margin` times the new plan's latency, for the slower first batch
+    after it. A switch must save more than that.
     """
 
     planner: Planner
     switch_cost_s: float = 0.001
+    margin: float = SWITCH_MARGIN
 
     @property
     def kind(self) -> PolicyKind:
@@ -105,7 +112,8 @@ class PerBatch:
         if target.layout == current.layout:
             return None
         gain_ms = current_ms - target.latency_ms
-        if math.isnan(current_ms) or gain_ms > 1000.0 * self.switch_cost_s:
+        cost_ms = 1000.0 * self.switch_cost_s + self.margin * target.latency_ms
+        if math.isnan(current_ms) or gain_ms > cost_ms:
             return Proposal(target, f"batch of {batch}")
         return None
 

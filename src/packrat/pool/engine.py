@@ -491,6 +491,7 @@ class Engine:
                 self._weights_path,
                 parent_pid,
                 keep_freed_memory=self._config.keep_freed_memory,
+                visible_cores=tuple(sorted(os.sched_getaffinity(0))),
             )
             child = spawn_child(
                 run_worker, spec, label=f"instance {index}", detail=f"cores {list(cores)}"

@@ -84,8 +84,8 @@ def run_worker(spec: WorkerSpec, connection: Connection) -> None:
 
 
 def boot(spec: WorkerSpec) -> tuple[Handler, int]:
-    """Watch the parent, pin, import torch, load the model, initialize, map shared weights,
-    pin again.
+    """Watch the parent, pin to the visible cores, import torch, pin to the worker's cores,
+    load the model, initialize, map shared weights, pin again.
 
     Returns the handler and the bytes of weights now shared. Raises ParentGoneError if the
     engine already died, else BootError naming the phase that failed.
@@ -95,9 +95,12 @@ def boot(spec: WorkerSpec) -> tuple[Handler, int]:
         affinity.die_with_parent(spec.parent_pid)
         affinity.ignore_interrupts()
         affinity.set_thread_env(spec.threads)
+        affinity.pin_process(spec.visible_cores or spec.cores)
+        phase = FailurePhase.LOAD
+        configure_torch_threads(spec.threads)  # loads OpenMP, which counts the CPUs it sees
+        phase = FailurePhase.PIN
         affinity.pin_process(spec.cores)
         phase = FailurePhase.LOAD
-        configure_torch_threads(spec.threads)
         handler = spec.source.load()
         phase = FailurePhase.INITIALIZE
         handler.initialize()
