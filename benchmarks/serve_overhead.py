@@ -40,7 +40,6 @@ processes are checked gone. --workdir keeps the logs (TorchServe's under torchse
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import http.client
 import json
@@ -63,6 +62,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from serving import cpu_model, kept_analysis, metric, package_versions, packrat_serve, scrape
 
 REPO = Path(__file__).resolve().parents[1]
 HANDLER = REPO / "benchmarks" / "torchserve" / "raw_tensor_handler.py"
@@ -73,10 +73,7 @@ TS_UNDECLARED = ("pyyaml", "numpy")
 RAW = {"Content-Type": "application/octet-stream"}
 WARMUP_REQUESTS = 20
 IDLE_GAP_S = 0.002  # about the time a worker idles between two sequential requests
-START_TIMEOUT_S = 300.0
-_ADDRESS = re.compile(r"^(inference|management|metrics) API listening on (http://\S+)$", re.M)
 _COMPUTE = re.compile(r"\bcompute;dur=([0-9.]+)")
-_SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)$", re.M)
 
 
 # --- statistics ------------------------------------------------------------------------------
@@ -401,22 +398,6 @@ def ping_latency(url: str, requests: int = 200) -> Latency:
         return timed_ms(lambda: client.get(url).raise_for_status(), requests, warmup=20)
 
 
-def scrape(url: str) -> dict[str, float]:
-    """Prometheus samples at `url` as {'name{labels}': value}."""
-    text = httpx.get(url, timeout=10.0).text
-    return {name + (labels or ""): float(value) for name, labels, value in _SAMPLE.findall(text)}
-
-
-def metric(samples: dict[str, float], name: str, *label_parts: str) -> float:
-    """Sum of the samples of `name` whose labels contain every one of `label_parts`."""
-    total = 0.0
-    for key, value in samples.items():
-        base, _, labels = key.partition("{")
-        if base == name and all(part in labels for part in label_parts):
-            total += value
-    return total
-
-
 def payload(model_input_bytes: int) -> bytes:
     rng = np.random.default_rng(0)
     return rng.standard_normal(model_input_bytes // 4, dtype=np.float32).tobytes()
@@ -434,42 +415,11 @@ class ServerRun:
     notes: list[str] = field(default_factory=list)
 
 
-@contextmanager
-def packrat_serve(model: str, workdir: Path) -> Iterator[dict[str, str]]:
-    """`packrat serve MODEL --fat --max-batch-size 1` on free ports; yields its URLs once /ping
-    answers 200; always stopped with SIGTERM (killed after 60 s)."""
-    env = {**os.environ, "PACKRAT_CACHE_DIR": str(workdir / "cache"), "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "packrat.cli", "serve", model, "--fat",
-               "--max-batch-size", "1", "--port", "0", "--management-port", "0",
-               "--metrics-port", "0"]  # fmt: skip
-    log = workdir / f"packrat-{model}.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        urls: dict[str, str] = {}
-        while len(urls) < 3:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"packrat serve did not start:\n{log.read_text()}")
-            urls = dict(_ADDRESS.findall(log.read_text()))
-            time.sleep(0.1)
-        while httpx.get(urls["inference"] + "/ping").status_code != 200:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"packrat serve never became healthy:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield urls
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 def run_packrat(model: str, body: bytes, requests: int, workdir: Path) -> ServerRun:
-    with packrat_serve(model, workdir) as urls:
+    # The fat instance, one request per batch.
+    options = ["--fat", "--max-batch-size", "1"]
+    with packrat_serve(model, options, workdir, workdir / f"packrat-{model}.log") as server:
+        urls = server.urls
         described = httpx.get(f"{urls['management']}/models/{model}").json()
         plan = described[0] if isinstance(described, list) else described
         url = f"{urls['inference']}/predictions/{model}"
@@ -695,7 +645,7 @@ def render(results: list[ModelResult], command: str, versions: dict[str, str]) -
     out = ["# Serving overhead at batch size 1 (issue 3)", ""]
     out += [
         f"Measured {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} on "
-        f"{platform.node() or 'this machine'}: {_cpu_model()}, "
+        f"{platform.node() or 'this machine'}: {cpu_model()}, "
         f"{len(os.sched_getaffinity(0))} usable cores, Linux {platform.release()}; "
         + ", ".join(f"{k} {v}" for k, v in versions.items())
         + ".",
@@ -727,18 +677,6 @@ def render(results: list[ModelResult], command: str, versions: dict[str, str]) -
             if run is not None:
                 out += [f"- {result.model}, {name}: " + note for note in run.notes]
     return "\n".join(out) + "\n"
-
-
-ANALYSIS_MARKER = "<!-- analysis: kept when the benchmark rewrites this file -->"
-
-
-def kept_analysis(path: Path) -> str:
-    """The hand-written part of an existing report: from ANALYSIS_MARKER to the end."""
-    if not path.exists():
-        return ""
-    text = path.read_text()
-    at = text.find(ANALYSIS_MARKER)
-    return "" if at < 0 else "\n" + text[at:]
 
 
 def _model_table(result: ModelResult) -> list[str]:
@@ -854,23 +792,8 @@ def _breakdown(result: ModelResult) -> list[str]:
     return lines
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def versions(venv: Path | None) -> dict[str, str]:
-    import importlib.metadata as md
-
-    found = {"Python": platform.python_version()}
-    for package in ("packrat", "torch", "uvicorn", "fastapi", "httpx"):
-        with contextlib.suppress(md.PackageNotFoundError):
-            found[package] = md.version(package)
+    found = package_versions()
     if venv is not None:
         found["TorchServe"] = _ts_version(venv)
         java = subprocess.run(["java", "-version"], capture_output=True, text=True, check=False)

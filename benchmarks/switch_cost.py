@@ -4,11 +4,12 @@
 
 (with the project's venv active; HF_HUB_OFFLINE=1 is set). On the first two usable cores, one
 engine with a pool of two workers, started on the thin plan <2,1,B/2> (so the worker that
-becomes fat booted on one core), alternates between the fat plan <1,2,B> and the thin plan. Each round switches, runs the first batch on the new plan, then three more. It
-prints, per direction, the switch time (from the call to every worker re-pinned and
-re-threaded: the next batch can start), the first batch's latency after the switch and the
-median of the three after it (the first one pays for threads that wake or start), as
-median and max over the rounds. Takes about a minute for ResNet-50 at batch 8 on 2 cores.
+becomes fat booted on one core), alternates between the fat plan <1,2,B> and the thin plan.
+Each round switches, runs the first batch on the new plan, then three more. It prints, per
+direction, the switch time (from the call to every worker re-pinned and re-threaded: the next
+batch can start), the first batch's latency after the switch and the median of the three
+after it (the first one pays for threads that wake or start), as median and max over the
+rounds. Takes about a minute for ResNet-50 at batch 8 on 2 cores.
 """
 
 from __future__ import annotations

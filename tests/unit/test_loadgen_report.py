@@ -147,3 +147,17 @@ def test_timeline_png_is_written(tmp_path: Path) -> None:
     empty = LoadResult(Target("http://127.0.0.1:1", "m"), (Phase("p", 0.0, 0.0),), (), 0.0)
     plot_timeline(empty, tmp_path / "empty.png")
     assert (tmp_path / "empty.png").stat().st_size > 0
+
+
+def test_timeline_draws_a_rug_of_many_events(tmp_path: Path) -> None:
+    from matplotlib.image import imread
+
+    def orange_pixels(path: Path) -> int:  # the rug's colour, tab:orange (#ff7f0e)
+        rgb = imread(path)[..., :3]
+        return int((np.linalg.norm(rgb - [1.0, 0x7F / 255, 0x0E / 255], axis=2) < 0.2).sum())
+
+    plot_timeline(make_result(), tmp_path / "plain.png")
+    switches_s = np.linspace(0.5, 19.5, 300).tolist()
+    plot_timeline(make_result(), tmp_path / "rug.png", rug=switches_s, rug_label="switches")
+    assert orange_pixels(tmp_path / "plain.png") == 0
+    assert orange_pixels(tmp_path / "rug.png") > 300

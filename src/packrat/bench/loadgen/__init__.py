@@ -1,6 +1,6 @@
 """A load generator for a server on this machine: open-loop (Poisson, steps, trace) or
 closed-loop schedules, latency measured from each request's scheduled time, reports as JSON,
-CSV, a table and a timeline plot.
+CSV, a table and a timeline plot; latency before, during and after a server's changes of plan.
 
     schedule = steps([(5, 10), (40, 10)], seed=0)
     target = Target("http://127.0.0.1:8080", "resnet50")
@@ -40,9 +40,19 @@ from packrat.bench.loadgen.schedule import (
     read_trace,
     steps,
 )
+from packrat.bench.loadgen.switches import (
+    AroundSwitch,
+    RequestSet,
+    SwitchImpact,
+    SwitchSpan,
+    around_switches,
+    in_flight_during_any,
+    switch_impact,
+)
 
 __all__ = [
     "NOT_SENT",
+    "AroundSwitch",
     "Bounds",
     "ClosedLoop",
     "LatencyStats",
@@ -55,10 +65,15 @@ __all__ = [
     "PhaseSummary",
     "Protocol",
     "RequestRecord",
+    "RequestSet",
     "Schedule",
+    "SwitchImpact",
+    "SwitchSpan",
     "Target",
+    "around_switches",
     "check_loopback",
     "from_offsets",
+    "in_flight_during_any",
     "parse_steps",
     "plot_timeline",
     "poisson",
@@ -69,6 +84,7 @@ __all__ = [
     "run_load_async",
     "steps",
     "summary_table",
+    "switch_impact",
     "write_csv",
     "write_json",
 ]

@@ -118,10 +118,14 @@ def plot_timeline(
     path: Path,
     markers: Sequence[tuple[float, str]] = (),
     title: str | None = None,
+    rug: Sequence[float] = (),
+    rug_label: str = "events",
 ) -> None:
     """Each request's latency against its scheduled time (log scale), failures in red (at
-    the top when they have no latency), phase boundaries dotted, and a labelled vertical line
-    at each `(seconds from the start, label)` marker."""
+    the top when they have no latency), phase boundaries dotted, a labelled vertical line
+    at each `(seconds from the start, label)` marker, and a short tick along the bottom at
+    each time of `rug` (for events too many to label, such as switches at every batch),
+    counted in the legend as `rug_label`."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import LogFormatter
@@ -154,6 +158,16 @@ def plot_timeline(
     for at_s, label in markers:
         ax.axvline(at_s, color="black", linestyle="--", linewidth=1)
         ax.text(at_s, 1.0, f" {label}", transform=ax.get_xaxis_transform(), va="top", fontsize=8)
+    if rug:
+        ax.vlines(
+            list(rug),
+            0.0,
+            0.05,
+            transform=ax.get_xaxis_transform(),  # y in axes fractions: the bottom 5%
+            colors="tab:orange",
+            linewidth=0.5,
+            label=f"{rug_label} ({len(rug)})",
+        )
     ax.set_yscale("log")
     # Plain numbers (20, 50, 100), not 2x10^1, on major and minor ticks alike.
     ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))

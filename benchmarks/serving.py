@@ -1,0 +1,194 @@
+"""What the benchmark scripts here share: starting `packrat serve` on free ports and always
+stopping it (and every process it started), reading its Prometheus metrics, and the parts of a
+Markdown report common to all (the machine, versions, the hand-written analysis kept when a
+report is written again).
+
+The scripts import it by name: `python benchmarks/X.py` puts this folder on sys.path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+START_TIMEOUT_S = 300.0
+STOP_TIMEOUT_S = 60.0
+_ADDRESS = re.compile(r"^(inference|management|metrics) API listening on (http://\S+)$", re.M)
+_SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)$", re.M)
+
+
+# --- packrat serve ----------------------------------------------------------------------------
+
+
+@dataclass
+class PackratServer:
+    """A started `packrat serve`: its API base URLs (keys "inference", "management",
+    "metrics") and its log. Once stopped: its exit status (negative: the signal that ended
+    it), and the processes it started that outlived it (pids; they were killed)."""
+
+    urls: dict[str, str]
+    log: Path
+    exit_code: int | None = None
+    leftover_pids: list[int] = field(default_factory=list)
+
+
+@contextmanager
+def packrat_serve(
+    model: str,
+    options: Sequence[str],
+    workdir: Path,
+    log: Path,
+    start_timeout_s: float = START_TIMEOUT_S,
+) -> Iterator[PackratServer]:
+    """`packrat serve MODEL OPTIONS` on free ports, offline, its cache in WORKDIR/cache (so
+    servers started one after another share profiles and weights), output to `log`. Yields
+    once /ping answers 200 (RuntimeError if not within `start_timeout_s`). Always stopped:
+    SIGTERM, then up to STOP_TIMEOUT_S to drain and exit (else killed); any process it
+    started still alive after that is killed."""
+    env = {**os.environ, "PACKRAT_CACHE_DIR": str(workdir / "cache"), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "packrat.cli", "serve", model, *options, "--port", "0",
+               "--management-port", "0", "--metrics-port", "0"]  # fmt: skip
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+    server = PackratServer({}, log)
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while len(server.urls) < 3:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"packrat serve did not start:\n{log.read_text()}")
+            server.urls = dict(_ADDRESS.findall(log.read_text()))
+            time.sleep(0.1)
+        while httpx.get(server.urls["inference"] + "/ping").status_code != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"packrat serve never became healthy:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        started = _descendants(process.pid)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        server.exit_code = process.returncode
+        server.leftover_pids = _reap(started)
+
+
+def _descendants(pid: int) -> set[tuple[int, str]]:
+    """(pid, start time) of every live process below `pid`, from /proc (the start time tells a
+    process from a later one given the same pid)."""
+    children: dict[int, list[int]] = {}
+    started: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        stat = _stat(entry.name) if entry.name.isdigit() else None
+        if stat is not None:
+            children.setdefault(int(stat[1]), []).append(int(entry.name))
+            started[int(entry.name)] = stat[19]
+    found: set[tuple[int, str]] = set()
+    todo = list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.add((child, started[child]))
+        todo.extend(children.get(child, []))
+    return found
+
+
+def _stat(pid: str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state, ppid, ...), or None if the
+    process is gone. The name may hold spaces and parentheses, so split after the last ')'."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2 :].split()
+
+
+def _reap(processes: set[tuple[int, str]], grace_s: float = 10.0) -> list[int]:
+    """Wait up to `grace_s` for `processes` to exit; kill those still alive and return their
+    pids. A zombie counts as gone."""
+
+    def alive() -> list[int]:
+        pids = []
+        for pid, start in processes:
+            stat = _stat(str(pid))
+            if stat is not None and stat[19] == start and stat[0] != "Z":
+                pids.append(pid)
+        return sorted(pids)
+
+    deadline = time.monotonic() + grace_s
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = alive()
+    for pid in left:  # only processes this server started
+        print(f"process {pid} of packrat serve outlived it; killing it", flush=True)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return left
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Prometheus samples at `url` as {'name{labels}': value}."""
+    text = httpx.get(url, timeout=10.0).text
+    return {name + (labels or ""): float(value) for name, labels, value in _SAMPLE.findall(text)}
+
+
+def metric(samples: dict[str, float], name: str, *label_parts: str) -> float:
+    """Sum of the samples of `name` whose labels contain every one of `label_parts`."""
+    total = 0.0
+    for key, value in samples.items():
+        base, _, labels = key.partition("{")
+        if base == name and all(part in labels for part in label_parts):
+            total += value
+    return total
+
+
+# --- reports ----------------------------------------------------------------------------------
+
+ANALYSIS_MARKER = "<!-- analysis: kept when the benchmark rewrites this file -->"
+
+
+def kept_analysis(path: Path) -> str:
+    """The hand-written part of an existing report: from ANALYSIS_MARKER to the end."""
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    at = text.find(ANALYSIS_MARKER)
+    return "" if at < 0 else "\n" + text[at:]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def package_versions() -> dict[str, str]:
+    """Python's version and those of the packages a serving benchmark depends on."""
+    import importlib.metadata as md
+
+    found = {"Python": platform.python_version()}
+    for package in ("packrat", "torch", "uvicorn", "fastapi", "httpx"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            found[package] = md.version(package)
+    return found
