@@ -76,11 +76,13 @@ from packrat.bench.loadgen import (
     Phase,
     PhaseSummary,
     Protocol,
+    RequestRecord,
     RequestSet,
     SwitchImpact,
     SwitchSpan,
     Target,
     around_switches,
+    in_flight_during_any,
     plot_timeline,
     read_json,
     run_load,
@@ -374,6 +376,42 @@ def impact_per_phase(run: ServerRun) -> list[tuple[str, SwitchImpact]]:
     return rows
 
 
+def best_fixed(fixed: Sequence[ServerRun]) -> ServerRun | None:
+    """The fixed server with the lowest p50 over the whole run."""
+    scored = [(run.result.summary().overall.latency, run) for run in fixed]
+    ranked = [(stats.p50_ms, k, run) for k, (stats, run) in enumerate(scored) if stats is not None]
+    return min(ranked)[2] if ranked else None
+
+
+def same_requests(records: Sequence[RequestRecord], reference: ServerRun) -> list[RequestRecord]:
+    """`reference`'s records of the requests scheduled at the same times as `records` (every
+    server gets the same seeded schedule)."""
+    wanted = {r.scheduled_s for r in records}
+    return [r for r in reference.result.records if r.scheduled_s in wanted]
+
+
+def counterfactual_per_phase(
+    run: ServerRun, reference: ServerRun
+) -> list[tuple[str, RequestSet, RequestSet]]:
+    """Per phase (first "all"): the requests in flight during a switch, and the same requests
+    on `reference`, a server that never switched. Comparing the two isolates what switching
+    cost them: the requests around a switch come in the bursts that made it, so they are
+    slower than the steady ones on any server."""
+    mask = in_flight_during_any(run.result.records, run.spans)
+    during = [r for r, hit in zip(run.result.records, mask, strict=True) if hit]
+    rows = [("all", RequestSet.of(during), RequestSet.of(same_requests(during, reference)))]
+    for phase in run.result.phases:
+        mine = [r for r in during if r.phase == phase.name]
+        rows.append(
+            (phase.name, RequestSet.of(mine), RequestSet.of(same_requests(mine, reference)))
+        )
+    return rows
+
+
+def _p99_ratio(mine: RequestSet, theirs: RequestSet) -> float:
+    return mine.p99_ms / theirs.p99_ms if theirs.p99_ms > 0 else math.nan
+
+
 @dataclass(frozen=True)
 class LevelComparison:
     """One phase, settled: a policy's latency against the best fixed server's."""
@@ -462,7 +500,7 @@ def render(runs: list[ServerRun], args: argparse.Namespace, session: Session) ->
         *_levels(policies, fixed, args.settle_s),
     ]
     for run in policies:
-        out += _switches(run, args)
+        out += _switches(run, fixed, args)
     if session.notes:
         out += ["## Notes from the runs", "", *(f"- {note}" for note in session.notes), ""]
     return "\n".join(out)
@@ -483,6 +521,7 @@ def _checks(
         "| --- | --- | --- |",
         f"| failed requests, all servers | 0 | {failed} of {requests}: {_verdict(failed == 0)} |",
     ]
+    reference = best_fixed(fixed)
     for run in policies:
         took = [s["took_ms"] for s in run.switches]
         longest = max(took, default=0.0)
@@ -501,11 +540,28 @@ def _checks(
             f"| {name}: p99 in flight during a switch / steady p99, in each phase "
             f"| <= {DURING_P99_TARGET}x | {ratio_text} (whole run {whole})"
             f": {_verdict(calm)} |",
+            *_counterfactual_check(run, reference),
             f"| {name}: load levels within {LEVEL_TOLERANCE - 1:.0%} of the best fixed plan "
             f"(p50 and p99) | all {len(levels)} | {met} of {len(levels)}: "
             f"{_verdict(met == len(levels) if levels else None)} |",
         ]
     return [*lines, ""]
+
+
+def _counterfactual_check(run: ServerRun, reference: ServerRun | None) -> list[str]:
+    if reference is None or not run.spans:
+        return []
+    rows = counterfactual_per_phase(run, reference)
+    ratios = [_p99_ratio(mine, theirs) for _, mine, theirs in rows[1:]]
+    judged = [ratio for ratio in ratios if not math.isnan(ratio)]
+    calm = all(ratio <= DURING_P99_TARGET for ratio in judged) if judged else None
+    whole = _ratio(_p99_ratio(rows[0][1], rows[0][2]))
+    return [
+        f"| {run.server.name}: p99 of the requests in flight during a switch / p99 of the same "
+        f"requests on {reference.server.name} (never switches), in each phase "
+        f"| <= {DURING_P99_TARGET}x | {', '.join(_ratio(r) for r in ratios)} (whole run {whole})"
+        f": {_verdict(calm)} |"
+    ]
 
 
 def _servers_table(runs: list[ServerRun]) -> list[str]:
@@ -607,7 +663,7 @@ def _levels(policies: list[ServerRun], fixed: list[ServerRun], settle_s: float) 
     return [*lines, ""]
 
 
-def _switches(run: ServerRun, args: argparse.Namespace) -> list[str]:
+def _switches(run: ServerRun, fixed: list[ServerRun], args: argparse.Namespace) -> list[str]:
     name = run.server.name
     lines = [
         f"## Switches of {name}",
@@ -628,6 +684,24 @@ def _switches(run: ServerRun, args: argparse.Namespace) -> list[str]:
             f"| {what} | {count} | {_n_p50_p99(impact.during)} | {_n_p50_p99(impact.steady)} "
             f"| {_ratio(impact.p99_ratio)} |"
         )
+    reference = best_fixed(fixed)
+    if reference is not None and run.spans:
+        lines += [
+            "",
+            "The same requests on the fixed server with the lowest p50 "
+            f"({reference.server.name}), which never switches: the requests around a switch "
+            "come in the burst that made it, so they are slower than the steady ones on any "
+            "server; this comparison isolates what the switch cost them.",
+            "",
+            f"| requests | during a switch, {run.server.name}: n / p50 / p99, ms "
+            f"| the same on {reference.server.name}: n / p50 / p99, ms | p99 ratio |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for what, mine, theirs in counterfactual_per_phase(run, reference):
+            lines.append(
+                f"| {what} | {_n_p50_p99(mine)} | {_n_p50_p99(theirs)} "
+                f"| {_ratio(_p99_ratio(mine, theirs))} |"
+            )
     arounds = around(run, args.window_s)
     shown = _selected(run, arounds)
     lines += [

@@ -161,3 +161,25 @@ def test_paper_t14_plans_reach_the_exact_optimum() -> None:
             b,
         )
         assert best is not None and plan.latency_ms == best[0]
+
+
+def test_interpolated_table_fills_every_batch_size_linearly() -> None:
+    table = LatencyTable.from_cells(
+        {(1, 1): 10.0, (1, 4): 40.0, (1, 8): 72.0, (2, 2): 12.0, (2, 4): 20.0}
+    )
+    full = table.interpolated()
+    assert full.batches == tuple(range(1, 9)) and full.threads == (1, 2)
+    assert [full.get(1, b) for b in range(1, 9)] == [10.0, 20.0, 30.0, 40.0, 48.0, 56.0, 64.0, 72.0]
+    # Thread count 2 was profiled from 2 to 4 only: nothing is made up outside that range.
+    assert [full.get(2, b) for b in range(1, 9)] == [None, 12.0, 16.0, 20.0, None, None, None, None]
+    assert all(full.get(t, b) == ms for t, b, ms in table.cells())
+
+
+def test_interpolation_lets_one_instance_take_a_batch_between_profiled_sizes() -> None:
+    # BERT-base here: a batch of 3 was only plannable as 2 + 1 on two 1-thread instances.
+    table = LatencyTable.from_cells(
+        {(1, 1): 243.0, (1, 2): 447.0, (1, 4): 870.0, (2, 1): 132.0, (2, 2): 233.5, (2, 4): 474.0}
+    )
+    assert PlanTable(table, 2, 4).plan(2, 3).describe() == "<1,1,2> + <1,1,1>"
+    plan = PlanTable(table.interpolated(), 2, 4).plan(2, 3)
+    assert plan.describe() == "<1,2,3>" and plan.latency_ms == pytest.approx(353.75)

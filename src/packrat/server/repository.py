@@ -6,7 +6,8 @@
 2. its profile: `ModelConfig.profile` if given, else the cached one
    (`default_profile_path`), completed with a quick sweep where cells are missing (batch
    sizes 1, 2, 4, ... up to max_batch_size, every thread count of its cores; `QUICK_POLICY`);
-3. its first plan: the optimal one for all its cores and max_batch_size (`Planning`), unless
+3. its first plan: the optimal one for all its cores and max_batch_size (`Planning`, with
+   the profile interpolated between the profiled batch sizes: `LatencyTable.interpolated`), unless
    the config pins a plan or asks for the fat instance (then no profiling is done; a cached
    profile is still used to split batches);
 4. placement on the model's cores (`allocate`), then start. Unless pinned, the plan then
@@ -373,6 +374,8 @@ class Repository:
         self._warn_overlap(name, topology)
         identity = await asyncio.to_thread(source.identity)
         table = await self._table(config, source, identity, topology, progress)
+        if table is not None:  # plan and split every batch size, not only the profiled ones
+            table = table.interpolated()
         planning = Planning(topology, table, config.max_batch_size)
         policy, pool_size = None, None
         if config.plan is not None:
