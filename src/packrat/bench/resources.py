@@ -1,0 +1,91 @@
+"""What a server process tree holds: processes, resident memory, open files, shared memory.
+
+`snapshot(pid)` reads /proc for the process and all its descendants (the worker processes of
+`packrat serve`); `shared_memory_entries()` lists /dev/shm. Taken before and after a flood or a
+soak, they show whether anything leaked. Linux only; no torch import.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC = Path("/proc")
+SHM = Path("/dev/shm")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """A process tree at one moment: its pids, their summed RSS (bytes) and open fds."""
+
+    pids: frozenset[int]
+    rss_bytes: int
+    fds: int
+
+    @property
+    def processes(self) -> int:
+        return len(self.pids)
+
+    def to_json(self) -> dict[str, int]:
+        return {"processes": self.processes, "rss_bytes": self.rss_bytes, "fds": self.fds}
+
+
+def descendants(pid: int, proc: Path = PROC) -> set[int]:
+    """Every live descendant of `pid` (children, their children, ...), read from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        ppid = _ppid(entry)
+        if ppid is not None:
+            parents.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def snapshot(pid: int, proc: Path = PROC) -> Resources:
+    """`pid` and its descendants: how many, their RSS and open fds (processes that exit while
+    being read are left out)."""
+    pids = {pid, *descendants(pid, proc)}
+    alive: set[int] = set()
+    rss = fds = 0
+    for p in pids:
+        try:
+            rss += _rss_bytes(proc / str(p))
+            fds += len(os.listdir(proc / str(p) / "fd"))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        alive.add(p)
+    return Resources(frozenset(alive), rss, fds)
+
+
+def shared_memory_entries(shm: Path = SHM) -> set[str]:
+    """Names in /dev/shm (POSIX shared memory and semaphores); empty if there is none."""
+    try:
+        return set(os.listdir(shm))
+    except FileNotFoundError:
+        return set()
+
+
+def _ppid(entry: Path) -> int | None:
+    try:
+        stat = (entry / "stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name is in parentheses and may hold spaces: the fields follow the last ")".
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return int(fields[1]) if len(fields) > 1 else None
+
+
+def _rss_bytes(process: Path) -> int:
+    for line in (process / "status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0  # a zombie has no VmRSS
