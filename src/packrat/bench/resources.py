@@ -50,6 +50,11 @@ def descendants(pid: int, proc: Path = PROC) -> set[int]:
     return found
 
 
+def parent_pid(pid: int, proc: Path = PROC) -> int | None:
+    """The parent of `pid`, None if `pid` is gone."""
+    return _ppid(proc / str(pid))
+
+
 def snapshot(pid: int, proc: Path = PROC) -> Resources:
     """`pid` and its descendants: how many, their RSS and open fds (processes that exit while
     being read are left out)."""

@@ -45,6 +45,15 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    max_in_flight: Annotated[
+        int | None,
+        typer.Option(
+            "--max-in-flight",
+            help="Inference requests in progress at once, all models together; more get "
+            "503 with Retry-After [default: 256].",
+            show_default=False,
+        ),
+    ] = None,
     host: Annotated[
         str | None,
         typer.Option("--host", help="Inference and metrics address [default: 127.0.0.1]."),
@@ -136,6 +145,7 @@ def serve(
             max_batch_size=max_batch_size,
             max_batch_delay_ms=max_batch_delay_ms,
             max_queue=max_queue,
+            max_in_flight=max_in_flight,
             host=host,
             port=port,
             management_host=management_host,

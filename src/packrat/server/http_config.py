@@ -27,6 +27,9 @@ class HttpConfig:
     inline_encode_values: outputs of up to this many values are encoded to JSON on the event
         loop; larger ones (BERT's [128, 768] hidden states) in a worker thread.
     token: when set, both apps require `Authorization: Bearer <token>` (`http_auth`).
+    max_in_flight: most inference requests in progress at once; more get 503 with
+        Retry-After at once (`http_admission`), so a flood cannot grow latency without bound
+        even when the HTTP front end, not a model, is the bottleneck.
     """
 
     max_body_bytes: int = 16 * MiB
@@ -34,6 +37,7 @@ class HttpConfig:
     max_infer_rows: int = 4096
     inline_decode_bytes: int = 64 * 1024
     inline_encode_values: int = 16 * 1024
+    max_in_flight: int = 256
     token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -45,6 +49,7 @@ class HttpConfig:
             "max_infer_rows",
             "inline_decode_bytes",
             "inline_encode_values",
+            "max_in_flight",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

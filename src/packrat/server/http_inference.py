@@ -19,6 +19,7 @@ from packrat import __version__
 from packrat.models.inputs import InputSpec
 from packrat.server import codecs
 from packrat.server.api import ModelRepository, ServedModel, Unavailable
+from packrat.server.http_admission import AdmissionLimit
 from packrat.server.http_auth import TokenAuth
 from packrat.server.http_body import read_body
 from packrat.server.http_config import HttpConfig
@@ -46,7 +47,8 @@ def create_inference_app(
         description="TorchServe inference API and the Open Inference Protocol (KServe v2).",
     )
     install_error_handlers(app)
-    if config.token is not None:
+    app.add_middleware(AdmissionLimit, limit=config.max_in_flight)
+    if config.token is not None:  # added last: runs first, so strangers are not counted
         app.add_middleware(TokenAuth, token=config.token)
     app.include_router(_torchserve_router(repo, config, metrics))
     app.include_router(create_v2_router(repo, config, metrics))

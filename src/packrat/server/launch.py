@@ -13,6 +13,7 @@ A TOML file (`packrat serve --config FILE`) looks like:
     max_batch_size = 8        # defaults for every model (and for management-API registrations)
     max_batch_delay_ms = 5.0
     max_queue = 100           # requests waiting per model; more get 503 + Retry-After
+    max_in_flight = 256       # inference requests in progress in all; more get 503 at once
     policy = "auto"           # how plans follow the load: "auto", "follow" or "fixed"
     batch_timeout_s = 120     # a worker silent this long on a batch is killed and replaced
 
@@ -65,6 +66,7 @@ class LaunchConfig:
     max_batch_size: int = 8
     max_batch_delay_ms: float = 5.0
     max_queue: int = DEFAULT_MAX_QUEUE
+    max_in_flight: int = 256  # inference requests in progress, all models; more get 503
     cores: int | None = None  # first N usable cores for models without their own
     keep_freed_memory: bool = True
     policy: str = PolicyKind.AUTO.value
@@ -240,7 +242,10 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
             for b in bound:
                 b.sock.close()
             raise
-    http = HttpConfig(token=api_token(config))
+    try:
+        http = HttpConfig(token=api_token(config), max_in_flight=config.max_in_flight)
+    except ValueError as exc:
+        raise PackratError(str(exc).replace("HttpConfig.", "")) from None
     if http.token is not None:
         out.print("inference and management APIs require the API token", highlight=False)
     apps = {
