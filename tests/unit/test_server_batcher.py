@@ -302,3 +302,34 @@ def test_submit_before_start_is_unavailable() -> None:
 def test_config_errors_name_the_field(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=f"BatchingConfig.{field}"):
         BatchingConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_a_request_that_would_wait_too_long_is_refused() -> None:
+    """Once a batch has taken ~1 s, a queue holding more than a batch's worth refuses a new
+    request when the batches ahead of it would take over the limit; below it, it admits."""
+
+    async def main() -> None:
+        model = FakeModel(sleep_s=1.0)
+        config = BatchingConfig(max_batch_size=2, max_batch_delay_ms=0, max_queue_wait_ms=2200)
+        batcher = Batcher(model, config)
+        await batcher.start()
+        assert batcher.expected_wait_ms() == 0.0  # nothing measured yet
+        assert await batcher.submit(1) == 2  # one batch ran: ~1 s each from now on
+        model.gate = asyncio.Event()
+        running = asyncio.ensure_future(batcher.submit(2))
+        await _wait_until(lambda: model.running == 1)
+        queued = [asyncio.ensure_future(batcher.submit(i)) for i in (3, 4)]
+        await _wait_until(lambda: batcher.queue_depth == 2)
+        # 2 queued: 2 / 2 + 1 = 2 batches ahead, ~2 s <= 2.2 s: admitted.
+        third = asyncio.ensure_future(batcher.submit(5))
+        await _wait_until(lambda: batcher.queue_depth == 3)
+        # 3 queued: 2.5 batches ahead, >= 2.5 s: refused.
+        with pytest.raises(Unavailable, match="would take") as refused:
+            await batcher.submit(6)
+        assert refused.value.retry_after_s == QUEUE_FULL_RETRY_AFTER_S
+        model.gate.set()
+        model.sleep_s = 0.0
+        assert await running == 4 and await asyncio.gather(*queued, third) == [6, 8, 10]
+        await batcher.stop()
+
+    run(main)

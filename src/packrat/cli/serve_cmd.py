@@ -45,6 +45,15 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    max_queue_wait_ms: Annotated[
+        float | None,
+        typer.Option(
+            "--max-queue-wait",
+            help="Milliseconds a new request may expect to wait in its model's queue; past "
+            "that it gets 503 with Retry-After [default: 2000].",
+            show_default=False,
+        ),
+    ] = None,
     max_in_flight: Annotated[
         int | None,
         typer.Option(
@@ -145,6 +154,7 @@ def serve(
             max_batch_size=max_batch_size,
             max_batch_delay_ms=max_batch_delay_ms,
             max_queue=max_queue,
+            max_queue_wait_ms=max_queue_wait_ms,
             max_in_flight=max_in_flight,
             host=host,
             port=port,

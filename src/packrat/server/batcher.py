@@ -33,6 +33,14 @@ DEFAULT_MAX_QUEUE = 100
 """Requests a model queues before refusing more with 503, as TorchServe's job_queue_size: a
 flood then costs bounded memory and latency instead of both growing without end."""
 
+DEFAULT_MAX_QUEUE_WAIT_MS = 2000.0
+"""How long a new request may expect to wait in the queue before it is refused instead: past
+a couple of seconds a client is better told to retry (or go elsewhere), and a flood leaves a
+backlog that drains in seconds, not minutes."""
+
+WAIT_ALPHA = 0.25
+"""Weight of the newest batch in the running estimate of a batch's time."""
+
 QUEUE_FULL_RETRY_AFTER_S = 1
 """Retry-After (seconds) on a request refused because its model's queue is full: the queue
 moves by a batch at a time, so a second is usually enough for room to appear."""
@@ -47,17 +55,24 @@ class BatchingConfig:
         in milliseconds (>= 0; 0 dispatches whatever is waiting at once).
     max_queue: most requests waiting (not counting the running batch); more are refused
         with Unavailable.
+    max_queue_wait_ms: a request is also refused when the requests ahead of it would take
+        longer than this to serve: (queued / max_batch_size + 1) batches at the recent
+        batch time. A full batch's worth is always admitted.
     """
 
     max_batch_size: int = 8
     max_batch_delay_ms: float = 5.0
     max_queue: int = DEFAULT_MAX_QUEUE
+    max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_queue"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"BatchingConfig.{name} must be an int >= 1, got {value!r}")
+        wait = self.max_queue_wait_ms
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or not wait > 0:
+            raise ValueError(f"BatchingConfig.max_queue_wait_ms must be a number > 0, got {wait!r}")
         delay = self.max_batch_delay_ms
         if (
             isinstance(delay, bool)
@@ -105,6 +120,7 @@ class Batcher(Generic[Req, Resp]):
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._running: list[_Pending[Req, Resp]] = []
+        self._batch_s: float | None = None  # running average of a batch's time
         self._stopping = False
 
     @property
@@ -144,6 +160,15 @@ class Batcher(Generic[Req, Resp]):
         if len(self._queue) >= self._config.max_queue:
             raise Unavailable(
                 f"the model's queue is full ({self._config.max_queue} requests waiting)",
+                retry_after_s=QUEUE_FULL_RETRY_AFTER_S,
+            )
+        wait_ms = self.expected_wait_ms()
+        if len(self._queue) >= self._config.max_batch_size and (
+            wait_ms > self._config.max_queue_wait_ms
+        ):
+            raise Unavailable(
+                f"the model's queue is full: {len(self._queue)} requests waiting would take "
+                f"{wait_ms:.0f} ms, over the limit of {self._config.max_queue_wait_ms:g} ms",
                 retry_after_s=QUEUE_FULL_RETRY_AFTER_S,
             )
         loop = asyncio.get_running_loop()
@@ -213,8 +238,17 @@ class Batcher(Generic[Req, Resp]):
             with contextlib.suppress(TimeoutError):  # the deadline passed: re-checked above
                 await asyncio.wait_for(self._wakeup.wait(), remaining_s)
 
+    def expected_wait_ms(self) -> float:
+        """How long a request queued now would wait: the batches ahead of it (the queued
+        requests' and the running one) at the recent batch time (0 before any batch ran)."""
+        if self._batch_s is None:
+            return 0.0
+        batches = len(self._queue) / self._config.max_batch_size + 1
+        return 1000.0 * batches * self._batch_s
+
     async def _dispatch(self, batch: list[_Pending[Req, Resp]]) -> None:
         self._running = batch
+        started = asyncio.get_running_loop().time()
         if self._on_batch is not None:
             try:
                 self._on_batch(len(batch))
@@ -232,6 +266,9 @@ class Batcher(Generic[Req, Resp]):
         for pending, result in zip(batch, results, strict=True):
             _answer(pending, result)
         self._running = []
+        took_s = asyncio.get_running_loop().time() - started
+        previous = self._batch_s
+        self._batch_s = took_s if previous is None else previous + WAIT_ALPHA * (took_s - previous)
 
     def _fail_queued(self, reason: str) -> None:
         while self._queue:

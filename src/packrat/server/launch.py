@@ -13,6 +13,7 @@ A TOML file (`packrat serve --config FILE`) looks like:
     max_batch_size = 8        # defaults for every model (and for management-API registrations)
     max_batch_delay_ms = 5.0
     max_queue = 100           # requests waiting per model; more get 503 + Retry-After
+    max_queue_wait_ms = 2000  # or fewer, when serving them would take longer than this
     max_in_flight = 256       # inference requests in progress in all; more get 503 at once
     policy = "auto"           # how plans follow the load: "auto", "follow" or "fixed"
     batch_timeout_s = 120     # a worker silent this long on a batch is killed and replaced
@@ -45,7 +46,7 @@ from packrat.controller.estimator import EstimatorConfig
 from packrat.controller.policy import PolicyKind
 from packrat.errors import PackratError
 from packrat.pool.config import EngineConfig
-from packrat.server.batcher import DEFAULT_MAX_QUEUE
+from packrat.server.batcher import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS
 from packrat.server.http_auth import check_token
 from packrat.server.listen import Bound, Listener, bind, serve
 from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
@@ -66,6 +67,7 @@ class LaunchConfig:
     max_batch_size: int = 8
     max_batch_delay_ms: float = 5.0
     max_queue: int = DEFAULT_MAX_QUEUE
+    max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
     max_in_flight: int = 256  # inference requests in progress, all models; more get 503
     cores: int | None = None  # first N usable cores for models without their own
     keep_freed_memory: bool = True
@@ -141,7 +143,7 @@ def load_config_file(path: Path) -> LaunchConfig:
         raise PackratError(f"{path}: {exc}") from None
 
 
-_INHERITED = ("max_batch_size", "max_batch_delay_ms", "max_queue")
+_INHERITED = ("max_batch_size", "max_batch_delay_ms", "max_queue", "max_queue_wait_ms")
 """[server] keys that are defaults for the [[models]] entries that do not set them."""
 
 
@@ -179,6 +181,7 @@ def with_cli(base: LaunchConfig, models: list[str], **overrides: Any) -> LaunchC
         "max_batch_size": config.max_batch_size,
         "max_batch_delay_ms": config.max_batch_delay_ms,
         "max_queue": config.max_queue,
+        "max_queue_wait_ms": config.max_queue_wait_ms,
         "profile": overrides.get("profile"),
         "fat": bool(overrides.get("fat")),
     }
@@ -218,6 +221,7 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
         max_batch_size=config.max_batch_size,
         max_batch_delay_ms=config.max_batch_delay_ms,
         max_queue=config.max_queue,
+        max_queue_wait_ms=config.max_queue_wait_ms,
         policy=PolicyKind.parse(config.policy),
     )
     with progress_bar(err) as bar:

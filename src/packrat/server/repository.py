@@ -54,7 +54,7 @@ from packrat.profiler.stats import SamplingPolicy
 from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
 from packrat.progress import NullProgress, Progress
 from packrat.server.api import BadRequest, Conflict, NotFound, ServedModel, ServerError, Unavailable
-from packrat.server.batcher import DEFAULT_MAX_QUEUE, BatchingConfig
+from packrat.server.batcher import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS, BatchingConfig
 from packrat.server.planning import Planning
 from packrat.server.runtime import ModelRuntime
 from packrat.topology import Topology, format_cpu_list, parse_cpu_list, read_topology
@@ -80,7 +80,8 @@ class ModelConfig:
     spec: a zoo name or a model file (see the module docstring for where files may be).
     name: the served name; None takes the zoo name or the file's stem. version: its version.
     cores: CPU ids the model's instances run on; None means every CPU this process may use.
-    max_batch_size, max_batch_delay_ms, max_queue: dynamic batching (`BatchingConfig`);
+    max_batch_size, max_batch_delay_ms, max_queue, max_queue_wait_ms: dynamic batching and
+        its admission bounds (`BatchingConfig`);
         max_batch_size is also the batch the plan is made for.
     profile: a profile file (JSON or published CSV) to plan with instead of the cache.
     plan: instances to run instead of the optimal plan (allocated on `cores` if they have
@@ -98,6 +99,7 @@ class ModelConfig:
     max_batch_size: int = 8
     max_batch_delay_ms: float = 5.0
     max_queue: int = DEFAULT_MAX_QUEUE
+    max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
     profile: Path | None = None
     plan: Plan | None = None
     fat: bool = False
@@ -123,7 +125,7 @@ class ModelConfig:
             if len(set(self.cores)) != len(self.cores):
                 raise ValueError(f"ModelConfig.cores has repeated CPU ids: {list(self.cores)}")
         try:
-            BatchingConfig(self.max_batch_size, self.max_batch_delay_ms, self.max_queue)
+            _ = self.batching  # validates the batching settings
         except ValueError as exc:
             raise ValueError(str(exc).replace("BatchingConfig.", "ModelConfig.")) from None
         if self.plan is not None and self.fat:
@@ -133,7 +135,9 @@ class ModelConfig:
 
     @property
     def batching(self) -> BatchingConfig:
-        return BatchingConfig(self.max_batch_size, self.max_batch_delay_ms, self.max_queue)
+        return BatchingConfig(
+            self.max_batch_size, self.max_batch_delay_ms, self.max_queue, self.max_queue_wait_ms
+        )
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,7 @@ class RepositoryDefaults:
     max_batch_size: int = 8
     max_batch_delay_ms: float = 5.0
     max_queue: int = DEFAULT_MAX_QUEUE
+    max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
     fat: bool = False
     policy: PolicyKind = PolicyKind.AUTO
 
@@ -162,6 +167,7 @@ class RepositoryDefaults:
             max_batch_size=self.max_batch_size,
             max_batch_delay_ms=self.max_batch_delay_ms,
             max_queue=self.max_queue,
+            max_queue_wait_ms=self.max_queue_wait_ms,
             fat=self.fat,
             policy=self.policy,
         )
