@@ -63,6 +63,7 @@ from packrat.topology import read_topology
 
 REPO = Path(__file__).resolve().parents[1]
 RSS_GROWTH_TARGET = 0.05
+SETTLE_S = 5.0
 RECOVERY_FACTOR = 1.5  # latency is "back" once a 2 s window's p50 is within this of before
 
 
@@ -199,6 +200,7 @@ def flood(args: argparse.Namespace, urls: dict[str, str], command: str) -> str:
     target, payload = start(args, urls)
     pid = server_pid(urls, args.model)
     capacity = capacity_rps(target, payload, 2 * args.max_batch_size, args.probe_s)
+    time.sleep(SETTLE_S)  # the probe's last batches finish before the baseline is measured
     calm, heavy = 0.5 * capacity, args.factor * capacity
     schedule = steps(
         [(calm, args.calm_s), (heavy, args.flood_s), (calm, args.calm_s)],
