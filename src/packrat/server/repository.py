@@ -35,14 +35,14 @@ import functools
 import logging
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from packrat.controller.estimator import EstimatorConfig
 from packrat.controller.policy import PolicyConfig, PolicyKind
-from packrat.errors import ModelError, PackratError, ProfileError
+from packrat.errors import ModelError, PackratError, ProfileError, WorkerError
 from packrat.models.base import ModelIdentity, ModelSource
 from packrat.models.resolve import resolve_model
 from packrat.models.zoo import ZOO
@@ -277,9 +277,9 @@ class Repository:
                 kind = PolicyKind.parse(policy)
             except ValueError as exc:
                 raise BadRequest(str(exc)) from None
-            await runtime.release(kind)
+            await _changing(runtime, runtime.release(kind))
         elif plan is not None:
-            await runtime.pin(_parse_plan(plan, runtime))
+            await _changing(runtime, runtime.pin(_parse_plan(plan, runtime)))
         return runtime
 
     async def set_cores(
@@ -298,7 +298,7 @@ class Repository:
             raise BadRequest(f"cores must name at least one CPU id >= 0, got {cores!r}")
         topology = _topology(sorted(ids))
         self._warn_overlap(runtime.name, topology, besides=runtime)
-        await runtime.move(runtime.planning.on(topology))
+        await _changing(runtime, runtime.move(runtime.planning.on(topology)))
         return runtime
 
     async def drain(self) -> None:
@@ -493,6 +493,14 @@ def _topology(cores: Sequence[int] | None) -> Topology:
             f"({format_cpu_list(allowed)})"
         )
     return read_topology(allowed=set(cores))
+
+
+async def _changing(runtime: ModelRuntime, change: Awaitable[Plan]) -> Plan:
+    """`change`'s plan; Unavailable (503) if the model's workers failed to make it."""
+    try:
+        return await change
+    except WorkerError as exc:
+        raise Unavailable(f"model {runtime.name} cannot change plans: {exc}") from exc
 
 
 def _parse_plan(text: str, runtime: ModelRuntime) -> Plan:

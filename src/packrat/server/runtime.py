@@ -256,6 +256,7 @@ class ModelRuntime:
                 "max_batch_size": config.max_batch_size,
                 "max_batch_delay_ms": config.max_batch_delay_ms,
                 "max_queue": config.max_queue,
+                "max_queue_wait_ms": config.max_queue_wait_ms,
             },
             "split": "profile" if self._table is not None else "thread share",
             "policy": self.policy,
@@ -396,6 +397,7 @@ class ModelRuntime:
         planning = self._require_planning("pin a plan")
         placed = _placed(planning, plan)
         async with self._plan_lock:
+            await self._replace_lost()
             self._policy_config, self._policy = None, None
             await self._switch(placed, "pinned")
         return placed
@@ -407,6 +409,7 @@ class ModelRuntime:
         plan = _optimal(planning, planning.max_batch_size)
         config = PolicyConfig(kind, self._estimator_config())
         async with self._plan_lock:
+            await self._replace_lost()
             self._policy_config = config
             self._policy = self._make_policy(config)
             if self._policy is not None:
@@ -425,6 +428,7 @@ class ModelRuntime:
         else:
             plan = _optimal(planning, planning.max_batch_size)
         async with self._plan_lock:
+            await self._replace_lost()
             self._planning = planning
             self._policy = self._make_policy(self._policy_config)
             if self._policy is not None:
