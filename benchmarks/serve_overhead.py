@@ -46,8 +46,6 @@ import json
 import os
 import platform
 import re
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -63,13 +61,16 @@ from typing import Any
 import httpx
 import numpy as np
 from serving import cpu_model, kept_analysis, metric, package_versions, packrat_serve, scrape
+from torchserve_run import (
+    TorchServeModel,
+    ensure_ts_venv,
+    export_and_archive,
+    log_evidence,
+    torchserve,
+)
+from torchserve_run import versions as torchserve_versions
 
 REPO = Path(__file__).resolve().parents[1]
-HANDLER = REPO / "benchmarks" / "torchserve" / "raw_tensor_handler.py"
-TS_PACKAGES = ("torch==2.13.0", "torchserve==0.12.0", "torch-model-archiver==0.12.0")
-# TorchServe's worker imports these without declaring them: without them it dies at start and
-# the frontend retries forever ("No module named 'yaml'").
-TS_UNDECLARED = ("pyyaml", "numpy")
 RAW = {"Content-Type": "application/octet-stream"}
 WARMUP_REQUESTS = 20
 IDLE_GAP_S = 0.002  # about the time a worker idles between two sequential requests
@@ -449,132 +450,15 @@ def run_packrat(model: str, body: bytes, requests: int, workdir: Path) -> Server
     return run
 
 
-# --- TorchServe -------------------------------------------------------------------------------
-
-
-def ensure_ts_venv(venv: Path) -> None:
-    """Create the TorchServe venv if `venv/bin/torchserve` is missing (downloads ~200 MB), and
-    add the modules its worker needs but does not declare."""
-    pip = [str(venv / "bin" / "pip"), "install", "--extra-index-url",
-           "https://download.pytorch.org/whl/cpu"]  # fmt: skip
-    if not (venv / "bin" / "torchserve").exists():
-        print(f"creating {venv} with {' '.join(TS_PACKAGES)}", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([*pip, *TS_PACKAGES, *TS_UNDECLARED], check=True)
-    check = [str(venv / "bin" / "python"), "-c", "import yaml, numpy"]
-    if subprocess.run(check, capture_output=True, check=False).returncode != 0:
-        subprocess.run([*pip, *TS_UNDECLARED], check=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def ts_config(store: Path, ports: dict[str, int]) -> str:
-    """TorchServe's config.properties: loopback ports, one worker, batch size 1 (the default
-    for --models), Prometheus metrics, and as many Netty threads as cores (its default, stated)."""
-    cores = len(os.sched_getaffinity(0))
-    return "\n".join([
-        f"inference_address=http://127.0.0.1:{ports['inference']}",
-        f"management_address=http://127.0.0.1:{ports['management']}",
-        f"metrics_address=http://127.0.0.1:{ports['metrics']}",
-        f"model_store={store}",
-        "default_workers_per_model=1",
-        f"number_of_netty_threads={cores}",
-        "netty_client_threads=1",
-        "job_queue_size=100",
-        "metrics_mode=prometheus",
-        "disable_system_metrics=true",
-        "install_py_dep_per_model=false",
-        "async_logging=true",
-        "",
-    ])  # fmt: skip
-
-
-def archive(model: str, serialized: Path, store: Path, venv: Path) -> None:
-    command = [str(venv / "bin" / "torch-model-archiver"), "--model-name", model,
-               "--version", "1.0", "--serialized-file", str(serialized), "--handler",
-               str(HANDLER), "--export-path", str(store), "--force"]  # fmt: skip
-    subprocess.run(command, check=True, timeout=300)
-
-
-def ts_processes(marker: str) -> list[int]:
-    """Pids whose command line holds `marker` (this run's TorchServe directory)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if marker in cmdline:
-                pids.append(int(entry.name))
-    return pids
-
-
-@contextmanager
-def torchserve(model: str, tsdir: Path, venv: Path) -> Iterator[dict[str, str]]:
-    """TorchServe serving `tsdir/store/MODEL.mar`; yields its URLs once the model has a READY
-    worker. Always `torchserve --stop`s, then ends any process of this run still alive."""
-    ports = {api: free_port() for api in ("inference", "management", "metrics")}
-    urls = {api: f"http://127.0.0.1:{port}" for api, port in ports.items()}
-    config = tsdir / "config.properties"
-    config.write_text(ts_config(tsdir / "store", ports))
-    env = {**os.environ, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",
-           "LOG_LOCATION": str(tsdir / "logs"), "METRICS_LOCATION": str(tsdir / "logs"),
-           "TS_DISABLE_TOKEN_AUTHORIZATION": "true"}  # fmt: skip
-    env.pop("VIRTUAL_ENV", None)
-    torchserve_bin = str(venv / "bin" / "torchserve")
-    start = [torchserve_bin, "--start", "--ncs", "--disable-token-auth", "--model-store",
-             str(tsdir / "store"), "--models", f"{model}={model}.mar",
-             "--ts-config", str(config)]  # fmt: skip
-    with (tsdir / "torchserve.out").open("ab") as sink:  # it writes its log to stdout too
-        subprocess.run(start, cwd=tsdir, env=env, stdout=sink, stderr=subprocess.STDOUT,
-                       check=True, timeout=120)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 180.0
-        while not _ts_ready(urls["management"], model):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"TorchServe did not load {model}; see {tsdir / 'logs'}")
-            time.sleep(0.5)
-        yield urls
-    finally:
-        subprocess.run([torchserve_bin, "--stop"], cwd=tsdir, env=env, timeout=120,
-                       check=False, capture_output=True)  # fmt: skip
-        _reap(str(tsdir))
-
-
-def _ts_ready(management: str, model: str) -> bool:
-    try:
-        response = httpx.get(f"{management}/models/{model}", timeout=5.0)
-    except httpx.TransportError:
-        return False
-    if response.status_code != 200:
-        return False
-    workers = response.json()[0].get("workers", [])
-    return any(worker.get("status") == "READY" for worker in workers)
-
-
-def _reap(marker: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while ts_processes(marker) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    for pid in ts_processes(marker):  # only processes of this run's TorchServe
-        print(f"TorchServe process {pid} outlived --stop; killing it", flush=True)
-        os.kill(pid, signal.SIGKILL)
+# --- TorchServe ---------------------------------------------------------------------------
 
 
 def run_torchserve(model: str, body: bytes, requests: int, workdir: Path, venv: Path) -> ServerRun:
     tsdir = workdir / f"torchserve-{model}"
-    (tsdir / "store").mkdir(parents=True, exist_ok=True)
-    serialized = tsdir / f"{model}.pt"
-    env = {**os.environ, "PACKRAT_CACHE_DIR": str(workdir / "cache"), "HF_HUB_OFFLINE": "1"}
-    export = [sys.executable, "-m", "packrat.cli", "export", model, "-o", str(serialized)]
-    subprocess.run(export, check=True, env=env, capture_output=True, timeout=300)
-    archive(model, serialized, tsdir / "store", venv)
-    with torchserve(model, tsdir, venv) as urls:
+    store = tsdir / "store"
+    export_and_archive(model, store, workdir, venv)
+    with torchserve(TorchServeModel(model), tsdir, store, venv) as server:
+        urls = server.urls
         described = httpx.get(f"{urls['management']}/models/{model}").json()[0]
         url = f"{urls['inference']}/predictions/{model}"
         run_client(url, body, WARMUP_REQUESTS)
@@ -583,7 +467,6 @@ def run_torchserve(model: str, body: bytes, requests: int, workdir: Path, venv: 
         after = scrape(urls["metrics"] + "/metrics")
         others = {kind: run_client(url, body, requests, kind) for kind in CLIENTS[1:]}
         ping = ping_latency(urls["inference"] + "/ping")
-        pids = ts_processes(str(tsdir))
     label = f'model_name="{model}"'
 
     def delta_ms(name: str) -> float:
@@ -602,28 +485,11 @@ def run_torchserve(model: str, body: bytes, requests: int, workdir: Path, venv: 
     run.notes.append(
         f"batchSize {described['batchSize']}, maxBatchDelay {described['maxBatchDelay']} ms, "
         f"worker {worker['id']} pid {worker['pid']} {worker['status']}; "
-        f"TorchServe processes while serving: {len(pids)}"
+        f"TorchServe processes while serving: {len(server.pids)}"
     )
-    run.notes.extend(_ts_log_evidence(tsdir / "logs", model))
-    left = ts_processes(str(tsdir))
-    run.notes.append(f"processes of this TorchServe left after --stop: {len(left)}")
+    run.notes.extend(log_evidence(server.logs))
+    run.notes.append(f"processes of this TorchServe left after --stop: {len(server.leftover_pids)}")
     return run
-
-
-def _ts_log_evidence(logs: Path, model: str) -> list[str]:
-    """The log lines that show the model loaded, the worker started and its torch threads."""
-    keys = ("Model server started", "Loading initial models", "Setting default version",
-            "Worker connected", "raw tensor handler", "Torch worker started", "OMP_NUM_THREADS",
-            "Number of CPUs", "Netty threads", "Default workers per model")  # fmt: skip
-    lines: list[str] = []
-    for name in ("ts_log.log", "model_log.log"):
-        path = logs / name
-        if path.exists():
-            for line in path.read_text(errors="replace").splitlines():
-                note = "log: " + line.strip()[:220]
-                if any(key in line for key in keys) and note not in lines:
-                    lines.append(note)
-    return lines[:16]
 
 
 # --- the report -------------------------------------------------------------------------------
@@ -795,19 +661,8 @@ def _breakdown(result: ModelResult) -> list[str]:
 def versions(venv: Path | None) -> dict[str, str]:
     found = package_versions()
     if venv is not None:
-        found["TorchServe"] = _ts_version(venv)
-        java = subprocess.run(["java", "-version"], capture_output=True, text=True, check=False)
-        quoted = java.stderr.split('"')
-        found["Java"] = quoted[1] if len(quoted) > 1 else "?"
+        found.update(torchserve_versions(venv))
     return found
-
-
-def _ts_version(venv: Path) -> str:
-    code = "import importlib.metadata as m; print(m.version('torchserve'), m.version('torch'))"
-    done = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True,
-                          text=True, check=False)  # fmt: skip
-    ts_version, _, torch_version = done.stdout.strip().partition(" ")
-    return f"{ts_version} (torch {torch_version} in its venv)"
 
 
 # --- main -------------------------------------------------------------------------------------

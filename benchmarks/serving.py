@@ -1,7 +1,8 @@
 """What the benchmark scripts here share: starting `packrat serve` on free ports and always
-stopping it (and every process it started), reading its Prometheus metrics, and the parts of a
-Markdown report common to all (the machine, versions, the hand-written analysis kept when a
-report is written again).
+stopping it (and every process it started; `descendants` and `reap` serve TorchServe's runs
+too, in torchserve_run.py), reading its Prometheus metrics, and the parts of a Markdown report
+common to all (the machine, versions, the hand-written analysis kept when a report is written
+again).
 
 The scripts import it by name: `python benchmarks/X.py` puts this folder on sys.path.
 """
@@ -76,7 +77,7 @@ def packrat_serve(
             time.sleep(0.1)
         yield server
     finally:
-        started = _descendants(process.pid)
+        started = descendants(process.pid)
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
@@ -85,10 +86,10 @@ def packrat_serve(
                 process.kill()
                 process.wait()
         server.exit_code = process.returncode
-        server.leftover_pids = _reap(started)
+        server.leftover_pids = reap(started)
 
 
-def _descendants(pid: int) -> set[tuple[int, str]]:
+def descendants(pid: int) -> set[tuple[int, str]]:
     """(pid, start time) of every live process below `pid`, from /proc (the start time tells a
     process from a later one given the same pid)."""
     children: dict[int, list[int]] = {}
@@ -117,7 +118,7 @@ def _stat(pid: str) -> list[str] | None:
     return text[text.rfind(")") + 2 :].split()
 
 
-def _reap(processes: set[tuple[int, str]], grace_s: float = 10.0) -> list[int]:
+def reap(processes: set[tuple[int, str]], grace_s: float = 10.0) -> list[int]:
     """Wait up to `grace_s` for `processes` to exit; kill those still alive and return their
     pids. A zombie counts as gone."""
 
@@ -134,7 +135,7 @@ def _reap(processes: set[tuple[int, str]], grace_s: float = 10.0) -> list[int]:
         time.sleep(0.2)
     left = alive()
     for pid in left:  # only processes this server started
-        print(f"process {pid} of packrat serve outlived it; killing it", flush=True)
+        print(f"process {pid} outlived its server; killing it", flush=True)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return left
