@@ -22,9 +22,8 @@ from typing import Any
 
 import httpx
 import numpy as np
-from reconfigure import PhaseProgress
-from reconfigure import describe as describe_packrat
-from serving import metric, packrat_serve, scrape
+from serving import PhaseProgress, metric, packrat_serve, scrape
+from serving import describe as describe_packrat
 from torchserve_run import TorchServeModel, log_evidence, torchserve
 from torchserve_run import describe as describe_torchserve
 

@@ -55,7 +55,6 @@ import re
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,19 +62,26 @@ from typing import Any
 
 import httpx
 import numpy as np
-from serving import cpu_model, kept_analysis, metric, package_versions, packrat_serve, scrape
+from serving import (
+    PhaseProgress,
+    cpu_model,
+    describe,
+    kept_analysis,
+    metric,
+    package_versions,
+    packrat_serve,
+    payload_for,
+    scrape,
+    warm_up,
+)
 
 from packrat.bench.loadgen import (
     AroundSwitch,
-    ClosedLoop,
     LatencyStats,
     LoadOptions,
     LoadResult,
     OpenLoop,
-    Payload,
-    Phase,
     PhaseSummary,
-    Protocol,
     RequestRecord,
     RequestSet,
     SwitchImpact,
@@ -152,26 +158,6 @@ class ServerRun:
 
 
 # --- running the servers ----------------------------------------------------------------------
-
-
-class PhaseProgress:
-    """Prints a line as the schedule enters each phase, and every `every_s` seconds."""
-
-    def __init__(self, name: str, phases: Sequence[Phase], every_s: float = 15.0) -> None:
-        self._name, self._phases, self._every_s = name, phases, every_s
-        self._started = time.monotonic()
-        self._printed_s = -math.inf
-        self._phase: Phase | None = None
-
-    def start(self, total_units: float, description: str) -> None:
-        self._started = time.monotonic()
-
-    def advance(self, units: float, description: str | None = None) -> None:
-        now_s = time.monotonic() - self._started
-        phase = next((p for p in reversed(self._phases) if p.start_s <= now_s), self._phases[0])
-        if phase is not self._phase or now_s - self._printed_s >= self._every_s:
-            self._phase, self._printed_s = phase, now_s
-            say(self._name, f"{now_s:4.0f} s, phase {phase.name}: {description or ''}")
 
 
 def say(name: str, text: str) -> None:
@@ -255,33 +241,6 @@ def common_options(args: argparse.Namespace) -> list[str]:
     if args.profile is not None:
         options += ["--profile", str(args.profile)]
     return options
-
-
-def describe(urls: dict[str, str], model: str) -> dict[str, Any]:
-    described = httpx.get(f"{urls['management']}/models/{model}", timeout=30).json()
-    return described[0]  # type: ignore[no-any-return]
-
-
-def payload_for(described: dict[str, Any]) -> Payload:
-    """A random request of the model's input (raw bytes for the TorchServe API)."""
-    spec = described.get("input_spec")
-    if not spec:
-        raise SystemExit(f"model {described['name']} declares no input: cannot make requests")
-    return Payload.random(Protocol.TORCHSERVE, spec["shape"], spec["dtype"], seed=0)
-
-
-def warm_up(target: Target, payload: Payload, max_batch_size: int) -> None:
-    """Closed loops of 1, 2, 4, ... up to `max_batch_size` clients, three batches' worth
-    each: every batch size (and, switching, every plan) runs before the schedule."""
-    clients = 1
-    while True:
-        result = run_load(target, ClosedLoop(clients, requests=3 * clients), LoadOptions(payload))
-        failures = result.summary().overall.failures
-        if failures:
-            raise SystemExit(f"warm-up with {clients} clients failed: {failures}")
-        if clients >= max_batch_size:
-            return
-        clients = min(2 * clients, max_batch_size)
 
 
 def servers(names: Sequence[str], max_batch_size: int) -> list[Server]:

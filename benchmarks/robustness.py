@@ -42,8 +42,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from reconfigure import payload_for, warm_up
-from serving import cpu_model, kept_analysis, package_versions, packrat_serve
+from serving import (
+    cpu_model,
+    describe,
+    kept_analysis,
+    package_versions,
+    packrat_serve,
+    payload_for,
+    warm_up,
+)
 
 from packrat.bench.loadgen import (
     ClosedLoop,
@@ -109,8 +116,7 @@ def say(text: str) -> None:
 
 def server_pid(urls: dict[str, str], model: str) -> int:
     """The server process: the parent of its first instance."""
-    (described,) = httpx.get(f"{urls['management']}/models/{model}", timeout=30).json()
-    pid = parent_pid(int(described["instances"][0]["pid"]))
+    pid = parent_pid(int(describe(urls, model)["instances"][0]["pid"]))
     if pid is None:
         raise SystemExit("cannot find the server process")
     return pid
@@ -316,7 +322,7 @@ def soak(args: argparse.Namespace, urls: dict[str, str], command: str) -> str:
 
 
 def start(args: argparse.Namespace, urls: dict[str, str]) -> tuple[Target, Payload]:
-    (described,) = httpx.get(f"{urls['management']}/models/{args.model}", timeout=30).json()
+    described = describe(urls, args.model)
     target, payload = Target(urls["inference"], args.model), payload_for(described)
     say("warming up")
     warm_up(target, payload, args.max_batch_size)

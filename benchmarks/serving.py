@@ -1,8 +1,9 @@
 """What the benchmark scripts here share: starting `packrat serve` on free ports and always
 stopping it (and every process it started; `descendants` and `reap` serve TorchServe's runs
-too, in torchserve_run.py), reading its Prometheus metrics, and the parts of a Markdown report
-common to all (the machine, versions, the hand-written analysis kept when a report is written
-again).
+too, in torchserve_run.py); a served model's description, a request for it, a warm-up, and
+progress lines while load runs; reading Prometheus metrics; and the parts of a Markdown
+report common to all (the machine, versions, the hand-written analysis kept when a report
+is written again).
 
 The scripts import it by name: `python benchmarks/X.py` puts this folder on sys.path.
 """
@@ -10,6 +11,7 @@ The scripts import it by name: `python benchmarks/X.py` puts this folder on sys.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import re
@@ -21,8 +23,20 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+
+from packrat.bench import resources
+from packrat.bench.loadgen import (
+    ClosedLoop,
+    LoadOptions,
+    Payload,
+    Phase,
+    Protocol,
+    Target,
+    run_load,
+)
 
 START_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 60.0
@@ -92,30 +106,12 @@ def packrat_serve(
 def descendants(pid: int) -> set[tuple[int, str]]:
     """(pid, start time) of every live process below `pid`, from /proc (the start time tells a
     process from a later one given the same pid)."""
-    children: dict[int, list[int]] = {}
-    started: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        stat = _stat(entry.name) if entry.name.isdigit() else None
-        if stat is not None:
-            children.setdefault(int(stat[1]), []).append(int(entry.name))
-            started[int(entry.name)] = stat[19]
     found: set[tuple[int, str]] = set()
-    todo = list(children.get(pid, []))
-    while todo:
-        child = todo.pop()
-        found.add((child, started[child]))
-        todo.extend(children.get(child, []))
+    for child in resources.descendants(pid):
+        stat = resources.stat_fields(child)
+        if stat is not None:
+            found.add((child, stat[19]))
     return found
-
-
-def _stat(pid: str) -> list[str] | None:
-    """The fields of /proc/PID/stat after the command name (state, ppid, ...), or None if the
-    process is gone. The name may hold spaces and parentheses, so split after the last ')'."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2 :].split()
 
 
 def reap(processes: set[tuple[int, str]], grace_s: float = 10.0) -> list[int]:
@@ -125,7 +121,7 @@ def reap(processes: set[tuple[int, str]], grace_s: float = 10.0) -> list[int]:
     def alive() -> list[int]:
         pids = []
         for pid, start in processes:
-            stat = _stat(str(pid))
+            stat = resources.stat_fields(pid)
             if stat is not None and stat[19] == start and stat[0] != "Z":
                 pids.append(pid)
         return sorted(pids)
@@ -139,6 +135,58 @@ def reap(processes: set[tuple[int, str]], grace_s: float = 10.0) -> list[int]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return left
+
+
+# --- a served model: its description, requests, warm-up, progress ---------------------------
+
+
+def describe(urls: dict[str, str], model: str) -> dict[str, Any]:
+    """The management API's description of `model`'s default version."""
+    described = httpx.get(f"{urls['management']}/models/{model}", timeout=30).json()
+    return described[0]  # type: ignore[no-any-return]
+
+
+def payload_for(described: dict[str, Any]) -> Payload:
+    """A random request of the model's input (raw bytes for the TorchServe API)."""
+    spec = described.get("input_spec")
+    if not spec:
+        raise SystemExit(f"model {described['name']} declares no input: cannot make requests")
+    return Payload.random(Protocol.TORCHSERVE, spec["shape"], spec["dtype"], seed=0)
+
+
+def warm_up(target: Target, payload: Payload, max_batch_size: int) -> None:
+    """Closed loops of 1, 2, 4, ... up to `max_batch_size` clients, three batches' worth
+    each: every batch size (and, switching, every plan) runs before the schedule."""
+    clients = 1
+    while True:
+        result = run_load(target, ClosedLoop(clients, requests=3 * clients), LoadOptions(payload))
+        failures = result.summary().overall.failures
+        if failures:
+            raise SystemExit(f"warm-up with {clients} clients failed: {failures}")
+        if clients >= max_batch_size:
+            return
+        clients = min(2 * clients, max_batch_size)
+
+
+class PhaseProgress:
+    """Prints a line as the schedule enters each phase, and every `every_s` seconds."""
+
+    def __init__(self, name: str, phases: Sequence[Phase], every_s: float = 15.0) -> None:
+        self._name, self._phases, self._every_s = name, phases, every_s
+        self._started = time.monotonic()
+        self._printed_s = -math.inf
+        self._phase: Phase | None = None
+
+    def start(self, total_units: float, description: str) -> None:
+        self._started = time.monotonic()
+
+    def advance(self, units: float, description: str | None = None) -> None:
+        now_s = time.monotonic() - self._started
+        phase = next((p for p in reversed(self._phases) if p.start_s <= now_s), self._phases[0])
+        if phase is not self._phase or now_s - self._printed_s >= self._every_s:
+            self._phase, self._printed_s = phase, now_s
+            line = f"{now_s:4.0f} s, phase {phase.name}: {description or ''}"
+            print(f"[{self._name}] {line}", flush=True)
 
 
 # --- metrics ----------------------------------------------------------------------------------

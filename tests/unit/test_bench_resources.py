@@ -8,7 +8,13 @@ import sys
 import time
 from pathlib import Path
 
-from packrat.bench.resources import descendants, parent_pid, shared_memory_entries, snapshot
+from packrat.bench.resources import (
+    descendants,
+    parent_pid,
+    shared_memory_entries,
+    snapshot,
+    stat_fields,
+)
 
 
 def fake_proc(root: Path, tree: dict[int, tuple[int, str]]) -> Path:
@@ -35,6 +41,7 @@ def test_descendants_follow_the_whole_tree(tmp_path: Path) -> None:
     assert descendants(10, proc) == {11, 12, 13}
     assert descendants(12, proc) == set()
     assert parent_pid(11, proc) == 10 and parent_pid(99, proc) is None
+    assert stat_fields(11, proc)[:2] == ["S", "10"] and stat_fields(99, proc) is None
 
 
 def test_snapshot_counts_a_real_process_tree() -> None:

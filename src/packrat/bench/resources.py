@@ -79,14 +79,20 @@ def shared_memory_entries(shm: Path = SHM) -> set[str]:
         return set()
 
 
-def _ppid(entry: Path) -> int | None:
+def stat_fields(pid: int | str, proc: Path = PROC) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state, ppid, ... starttime at
+    index 19), or None if the process is gone. The name may hold spaces and parentheses, so
+    the fields follow the last ")"."""
     try:
-        stat = (entry / "stat").read_text()
+        stat = (proc / str(pid) / "stat").read_text()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    # The command name is in parentheses and may hold spaces: the fields follow the last ")".
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return int(fields[1]) if len(fields) > 1 else None
+    return stat[stat.rfind(")") + 2 :].split()
+
+
+def _ppid(entry: Path) -> int | None:
+    fields = stat_fields(entry.name, entry.parent)
+    return int(fields[1]) if fields is not None and len(fields) > 1 else None
 
 
 def _rss_bytes(process: Path) -> int:
