@@ -75,6 +75,7 @@ def test_defaults_follow_torchserve_ports() -> None:
         ("not toml = = 1", "not valid TOML"),
         ("[server]\npolicy = 'sometimes'\n", "unknown plan policy 'sometimes'"),
         ("[server]\nbatch_timeout_s = 0\n", "batch_timeout_s must be a positive"),
+        ("[server]\nmax_in_flight = 0\n", "max_in_flight must be an integer >= 1"),
         ("[[models]]\nspec = 'resnet50'\npolicy = 'often'\n", "unknown plan policy 'often'"),
         ("[[models]]\nspec = 'r'\nestimator = { alpha = 2.0 }\n", "alpha must be in"),
         ("[[models]]\nspec = 'r'\nestimator = { windoww = 2 }\n", "windoww"),

@@ -80,6 +80,9 @@ class LaunchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
                 raise PackratError(f"{name} must be a port number 0..65535, got {value!r}")
+        value = self.max_in_flight
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise PackratError(f"max_in_flight must be an integer >= 1, got {value!r}")
         for name in ("host", "management_host"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise PackratError(
@@ -214,6 +217,8 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
     if config.cores is not None:
         check_cores(config.cores, topology)
         default_cores = topology.cpu_ids()[: config.cores]
+    # Read before any model loads: a bad token file fails at once, not after profiling.
+    http = HttpConfig(token=api_token(config), max_in_flight=config.max_in_flight)
     bound: list[Bound] = [bind(listener) for listener in config.listeners()]
     metrics = Metrics()
     defaults = RepositoryDefaults(
@@ -246,17 +251,13 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
             for b in bound:
                 b.sock.close()
             raise
-    try:
-        http = HttpConfig(token=api_token(config), max_in_flight=config.max_in_flight)
-    except ValueError as exc:
-        raise PackratError(str(exc).replace("HttpConfig.", "")) from None
-    if http.token is not None:
-        out.print("inference and management APIs require the API token", highlight=False)
     apps = {
         "inference": create_inference_app(repo, http, metrics),
         "management": create_management_app(repo, http),
         "metrics": create_metrics_app(metrics),
     }
+    if http.token is not None:
+        out.print("inference and management APIs require the API token", highlight=False)
     for b in bound:
         out.print(f"{b.listener.name} API listening on {b.address}", highlight=False)
     await serve(bound, apps, on_drain=repo.drain, on_shutdown=repo.close)

@@ -453,13 +453,13 @@ class ModelRuntime:
             raise BadRequest(f"model {self._label} cannot {what}: it was started without planning")
         return self._planning
 
-    async def _switch(self, plan: Plan, reason: str) -> None:
+    async def _switch(self, plan: Plan, reason: str) -> Switch | None:
         """Run `plan` from the next batch on. Called with the plan lock held (between
-        batches)."""
+        batches). Returns the switch made, None if the instances stay as they are."""
         old = self._engine.plan
         if plan.layout == old.layout:
             self._engine.replan(plan)  # same instances: nothing to move
-            return
+            return None
         at_unix_s = time.time()
         done = await asyncio.to_thread(self._engine.reconfigure, plan)
         self._threads = [instance.threads for instance in plan.instances]
@@ -484,6 +484,7 @@ class ModelRuntime:
                 listener(switch)
             except Exception:
                 logger.exception("switch listener of model %s failed", self._label)
+        return switch
 
     # --- the batch function ------------------------------------------------------------------
 
@@ -508,10 +509,9 @@ class ModelRuntime:
         proposal = self._policy.propose(batch, waiting, time.monotonic(), current, current_ms)
         if proposal is None:
             return
-        before = self._switches_total
-        await self._switch(proposal.plan, proposal.reason)
-        if self._switches_total > before:
-            self._policy.switched(self._switches[-1].took_s, time.monotonic())
+        switch = await self._switch(proposal.plan, proposal.reason)
+        if switch is not None:
+            self._policy.switched(switch.took_s, time.monotonic())
 
     async def _run_split(self, requests: list[Any]) -> list[Any | BaseException]:
         sizes, _ = self.split(len(requests))
