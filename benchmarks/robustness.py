@@ -13,18 +13,23 @@ of a closed loop of 2 x max-batch-size clients for --probe-s seconds.
 - flood: open-loop Poisson load at half the capacity (--calm-s), then --factor times the
   capacity for --flood-s, then half again (--calm-s). Every request must be answered: 200, or
   503 once the model's queue is full. Reports each phase's answers and latency, the server's
-  memory (RSS of the server and its workers, sampled every second) before, at its peak and
-  after, and how soon after the flood latency is back to its level before it.
+  memory (PSS and RSS of the server and its workers, sampled every second) before, at its
+  peak and after, and how soon after the flood latency is back to its level before it.
 - soak: Poisson load at --load times the capacity for --soak-s, the plan forced to change every
   --every-s seconds through the management API (pinned to the fat plan, pinned to single-
   thread instances, released to the default policy, in turn). Reports failed requests (must be
-  0), the switches, and processes, open files, RSS and /dev/shm entries before (after the
-  warm-up) and after; RSS must grow less than 5%.
+  0), the switches, and processes, open files, memory and /dev/shm entries before and after;
+  memory (PSS) must grow less than 5%. "Before" is after a warm-up under each plan of the
+  rotation, so that every worker has run every plan's batches once (the memory a worker needs
+  for its largest batch is allocated on the first one, and kept).
+
+Memory is judged on PSS, not RSS: the workers map one shared weights file, and a sum of RSS
+counts it once per worker that has touched it (see packrat.bench.resources).
 
 Writes docs/robustness-flood.md or docs/robustness-soak.md (the hand-written analysis after the
 marker line of an existing file is kept) and a latency timeline PNG next to it; the work
 directory (default: a new temp directory) keeps the server log, the requests (JSON, CSV) and the
-resource samples. Takes about 3 minutes (flood) or 11 minutes (soak) on 2 cores, plus 1 to 3
+resource samples. Takes about 3 minutes (flood) or 12 minutes (soak) on 2 cores, plus 1 to 3
 minutes to profile the model on the first run in a work directory (--profile FILE skips it).
 """
 
@@ -35,6 +40,7 @@ import datetime
 import json
 import math
 import os
+import statistics
 import tempfile
 import threading
 import time
@@ -69,7 +75,7 @@ from packrat.bench.resources import parent_pid, shared_memory_entries, snapshot
 from packrat.topology import read_topology
 
 REPO = Path(__file__).resolve().parents[1]
-RSS_GROWTH_TARGET = 0.05
+PSS_GROWTH_TARGET = 0.05
 SETTLE_S = 5.0
 RECOVERY_FACTOR = 1.5  # latency is "back" once a 2 s window's p50 is within this of before
 
@@ -81,6 +87,7 @@ class Sample:
     at_s: float
     processes: int
     rss_bytes: int
+    pss_bytes: int
     fds: int
 
 
@@ -106,7 +113,9 @@ class Sampler:
         while not self._stop.is_set():
             tree = snapshot(self._pid)
             at_s = time.monotonic() - self._start
-            self.samples.append(Sample(at_s, tree.processes, tree.rss_bytes, tree.fds))
+            self.samples.append(
+                Sample(at_s, tree.processes, tree.rss_bytes, tree.pss_bytes, tree.fds)
+            )
             self._stop.wait(self._period_s)
 
 
@@ -156,6 +165,28 @@ def header(title: str, args: argparse.Namespace, command: str, capacity: float) 
         f"{args.probe_s:g} s): **{capacity:.1f} requests/s**.",
         "",
     ]
+
+
+def memory_rows(samples: list[Sample], during: list[Sample]) -> list[str]:
+    """Check rows: PSS and RSS of the tree at the start, the peak `during`, and the end."""
+    rows = []
+    for label, field in (("PSS", "pss_bytes"), ("RSS summed over the processes", "rss_bytes")):
+        start, end = getattr(samples[0], field), getattr(samples[-1], field)
+        peak = max((getattr(s, field) for s in during), default=start)
+        target = "flat" if label == "PSS" else "-"
+        rows.append(
+            f"| {label} of the server and its workers: before / flood peak / after, MiB "
+            f"| {target} | {mib(start)} / {mib(peak)} / {mib(end)} |"
+        )
+    return rows
+
+
+def minute_medians(samples: list[Sample]) -> tuple[float, float]:
+    """Median PSS of the samples in the first and in the last 60 s."""
+    end_s = samples[-1].at_s
+    first = [s.pss_bytes for s in samples if s.at_s <= samples[0].at_s + 60.0]
+    last = [s.pss_bytes for s in samples if s.at_s >= end_s - 60.0]
+    return statistics.median(first), statistics.median(last)
 
 
 def phase_table(summaries: tuple[PhaseSummary, ...], result: LoadResult) -> list[str]:
@@ -227,9 +258,6 @@ def flood(args: argparse.Namespace, urls: dict[str, str], command: str) -> str:
     flood_end_s = args.calm_s + args.flood_s
     back = recovery_s(result, flood_end_s, before.p50_ms) if before is not None else None
     in_flood = [s for s in sampler.samples if args.calm_s <= s.at_s <= flood_end_s]
-    start_rss = sampler.samples[0].rss_bytes
-    peak_rss = max(s.rss_bytes for s in in_flood) if in_flood else start_rss
-    end_rss = sampler.samples[-1].rss_bytes
     others = sum(not r.ok and r.status != 503 for r in result.records)
     lines = header("Flood: 10x capacity (issue 6)", args, command, capacity) + [
         "## Checks",
@@ -238,8 +266,7 @@ def flood(args: argparse.Namespace, urls: dict[str, str], command: str) -> str:
         "| --- | --- | --- |",
         f"| requests answered 200 or 503 | all | {len(result.records) - others} of "
         f"{len(result.records)} |",
-        f"| RSS of the server and its workers: before / flood peak / after, MiB | flat | "
-        f"{mib(start_rss)} / {mib(peak_rss)} / {mib(end_rss)} |",
+        *memory_rows(sampler.samples, in_flood),
         f"| after the flood, seconds until p50 is within {RECOVERY_FACTOR}x of before "
         f"({ms(before.p50_ms if before else None)} ms) | seconds | "
         f"{'never' if back is None else f'{back:.1f} s'} |",
@@ -263,6 +290,9 @@ def soak(args: argparse.Namespace, urls: dict[str, str], command: str) -> str:
     cores = read_topology().num_cores
     thin = f"<{cores},1,{math.ceil(args.max_batch_size / cores)}>"
     changes = [{"plan": "fat"}, {"plan": thin}, {"policy": "auto"}]
+    for change in changes:  # every worker runs every plan's batches once before "before"
+        httpx.put(f"{urls['management']}/models/{args.model}/plan", json=change).raise_for_status()
+        warm_up(target, payload, args.max_batch_size)
     say(f"capacity {capacity:.1f} req/s; {schedule.num_requests} requests in {args.soak_s:g} s")
     before, shm_before = snapshot(pid), shared_memory_entries()
     made: list[str] = []
@@ -291,7 +321,8 @@ def soak(args: argparse.Namespace, urls: dict[str, str], command: str) -> str:
     during = [s for s in switches if s["at_unix_s"] >= result.start_unix_s]
     save(args, "soak", result, sampler.samples)
     failed = [r for r in result.records if not r.ok]
-    growth = after.rss_bytes / before.rss_bytes - 1.0
+    growth = after.pss_bytes / before.pss_bytes - 1.0
+    first, last = minute_medians(sampler.samples)
     forced = sum(s["reason"] == "pinned" or s["reason"].startswith("policy") for s in during)
     took = max((s["took_ms"] for s in during), default=0.0)
     lines = header(
@@ -302,8 +333,12 @@ def soak(args: argparse.Namespace, urls: dict[str, str], command: str) -> str:
         "| check | target | result |",
         "| --- | --- | --- |",
         f"| failed requests | 0 | {len(failed)} of {len(result.records)} |",
-        f"| RSS growth, server and workers | < {RSS_GROWTH_TARGET:.0%} | {growth:+.1%} "
-        f"({mib(before.rss_bytes)} -> {mib(after.rss_bytes)} MiB) |",
+        f"| memory growth (PSS), server and workers | < {PSS_GROWTH_TARGET:.0%} | "
+        f"{growth:+.1%} ({mib(before.pss_bytes)} -> {mib(after.pss_bytes)} MiB) |",
+        f"| PSS, median of the first and of the last minute, MiB | flat | {mib(first)} -> "
+        f"{mib(last)} |",
+        f"| RSS summed over the processes, MiB (counts shared weights once per worker) | - | "
+        f"{mib(before.rss_bytes)} -> {mib(after.rss_bytes)} |",
         f"| processes | same | {before.processes} -> {after.processes} |",
         f"| open file descriptors | same | {before.fds} -> {after.fds} |",
         f"| /dev/shm entries | none new | {len(shm_after - shm_before)} new, "

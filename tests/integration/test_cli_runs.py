@@ -94,6 +94,23 @@ def test_resume_refuses_another_model(tmp_path: Path) -> None:
     assert "profiles another model" in other.stderr
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores")
+def test_contention_profile_times_each_cell_beside_its_copies(tmp_path: Path) -> None:
+    out = tmp_path / "p.json"
+    args = ("profile", "tiny-resnet", "-T", "2", "--batches", "1", "-o", str(out))
+    result = packrat(*args, "--contention", "--max-time", "0.5", "--max-runs", "4", cache=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "contention" in result.stdout
+    data = json.loads(out.read_text())
+    assert data["kind"] == "contention"
+    runs = {c["threads"]: c["n"] for c in data["cells"]}
+    # two 1-thread instances ran at once and both were timed: a round of 4 runs each, pooled;
+    # the 2-thread cell has no room for a neighbour, so it is one instance's 4 runs
+    assert runs == {1: 8, 2: 4}
+    isolated = packrat(*args, *QUICK, cache=tmp_path)
+    assert isolated.returncode == 1 and "kind of measurement" in isolated.stderr
+
+
 def test_bench_reports_and_writes_files(tmp_path: Path) -> None:
     prof = tmp_path / "p.json"
     cores = str(min(2, len(os.sched_getaffinity(0))))

@@ -56,9 +56,11 @@ def test_snapshot_counts_a_real_process_tree() -> None:
         tree = snapshot(child.pid)
         assert child.pid in tree.pids and tree.processes == 2
         assert tree.rss_bytes > 1_000_000 and tree.fds >= 6  # two interpreters, stdio each
+        # the two interpreters share their libraries: PSS counts those pages once
+        assert 0 < tree.pss_bytes < tree.rss_bytes
         mine = snapshot(os.getpid())
         assert child.pid in mine.pids and tree.pids < mine.pids
-        assert set(tree.to_json()) == {"processes", "rss_bytes", "fds"}
+        assert set(tree.to_json()) == {"processes", "rss_bytes", "pss_bytes", "fds"}
     finally:
         for pid in descendants(child.pid):
             os.kill(pid, 9)

@@ -21,9 +21,11 @@ from packrat.cli.app import (
     int_list,
     out,
 )
+from packrat.errors import PackratError
 
 if TYPE_CHECKING:
     from packrat.profiler.profile_file import Profile
+    from packrat.profiler.stats import SamplingPolicy
 
 
 @app.command()
@@ -60,15 +62,23 @@ def profile(
     input_shape: ShapeOpt = None,
     input_dtype: DtypeOpt = "float32",
     keep_freed_memory: MallocOpt = True,
+    contention: Annotated[
+        bool,
+        typer.Option(
+            "--contention",
+            help="Measure each cell <t, b> beside T // t - 1 copies of itself on the other "
+            "cores, as a plan runs it (a 'contention' profile, kept apart in the cache).",
+        ),
+    ] = False,
 ) -> None:
-    """Measure single-instance batch latency L(t, b) for t = 1..T on pinned cores."""
+    """Measure batch latency L(t, b) for t = 1..T on pinned cores: one instance alone
+    (default), or with its neighbours (--contention)."""
 
     def body() -> None:
         from packrat.models.resolve import resolve_model
         from packrat.pool.config import EngineConfig
         from packrat.profiler.cache import default_profile_path
         from packrat.profiler.profile_file import load_profile
-        from packrat.profiler.stats import SamplingPolicy
         from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
         from packrat.progress import progress_bar
         from packrat.topology import read_topology
@@ -79,11 +89,12 @@ def profile(
         config = SweepConfig(
             cores=cores if cores is not None else topology.num_cores,
             batches=grid,
-            policy=SamplingPolicy(rel_ci=rel_ci, max_runs=max_runs, max_time_s=max_time_s),
+            policy=sampling_policy(rel_ci, max_runs, max_time_s),
+            contention=contention,
         )
         engine = EngineConfig(keep_freed_memory=keep_freed_memory)
         path = output or default_profile_path(
-            source.identity(), topology, keep_freed_memory=keep_freed_memory
+            source.identity(), topology, keep_freed_memory=keep_freed_memory, contention=contention
         )
         existing = load_profile(path) if path.exists() else None
         if existing is not None:
@@ -104,10 +115,26 @@ def profile(
     guard(body)
 
 
+def sampling_policy(rel_ci: float, max_runs: int, max_time_s: float) -> SamplingPolicy:
+    """The stopping rule of the options; fewer --max-runs than the usual least runs (5) lower
+    that least number too. PackratError for values out of range."""
+    from packrat.profiler.stats import SamplingPolicy
+
+    least = min(SamplingPolicy().min_runs, max_runs)
+    try:
+        return SamplingPolicy(
+            min_runs=least, max_runs=max_runs, rel_ci=rel_ci, max_time_s=max_time_s
+        )
+    except ValueError as exc:
+        raise PackratError(
+            f"bad sampling option (--rel-ci, --max-runs, --max-time): {exc}"
+        ) from None
+
+
 def print_profile(p: Profile) -> None:
     """The profile as a threads x batch table of mean latency +- 95% CI."""
     batches = sorted({b for _, b in p.cells})
-    table = Table(title=f"{p.model_name}: mean batch latency (ms) +- 95% CI")
+    table = Table(title=f"{p.model_name}: mean batch latency (ms) +- 95% CI, {p.kind}")
     table.add_column("threads", justify="right")
     for b in batches:
         table.add_column(f"b={b}", justify="right")

@@ -23,16 +23,21 @@ def machine_key(topology: Topology) -> str:
 
 
 def default_profile_path(
-    identity: ModelIdentity, topology: Topology, *, keep_freed_memory: bool = True
+    identity: ModelIdentity,
+    topology: Topology,
+    *,
+    keep_freed_memory: bool = True,
+    contention: bool = False,
 ) -> Path:
-    """`<cache>/profiles/<model>-<hash12>-<machine>-torch<version>[-release].json`.
+    """`<cache>/profiles/<model>-<hash12>-<machine>-torch<version>[-release][-contention].json`.
 
     `-release` marks profiles measured with glibc's default malloc (workers that release
-    freed memory), which are slower and must not be mixed with the default ones.
+    freed memory), which are slower and must not be mixed with the default ones;
+    `-contention` profiles measured with neighbours (`packrat profile --contention`).
     """
     digest = identity.content_hash.split(":")[-1][:12]
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", identity.name)
     version = re.sub(r"[^A-Za-z0-9_.-]", "_", torch_version())
-    tag = "" if keep_freed_memory else "-release"
+    tag = ("" if keep_freed_memory else "-release") + ("-contention" if contention else "")
     stem = f"{name}-{digest}-{machine_key(topology)}-torch{version}{tag}"
     return cache_dir() / "profiles" / f"{stem}.json"

@@ -5,17 +5,22 @@ intra-op threads and 1 inter-op thread; that worker then measures every batch si
 (in-process timing of the model's inference, warm-up excluded), so a model is loaded once per
 t rather than once per cell. The profile is saved after every cell, so an interrupted sweep
 resumes where it stopped: cells already in the file are skipped.
+
+With `contention`, each cell is measured with its neighbours: the worker set for t threads is
+`cores // t` instances of t threads, and all of them time the batch at once
+(`packrat.profiler.contention`). The profile's kind says which way its cells were measured.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
 from packrat.errors import ProfileError
 from packrat.models.base import ModelSource
 from packrat.pool.config import EngineConfig
+from packrat.profiler.contention import contended_plan, measure_contended
 from packrat.profiler.profile_file import Profile, save_profile
 from packrat.profiler.stats import SamplingPolicy, summarize
 from packrat.progress import NullProgress, Progress
@@ -36,11 +41,18 @@ def powers_of_two(max_batch: int) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """What to profile: thread counts 1..cores, the batch grid, and when to stop sampling."""
+    """What to profile: thread counts 1..cores, the batch grid, when to stop sampling, and
+    whether each cell runs alone (isolated) or beside `cores // t` copies of itself."""
 
     cores: int
     batches: tuple[int, ...]
     policy: SamplingPolicy = field(default_factory=SamplingPolicy)
+    contention: bool = False
+
+    @property
+    def kind(self) -> str:
+        """The profile kind these cells make: "contention" or "isolated"."""
+        return "contention" if self.contention else "isolated"
 
     def __post_init__(self) -> None:
         if self.cores < 1:
@@ -71,6 +83,7 @@ def empty_profile(
         content_hash=identity.content_hash,
         machine=machine_info(topology).to_json(),
         torch_version=torch_version(),
+        kind=config.kind,
         sampling={
             "warmup_runs": policy.warmup_runs,
             "min_runs": policy.min_runs,
@@ -91,6 +104,7 @@ def check_resumable(existing: Profile, fresh: Profile, where: str) -> None:
             "choose another output file"
         )
     for label, a, b in (
+        ("kind of measurement", existing.kind, fresh.kind),
         ("CPU", existing.machine.get("cpu_model"), fresh.machine.get("cpu_model")),
         ("torch version", existing.torch_version, fresh.torch_version),
         ("engine setting", dict(existing.engine), dict(fresh.engine)),
@@ -124,19 +138,19 @@ def profile_model(
     started = False
     for threads in sorted({t for t, _ in pending}):
         batches = [b for t, b in pending if t == threads]
-        plan = Plan(
-            cores=threads,
-            batch=max(batches),
-            latency_ms=0.0,
-            instances=(InstanceSpec(threads=threads, batch=max(batches)),),
-        )
-        with Engine(source, allocate(plan, topology), engine_config) as engine:
+        plan = allocate(cell_plan(config, threads, max(batches)), topology)
+        with Engine(source, plan, engine_config) as engine:
             if not started:  # after the model loaded once: a bad model fails before any bar
                 # Work units ~ batch/threads, so the ETA is not fooled by fast small cells.
                 progress.start(sum(b / t for t, b in pending), f"profiling {profile.model_name}")
                 started = True
             for batch in batches:
-                stats = summarize(engine.measure(0, batch, config.policy))
+                if config.contention:
+                    engine.replan(_with_batch(plan, batch))
+                    samples = measure_contended(engine, config.policy)
+                else:
+                    samples = engine.measure(0, batch, config.policy)
+                stats = summarize(samples)
                 profile = profile.with_cell(threads, batch, stats)
                 if out is not None:
                     save_profile(profile, out)
@@ -146,3 +160,22 @@ def profile_model(
                     f"{stats.mean_ms:.1f} ms (n={stats.n})",
                 )
     return profile
+
+
+def cell_plan(config: SweepConfig, threads: int, batch: int) -> Plan:
+    """The (unallocated) instances that measure cells of `threads` threads: one, or with
+    contention as many as the cores hold."""
+    if config.contention:
+        return contended_plan(config.cores, threads, batch)
+    return Plan(
+        cores=threads,
+        batch=batch,
+        latency_ms=0.0,
+        instances=(InstanceSpec(threads=threads, batch=batch),),
+    )
+
+
+def _with_batch(plan: Plan, batch: int) -> Plan:
+    """`plan` with every instance running `batch` (same threads and cores)."""
+    instances = tuple(replace(i, batch=batch) for i in plan.instances)
+    return replace(plan, batch=batch * len(instances), instances=instances)
