@@ -97,7 +97,7 @@ def time_infer(engine: Any, requests: list[Any], policy: SamplingPolicy) -> Cell
     return summarize(samples)
 
 
-def _on_cores(plan: Plan, placed: Plan) -> Plan:
+def on_cores(plan: Plan, placed: Plan) -> Plan:
     """`plan` with the cores of `placed`, instance by instance (same layout)."""
     return Plan(
         cores=plan.cores,
@@ -147,7 +147,7 @@ def run_bench(
             for batch, cand in sorted(items, key=lambda x: x[0]):
                 if batch not in requests:
                     requests[batch] = engine.example_requests(batch)
-                engine.replan(_on_cores(cand.plan, first))
+                engine.replan(on_cores(cand.plan, first))
                 stats = time_infer(engine, requests[batch], config.policy)
                 roles = tuple(
                     dict.fromkeys([cand.label, *role_labels(config.cores, batch, cand.plan)])

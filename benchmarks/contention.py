@@ -1,0 +1,298 @@
+"""Isolated against contention-aware profiles: which one predicts a plan's latency (issue 7).
+
+    python benchmarks/contention.py [--models resnet50,bert-base] [--max-batch 64]
+        [--workdir DIR] [--output docs/contention.md] [--render-only]
+
+(with the project's venv active; HF_HUB_OFFLINE=1 is set here).
+
+For each model, on every usable core T of this machine:
+
+1. Two profiles over t = 1..T and b = 1, 2, 4, ... --max-batch, with `packrat profile`'s
+   sampling: isolated (each cell alone) and contention (each cell <t, b> beside T // t - 1
+   copies of itself, `packrat profile --contention`). Each is timed; a profile already in the
+   work directory is resumed, not measured again (its time is then the one recorded).
+2. For every B of the grid, the plan each profile's optimizer picks for T cores (from the
+   interpolated table, as `packrat serve` plans), plus the fat instance and T single-thread
+   instances, each measured end to end as `packrat bench` does (`Engine.infer` on a batch of B:
+   split, run on the pinned instances at once, gather; warm-up excluded).
+3. Every measured plan is predicted by both profiles (the slowest instance's cell).
+
+Reports per model and B: the plans, the two predictions and the measurement, with the error of
+each prediction; then the mean and largest error of each profile over the plans it chose, and
+over every plan measured. Writes docs/contention.md (the hand-written analysis after the
+`<!-- analysis: ... -->` marker line of an existing file is kept) and results.json in the work
+directory, from which `--render-only` writes the report again. On 2 cores with the defaults it
+takes about 25 minutes, most of it BERT at batch 32 and 64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from serving import cpu_model, kept_analysis, package_versions
+
+from packrat.bench.offline import BenchConfig, on_cores, time_infer
+from packrat.models.base import ModelSource
+from packrat.optimizer import PlanTable
+from packrat.optimizer.table import LatencyTable
+from packrat.pool.config import EngineConfig
+from packrat.profiler.profile_file import Profile, load_profile
+from packrat.profiler.stats import SamplingPolicy
+from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
+from packrat.topology import allocate, read_topology
+from packrat.types import InstanceSpec, Plan
+
+KINDS = ("isolated", "contention")
+TARGET = 0.05  # contention-aware predictions within 5% of measured
+
+
+@dataclass(frozen=True)
+class Row:
+    """One plan measured at one batch size, with both profiles' predictions."""
+
+    model: str
+    batch: int
+    plan: str
+    roles: list[str]  # isolated / contention (the profile chose it), fat, single
+    measured_ms: float
+    ci95_ms: float
+    n: int
+    predicted_ms: dict[str, float]
+
+    def error(self, kind: str) -> float:
+        """Relative error of `kind`'s prediction: (predicted - measured) / measured."""
+        return self.predicted_ms[kind] / self.measured_ms - 1.0
+
+
+def say(text: str) -> None:
+    print(f"[contention] {text}", flush=True)
+
+
+def profile(source: ModelSource, kind: str, args: argparse.Namespace) -> tuple[Profile, float]:
+    """The model's profile of `kind` in the work directory, measured or completed now; the
+    seconds all its measuring took (recorded, so a resumed profile keeps its first time)."""
+    path = args.workdir / f"{source.identity().name}-{kind}.json"
+    times_path = args.workdir / "profile-times.json"
+    times: dict[str, float] = json.loads(times_path.read_text()) if times_path.exists() else {}
+    config = SweepConfig(
+        cores=args.cores,
+        batches=powers_of_two(args.max_batch),
+        policy=SamplingPolicy(),
+        contention=kind == "contention",
+    )
+    existing = load_profile(path) if path.exists() else None
+    started = time.monotonic()
+    result = profile_model(source, config, out=path, existing=existing)
+    took = time.monotonic() - started
+    times[path.stem] = times.get(path.stem, 0.0) + took
+    times_path.write_text(json.dumps(times, indent=1))
+    say(f"{path.stem}: {len(result.cells)} cells, {times[path.stem]:.0f} s of profiling")
+    return result, times[path.stem]
+
+
+def predict(plan: Plan, table: LatencyTable) -> float:
+    """The plan's latency by `table`: its slowest instance (nan if a cell is missing)."""
+    cells = [table.get(i.threads, i.batch) for i in plan.instances]
+    return max((math.nan if c is None else c) for c in cells)
+
+
+def candidate_plans(
+    cores: int, batch: int, tables: dict[str, LatencyTable]
+) -> list[tuple[Plan, list[str]]]:
+    """The plans to measure at `batch`, each with its roles: each profile's choice, the fat
+    instance, and `cores` single-thread instances (as even as the batch allows)."""
+    plans: dict[str, tuple[Plan, list[str]]] = {}
+
+    def add(role: str, plan: Plan) -> None:
+        plans.setdefault(plan.describe(), (plan, []))[1].append(role)
+
+    for kind, table in tables.items():
+        add(kind, PlanTable(table, cores, batch).plan(cores, batch))
+    add("fat", Plan(cores, batch, 0.0, (InstanceSpec(cores, batch),)))
+    parts = [batch // cores + (k < batch % cores) for k in range(cores)]
+    single = tuple(InstanceSpec(1, b) for b in parts if b > 0)
+    add("single", Plan(len(single), batch, 0.0, single))
+    return list(plans.values())
+
+
+def measure(
+    source: ModelSource, tables: dict[str, LatencyTable], args: argparse.Namespace
+) -> list[Row]:
+    """Every candidate plan of every batch size, measured end to end; one worker set per
+    thread layout, as `packrat bench` runs them."""
+    from packrat.pool.engine import Engine
+
+    topology = read_topology()
+    by_layout: dict[tuple[int, ...], list[tuple[int, Plan, list[str]]]] = {}
+    for batch in powers_of_two(args.max_batch):
+        for plan, roles in candidate_plans(args.cores, batch, tables):
+            layout = tuple(i.threads for i in plan.instances)
+            by_layout.setdefault(layout, []).append((batch, plan, roles))
+    policy = BenchConfig(args.cores, ()).policy
+    rows: list[Row] = []
+    name = source.identity().name
+    for _, items in sorted(by_layout.items()):
+        first = allocate(items[0][1], topology)
+        with Engine(source, first, EngineConfig()) as engine:
+            requests: dict[int, list[Any]] = {}
+            for batch, plan, roles in sorted(items, key=lambda item: item[0]):
+                requests.setdefault(batch, engine.example_requests(batch))
+                engine.replan(on_cores(plan, first))
+                stats = time_infer(engine, requests[batch], policy)
+                predicted = {kind: predict(plan, table) for kind, table in tables.items()}
+                row = Row(
+                    model=name,
+                    batch=batch,
+                    plan=plan.describe(),
+                    roles=roles,
+                    measured_ms=stats.mean_ms,
+                    ci95_ms=stats.ci95_ms,
+                    n=stats.n,
+                    predicted_ms=predicted,
+                )
+                rows.append(row)
+                errors = ", ".join(f"{k} {row.error(k):+.1%}" for k in KINDS)
+                say(f"{name} B={batch} {row.plan}: {stats.mean_ms:.1f} ms ({errors})")
+    return sorted(rows, key=lambda r: (r.batch, r.plan))
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def pct(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:+.1%}"
+
+
+def error_summary(rows: list[Row], kind: str, chosen_only: bool) -> str:
+    mine = [r for r in rows if kind in r.roles] if chosen_only else rows
+    errors = [abs(r.error(kind)) for r in mine if not math.isnan(r.error(kind))]
+    if not errors:
+        return "- | - | -"
+    within = sum(e <= TARGET for e in errors)
+    return f"{sum(errors) / len(errors):.1%} | {max(errors):.1%} | {within} of {len(errors)}"
+
+
+def render(results: dict[str, Any], args: argparse.Namespace) -> str:
+    when = results["when"]
+    lines = [
+        "# Contention-aware profiles: predicted against measured plan latency (issue 7)",
+        "",
+        f"Measured {when} on {results['cpu']}, {results['cores']} usable cores; "
+        f"{results['versions']}.",
+        "",
+        f"Command: `{results['command']}`",
+        "",
+        "Two profiles per model, t = 1..T and b = 1, 2, 4, ..., with `packrat profile`'s "
+        "sampling (95% CI within +-3%, at least 5 runs): **isolated** (each cell alone) and "
+        "**contention** (each cell <t, b> beside T // t - 1 copies of itself, all timed: "
+        "`packrat profile --contention`). For each batch size B the plan each profile's "
+        "optimizer picks, the fat instance and T single-thread instances were then measured "
+        "end to end as `packrat bench` does (one batch of B split over the pinned instances, "
+        "run at once, gathered), and predicted by both profiles (the slowest instance's "
+        "cell). Error = predicted / measured - 1.",
+        "",
+    ]
+    rows = [Row(**r) for r in results["rows"]]
+    for model in results["models"]:
+        mine = [r for r in rows if r.model == model]
+        times = results["profile_times_s"]
+        lines += [
+            f"## {model}",
+            "",
+            f"Profiling time: isolated {times[f'{model}-isolated']:.0f} s, contention "
+            f"{times[f'{model}-contention']:.0f} s.",
+            "",
+            "| B | plan | chosen by | measured ms (95% CI) | isolated predicts | error "
+            "| contention predicts | error |",
+            "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for r in mine:
+            lines.append(
+                f"| {r.batch} | {r.plan} | {', '.join(r.roles)} | {r.measured_ms:.1f} "
+                f"(+-{r.ci95_ms:.1f}) | {r.predicted_ms['isolated']:.1f} | "
+                f"{pct(r.error('isolated'))} | {r.predicted_ms['contention']:.1f} | "
+                f"{pct(r.error('contention'))} |"
+            )
+        lines += [""]
+    lines += [
+        "## Summary: absolute error of each profile's predictions",
+        "",
+        f"| model | profile | plans | mean error | largest | within {TARGET:.0%} |",
+        "| --- | --- | --- | ---: | ---: | ---: |",
+    ]
+    for model in [*results["models"], "all"]:
+        mine = rows if model == "all" else [r for r in rows if r.model == model]
+        for kind in KINDS:
+            for chosen_only, label in ((True, "it chose"), (False, "every plan measured")):
+                lines.append(
+                    f"| {model} | {kind} | {label} | {error_summary(mine, kind, chosen_only)} |"
+                )
+    lines += [""]
+    return "\n".join(lines)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="resnet50,bert-base")
+    parser.add_argument("--max-batch", type=int, default=64)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--output", type=Path, default=Path("docs/contention.md"))
+    parser.add_argument("--render-only", action="store_true")
+    args = parser.parse_args()
+    if args.workdir is None:
+        if args.render_only:
+            parser.error("--render-only needs --workdir")
+        args.workdir = Path(tempfile.mkdtemp(prefix="packrat-contention-"))
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    args.cores = read_topology().num_cores
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    results_path = args.workdir / "results.json"
+    if not args.render_only:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from packrat.models.resolve import resolve_model
+
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+        rows: list[Row] = []
+        times: dict[str, float] = {}
+        for model in models:
+            source = resolve_model(model)
+            tables: dict[str, LatencyTable] = {}
+            for kind in KINDS:
+                prof, took = profile(source, kind, args)
+                times[f"{model}-{kind}"] = took
+                tables[kind] = prof.latency_table().interpolated()
+            rows += measure(source, tables, args)
+        versions = ", ".join(f"{k} {v}" for k, v in package_versions().items())
+        results = {
+            "when": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "cpu": cpu_model(),
+            "cores": args.cores,
+            "versions": versions,
+            "command": "python benchmarks/contention.py " + " ".join(sys.argv[1:]),
+            "models": models,
+            "profile_times_s": times,
+            "rows": [asdict(r) for r in rows],
+        }
+        results_path.write_text(json.dumps(results, indent=1))
+    results = json.loads(results_path.read_text())
+    report = render(results, args)
+    args.output.write_text(report + kept_analysis(args.output))
+    say(f"wrote {args.output}; work directory {args.workdir}")
+
+
+if __name__ == "__main__":
+    main()
