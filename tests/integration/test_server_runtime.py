@@ -302,6 +302,25 @@ def test_profiles_made_at_registration_record_the_engine_setting(tmp_path: Path)
     assert load_profile(profile).engine == {"keep_freed_memory": False}
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_a_server_set_to_contention_profiles_each_cell_beside_its_copies() -> None:
+    async def main() -> None:
+        defaults = RepositoryDefaults(max_batch_size=1, max_batch_delay_ms=LONG_MS)
+        repository = Repository(
+            defaults, model_store=FIXTURES, engine_config=ENGINE, profile_kind="contention"
+        )
+        await repository.register(MARKER_HANDLER, name="marker")
+        await repository.close()
+
+    run(main())
+    cache = Path(os.environ["PACKRAT_CACHE_DIR"]) / "profiles"
+    (path,) = [p for p in cache.glob("*marker*.json") if p.name.endswith("-contention.json")]
+    profile = load_profile(path)
+    assert profile.kind == "contention" and set(profile.cells) == {(1, 1), (2, 1)}
+    # both 1-thread instances were timed, pooled: twice the runs of one instance's round
+    assert profile.cells[(1, 1)].n % 2 == 0 and profile.cells[(1, 1)].n >= 6
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
 @pytest.mark.parametrize(

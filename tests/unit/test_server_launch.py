@@ -75,6 +75,7 @@ def test_defaults_follow_torchserve_ports() -> None:
         ("not toml = = 1", "not valid TOML"),
         ("[server]\npolicy = 'sometimes'\n", "unknown plan policy 'sometimes'"),
         ("[server]\nbatch_timeout_s = 0\n", "batch_timeout_s must be a positive"),
+        ("[server]\nprofile_kind = 'mixed'\n", "unknown profile kind 'mixed'"),
         ("[server]\nmax_in_flight = 0\n", "max_in_flight must be an integer >= 1"),
         ("[[models]]\nspec = 'resnet50'\npolicy = 'often'\n", "unknown plan policy 'often'"),
         ("[[models]]\nspec = 'r'\nestimator = { alpha = 2.0 }\n", "alpha must be in"),
@@ -97,6 +98,7 @@ def test_profile_is_for_one_model() -> None:
 POLICIES = """
 [server]
 policy = "follow"
+profile_kind = "contention"
 
 [[models]]
 spec = "resnet50"
@@ -116,6 +118,9 @@ def test_policies_from_the_file_and_the_command_line(tmp_path: Path) -> None:
     path.write_text(POLICIES)
     config = load_config_file(path)
     assert config.policy == "follow"  # the server-wide default
+    assert config.profile_kind == "contention"
+    assert with_cli(config, [], profile_kind="isolated").profile_kind == "isolated"
+    assert LaunchConfig().profile_kind == "isolated"
     resnet, bert = config.models
     assert resnet.policy is PolicyKind.FIXED
     assert bert.policy is None  # takes the server's

@@ -102,6 +102,17 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    profile_kind: Annotated[
+        str | None,
+        typer.Option(
+            "--profile-kind",
+            help="How a model without a cached profile is profiled on first start: "
+            "'isolated' (each cell alone) or 'contention' (each cell beside copies of itself "
+            "on the other cores, as plans run; see packrat profile --contention) "
+            "[default: isolated].",
+            show_default=False,
+        ),
+    ] = None,
     batch_timeout_s: Annotated[
         float | None,
         typer.Option(
@@ -167,6 +178,7 @@ def serve(
             plan=plan,
             fat=fat or None,
             policy=policy,
+            profile_kind=profile_kind,
             batch_timeout_s=batch_timeout_s,
             token_file=token_file,
         )

@@ -16,6 +16,7 @@ A TOML file (`packrat serve --config FILE`) looks like:
     max_queue_wait_ms = 2000  # or fewer, when serving them would take longer than this
     max_in_flight = 256       # inference requests in progress in all; more get 503 at once
     policy = "auto"           # how plans follow the load: "auto", "follow" or "fixed"
+    profile_kind = "isolated" # profiles made on first start: "isolated" or "contention"
     batch_timeout_s = 120     # a worker silent this long on a batch is killed and replaced
 
     [[models]]
@@ -46,6 +47,7 @@ from packrat.controller.estimator import EstimatorConfig
 from packrat.controller.policy import PolicyKind
 from packrat.errors import PackratError
 from packrat.pool.config import EngineConfig
+from packrat.profiler.profile_file import KINDS
 from packrat.server.batcher import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS
 from packrat.server.http_auth import check_token
 from packrat.server.listen import Bound, Listener, bind, serve
@@ -72,6 +74,7 @@ class LaunchConfig:
     cores: int | None = None  # first N usable cores for models without their own
     keep_freed_memory: bool = True
     policy: str = PolicyKind.AUTO.value
+    profile_kind: str = "isolated"  # how first-start profiles measure: "isolated", "contention"
     batch_timeout_s: float = 120.0  # a worker silent this long on a batch is replaced
     models: tuple[ModelConfig, ...] = field(default_factory=tuple)
 
@@ -103,6 +106,11 @@ class LaunchConfig:
             PolicyKind.parse(str(self.policy))
         except ValueError as exc:
             raise PackratError(str(exc)) from None
+        if self.profile_kind not in KINDS:
+            choices = ", ".join(KINDS)
+            raise PackratError(
+                f"unknown profile kind {self.profile_kind!r}: choose one of {choices}"
+            )
 
     def listeners(self) -> list[Listener]:
         return [
@@ -239,6 +247,7 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
             ),
             progress=bar,
             on_start=lambda runtime: watch(runtime, metrics),
+            profile_kind=config.profile_kind,
         )
         try:
             for model in config.models:

@@ -179,6 +179,9 @@ class Repository:
 
     model_store: the directory model files must be in (see the module docstring).
     engine_config: every model's pool settings. progress: where `register()` reports profiling.
+    profile_kind: how a model without a cached profile is profiled at registration:
+        "isolated" (each cell alone) or "contention" (beside copies of itself); the two are
+        cached apart.
     on_start, on_stop: called with each runtime once it serves (before `register*` returns)
         and once it has stopped (unregistered or closed), e.g. to attach and drop metrics; an
         exception they raise is logged.
@@ -193,6 +196,7 @@ class Repository:
         progress: Progress | None = None,
         on_start: RuntimeHook | None = None,
         on_stop: RuntimeHook | None = None,
+        profile_kind: str = "isolated",
     ) -> None:
         self._defaults = defaults if defaults is not None else RepositoryDefaults()
         self._model_store = model_store
@@ -200,6 +204,7 @@ class Repository:
         self._progress = progress if progress is not None else NullProgress()
         self._on_start = on_start
         self._on_stop = on_stop
+        self._contention = profile_kind == "contention"
         self._models: dict[str, dict[str, ModelRuntime]] = {}
         self._starting: set[tuple[str, str]] = set()
         self._closed = False
@@ -420,12 +425,20 @@ class Repository:
         if config.profile is not None:
             return load_profile(config.profile).latency_table()
         path = default_profile_path(
-            identity, topology, keep_freed_memory=self._engine_config.keep_freed_memory
+            identity,
+            topology,
+            keep_freed_memory=self._engine_config.keep_freed_memory,
+            contention=self._contention,
         )
         cached = _cached_profile(path)
         if config.plan is not None or config.fat:
             return cached.latency_table() if cached is not None else None
-        sweep = SweepConfig(topology.num_cores, powers_of_two(config.max_batch_size), QUICK_POLICY)
+        sweep = SweepConfig(
+            topology.num_cores,
+            powers_of_two(config.max_batch_size),
+            QUICK_POLICY,
+            contention=self._contention,
+        )
         if cached is not None and all(cell in cached.cells for cell in sweep.cells):
             return cached.latency_table()
         logger.info("profiling %s into %s", identity.name, path)
