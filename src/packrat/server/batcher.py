@@ -157,20 +157,9 @@ class Batcher(Generic[Req, Resp]):
         """
         if not self.accepting:
             raise Unavailable("the model is not accepting requests (not started or stopping)")
-        if len(self._queue) >= self._config.max_queue:
-            raise Unavailable(
-                f"the model's queue is full ({self._config.max_queue} requests waiting)",
-                retry_after_s=QUEUE_FULL_RETRY_AFTER_S,
-            )
-        wait_ms = self.expected_wait_ms()
-        if len(self._queue) >= self._config.max_batch_size and (
-            wait_ms > self._config.max_queue_wait_ms
-        ):
-            raise Unavailable(
-                f"the model's queue is full: {len(self._queue)} requests waiting would take "
-                f"{wait_ms:.0f} ms, over the limit of {self._config.max_queue_wait_ms:g} ms",
-                retry_after_s=QUEUE_FULL_RETRY_AFTER_S,
-            )
+        refused = refusal(len(self._queue), self._config, self._batch_s)
+        if refused is not None:
+            raise Unavailable(refused, retry_after_s=QUEUE_FULL_RETRY_AFTER_S)
         loop = asyncio.get_running_loop()
         pending: _Pending[Req, Resp] = _Pending(request, loop.create_future(), loop.time())
         self._queue.append(pending)
@@ -241,10 +230,7 @@ class Batcher(Generic[Req, Resp]):
     def expected_wait_ms(self) -> float:
         """How long a request queued now would wait: the batches ahead of it (the queued
         requests' and the running one) at the recent batch time (0 before any batch ran)."""
-        if self._batch_s is None:
-            return 0.0
-        batches = len(self._queue) / self._config.max_batch_size + 1
-        return 1000.0 * batches * self._batch_s
+        return expected_wait_ms(len(self._queue), self._config.max_batch_size, self._batch_s)
 
     async def _dispatch(self, batch: list[_Pending[Req, Resp]]) -> None:
         self._running = batch
@@ -267,12 +253,43 @@ class Batcher(Generic[Req, Resp]):
             _answer(pending, result)
         self._running = []
         took_s = asyncio.get_running_loop().time() - started
-        previous = self._batch_s
-        self._batch_s = took_s if previous is None else previous + WAIT_ALPHA * (took_s - previous)
+        self._batch_s = average_batch_s(self._batch_s, took_s)
 
     def _fail_queued(self, reason: str) -> None:
         while self._queue:
             _answer(self._queue.popleft(), Unavailable(reason))
+
+
+# --- admission, as pure functions (the simulator, packrat.sim, runs them too) -------------------
+
+
+def expected_wait_ms(queued: int, max_batch_size: int, batch_s: float | None) -> float:
+    """How long a request queued behind `queued` others would wait: the batches ahead of it
+    (theirs and the running one) at `batch_s` seconds each (0 before any batch ran: None)."""
+    if batch_s is None:
+        return 0.0
+    return 1000.0 * (queued / max_batch_size + 1) * batch_s
+
+
+def refusal(queued: int, config: BatchingConfig, batch_s: float | None) -> str | None:
+    """Why a request arriving with `queued` requests waiting is refused (503), or None if it
+    is admitted. `batch_s`: the running average of a batch's time (`average_batch_s`)."""
+    if queued >= config.max_queue:
+        return f"the model's queue is full ({config.max_queue} requests waiting)"
+    if queued < config.max_batch_size:
+        return None
+    wait_ms = expected_wait_ms(queued, config.max_batch_size, batch_s)
+    if wait_ms > config.max_queue_wait_ms:
+        return (
+            f"the model's queue is full: {queued} requests waiting would take "
+            f"{wait_ms:.0f} ms, over the limit of {config.max_queue_wait_ms:g} ms"
+        )
+    return None
+
+
+def average_batch_s(previous: float | None, took_s: float) -> float:
+    """The running average of a batch's time after one more batch that took `took_s`."""
+    return took_s if previous is None else previous + WAIT_ALPHA * (took_s - previous)
 
 
 def _answer(pending: _Pending[Req, Resp], result: Resp | BaseException) -> None:

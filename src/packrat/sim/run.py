@@ -1,0 +1,84 @@
+"""One simulation from a profile: the server's planning on T cores, its batching, a load.
+
+    table = load_profile("bert_latency.csv").latency_table()
+    config = SimConfig(cores=16, policy="auto", batching=BatchingConfig(max_batch_size=32))
+    result = simulate_profile(table, config, poisson_load(rate_rps=100, duration_s=600))
+
+The cores are numbered on a synthetic single-socket machine of T cores (as `packrat plan`
+does for machines larger than this one): placement decides only which plans have the same
+instances, not how fast they run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from packrat.bench.loadgen.schedule import OpenLoop
+from packrat.optimizer.table import LatencyTable
+from packrat.progress import Progress
+from packrat.server.batcher import BatchingConfig
+from packrat.server.planning import Planning
+from packrat.sim.loop import simulate
+from packrat.sim.model import SimModel, choose_plan
+from packrat.sim.results import SimResult
+from packrat.sim.service import ServiceModel, SimError, Timing
+from packrat.topology import synthetic_topology
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """The simulated server.
+
+    cores: T, the cores the model may use (any number: the machine is synthetic).
+    policy: "auto", "follow", "fixed", "fat", "single" or a plan such as "<2,1,4>"
+        (`choose_plan`). batching: the batcher's settings, as `packrat serve` takes them.
+    timing: per-batch overhead, switch cost and noise. seed: of the noise.
+    interpolate: plan and split with the profile interpolated to every batch size, as the
+        server does; False keeps the profiled batch sizes only (the paper's optimizer; much
+        faster to plan for large batches on many cores).
+    """
+
+    cores: int
+    policy: str = "auto"
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    timing: Timing = field(default_factory=Timing)
+    seed: int = 0
+    interpolate: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.cores, bool) or not isinstance(self.cores, int) or self.cores < 1:
+            raise SimError(f"SimConfig.cores must be an int >= 1, got {self.cores!r}")
+
+
+def make_planning(table: LatencyTable, config: SimConfig) -> Planning:
+    """The server's `Planning` for `table` on `config.cores` synthetic cores. Planning is
+    the slow part of a simulation with many cores and large batches: share one between
+    simulations of the same table, cores, largest batch and interpolation."""
+    if config.interpolate:
+        table = table.interpolated()
+    topology = synthetic_topology(sockets=1, cores_per_socket=config.cores)
+    return Planning(topology, table, config.batching.max_batch_size)
+
+
+def simulate_profile(
+    table: LatencyTable | Planning,
+    config: SimConfig,
+    load: OpenLoop,
+    progress: Progress | None = None,
+) -> SimResult:
+    """Serve `load` as `packrat serve --policy/--fat/--plan` would on `config.cores` cores
+    with a model profiled as `table` (or a `make_planning` of it, to reuse)."""
+    planning = table if isinstance(table, Planning) else make_planning(table, config)
+    if planning.cores != config.cores:
+        raise SimError(f"the planning is for {planning.cores} cores, not {config.cores}")
+    if planning.max_batch_size != config.batching.max_batch_size:
+        raise SimError(
+            f"the planning is for batches up to {planning.max_batch_size}, "
+            f"not {config.batching.max_batch_size}"
+        )
+    if planning.table is None:
+        raise SimError("a simulation needs a latency profile")
+    chosen = choose_plan(planning, config.policy)
+    service = ServiceModel(planning.table, config.timing, config.seed)
+    model = SimModel(chosen, service, config.timing.switch_ms / 1000.0)
+    return simulate(load, model, config.batching, progress)
