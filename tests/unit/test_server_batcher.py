@@ -13,7 +13,13 @@ import pytest
 from hypothesis import given, settings
 
 from packrat.server.api import Unavailable
-from packrat.server.batcher import QUEUE_FULL_RETRY_AFTER_S, Batcher, BatchingConfig
+from packrat.server.batcher import (
+    QUEUE_FULL_RETRY_AFTER_S,
+    Batcher,
+    BatchingConfig,
+    expected_wait_ms,
+    refusal,
+)
 
 T = TypeVar("T")
 
@@ -304,6 +310,20 @@ def test_config_errors_name_the_field(field: str, value: float) -> None:
         BatchingConfig(**{field: value})  # type: ignore[arg-type]
 
 
+def test_the_expected_wait_counts_what_is_left_of_the_running_batch() -> None:
+    assert expected_wait_ms(8, 8, batch_s=1.0) == pytest.approx(1000.0)  # none running
+    assert expected_wait_ms(8, 8, batch_s=1.0, running_s=0.25) == pytest.approx(1750.0)
+    assert expected_wait_ms(8, 8, batch_s=1.0, running_s=5.0) == pytest.approx(1000.0)
+    assert expected_wait_ms(50, 8, batch_s=None) == 0.0  # nothing measured yet
+    # bert-base in the soak: 0.86 s batches, 11 waiting. Half-way through the running batch
+    # that is 1.6 s, admitted; counting the running batch whole (2.0 s) refused it.
+    config = BatchingConfig(max_batch_size=8, max_queue_wait_ms=2000.0)
+    assert refusal(11, config, batch_s=0.86, running_s=0.43) is None
+    assert "would take 2042 ms" in str(refusal(11, config, batch_s=0.86, running_s=0.0))
+    assert refusal(7, config, batch_s=100.0, running_s=0.0) is None  # a full batch's worth
+    assert "100 requests waiting" in str(refusal(100, config, batch_s=0.0))
+
+
 def test_a_request_that_would_wait_too_long_is_refused() -> None:
     """Once a batch has taken ~1 s, a queue holding more than a batch's worth refuses a new
     request when the batches ahead of it would take over the limit; below it, it admits."""
@@ -320,10 +340,10 @@ def test_a_request_that_would_wait_too_long_is_refused() -> None:
         await _wait_until(lambda: model.running == 1)
         queued = [asyncio.ensure_future(batcher.submit(i)) for i in (3, 4)]
         await _wait_until(lambda: batcher.queue_depth == 2)
-        # 2 queued: 2 / 2 + 1 = 2 batches ahead, ~2 s <= 2.2 s: admitted.
+        # 2 queued: 2 / 2 = 1 batch ahead, plus ~1 s left of the running one: ~2 s <= 2.2 s.
         third = asyncio.ensure_future(batcher.submit(5))
         await _wait_until(lambda: batcher.queue_depth == 3)
-        # 3 queued: 2.5 batches ahead, >= 2.5 s: refused.
+        # 3 queued: 1.5 batches ahead plus the running one's ~1 s: ~2.5 s, refused.
         with pytest.raises(Unavailable, match="would take") as refused:
             await batcher.submit(6)
         assert refused.value.retry_after_s == QUEUE_FULL_RETRY_AFTER_S

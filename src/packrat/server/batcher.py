@@ -56,8 +56,9 @@ class BatchingConfig:
     max_queue: most requests waiting (not counting the running batch); more are refused
         with Unavailable.
     max_queue_wait_ms: a request is also refused when the requests ahead of it would take
-        longer than this to serve: (queued / max_batch_size + 1) batches at the recent
-        batch time. A full batch's worth is always admitted.
+        longer than this to serve: queued / max_batch_size batches at the recent batch
+        time, plus what is left of the running batch. A full batch's worth is always
+        admitted.
     """
 
     max_batch_size: int = 8
@@ -120,6 +121,7 @@ class Batcher(Generic[Req, Resp]):
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._running: list[_Pending[Req, Resp]] = []
+        self._running_since: float | None = None  # event-loop time the running batch began
         self._batch_s: float | None = None  # running average of a batch's time
         self._stopping = False
 
@@ -157,7 +159,7 @@ class Batcher(Generic[Req, Resp]):
         """
         if not self.accepting:
             raise Unavailable("the model is not accepting requests (not started or stopping)")
-        refused = refusal(len(self._queue), self._config, self._batch_s)
+        refused = refusal(len(self._queue), self._config, self._batch_s, self._running_s())
         if refused is not None:
             raise Unavailable(refused, retry_after_s=QUEUE_FULL_RETRY_AFTER_S)
         loop = asyncio.get_running_loop()
@@ -230,11 +232,19 @@ class Batcher(Generic[Req, Resp]):
     def expected_wait_ms(self) -> float:
         """How long a request queued now would wait: the batches ahead of it (the queued
         requests' and the running one) at the recent batch time (0 before any batch ran)."""
-        return expected_wait_ms(len(self._queue), self._config.max_batch_size, self._batch_s)
+        return expected_wait_ms(
+            len(self._queue), self._config.max_batch_size, self._batch_s, self._running_s()
+        )
+
+    def _running_s(self) -> float | None:
+        """How long the running batch has run, seconds (None if none runs)."""
+        if self._running_since is None:
+            return None
+        return asyncio.get_running_loop().time() - self._running_since
 
     async def _dispatch(self, batch: list[_Pending[Req, Resp]]) -> None:
         self._running = batch
-        started = asyncio.get_running_loop().time()
+        started = self._running_since = asyncio.get_running_loop().time()
         if self._on_batch is not None:
             try:
                 self._on_batch(len(batch))
@@ -251,7 +261,7 @@ class Batcher(Generic[Req, Resp]):
             results = [exc] * len(batch)
         for pending, result in zip(batch, results, strict=True):
             _answer(pending, result)
-        self._running = []
+        self._running, self._running_since = [], None
         took_s = asyncio.get_running_loop().time() - started
         self._batch_s = average_batch_s(self._batch_s, took_s)
 
@@ -263,22 +273,32 @@ class Batcher(Generic[Req, Resp]):
 # --- admission, as pure functions (the simulator, packrat.sim, runs them too) -------------------
 
 
-def expected_wait_ms(queued: int, max_batch_size: int, batch_s: float | None) -> float:
-    """How long a request queued behind `queued` others would wait: the batches ahead of it
-    (theirs and the running one) at `batch_s` seconds each (0 before any batch ran: None)."""
+def expected_wait_ms(
+    queued: int, max_batch_size: int, batch_s: float | None, running_s: float | None = None
+) -> float:
+    """How long a request queued behind `queued` others would wait: their batches at
+    `batch_s` seconds each, plus what is left of the running batch, if one has run for
+    `running_s` seconds (0 before any batch ran: `batch_s` None).
+
+    The running batch counts for what is left of it, not a whole batch: counted whole, a
+    queue at 80% load refused requests that would have waited well under the limit."""
     if batch_s is None:
         return 0.0
-    return 1000.0 * (queued / max_batch_size + 1) * batch_s
+    left_s = 0.0 if running_s is None else max(0.0, batch_s - running_s)
+    return 1000.0 * (queued / max_batch_size * batch_s + left_s)
 
 
-def refusal(queued: int, config: BatchingConfig, batch_s: float | None) -> str | None:
+def refusal(
+    queued: int, config: BatchingConfig, batch_s: float | None, running_s: float | None = None
+) -> str | None:
     """Why a request arriving with `queued` requests waiting is refused (503), or None if it
-    is admitted. `batch_s`: the running average of a batch's time (`average_batch_s`)."""
+    is admitted. `batch_s`: the running average of a batch's time (`average_batch_s`);
+    `running_s`: how long the running batch has run (None if none runs)."""
     if queued >= config.max_queue:
         return f"the model's queue is full ({config.max_queue} requests waiting)"
     if queued < config.max_batch_size:
         return None
-    wait_ms = expected_wait_ms(queued, config.max_batch_size, batch_s)
+    wait_ms = expected_wait_ms(queued, config.max_batch_size, batch_s, running_s)
     if wait_ms > config.max_queue_wait_ms:
         return (
             f"the model's queue is full: {queued} requests waiting would take "

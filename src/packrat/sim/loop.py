@@ -54,11 +54,13 @@ def simulate(
     progress.start(load.duration_s, f"simulating {n} requests")
     reported_s = 0.0
 
-    def admit_until(end_s: float) -> None:
-        """Process the arrivals before `end_s` while no batch is dispatched."""
+    def admit_until(end_s: float, running_since_s: float | None = None) -> None:
+        """Process the arrivals before `end_s` while no batch is dispatched; a batch runs
+        from `running_since_s` (None: none runs)."""
         nonlocal i
         while i < n and arrivals[i] < end_s:
-            if refusal(len(queue), batching, batch_s) is None:
+            running_s = None if running_since_s is None else arrivals[i] - running_since_s
+            if refusal(len(queue), batching, batch_s, running_s) is None:
                 queue.append(i)
             i += 1
 
@@ -81,7 +83,7 @@ def simulate(
         end_s = dispatch_s + took_s
         done_s[batch] = end_s
         sizes.append(count)
-        admit_until(end_s)  # these arrive while the batch runs
+        admit_until(end_s, dispatch_s)  # these arrive while the batch runs
         batch_s = average_batch_s(batch_s, took_s)
         free_s = end_s
         if len(sizes) % PROGRESS_EVERY == 0:
