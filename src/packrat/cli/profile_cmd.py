@@ -62,6 +62,15 @@ def profile(
     input_shape: ShapeOpt = None,
     input_dtype: DtypeOpt = "float32",
     keep_freed_memory: MallocOpt = True,
+    every_cell: Annotated[
+        bool,
+        typer.Option(
+            "--every-cell",
+            help="Measure every cell. By default cells that cannot be in an optimal plan for "
+            "any batch size up to the grid's largest are skipped (bounds from the cells "
+            "measured before them; a plan with them is provably slower).",
+        ),
+    ] = False,
     contention: Annotated[
         bool,
         typer.Option(
@@ -91,6 +100,7 @@ def profile(
             batches=grid,
             policy=sampling_policy(rel_ci, max_runs, max_time_s),
             contention=contention,
+            asked=None if every_cell else tuple(range(1, max(grid) + 1)),
         )
         engine = EngineConfig(keep_freed_memory=keep_freed_memory)
         path = output or default_profile_path(
@@ -110,6 +120,12 @@ def profile(
                 engine_config=engine,
             )
         print_profile(result)
+        skipped = sum(cell not in result.cells for cell in config.cells)
+        if skipped:
+            out.print(
+                f"{skipped} of {len(config.cells)} cells skipped: no optimal plan for a batch "
+                f"of 1..{max(grid)} can contain them (--every-cell measures them)"
+            )
         out.print(f"profile written to {path}")
 
     guard(body)

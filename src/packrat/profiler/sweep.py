@@ -6,6 +6,11 @@ intra-op threads and 1 inter-op thread; that worker then measures every batch si
 t rather than once per cell. The profile is saved after every cell, so an interrupted sweep
 resumes where it stopped: cells already in the file are skipped.
 
+With `asked` batch sizes, cells that cannot appear in an optimal plan for any of them are not
+measured (`packrat.profiler.prune`: bounds from the cells measured so far prove every plan with
+them slower than one already known); the profile then has gaps, which the optimizer never
+needs. A resumed sweep re-derives the same skips from the cells in the file.
+
 With `contention`, each cell is measured with its neighbours: the worker set for t threads is
 `cores // t` instances of t threads, and all of them time the batch at once
 (`packrat.profiler.contention`). The profile's kind says which way its cells were measured.
@@ -13,6 +18,7 @@ With `contention`, each cell is measured with its neighbours: the worker set for
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -22,6 +28,7 @@ from packrat.models.base import ModelSource
 from packrat.pool.config import EngineConfig
 from packrat.profiler.contention import contended_plan, measure_contended
 from packrat.profiler.profile_file import Profile, save_profile
+from packrat.profiler.prune import CellPlanner, Order, PruneConfig, Skip
 from packrat.profiler.stats import SamplingPolicy, summarize
 from packrat.progress import NullProgress, Progress
 from packrat.topology import Topology, allocate, check_cores, machine_info, read_topology
@@ -41,13 +48,21 @@ def powers_of_two(max_batch: int) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """What to profile: thread counts 1..cores, the batch grid, when to stop sampling, and
-    whether each cell runs alone (isolated) or beside `cores // t` copies of itself."""
+    """What to profile: thread counts 1..cores, the batch grid, when to stop sampling,
+    whether each cell runs alone (isolated) or beside `cores // t` copies of itself, and the
+    batch sizes plans are wanted for.
+
+    asked: None measures every cell; else cells no optimal plan for these batch sizes can
+        contain are skipped, for plans made on the profile interpolated between its batch
+        sizes (as `packrat serve` plans) if `interpolate`, else on the profiled sizes only.
+    """
 
     cores: int
     batches: tuple[int, ...]
     policy: SamplingPolicy = field(default_factory=SamplingPolicy)
     contention: bool = False
+    asked: tuple[int, ...] | None = None
+    interpolate: bool = True
 
     @property
     def kind(self) -> str:
@@ -63,6 +78,41 @@ class SweepConfig:
     @property
     def cells(self) -> list[tuple[int, int]]:
         return [(t, b) for t in range(1, self.cores + 1) for b in sorted(set(self.batches))]
+
+    def planner(self, measured: Mapping[tuple[int, int], float]) -> CellPlanner | EveryCell:
+        """What to measure next, given the cells already `measured` (mean ms)."""
+        if self.asked is None:
+            return EveryCell(self.cells, measured)
+        config = PruneConfig(
+            cores=self.cores,
+            batches=tuple(sorted(set(self.batches))),
+            asked=self.asked,
+            interpolate=self.interpolate,
+            order=Order.THREAD_MAJOR,  # one worker set per thread count, loaded once
+        )
+        return CellPlanner(config, measured)
+
+    def needs_measuring(self, profile: Profile | None) -> bool:
+        """Whether `profile` (None: no profile yet) lacks a cell this sweep would measure."""
+        measured = {} if profile is None else {k: s.mean_ms for k, s in profile.cells.items()}
+        return self.planner(measured).next_cell() is not None
+
+
+class EveryCell:
+    """The `CellPlanner` interface without pruning: every cell not yet measured, in order."""
+
+    skipped: tuple[Skip, ...] = ()
+
+    def __init__(
+        self, cells: list[tuple[int, int]], measured: Mapping[tuple[int, int], float]
+    ) -> None:
+        self._todo = [cell for cell in cells if cell not in measured]
+
+    def next_cell(self) -> tuple[int, int] | None:
+        return self._todo[0] if self._todo else None
+
+    def record(self, threads: int, batch: int, mean_ms: float) -> None:
+        self._todo.remove((threads, batch))
 
 
 def torch_version() -> str:
@@ -90,9 +140,21 @@ def empty_profile(
             "max_runs": policy.max_runs,
             "rel_ci": policy.rel_ci,
             "max_time_s": policy.max_time_s,
+            **({} if config.asked is None else {"pruned_for": _asked_text(config)}),
         },
         engine={"keep_freed_memory": engine.keep_freed_memory},
     )
+
+
+def _asked_text(config: SweepConfig) -> str:
+    """The batch sizes a pruned profile keeps every needed cell for, e.g. "1..64,
+    interpolated"."""
+    asked = sorted(set(config.asked or ()))
+    if asked == list(range(1, asked[-1] + 1)):
+        text = f"1..{asked[-1]}"
+    else:
+        text = ",".join(map(str, asked))
+    return f"{text}, {'interpolated' if config.interpolate else 'profiled batch sizes only'}"
 
 
 def check_resumable(existing: Profile, fresh: Profile, where: str) -> None:
@@ -123,7 +185,9 @@ def profile_model(
     progress: Progress | None = None,
     engine_config: EngineConfig | None = None,
 ) -> Profile:
-    """Measure every cell of `config` not already in `existing`; save to `out` after each cell."""
+    """Measure the cells of `config` not already in `existing` (every one, or those pruning
+    leaves: `SweepConfig.asked`), one worker set per thread count; save to `out` after each
+    cell."""
     from packrat.pool.engine import Engine  # the pool pulls in multiprocessing machinery
 
     engine_config = engine_config or EngineConfig()
@@ -134,32 +198,56 @@ def profile_model(
     if existing is not None:
         check_resumable(existing, profile, str(out or "the existing profile"))
         profile = existing
-    pending = [cell for cell in config.cells if cell not in profile.cells]
-    started = False
-    for threads in sorted({t for t, _ in pending}):
-        batches = [b for t, b in pending if t == threads]
-        plan = allocate(cell_plan(config, threads, max(batches)), topology)
-        with Engine(source, plan, engine_config) as engine:
-            if not started:  # after the model loaded once: a bad model fails before any bar
-                # Work units ~ batch/threads, so the ETA is not fooled by fast small cells.
-                progress.start(sum(b / t for t, b in pending), f"profiling {profile.model_name}")
-                started = True
-            for batch in batches:
-                if config.contention:
-                    engine.replan(_with_batch(plan, batch))
-                    samples = measure_contended(engine, config.policy)
-                else:
-                    samples = engine.measure(0, batch, config.policy)
-                stats = summarize(samples)
-                profile = profile.with_cell(threads, batch, stats)
-                if out is not None:
-                    save_profile(profile, out)
-                progress.advance(
-                    batch / threads,
-                    f"profiling {profile.model_name}: t={threads} b={batch} "
-                    f"{stats.mean_ms:.1f} ms (n={stats.n})",
-                )
+    planner = config.planner({cell: s.mean_ms for cell, s in profile.cells.items()})
+    # Work units ~ batch/threads, so the ETA is not fooled by fast small cells; a skipped
+    # cell's units count as done when it is skipped.
+    total = sum(b / t for t, b in config.cells if (t, b) not in profile.cells)
+    name = profile.model_name
+    engine: Engine | None = None
+    started, reported = False, 0
+    try:
+        while (cell := planner.next_cell()) is not None:
+            threads, batch = cell
+            if engine is None or engine.plan.instances[0].threads != threads:
+                if engine is not None:
+                    engine.close()
+                plan = allocate(cell_plan(config, threads, max(config.batches)), topology)
+                engine = Engine(source, plan, engine_config)
+                engine.start()
+                if not started:  # after the model loaded once: a bad model fails first
+                    progress.start(total, f"profiling {name}")
+                    started = True
+            reported = _report_skips(planner.skipped, reported, progress, name)
+            if config.contention:
+                engine.replan(_with_batch(engine.plan, batch))
+                samples = measure_contended(engine, config.policy)
+            else:
+                samples = engine.measure(0, batch, config.policy)
+            stats = summarize(samples)
+            profile = profile.with_cell(threads, batch, stats)
+            if out is not None:
+                save_profile(profile, out)
+            planner.record(threads, batch, stats.mean_ms)
+            progress.advance(
+                batch / threads,
+                f"profiling {name}: t={threads} b={batch} {stats.mean_ms:.1f} ms (n={stats.n})",
+            )
+        if started:
+            _report_skips(planner.skipped, reported, progress, name)
+    finally:
+        if engine is not None:
+            engine.close()
     return profile
+
+
+def _report_skips(skipped: tuple[Skip, ...], reported: int, progress: Progress, name: str) -> int:
+    """Count the cells skipped after the first `reported` as done; how many are reported."""
+    for skip in skipped[reported:]:
+        progress.advance(
+            skip.batch / skip.threads,
+            f"profiling {name}: skipped t={skip.threads} b={skip.batch} ({skip.reason.value})",
+        )
+    return len(skipped)
 
 
 def cell_plan(config: SweepConfig, threads: int, batch: int) -> Plan:

@@ -5,7 +5,8 @@
 1. resolve the spec (`resolve_model`): a zoo name, or a file in the model store;
 2. its profile: `ModelConfig.profile` if given, else the cached one
    (`default_profile_path`), completed with a quick sweep where cells are missing (batch
-   sizes 1, 2, 4, ... up to max_batch_size, every thread count of its cores; `QUICK_POLICY`);
+   sizes 1, 2, 4, ... up to max_batch_size, every thread count of its cores; `QUICK_POLICY`;
+   cells that no optimal plan for a batch up to max_batch_size can contain are skipped);
 3. its first plan: the optimal one for all its cores and max_batch_size (`Planning`, with
    the profile interpolated between the profiled batch sizes: `LatencyTable.interpolated`), unless
    the config pins a plan or asks for the fat instance (then no profiling is done; a cached
@@ -438,8 +439,9 @@ class Repository:
             powers_of_two(config.max_batch_size),
             QUICK_POLICY,
             contention=self._contention,
+            asked=tuple(range(1, config.max_batch_size + 1)),  # every size it plans for
         )
-        if cached is not None and all(cell in cached.cells for cell in sweep.cells):
+        if cached is not None and not sweep.needs_measuring(cached):
             return cached.latency_table()
         logger.info("profiling %s into %s", identity.name, path)
         profile = await asyncio.to_thread(

@@ -1,0 +1,201 @@
+"""Pruned sweeps: the optimal plans from the pruned profile equal those from the full one."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from packrat.errors import ProfileError
+from packrat.optimizer import LatencyTable, PlanTable
+from packrat.profiler.profile_file import load_profile
+from packrat.profiler.prune import (
+    CellPlanner,
+    Order,
+    PruneConfig,
+    Scaling,
+    SkipReason,
+    lower_bounds,
+    replay_sweep,
+    violations,
+)
+
+PAPER = Path(__file__).resolve().parents[3] / "shared" / "paper-profiles"
+needs_paper = pytest.mark.skipif(not PAPER.is_dir(), reason="../shared/paper-profiles missing")
+
+Cells = dict[tuple[int, int], float]
+
+
+def powers_of_two(max_batch: int) -> tuple[int, ...]:
+    return tuple(2**k for k in range(max_batch.bit_length()) if 2**k <= max_batch)
+
+
+def optimum(cells: Cells, config: PruneConfig, batch: int) -> tuple[float, int, int]:
+    """(latency, instances, cores) of the plan the consumer of `cells` picks for `batch`."""
+    if not cells:  # every cell skipped: only right when no plan fits any asked batch
+        return math.inf, 0, 0
+    table = LatencyTable.from_cells(cells)
+    if config.interpolate:
+        table = table.interpolated()
+    solver = PlanTable(table, config.cores, max(config.asked))
+    latency = solver.latency_ms(config.cores, batch)
+    if math.isinf(latency):
+        return latency, 0, 0
+    plan = solver.plan(config.cores, batch)
+    return latency, len(plan.instances), sum(i.threads for i in plan.instances)
+
+
+def assert_same_plans(full: Cells, config: PruneConfig) -> Cells:
+    replay = replay_sweep(config, full)
+    for batch in config.asked:
+        assert optimum(replay.measured, config, batch) == optimum(full, config, batch), batch
+    return replay.measured
+
+
+@st.composite
+def assumed_tables(draw: st.DrawFn) -> tuple[Cells, PruneConfig]:
+    """A table meeting the assumptions, ties included, and a sweep configuration for it.
+
+    Built to meet them from any t' (Scaling.ANY); then, like the published GPT-2 and BERT
+    profiles, thread counts other than powers of two may be made slower, which only the
+    weaker scalings still allow.
+    """
+    cores = draw(st.integers(1, 12))
+    grid = powers_of_two(draw(st.sampled_from([1, 2, 4, 8, 16, 32])))
+    factor = st.sampled_from([1.0, 1.0, 1.25, 1.5, 2.0, 3.0])  # 1.0: assumption met with equality
+    lat = np.zeros((cores, len(grid)))
+    for i in range(cores):
+        for j in range(len(grid)):
+            floor = draw(st.integers(1, 40)) if i == j == 0 else 0.0
+            if i > 0:
+                floor = max(floor, lat[i - 1, j] * i / (i + 1))
+            if j > 0:
+                floor = max(floor, lat[i, j - 1])
+            lat[i, j] = floor * draw(factor)
+    slowdown = draw(st.sampled_from([1.0, 1.0, 1.5, 3.0]))
+    for i in range(cores):
+        if (i + 1) & i:  # not a power of two
+            lat[i] *= slowdown
+    scalings = list(Scaling) if slowdown == 1.0 else [Scaling.ONE_THREAD, Scaling.POWERS_OF_TWO]
+    cells = {(i + 1, b): float(lat[i, j]) for i in range(cores) for j, b in enumerate(grid)}
+    asked = draw(st.lists(st.integers(1, 2 * grid[-1]), min_size=1, max_size=6, unique=True))
+    config = PruneConfig(
+        cores=cores,
+        batches=grid,
+        asked=tuple(sorted(asked)),
+        interpolate=draw(st.booleans()),
+        order=draw(st.sampled_from(Order)),
+        scaling=draw(st.sampled_from(scalings)),
+    )
+    return cells, config
+
+
+@settings(max_examples=300)
+@given(assumed_tables())
+def test_pruned_sweep_keeps_every_optimal_plan(case: tuple[Cells, PruneConfig]) -> None:
+    full, config = case
+    measured = assert_same_plans(full, config)
+    if config.interpolate:  # no row has a gap the interpolation would bridge
+        for t in config.threads:
+            row = [j for j, b in enumerate(config.batches) if (t, b) in measured]
+            assert row == list(range(row[0], row[-1] + 1)) if row else True
+
+
+@needs_paper
+def test_published_profile_is_pruned_and_plans_are_unchanged() -> None:
+    profile = load_profile(PAPER / "cloudlab-c6420" / "resnet50_latency.csv")
+    full = {k: v.mean_ms for k, v in profile.cells.items()}
+    grid = powers_of_two(1024)
+    config = PruneConfig(cores=16, batches=grid, asked=grid)
+    measured = assert_same_plans(full, config)
+    assert len(measured) < 0.75 * len(full)
+    assert sum(full[c] for c in measured) < 0.5 * sum(full.values())  # the slow cells go
+
+
+@needs_paper
+@pytest.mark.parametrize("model", ["gpt2", "bert"])
+def test_odd_thread_slowdowns_break_any_scaling_but_not_powers_of_two(model: str) -> None:
+    profile = load_profile(PAPER / "cloudlab-c6420" / f"{model}_latency.csv")
+    full = {k: v.mean_ms for k, v in profile.cells.items()}
+    grid = powers_of_two(1024)
+    assert violations(profile.latency_table().latency_ms, Scaling.ANY).worst_ratio < 0.6
+    assert_same_plans(full, PruneConfig(16, grid, grid))
+    risky = PruneConfig(16, grid, grid, scaling=Scaling.ANY)
+    pruned = replay_sweep(risky, full).measured
+    assert any(optimum(pruned, risky, b) != optimum(full, risky, b) for b in grid)
+
+
+@pytest.mark.parametrize("interpolate", [False, True])
+def test_two_cores_every_batch_size(interpolate: bool) -> None:
+    # BERT-base measured here (ms); the server plans every B on the interpolated table.
+    one = (243.2, 447.8, 881.1, 1742.1, 3460.3, 6901.0, 13822.0)
+    two = (133.1, 237.0, 458.0, 901.7, 1801.6, 3606.4, 7397.1)
+    full = {(t, 2**k): ms for t, row in ((1, one), (2, two)) for k, ms in enumerate(row)}
+    config = PruneConfig(2, powers_of_two(64), tuple(range(1, 65)), interpolate=interpolate)
+    measured = assert_same_plans(full, config)
+    if not interpolate:  # (2, 64) >= (2, 32) and >= (1, 64) / 2: slower than 2 x (1, 32)
+        assert set(full) - set(measured) == {(2, 64)}
+
+
+def test_batches_above_the_largest_asked_are_skipped() -> None:
+    full = {(t, b): 10.0 * b / t for t in (1, 2) for b in powers_of_two(64)}
+    replay = replay_sweep(PruneConfig(2, powers_of_two(64), (1, 2, 3, 8)), full)
+    above = {(s.threads, s.batch) for s in replay.skipped if s.reason is SkipReason.ABOVE_ASKED}
+    assert above == {(t, b) for t in (1, 2) for b in (16, 32, 64)}
+
+
+def test_next_cell_repeats_until_recorded_and_resumes_from_measured() -> None:
+    config = PruneConfig(2, (1, 2), (1, 2), order=Order.BATCH_MAJOR)
+    planner = CellPlanner(config, measured={(1, 1): 10.0})
+    first = planner.next_cell()
+    assert first == (2, 1) and planner.next_cell() == first
+    planner.record(2, 1, 6.0)
+    assert planner.next_cell() == (1, 2)
+    assert planner.undecided == 2
+
+
+def test_skips_explain_themselves() -> None:
+    full = {(1, 1): 10.0, (1, 2): 20.0, (1, 4): 45.0, (2, 1): 6.0, (2, 2): 11.0, (2, 4): 50.0}
+    replay = replay_sweep(PruneConfig(2, (1, 2, 4), (1, 2, 4)), full)
+    (skip,) = replay.skipped
+    assert (skip.threads, skip.batch, skip.reason) == (2, 4, SkipReason.NOT_OPTIMAL)
+    # Any plan for B = 4 with (2, 4) takes >= 45 / 2 ms (no super-linear speed-up over (1, 4));
+    # two instances (1, 2) take 20 ms.
+    assert skip.best_ms == 20.0 and skip.asked_batch == 4
+    assert skip.lower_bound_ms == pytest.approx(22.5)
+    assert "B=4" in skip.describe()
+
+
+def test_record_and_config_validation() -> None:
+    planner = CellPlanner(PruneConfig(2, (1, 2), (2,)))
+    with pytest.raises(ProfileError, match="grid"):
+        planner.record(3, 1, 5.0)
+    with pytest.raises(ProfileError, match="> 0"):
+        planner.record(1, 1, math.nan)
+    with pytest.raises(ProfileError, match="increasing"):
+        PruneConfig(2, (2, 1), (2,))
+    with pytest.raises(ProfileError, match="tolerance"):
+        PruneConfig(2, (1, 2), (2,), tolerance=1.0)
+    with pytest.raises(ProfileError, match="asked"):
+        PruneConfig(2, (1, 2), ())
+
+
+def test_lower_bounds_use_smaller_batches_and_source_thread_counts() -> None:
+    lat = np.array([[10.0, np.nan], [np.nan, np.nan], [9.0, np.nan], [np.nan, np.nan]])
+    pow2 = lower_bounds(lat, Scaling.POWERS_OF_TWO)
+    np.testing.assert_allclose(pow2[:, 1], [10.0, 5.0, 9.0, 2.5], rtol=1e-6)
+    anyt = lower_bounds(lat, Scaling.ANY)
+    np.testing.assert_allclose(anyt[:, 1], [10.0, 5.0, 9.0, 27.0 / 4], rtol=1e-6)
+    assert anyt[0, 0] == 10.0  # measured cells keep their latency
+
+
+def test_violations_count_dips_and_superlinear_speedups() -> None:
+    lat = np.array([[10.0, 9.0], [4.0, 8.0]])  # b dips at t=1; t=2 is 2.5x faster at b=1
+    found = violations(lat, Scaling.ANY)
+    assert (found.batch_pairs, found.thread_pairs) == (1, 1)
+    assert found.worst_ratio == pytest.approx(0.8)
+    assert violations(lat, Scaling.ANY, tolerance=0.25).thread_pairs == 0

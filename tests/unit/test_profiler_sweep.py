@@ -1,0 +1,123 @@
+"""The sweep's loop with a fake engine timing cells from a table: which cells it measures,
+with how many worker sets, what it saves, how far its progress bar goes, how it resumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from packrat.models.base import ModelIdentity
+from packrat.profiler.profile_file import load_profile
+from packrat.profiler.prune import PruneConfig, replay_sweep
+from packrat.profiler.stats import SamplingPolicy
+from packrat.profiler.sweep import EveryCell, SweepConfig, profile_model
+from packrat.topology import synthetic_topology
+from packrat.types import Plan
+
+CORES = 8
+GRID = (1, 2, 4, 8, 16)
+# Amdahl's law with a serial share of 30%: many small instances beat few wide ones at large
+# batches, so the wide cells of large batches are never in an optimal plan.
+TABLE = {(t, b): 10.0 * b * (0.3 + 0.7 / t) + 0.5 * t for t in range(1, CORES + 1) for b in GRID}
+POLICY = SamplingPolicy(warmup_runs=0, min_runs=2, max_runs=2)
+
+
+class FakeSource:
+    def identity(self) -> ModelIdentity:
+        return ModelIdentity("fake", "sha256:" + "0" * 64)
+
+
+class FakeEngine:
+    """Times every run of a cell at exactly its table latency; counts the engines made."""
+
+    started: list[int] = []
+
+    def __init__(self, source: Any, plan: Plan, config: Any) -> None:
+        self.plan = plan
+
+    def start(self) -> None:
+        FakeEngine.started.append(self.plan.instances[0].threads)
+
+    def close(self) -> None:
+        pass
+
+    def measure(self, instance: int, batch: int, policy: SamplingPolicy) -> list[float]:
+        return [TABLE[(self.plan.instances[0].threads, batch)]] * policy.min_runs
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.done = 0.0
+        self.lines: list[str] = []
+
+    def start(self, total_units: float, description: str) -> None:
+        self.total = total_units
+
+    def advance(self, units: float, description: str | None = None) -> None:
+        self.done += units
+        self.lines.append(description or "")
+
+
+@pytest.fixture(autouse=True)
+def fake_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    import packrat.pool.engine
+
+    FakeEngine.started = []
+    monkeypatch.setattr(packrat.pool.engine, "Engine", FakeEngine)
+
+
+def sweep(config: SweepConfig, out: Path, progress: Recorder | None = None) -> set[Any]:
+    existing = load_profile(out) if out.exists() else None
+    profile = profile_model(
+        FakeSource(),  # type: ignore[arg-type]
+        config,
+        out=out,
+        existing=existing,
+        topology=synthetic_topology(1, CORES),
+        progress=progress,
+    )
+    return set(profile.cells)
+
+
+def test_a_pruned_sweep_measures_what_the_planner_asks_once_per_thread_count(
+    tmp_path: Path,
+) -> None:
+    asked = tuple(range(1, 17))
+    config = SweepConfig(CORES, GRID, POLICY, asked=asked)
+    progress = Recorder()
+    measured = sweep(config, tmp_path / "p.json", progress)
+    replay = replay_sweep(
+        PruneConfig(cores=CORES, batches=GRID, asked=asked, interpolate=True), TABLE
+    )
+    assert measured == set(replay.measured)
+    assert len(measured) < len(config.cells)  # it did skip cells
+    assert FakeEngine.started == sorted({t for t, _ in measured})  # one worker set per t
+    assert progress.done == pytest.approx(progress.total)  # skipped cells count as done
+    assert any("skipped" in line for line in progress.lines)
+    saved = load_profile(tmp_path / "p.json")
+    assert saved.sampling["pruned_for"] == "1..16, interpolated"
+    assert set(saved.cells) == measured
+
+    FakeEngine.started = []
+    assert sweep(config, tmp_path / "p.json") == measured  # resumed: the same skips
+    assert FakeEngine.started == [] and not config.needs_measuring(saved)
+
+
+def test_without_asked_batch_sizes_every_cell_is_measured(tmp_path: Path) -> None:
+    config = SweepConfig(CORES, GRID, POLICY)
+    assert sweep(config, tmp_path / "p.json") == set(config.cells)
+    assert FakeEngine.started == list(range(1, CORES + 1))
+    assert "pruned_for" not in load_profile(tmp_path / "p.json").sampling
+
+
+def test_every_cell_goes_thread_by_thread_past_the_measured_ones() -> None:
+    cells = SweepConfig(2, (1, 2)).cells
+    order = EveryCell(cells, {(1, 2): 5.0})
+    seen = []
+    while (cell := order.next_cell()) is not None:
+        seen.append(cell)
+        order.record(*cell, 1.0)
+    assert seen == [(1, 1), (2, 1), (2, 2)]
