@@ -14,7 +14,7 @@ from packrat.errors import PlanError
 from packrat.optimizer import LatencyTable, PlanTable, optimize
 from packrat.types import Plan
 
-PAPER = Path(__file__).resolve().parents[3] / "shared" / "paper-profiles"
+PAPER = Path(__file__).resolve().parents[1] / "fixtures" / "paper-profiles"
 
 
 def brute_force(table: LatencyTable, cores: int, batch: int) -> tuple[float, int, int] | None:
@@ -119,10 +119,6 @@ def test_prefers_fewer_instances_then_fewer_cores() -> None:
     assert [(i.threads, i.batch) for i in plan.instances] == [(1, 4)]
 
 
-published = pytest.mark.skipif(not PAPER.is_dir(), reason="shared/paper-profiles not present")
-
-
-@published
 def test_paper_table2_bert_plans() -> None:
     from packrat.profiler.profile_file import load_profile
 
@@ -141,7 +137,6 @@ def test_paper_table2_bert_plans() -> None:
     assert {b: pt.plan(16, b).describe() for b in expected} == expected
 
 
-@published
 def test_paper_t14_plans_reach_the_exact_optimum() -> None:
     from packrat.profiler.profile_file import load_profile
 

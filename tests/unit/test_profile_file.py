@@ -16,7 +16,7 @@ from packrat.profiler.profile_file import (
 )
 from packrat.profiler.stats import CellStats
 
-PAPER = Path(__file__).resolve().parents[3] / "shared" / "paper-profiles"
+PAPER = Path(__file__).resolve().parents[1] / "fixtures" / "paper-profiles"
 
 
 def test_json_round_trip(tmp_path: Path) -> None:
@@ -64,7 +64,6 @@ def test_csv_that_is_not_a_profile(tmp_path: Path) -> None:
         load_profile(path)
 
 
-@pytest.mark.skipif(not PAPER.is_dir(), reason="shared/paper-profiles not present")
 def test_published_csv_keeps_script_sequential_rows() -> None:
     prof = read_published_csv(PAPER / "cloudlab-c6420" / "bert_latency.csv")
     assert prof.model_name == "bert"
@@ -80,7 +79,6 @@ def test_published_csv_keeps_script_sequential_rows() -> None:
     assert eager.cells[(16, 8)].mean_ms != prof.cells[(16, 8)].mean_ms
 
 
-@pytest.mark.skipif(not PAPER.is_dir(), reason="shared/paper-profiles not present")
 def test_multi_instance_csv_is_refused() -> None:
     with pytest.raises(ProfileError):
         read_published_csv(PAPER / "multiinstance" / "bert_latency.csv")

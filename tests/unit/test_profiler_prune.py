@@ -24,8 +24,7 @@ from packrat.profiler.prune import (
     violations,
 )
 
-PAPER = Path(__file__).resolve().parents[3] / "shared" / "paper-profiles"
-needs_paper = pytest.mark.skipif(not PAPER.is_dir(), reason="../shared/paper-profiles missing")
+PAPER = Path(__file__).resolve().parents[1] / "fixtures" / "paper-profiles"
 
 Cells = dict[tuple[int, int], float]
 
@@ -105,7 +104,6 @@ def test_pruned_sweep_keeps_every_optimal_plan(case: tuple[Cells, PruneConfig]) 
             assert row == list(range(row[0], row[-1] + 1)) if row else True
 
 
-@needs_paper
 def test_published_profile_is_pruned_and_plans_are_unchanged() -> None:
     profile = load_profile(PAPER / "cloudlab-c6420" / "resnet50_latency.csv")
     full = {k: v.mean_ms for k, v in profile.cells.items()}
@@ -116,7 +114,6 @@ def test_published_profile_is_pruned_and_plans_are_unchanged() -> None:
     assert sum(full[c] for c in measured) < 0.5 * sum(full.values())  # the slow cells go
 
 
-@needs_paper
 @pytest.mark.parametrize("model", ["gpt2", "bert"])
 def test_odd_thread_slowdowns_break_any_scaling_but_not_powers_of_two(model: str) -> None:
     profile = load_profile(PAPER / "cloudlab-c6420" / f"{model}_latency.csv")

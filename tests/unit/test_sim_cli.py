@@ -13,9 +13,8 @@ from typer.testing import CliRunner
 from packrat.cli import app
 
 runner = CliRunner()
-PUBLISHED = Path(__file__).resolve().parents[3] / "shared" / "paper-profiles"
+PUBLISHED = Path(__file__).resolve().parents[1] / "fixtures" / "paper-profiles"
 BERT = PUBLISHED / "cloudlab-c6420" / "bert_latency.csv"
-needs_published = pytest.mark.skipif(not BERT.is_file(), reason="published profiles not present")
 
 
 def _simulate(*args: str) -> dict[str, object]:
@@ -24,7 +23,6 @@ def _simulate(*args: str) -> dict[str, object]:
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
-@needs_published
 def test_json_for_a_published_csv() -> None:
     data = _simulate("--rate", "50", "--duration", "60", "--max-batch-size", "16")
     overall = data["overall"]
@@ -37,7 +35,6 @@ def test_json_for_a_published_csv() -> None:
     assert set(data) >= {"phases", "batches", "mean_batch_size", "switches", "time_per_plan_s"}
 
 
-@needs_published
 def test_fat_is_slower_than_auto_and_never_switches() -> None:
     common = ("--rate", "100", "--duration", "60", "--max-batch-size", "32")
     auto = _simulate(*common, "--policy", "auto")
@@ -46,7 +43,6 @@ def test_fat_is_slower_than_auto_and_never_switches() -> None:
     assert fat["overall"]["latency_ms"]["mean"] > auto["overall"]["latency_ms"]["mean"]  # type: ignore[index]
 
 
-@needs_published
 def test_steps_trace_and_synthetic_cores(tmp_path: Path) -> None:
     stepped = _simulate("--steps", "10:5,40:5", "--seed", "2")
     assert [p["name"] for p in stepped["phases"]] == ["phase 0 @ 10 rps", "phase 1 @ 40 rps"]  # type: ignore[union-attr]
@@ -63,7 +59,6 @@ def test_steps_trace_and_synthetic_cores(tmp_path: Path) -> None:
     assert json.loads(big.stdout)["overall"]["refused"] == 0
 
 
-@needs_published
 def test_table_output() -> None:
     result = runner.invoke(app, ["simulate", "-p", str(BERT), "-T", "16", "--steps", "10:5,40:5"])
     assert result.exit_code == 0, result.output
@@ -81,7 +76,6 @@ def test_table_output() -> None:
         (["--steps", "5"], "RATE:SECONDS"),
     ],
 )
-@needs_published
 def test_errors_are_one_line(args: list[str], message: str) -> None:
     result = runner.invoke(app, ["simulate", "-p", str(BERT), "-T", "16", *args])
     assert result.exit_code == 1
@@ -89,7 +83,6 @@ def test_errors_are_one_line(args: list[str], message: str) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-@needs_published
 def test_simulate_does_not_import_torch() -> None:
     code = (
         "import sys; from packrat.cli import app\n"

@@ -12,7 +12,7 @@ from packrat.profiler.stats import CellStats
 from packrat.sim import SimError, fit_profile, synthetic_profile
 from packrat.sim.synthetic import fitted_threads
 
-PUBLISHED = Path(__file__).resolve().parents[3] / "shared" / "paper-profiles"
+PUBLISHED = Path(__file__).resolve().parents[1] / "fixtures" / "paper-profiles"
 
 
 def _model(t: int, b: int) -> float:
@@ -69,7 +69,6 @@ def test_synthetic_profile_covers_one_and_even_thread_counts_up_to_its_cores() -
     assert fit.table(8).threads == (1, 2, 4, 6, 8)
 
 
-@pytest.mark.skipif(not PUBLISHED.is_dir(), reason="published profiles not present")
 def test_published_16_core_profiles_fit_within_five_percent_rms() -> None:
     for name in ("bert", "gpt2", "resnet50", "inception_v3"):
         table = load_profile(PUBLISHED / "cloudlab-c6420" / f"{name}_latency.csv").latency_table()
