@@ -41,6 +41,7 @@ from typing import Any
 
 from serving import cpu_model, kept_analysis, package_versions
 
+from packrat.bench.candidates import homogeneous
 from packrat.bench.offline import BenchConfig, on_cores, time_infer
 from packrat.models.base import ModelSource
 from packrat.optimizer import PlanTable
@@ -50,7 +51,7 @@ from packrat.profiler.profile_file import Profile, load_profile
 from packrat.profiler.stats import SamplingPolicy
 from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
 from packrat.topology import allocate, read_topology
-from packrat.types import InstanceSpec, Plan
+from packrat.types import Plan
 
 KINDS = ("isolated", "contention")
 TARGET = 0.05  # contention-aware predictions within 5% of measured
@@ -118,10 +119,8 @@ def candidate_plans(
 
     for kind, table in tables.items():
         add(kind, PlanTable(table, cores, batch).plan(cores, batch))
-    add("fat", Plan(cores, batch, 0.0, (InstanceSpec(cores, batch),)))
-    parts = [batch // cores + (k < batch % cores) for k in range(cores)]
-    single = tuple(InstanceSpec(1, b) for b in parts if b > 0)
-    add("single", Plan(len(single), batch, 0.0, single))
+    add("fat", homogeneous(cores, batch, 1, cores))
+    add("single", homogeneous(cores, batch, min(cores, batch), 1))
     return list(plans.values())
 
 

@@ -32,7 +32,7 @@ from packrat.profiler.prune import CellPlanner, Order, PruneConfig, Skip
 from packrat.profiler.stats import SamplingPolicy, summarize
 from packrat.progress import NullProgress, Progress
 from packrat.topology import Topology, allocate, check_cores, machine_info, read_topology
-from packrat.types import InstanceSpec, Plan
+from packrat.types import Plan
 
 
 def powers_of_two(max_batch: int) -> tuple[int, ...]:
@@ -251,16 +251,10 @@ def _report_skips(skipped: tuple[Skip, ...], reported: int, progress: Progress, 
 
 
 def cell_plan(config: SweepConfig, threads: int, batch: int) -> Plan:
-    """The (unallocated) instances that measure cells of `threads` threads: one, or with
-    contention as many as the cores hold."""
-    if config.contention:
-        return contended_plan(config.cores, threads, batch)
-    return Plan(
-        cores=threads,
-        batch=batch,
-        latency_ms=0.0,
-        instances=(InstanceSpec(threads=threads, batch=batch),),
-    )
+    """The (unallocated) instances that measure cells of `threads` threads: one alone (on
+    `threads` cores there is no room for a neighbour), or with contention as many as the
+    cores hold."""
+    return contended_plan(config.cores if config.contention else threads, threads, batch)
 
 
 def _with_batch(plan: Plan, batch: int) -> Plan:
