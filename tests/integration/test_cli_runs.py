@@ -70,6 +70,22 @@ def test_profile_writes_resumes_and_extends(tmp_path: Path) -> None:
     assert [(c["threads"], c["batch"]) for c in after["cells"]] == [(1, 1), (1, 2), (1, 4)]
 
 
+def test_profile_in_passes_keeps_each_pass_and_their_median(tmp_path: Path) -> None:
+    out = tmp_path / "p.json"
+    args = ("profile", "tiny-resnet", "-T", "1", "--batches", "1,2", "-o", str(out))
+    result = packrat(*args, "--passes", "3", "--max-runs", "6", "--max-time", "1", cache=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "pass 3 of 3" in result.stderr
+    data = json.loads(out.read_text())
+    assert data["sampling"]["passes"] == 3
+    for cell in data["cells"]:  # 6 runs at most, shared by 3 passes: 2 runs each
+        assert [p["n"] for p in cell["passes"]] == [2, 2, 2] and cell["n"] == 6
+        means = sorted(p["mean_ms"] for p in cell["passes"])
+        assert cell["mean_ms"] == means[1]
+    bad = packrat(*args, "--passes", "0", cache=tmp_path)
+    assert bad.returncode != 0 and "--passes" in bad.stderr
+
+
 def test_resume_refuses_another_model(tmp_path: Path) -> None:
     out = tmp_path / "p.json"
     assert (

@@ -47,6 +47,22 @@ def test_json_round_trip(tmp_path: Path) -> None:
     assert (back.model_name, back.content_hash, back.torch_version) == ("m", "sha256:ab", "2.13.0")
 
 
+def test_a_cell_measured_in_passes_keeps_them(tmp_path: Path) -> None:
+    cell = CellStats(10.0, 10.0, 11.0, 1.0, 4).with_pass(CellStats(14.0, 14.0, 15.0, 1.0, 4))
+    cell = cell.with_pass(CellStats(11.0, 11.0, 12.0, 1.0, 4))
+    path = tmp_path / "p.json"
+    save_profile(Profile("m", "h", {}, "t", {(1, 1): cell, (2, 1): CellStats(6, 6, 6, 0, 2)}), path)
+    data = json.loads(path.read_text())
+    assert [p["mean_ms"] for p in data["cells"][0]["passes"]] == [10.0, 14.0, 11.0]
+    assert data["cells"][0]["mean_ms"] == 11.0 and "passes" not in data["cells"][1]
+    back = load_profile(path)
+    assert back.cells[1, 1] == cell and back.cells[1, 1].pass_count == 3
+    data["cells"][0]["passes"][1]["n"] = 0
+    path.write_text(json.dumps(data))
+    with pytest.raises(ProfileError, match="cell 0 is invalid"):
+        load_profile(path)
+
+
 def test_invalid_cell_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "p.json"
     save_profile(Profile("m", "h", {}, "t", {(1, 1): CellStats(1, 1, 1, 0, 1)}), path)

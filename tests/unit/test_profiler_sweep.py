@@ -3,6 +3,7 @@ with how many worker sets, what it saves, how far its progress bar goes, how it 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ GRID = (1, 2, 4, 8, 16)
 # batches, so the wide cells of large batches are never in an optimal plan.
 TABLE = {(t, b): 10.0 * b * (0.3 + 0.7 / t) + 0.5 * t for t in range(1, CORES + 1) for b in GRID}
 POLICY = SamplingPolicy(warmup_runs=0, min_runs=2, max_runs=2)
+SLOW = 1.5
 
 
 class FakeSource:
@@ -30,21 +32,26 @@ class FakeSource:
 
 
 class FakeEngine:
-    """Times every run of a cell at exactly its table latency; counts the engines made."""
+    """Times every run of a cell at exactly its table latency; counts the engines made. The
+    engines whose start index is in `slow` run `SLOW` times slower (the machine drifting)."""
 
     started: list[int] = []
+    slow: range = range(0)
 
     def __init__(self, source: Any, plan: Plan, config: Any) -> None:
         self.plan = plan
+        self.factor = 1.0
 
     def start(self) -> None:
+        if len(FakeEngine.started) in FakeEngine.slow:
+            self.factor = SLOW
         FakeEngine.started.append(self.plan.instances[0].threads)
 
     def close(self) -> None:
         pass
 
     def measure(self, instance: int, batch: int, policy: SamplingPolicy) -> list[float]:
-        return [TABLE[(self.plan.instances[0].threads, batch)]] * policy.min_runs
+        return [TABLE[(self.plan.instances[0].threads, batch)] * self.factor] * policy.min_runs
 
 
 class Recorder:
@@ -65,7 +72,7 @@ class Recorder:
 def fake_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     import packrat.pool.engine
 
-    FakeEngine.started = []
+    FakeEngine.started, FakeEngine.slow = [], range(0)
     monkeypatch.setattr(packrat.pool.engine, "Engine", FakeEngine)
 
 
@@ -111,6 +118,45 @@ def test_without_asked_batch_sizes_every_cell_is_measured(tmp_path: Path) -> Non
     assert sweep(config, tmp_path / "p.json") == set(config.cells)
     assert FakeEngine.started == list(range(1, CORES + 1))
     assert "pruned_for" not in load_profile(tmp_path / "p.json").sampling
+
+
+def test_passes_sweep_the_grid_again_and_a_slow_pass_does_not_move_a_cell(
+    tmp_path: Path,
+) -> None:
+    config = SweepConfig(CORES, GRID, POLICY, passes=3)
+    FakeEngine.slow = range(CORES, 2 * CORES)  # the machine runs slow for the second pass
+    progress = Recorder()
+    sweep(config, tmp_path / "p.json", progress)
+    saved = load_profile(tmp_path / "p.json")
+    assert set(saved.cells) == set(config.cells) and saved.sampling["passes"] == 3
+    for cell, stats in saved.cells.items():
+        assert [p.mean_ms for p in stats.passes] == [TABLE[cell], TABLE[cell] * SLOW, TABLE[cell]]
+        assert stats.mean_ms == TABLE[cell]
+    assert FakeEngine.started == list(range(1, CORES + 1)) * 3  # a worker set per t per pass
+    assert progress.done == pytest.approx(progress.total)
+    assert any("pass 3 of 3" in line for line in progress.lines)
+
+    FakeEngine.started = []
+    sweep(replace(config, passes=4), tmp_path / "p.json")  # resumed: one more pass each
+    assert FakeEngine.started == list(range(1, CORES + 1))
+    assert all(s.pass_count == 4 for s in load_profile(tmp_path / "p.json").cells.values())
+
+
+def test_a_pruned_sweep_in_passes_keeps_the_cells_of_the_optimal_plans(tmp_path: Path) -> None:
+    asked = tuple(range(1, 17))
+    config = SweepConfig(CORES, GRID, POLICY, asked=asked, passes=3)
+    FakeEngine.slow = range(0, 3)  # the first pass's first worker sets run slow
+    progress = Recorder()
+    measured = sweep(config, tmp_path / "p.json", progress)
+    replay = replay_sweep(
+        PruneConfig(cores=CORES, batches=GRID, asked=asked, interpolate=True), TABLE
+    )
+    saved = load_profile(tmp_path / "p.json")
+    assert set(replay.measured) <= measured
+    assert all(s.pass_count == 3 for s in saved.cells.values())
+    assert all(s.mean_ms == TABLE[cell] for cell, s in saved.cells.items())
+    assert not config.needs_measuring(saved)
+    assert progress.done == pytest.approx(progress.total)
 
 
 def test_every_cell_goes_thread_by_thread_past_the_measured_ones() -> None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from packrat.profiler.stats import (
     SamplingPolicy,
     ci_half_width,
+    merge_passes,
     should_stop,
     summarize,
     t95,
@@ -59,3 +60,32 @@ def test_policy_validation_names_the_field() -> None:
         SamplingPolicy(rel_ci=0)
     with pytest.raises(ValueError, match="min_runs"):
         SamplingPolicy(min_runs=1)
+
+
+@given(st.lists(st.lists(st.floats(1.0, 1000.0), min_size=2, max_size=20), min_size=2, max_size=6))
+def test_passes_merge_to_the_median_of_their_means_and_the_spread_of_all_runs(
+    passes: list[list[float]],
+) -> None:
+    merged = merge_passes([summarize(p) for p in passes])
+    every_run = [x for p in passes for x in p]
+    assert merged.mean_ms == statistics.median(statistics.fmean(p) for p in passes)
+    assert merged.n == len(every_run) and merged.pass_count == len(passes)
+    assert merged.stdev_ms == pytest.approx(statistics.stdev(every_run), rel=1e-6, abs=1e-9)
+    assert [p.mean_ms for p in merged.passes] == [statistics.fmean(p) for p in passes]
+
+
+def test_one_slow_pass_does_not_move_a_cell() -> None:
+    steady, slow = summarize([100.0, 101.0, 99.0]), summarize([150.0, 151.0, 149.0])
+    cell = summarize([100.0, 100.5, 99.5]).with_pass(slow).with_pass(steady)
+    assert cell.pass_count == 3 and cell.mean_ms == 100.0
+    assert summarize([5.0, 6.0]).pass_count == 1
+
+
+def test_passes_share_the_sampling_budget() -> None:
+    policy = SamplingPolicy(warmup_runs=2, min_runs=5, max_runs=200, rel_ci=0.03, max_time_s=30)
+    each = policy.per_pass(4)
+    assert (each.warmup_runs, each.min_runs, each.max_runs) == (2, 2, 50)
+    assert each.rel_ci == pytest.approx(0.06) and each.max_time_s == 7.5
+    assert policy.per_pass(1) is policy
+    with pytest.raises(ValueError, match="passes"):
+        policy.per_pass(0)

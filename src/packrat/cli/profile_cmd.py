@@ -79,6 +79,16 @@ def profile(
             "cores, as a plan runs it (a 'contention' profile, kept apart in the cache).",
         ),
     ] = False,
+    passes: Annotated[
+        int,
+        typer.Option(
+            "--passes",
+            min=1,
+            help="Sweep the grid this many times, each pass with its share of the runs, and "
+            "take each cell's median: a machine whose speed drifts over minutes (a shared "
+            "host, a VM) then skews one pass, not the profile.",
+        ),
+    ] = 1,
 ) -> None:
     """Measure batch latency L(t, b) for t = 1..T on pinned cores: one instance alone
     (default), or with its neighbours (--contention)."""
@@ -101,6 +111,7 @@ def profile(
             policy=sampling_policy(rel_ci, max_runs, max_time_s),
             contention=contention,
             asked=None if every_cell else tuple(range(1, max(grid) + 1)),
+            passes=passes,
         )
         engine = EngineConfig(keep_freed_memory=keep_freed_memory)
         path = output or default_profile_path(

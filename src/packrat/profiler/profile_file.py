@@ -18,6 +18,10 @@ machine. The JSON format (version 1) is documented in docs/profile-format.md:
                  "p95_ms": 421.0, "stdev_ms": 5.2, "n": 9}, ...]
     }
 
+A cell measured in several passes (`packrat profile --passes`) also has "passes": a list of
+each pass's own {"mean_ms", "p50_ms", "p95_ms", "stdev_ms", "n"}, and its "mean_ms" is the
+median of theirs.
+
 This module never imports torch: `packrat plan` reads profiles without it.
 """
 
@@ -90,7 +94,8 @@ class Profile:
             "sampling": dict(self.sampling),
             "engine": dict(self.engine),
             "cells": [
-                {"threads": t, "batch": b, **asdict(s)} for (t, b), s in sorted(self.cells.items())
+                {"threads": t, "batch": b, **_stats_json(s)}
+                for (t, b), s in sorted(self.cells.items())
             ],
         }
 
@@ -108,15 +113,9 @@ class Profile:
             model = data["model"]
             cells: dict[tuple[int, int], CellStats] = {}
             for i, c in enumerate(data["cells"]):
-                stats = CellStats(
-                    mean_ms=float(c["mean_ms"]),
-                    p50_ms=float(c["p50_ms"]),
-                    p95_ms=float(c["p95_ms"]),
-                    stdev_ms=float(c["stdev_ms"]),
-                    n=int(c["n"]),
-                )
+                stats = _stats_from_json(c)
                 t, b = int(c["threads"]), int(c["batch"])
-                if t < 1 or b < 1 or not stats.mean_ms > 0 or stats.n < 1:
+                if t < 1 or b < 1 or not _valid(stats):
                     raise ProfileError(f"{where}: cell {i} is invalid: {c}")
                 cells[(t, b)] = stats
             return cls(
@@ -135,6 +134,30 @@ class Profile:
             raise ProfileError(
                 f"{where}: malformed profile ({type(exc).__name__}: {exc})"
             ) from None
+
+
+def _stats_json(stats: CellStats) -> dict[str, Any]:
+    """A cell's stats as JSON: "passes" only for a cell measured in several."""
+    data: dict[str, Any] = {k: v for k, v in asdict(stats).items() if k != "passes"}
+    if stats.passes:
+        data["passes"] = [_stats_json(p) for p in stats.passes]
+    return data
+
+
+def _stats_from_json(c: Mapping[str, Any]) -> CellStats:
+    """Inverse of `_stats_json`; KeyError, TypeError or ValueError on a malformed cell."""
+    return CellStats(
+        mean_ms=float(c["mean_ms"]),
+        p50_ms=float(c["p50_ms"]),
+        p95_ms=float(c["p95_ms"]),
+        stdev_ms=float(c["stdev_ms"]),
+        n=int(c["n"]),
+        passes=tuple(_stats_from_json(p) for p in c.get("passes", ())),
+    )
+
+
+def _valid(stats: CellStats) -> bool:
+    return stats.mean_ms > 0 and stats.n >= 1 and all(_valid(p) for p in stats.passes)
 
 
 def save_profile(profile: Profile, path: str | Path) -> None:

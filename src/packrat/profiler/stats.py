@@ -2,13 +2,17 @@
 
 A cell is sampled until the 95% confidence interval of its mean latency is within
 +-`rel_ci` of the mean (Student's t interval), or until a cap on runs or time is reached.
+
+A cell may also be measured in several passes spread over a sweep (`merge_passes`): its
+latency is then the median of the passes' means, so a stretch of minutes when the machine ran
+slow (a noisy neighbour, a hypervisor throttling a VM) moves one pass, not the cell.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # Two-sided 95% Student t quantiles for 1..30 degrees of freedom; beyond that the normal 1.96
 # is within 2% and the table would only add noise.
@@ -82,6 +86,23 @@ class SamplingPolicy:
         if self.max_time_s <= 0:
             raise ValueError(f"SamplingPolicy.max_time_s must be > 0, got {self.max_time_s}")
 
+    def per_pass(self, passes: int) -> SamplingPolicy:
+        """This policy's budget spread over `passes` passes: each pass takes its share of the
+        runs and time, and a confidence interval sqrt(passes) wider, since the median of the
+        passes narrows it again; the warm-up is run in every pass."""
+        if passes < 1:
+            raise ValueError(f"passes must be >= 1, got {passes}")
+        if passes == 1:
+            return self
+        min_runs = max(2, math.ceil(self.min_runs / passes))
+        return SamplingPolicy(
+            warmup_runs=self.warmup_runs,
+            min_runs=min_runs,
+            max_runs=max(min_runs, math.ceil(self.max_runs / passes)),
+            rel_ci=min(0.99, self.rel_ci * math.sqrt(passes)),
+            max_time_s=self.max_time_s / passes,
+        )
+
 
 def ci_half_width(samples: list[float]) -> float:
     """Half-width of the 95% confidence interval of the mean (needs >= 2 samples)."""
@@ -104,13 +125,27 @@ def should_stop(samples: list[float], elapsed_s: float, policy: SamplingPolicy) 
 
 @dataclass(frozen=True)
 class CellStats:
-    """Summary of one cell's timed runs, in milliseconds."""
+    """Summary of one cell's timed runs, in milliseconds.
+
+    passes: for a cell measured in several passes, each pass's own summary; `mean_ms` is then
+    the median of their means (`merge_passes`). Empty for a cell measured in one go.
+    """
 
     mean_ms: float
     p50_ms: float
     p95_ms: float
     stdev_ms: float
     n: int
+    passes: tuple[CellStats, ...] = ()
+
+    @property
+    def pass_count(self) -> int:
+        """How many passes measured this cell (1 for a cell measured in one go)."""
+        return max(1, len(self.passes))
+
+    def with_pass(self, new: CellStats) -> CellStats:
+        """This cell with one more pass, `new`, merged in."""
+        return merge_passes([*(self.passes or (self,)), new])
 
     @property
     def ci95_ms(self) -> float:
@@ -133,4 +168,25 @@ def summarize(samples_ms: list[float]) -> CellStats:
         p95_ms=ordered[p95_rank - 1],
         stdev_ms=statistics.stdev(ordered) if n > 1 else 0.0,
         n=n,
+    )
+
+
+def merge_passes(passes: list[CellStats]) -> CellStats:
+    """One cell measured in several passes: the median of the passes' means, medians and 95th
+    percentiles; the run count and (pooled, between-pass spread included) stdev of all runs."""
+    if not passes:
+        raise ValueError("cannot merge an empty list of passes")
+    if len(passes) == 1:
+        return passes[0]
+    n = sum(p.n for p in passes)
+    grand = sum(p.n * p.mean_ms for p in passes) / n
+    squares = sum((p.n - 1) * p.stdev_ms**2 + p.n * (p.mean_ms - grand) ** 2 for p in passes)
+    flat = tuple(replace(p, passes=()) for p in passes)
+    return CellStats(
+        mean_ms=statistics.median(p.mean_ms for p in flat),
+        p50_ms=statistics.median(p.p50_ms for p in flat),
+        p95_ms=statistics.median(p.p95_ms for p in flat),
+        stdev_ms=math.sqrt(squares / (n - 1)) if n > 1 else 0.0,
+        n=n,
+        passes=flat,
     )

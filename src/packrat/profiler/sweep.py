@@ -6,6 +6,12 @@ intra-op threads and 1 inter-op thread; that worker then measures every batch si
 t rather than once per cell. The profile is saved after every cell, so an interrupted sweep
 resumes where it stopped: cells already in the file are skipped.
 
+With `passes` > 1 the grid is swept that many times, each pass taking its share of the
+sampling budget, and a cell's latency is the median of its passes' means: on a shared or
+virtual machine whose speed drifts over minutes, a slow stretch then moves one pass of the
+cells it overlaps, not the cells, and every cell is measured across the same span of time.
+A resumed sweep adds the passes a cell lacks.
+
 With `asked` batch sizes, cells that cannot appear in an optimal plan for any of them are not
 measured (`packrat.profiler.prune`: bounds from the cells measured so far prove every plan with
 them slower than one already known); the profile then has gaps, which the optimizer never
@@ -22,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from packrat.errors import ProfileError
 from packrat.models.base import ModelSource
@@ -29,10 +36,13 @@ from packrat.pool.config import EngineConfig
 from packrat.profiler.contention import contended_plan, measure_contended
 from packrat.profiler.profile_file import Profile, save_profile
 from packrat.profiler.prune import CellPlanner, Order, PruneConfig, Skip
-from packrat.profiler.stats import SamplingPolicy, summarize
+from packrat.profiler.stats import CellStats, SamplingPolicy, summarize
 from packrat.progress import NullProgress, Progress
 from packrat.topology import Topology, allocate, check_cores, machine_info, read_topology
 from packrat.types import Plan
+
+if TYPE_CHECKING:
+    from packrat.pool.engine import Engine
 
 
 def powers_of_two(max_batch: int) -> tuple[int, ...]:
@@ -55,6 +65,9 @@ class SweepConfig:
     asked: None measures every cell; else cells no optimal plan for these batch sizes can
         contain are skipped, for plans made on the profile interpolated between its batch
         sizes (as `packrat serve` plans) if `interpolate`, else on the profiled sizes only.
+    passes: measure every cell this many times, in passes over the whole grid, each with its
+        share of the sampling budget (`SamplingPolicy.per_pass`); a cell's latency is the
+        median of its passes, which a few slow minutes of the machine do not move.
     """
 
     cores: int
@@ -63,6 +76,7 @@ class SweepConfig:
     contention: bool = False
     asked: tuple[int, ...] | None = None
     interpolate: bool = True
+    passes: int = 1
 
     @property
     def kind(self) -> str:
@@ -74,6 +88,8 @@ class SweepConfig:
             raise ProfileError(f"cores must be >= 1, got {self.cores}")
         if not self.batches or any(b < 1 for b in self.batches):
             raise ProfileError(f"batch sizes must be positive integers, got {list(self.batches)}")
+        if self.passes < 1:
+            raise ProfileError(f"passes must be >= 1, got {self.passes}")
 
     @property
     def cells(self) -> list[tuple[int, int]]:
@@ -140,6 +156,7 @@ def empty_profile(
             "max_runs": policy.max_runs,
             "rel_ci": policy.rel_ci,
             "max_time_s": policy.max_time_s,
+            "passes": config.passes,
             **({} if config.asked is None else {"pruned_for": _asked_text(config)}),
         },
         engine={"keep_freed_memory": engine.keep_freed_memory},
@@ -186,10 +203,9 @@ def profile_model(
     engine_config: EngineConfig | None = None,
 ) -> Profile:
     """Measure the cells of `config` not already in `existing` (every one, or those pruning
-    leaves: `SweepConfig.asked`), one worker set per thread count; save to `out` after each
-    cell."""
-    from packrat.pool.engine import Engine  # the pool pulls in multiprocessing machinery
-
+    leaves: `SweepConfig.asked`), one worker set per thread count; then, with
+    `config.passes` > 1, measure every cell again pass by pass until each has its passes.
+    Save to `out` after each cell."""
     engine_config = engine_config or EngineConfig()
     topology = topology or read_topology()
     check_cores(config.cores, topology)
@@ -197,57 +213,123 @@ def profile_model(
     profile = empty_profile(source, config, topology, engine_config)
     if existing is not None:
         check_resumable(existing, profile, str(out or "the existing profile"))
-        profile = existing
-    planner = config.planner({cell: s.mean_ms for cell, s in profile.cells.items()})
-    # Work units ~ batch/threads, so the ETA is not fooled by fast small cells; a skipped
-    # cell's units count as done when it is skipped.
-    total = sum(b / t for t, b in config.cells if (t, b) not in profile.cells)
+        profile = replace(existing, sampling={**existing.sampling, "passes": config.passes})
+    # Work units ~ batch/threads per pass, so the ETA is not fooled by fast small cells; a
+    # skipped cell's units count as done when it is skipped.
+    passes = config.passes
+    total = sum(
+        b / t * (passes - (profile.cells[t, b].pass_count if (t, b) in profile.cells else 0))
+        for t, b in config.cells
+        if (t, b) not in profile.cells or profile.cells[t, b].pass_count < passes
+    )
+    workers = _Workers(source, config, topology, engine_config)
     name = profile.model_name
-    engine: Engine | None = None
-    started, reported = False, 0
+    started, reported = False, set[tuple[int, int]]()
+
+    def measure(cell: tuple[int, int]) -> CellStats:
+        nonlocal profile, started
+        threads, batch = cell
+        workers.ready(threads)
+        if not started:  # after the model loaded once: a bad model fails first
+            progress.start(total, f"profiling {name}")
+            started = True
+        stats = summarize(workers.measure(batch))
+        old = profile.cells.get(cell)
+        profile = profile.with_cell(threads, batch, stats if old is None else old.with_pass(stats))
+        if out is not None:
+            save_profile(profile, out)
+        done = profile.cells[cell].pass_count
+        progress.advance(
+            batch / threads,
+            f"profiling {name}: t={threads} b={batch} {stats.mean_ms:.1f} ms (n={stats.n})"
+            + (f", pass {done} of {passes}" if passes > 1 else ""),
+        )
+        return stats
+
     try:
-        while (cell := planner.next_cell()) is not None:
-            threads, batch = cell
-            if engine is None or engine.plan.instances[0].threads != threads:
-                if engine is not None:
-                    engine.close()
-                plan = allocate(cell_plan(config, threads, max(config.batches)), topology)
-                engine = Engine(source, plan, engine_config)
-                engine.start()
-                if not started:  # after the model loaded once: a bad model fails first
-                    progress.start(total, f"profiling {name}")
-                    started = True
-            reported = _report_skips(planner.skipped, reported, progress, name)
-            if config.contention:
-                engine.replan(_with_batch(engine.plan, batch))
-                samples = measure_contended(engine, config.policy)
-            else:
-                samples = engine.measure(0, batch, config.policy)
-            stats = summarize(samples)
-            profile = profile.with_cell(threads, batch, stats)
-            if out is not None:
-                save_profile(profile, out)
-            planner.record(threads, batch, stats.mean_ms)
-            progress.advance(
-                batch / threads,
-                f"profiling {name}: t={threads} b={batch} {stats.mean_ms:.1f} ms (n={stats.n})",
-            )
-        if started:
-            _report_skips(planner.skipped, reported, progress, name)
+        while True:
+            planner = config.planner(_means(profile))
+            while (cell := planner.next_cell()) is not None:
+                stats = measure(cell)
+                _report_skips(planner.skipped, reported, progress, name, passes)
+                planner.record(*cell, stats.mean_ms)
+            if started:
+                _report_skips(planner.skipped, reported, progress, name, passes)
+            for k in range(2, passes + 1):  # later passes: every cell again, thread-major
+                for cell in sorted(c for c, s in profile.cells.items() if s.pass_count < k):
+                    measure(cell)
+            # The medians of the passes may let a cell the first pass skipped back into an
+            # optimal plan: measure those too (each round measures at least one new cell).
+            if config.planner(_means(profile)).next_cell() is None:
+                break
     finally:
-        if engine is not None:
-            engine.close()
+        workers.close()
     return profile
 
 
-def _report_skips(skipped: tuple[Skip, ...], reported: int, progress: Progress, name: str) -> int:
-    """Count the cells skipped after the first `reported` as done; how many are reported."""
-    for skip in skipped[reported:]:
+def _means(profile: Profile) -> dict[tuple[int, int], float]:
+    return {cell: s.mean_ms for cell, s in profile.cells.items()}
+
+
+class _Workers:
+    """The worker set measuring cells of one thread count at a time (a new set when the
+    thread count changes): one instance, or with contention as many as the cores hold."""
+
+    def __init__(
+        self,
+        source: ModelSource,
+        config: SweepConfig,
+        topology: Topology,
+        engine_config: EngineConfig,
+    ) -> None:
+        self._source, self._config = source, config
+        self._topology, self._engine_config = topology, engine_config
+        self._policy = config.policy.per_pass(config.passes)
+        self._engine: Engine | None = None
+
+    def ready(self, threads: int) -> None:
+        """Make sure the running worker set has `threads` threads per instance."""
+        if self._engine is not None and self._engine.plan.instances[0].threads == threads:
+            return
+        self.close()
+        from packrat.pool.engine import Engine  # the pool pulls in multiprocessing machinery
+
+        config = self._config
+        plan = allocate(cell_plan(config, threads, max(config.batches)), self._topology)
+        self._engine = Engine(self._source, plan, self._engine_config)
+        self._engine.start()
+
+    def measure(self, batch: int) -> list[float]:
+        """One pass's samples (ms) of a batch of `batch` on the ready worker set."""
+        engine = self._engine
+        assert engine is not None, "ready() first"
+        if self._config.contention:
+            engine.replan(_with_batch(engine.plan, batch))
+            return measure_contended(engine, self._policy)
+        return engine.measure(0, batch, self._policy)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+
+def _report_skips(
+    skipped: tuple[Skip, ...],
+    reported: set[tuple[int, int]],
+    progress: Progress,
+    name: str,
+    passes: int,
+) -> None:
+    """Count the skipped cells not yet in `reported` as done (all their passes), and add them."""
+    for skip in skipped:
+        if (skip.threads, skip.batch) in reported:
+            continue
+        reported.add((skip.threads, skip.batch))
         progress.advance(
-            skip.batch / skip.threads,
+            skip.batch / skip.threads * passes,
             f"profiling {name}: skipped t={skip.threads} b={skip.batch} ({skip.reason.value})",
         )
-    return len(skipped)
 
 
 def cell_plan(config: SweepConfig, threads: int, batch: int) -> Plan:
