@@ -1,28 +1,35 @@
 """Isolated against contention-aware profiles: which one predicts a plan's latency (issue 7).
 
     python benchmarks/contention.py [--models resnet50,bert-base] [--max-batch 64]
-        [--workdir DIR] [--output docs/contention.md] [--render-only]
+        [--rounds 3] [--workdir DIR] [--output docs/contention.md] [--render-only]
 
 (with the project's venv active; HF_HUB_OFFLINE=1 is set here).
 
-For each model, on every usable core T of this machine:
+For each model, on every usable core T of this machine, in --rounds interleaved rounds (so
+that the profiles and the plan measurements span the same minutes, and a slow stretch of the
+machine weighs on both alike instead of on whichever ran then):
 
-1. Two profiles over t = 1..T and b = 1, 2, 4, ... --max-batch, with `packrat profile`'s
-   sampling: isolated (each cell alone) and contention (each cell <t, b> beside T // t - 1
-   copies of itself, `packrat profile --contention`). Each is timed; a profile already in the
-   work directory is resumed, not measured again (its time is then the one recorded).
+1. One pass of each of two profiles over t = 1..T and b = 1, 2, 4, ... --max-batch, with
+   `packrat profile --passes ROUNDS`'s sampling (each pass its share of the default budget):
+   isolated (each cell alone) and contention (each cell <t, b> beside T // t - 1 copies of
+   itself, `packrat profile --contention`). The profile files in the work directory gain a
+   pass per round; each cell's latency is the median of its passes. Profiling is timed; a
+   profile already holding the round's passes is not measured again.
 2. For every B of the grid, the plan each profile's optimizer picks for T cores (from the
    interpolated table, as `packrat serve` plans), plus the fat instance and T single-thread
-   instances, each measured end to end as `packrat bench` does (`Engine.infer` on a batch of B:
-   split, run on the pinned instances at once, gather; warm-up excluded).
-3. Every measured plan is predicted by both profiles (the slowest instance's cell).
+   instances (and every plan chosen in an earlier round), each measured end to end as
+   `packrat bench` does (`Engine.infer` on a batch of B: split, run on the pinned instances at
+   once, gather; warm-up excluded), with its share of `packrat bench`'s budget.
+
+Then every plan of the last round's candidates is predicted by both final profiles (the
+slowest instance's cell) against its measured latency, the median of its rounds' means.
 
 Reports per model and B: the plans, the two predictions and the measurement, with the error of
 each prediction; then the mean and largest error of each profile over the plans it chose, and
 over every plan measured. Writes docs/contention.md (the hand-written analysis after the
 `<!-- analysis: ... -->` marker line of an existing file is kept) and results.json in the work
 directory, from which `--render-only` writes the report again. On 2 cores with the defaults it
-takes about 25 minutes, most of it BERT at batch 32 and 64.
+takes about 30 minutes, most of it BERT at batch 32 and 64.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ from packrat.optimizer import PlanTable
 from packrat.optimizer.table import LatencyTable
 from packrat.pool.config import EngineConfig
 from packrat.profiler.profile_file import Profile, load_profile
-from packrat.profiler.stats import SamplingPolicy
+from packrat.profiler.stats import CellStats, SamplingPolicy, merge_passes
 from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
 from packrat.topology import allocate, read_topology
 from packrat.types import Plan
@@ -65,8 +72,8 @@ class Row:
     batch: int
     plan: str
     roles: list[str]  # isolated / contention (the profile chose it), fat, single
-    measured_ms: float
-    ci95_ms: float
+    measured_ms: float  # the median of the rounds' means
+    rounds_ms: list[float]  # each round's mean, in order
     n: int
     predicted_ms: dict[str, float]
 
@@ -79,17 +86,21 @@ def say(text: str) -> None:
     print(f"[contention] {text}", flush=True)
 
 
-def profile(source: ModelSource, kind: str, args: argparse.Namespace) -> tuple[Profile, float]:
-    """The model's profile of `kind` in the work directory, measured or completed now; the
-    seconds all its measuring took (recorded, so a resumed profile keeps its first time)."""
+def profile(
+    source: ModelSource, kind: str, args: argparse.Namespace, passes: int
+) -> tuple[Profile, float]:
+    """The model's profile of `kind` in the work directory, with `passes` passes of every cell
+    (one more than before, in a run of rounds); the seconds all its measuring took (recorded,
+    so a resumed profile keeps its earlier time)."""
     path = args.workdir / f"{source.identity().name}-{kind}.json"
     times_path = args.workdir / "profile-times.json"
     times: dict[str, float] = json.loads(times_path.read_text()) if times_path.exists() else {}
     config = SweepConfig(
         cores=args.cores,
         batches=powers_of_two(args.max_batch),
-        policy=SamplingPolicy(),
+        policy=SamplingPolicy().per_pass(args.rounds),
         contention=kind == "contention",
+        passes=passes,
     )
     existing = load_profile(path) if path.exists() else None
     started = time.monotonic()
@@ -97,7 +108,7 @@ def profile(source: ModelSource, kind: str, args: argparse.Namespace) -> tuple[P
     took = time.monotonic() - started
     times[path.stem] = times.get(path.stem, 0.0) + took
     times_path.write_text(json.dumps(times, indent=1))
-    say(f"{path.stem}: {len(result.cells)} cells, {times[path.stem]:.0f} s of profiling")
+    say(f"{path.stem}: {len(result.cells)} cells, pass {passes}, {times[path.stem]:.0f} s so far")
     return result, times[path.stem]
 
 
@@ -124,45 +135,83 @@ def candidate_plans(
     return list(plans.values())
 
 
-def measure(
-    source: ModelSource, tables: dict[str, LatencyTable], args: argparse.Namespace
-) -> list[Row]:
-    """Every candidate plan of every batch size, measured end to end; one worker set per
-    thread layout, as `packrat bench` runs them."""
+Measured = dict[tuple[int, str], list[CellStats]]
+"""(batch, plan) -> the plan's stats in each round it was measured."""
+
+
+def measure_round(
+    source: ModelSource,
+    plans: dict[tuple[int, str], Plan],
+    args: argparse.Namespace,
+    into: Measured,
+) -> None:
+    """One round: every plan of `plans` ((batch, plan) -> plan) measured end to end, one worker
+    set per thread layout as `packrat bench` runs them, each with its share of the budget."""
     from packrat.pool.engine import Engine
 
     topology = read_topology()
-    by_layout: dict[tuple[int, ...], list[tuple[int, Plan, list[str]]]] = {}
-    for batch in powers_of_two(args.max_batch):
-        for plan, roles in candidate_plans(args.cores, batch, tables):
-            layout = tuple(i.threads for i in plan.instances)
-            by_layout.setdefault(layout, []).append((batch, plan, roles))
-    policy = BenchConfig(args.cores, ()).policy
-    rows: list[Row] = []
+    by_layout: dict[tuple[int, ...], list[tuple[int, Plan]]] = {}
+    for (batch, _), plan in sorted(plans.items()):
+        by_layout.setdefault(tuple(i.threads for i in plan.instances), []).append((batch, plan))
+    policy = BenchConfig(args.cores, ()).policy.per_pass(args.rounds)
     name = source.identity().name
     for _, items in sorted(by_layout.items()):
         first = allocate(items[0][1], topology)
         with Engine(source, first, EngineConfig()) as engine:
             requests: dict[int, list[Any]] = {}
-            for batch, plan, roles in sorted(items, key=lambda item: item[0]):
+            for batch, plan in items:
                 requests.setdefault(batch, engine.example_requests(batch))
                 engine.replan(on_cores(plan, first))
                 stats = time_infer(engine, requests[batch], policy)
-                predicted = {kind: predict(plan, table) for kind, table in tables.items()}
-                row = Row(
-                    model=name,
-                    batch=batch,
-                    plan=plan.describe(),
-                    roles=roles,
-                    measured_ms=stats.mean_ms,
-                    ci95_ms=stats.ci95_ms,
-                    n=stats.n,
-                    predicted_ms=predicted,
-                )
-                rows.append(row)
-                errors = ", ".join(f"{k} {row.error(k):+.1%}" for k in KINDS)
-                say(f"{name} B={batch} {row.plan}: {stats.mean_ms:.1f} ms ({errors})")
-    return sorted(rows, key=lambda r: (r.batch, r.plan))
+                into.setdefault((batch, plan.describe()), []).append(stats)
+                say(f"{name} B={batch} {plan.describe()}: {stats.mean_ms:.1f} ms (n={stats.n})")
+
+
+def run_model(model: str, args: argparse.Namespace) -> tuple[list[Row], dict[str, float]]:
+    """The rounds for one model; its rows (the last round's candidates) and profiling times."""
+    from packrat.models.resolve import resolve_model
+
+    source = resolve_model(model)
+    measured: Measured = {}
+    plans: dict[tuple[int, str], Plan] = {}
+    times: dict[str, float] = {}
+    for round_ in range(1, args.rounds + 1):
+        say(f"{model}: round {round_} of {args.rounds}")
+        tables: dict[str, LatencyTable] = {}
+        for kind in KINDS:
+            prof, times[f"{model}-{kind}"] = profile(source, kind, args, round_)
+            tables[kind] = prof.latency_table().interpolated()
+        candidates = all_candidates(args.cores, args.max_batch, tables)
+        for (batch, _), (plan, _) in candidates.items():
+            plans.setdefault((batch, plan.describe()), plan)
+        measure_round(source, plans, args, measured)
+    rows = []
+    for (batch, described), (plan, roles) in sorted(candidates.items()):
+        stats = merge_passes(measured[batch, described])
+        rows.append(
+            Row(
+                model=model,
+                batch=batch,
+                plan=described,
+                roles=roles,
+                measured_ms=stats.mean_ms,
+                rounds_ms=[p.mean_ms for p in stats.passes or (stats,)],
+                n=stats.n,
+                predicted_ms={kind: predict(plan, table) for kind, table in tables.items()},
+            )
+        )
+    return rows, times
+
+
+def all_candidates(
+    cores: int, max_batch: int, tables: dict[str, LatencyTable]
+) -> dict[tuple[int, str], tuple[Plan, list[str]]]:
+    """`candidate_plans` of every batch of the grid, keyed by (batch, plan)."""
+    return {
+        (batch, plan.describe()): (plan, roles)
+        for batch in powers_of_two(max_batch)
+        for plan, roles in candidate_plans(cores, batch, tables)
+    }
 
 
 # --- report --------------------------------------------------------------------------------
@@ -191,14 +240,21 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         f"Command: `{results['command']}`",
         "",
-        "Two profiles per model, t = 1..T and b = 1, 2, 4, ..., with `packrat profile`'s "
-        "sampling (95% CI within +-3%, at least 5 runs): **isolated** (each cell alone) and "
-        "**contention** (each cell <t, b> beside T // t - 1 copies of itself, all timed: "
-        "`packrat profile --contention`). For each batch size B the plan each profile's "
-        "optimizer picks, the fat instance and T single-thread instances were then measured "
-        "end to end as `packrat bench` does (one batch of B split over the pinned instances, "
-        "run at once, gathered), and predicted by both profiles (the slowest instance's "
-        "cell). Error = predicted / measured - 1.",
+        "Two profiles per model, t = 1..T and b = 1, 2, 4, ...: **isolated** (each cell "
+        "alone) and **contention** (each cell <t, b> beside T // t - 1 copies of itself, all "
+        "timed: `packrat profile --contention`). For each batch size B the plan each "
+        "profile's optimizer picks, the fat instance and T single-thread instances were "
+        "measured end to end as `packrat bench` does (one batch of B split over the pinned "
+        "instances, run at once, gathered), and predicted by both profiles (the slowest "
+        "instance's cell). Error = predicted / measured - 1.",
+        "",
+        f"The work ran in {results['rounds']} interleaved rounds: each round added one pass "
+        "of both profiles (`packrat profile --passes "
+        f"{results['rounds']}`'s sampling: each pass its share of the default budget, 95% CI "
+        "within +-3% in all) and then measured every plan once (its share of `packrat "
+        "bench`'s budget). A profile cell is the median of its passes and a measured plan "
+        "the median of its rounds, so the predictions and the measurements span the same "
+        "minutes; the rounds' own means are listed to show how far the machine drifted.",
         "",
     ]
     rows = [Row(**r) for r in results["rows"]]
@@ -211,14 +267,15 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
             f"Profiling time: isolated {times[f'{model}-isolated']:.0f} s, contention "
             f"{times[f'{model}-contention']:.0f} s.",
             "",
-            "| B | plan | chosen by | measured ms (95% CI) | isolated predicts | error "
+            "| B | plan | chosen by | measured ms | rounds, ms | isolated predicts | error "
             "| contention predicts | error |",
-            "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+            "| ---: | --- | --- | ---: | --- | ---: | ---: | ---: | ---: |",
         ]
         for r in mine:
+            rounds = ", ".join(f"{ms:.1f}" for ms in r.rounds_ms)
             lines.append(
                 f"| {r.batch} | {r.plan} | {', '.join(r.roles)} | {r.measured_ms:.1f} "
-                f"(+-{r.ci95_ms:.1f}) | {r.predicted_ms['isolated']:.1f} | "
+                f"| {rounds} | {r.predicted_ms['isolated']:.1f} | "
                 f"{pct(r.error('isolated'))} | {r.predicted_ms['contention']:.1f} | "
                 f"{pct(r.error('contention'))} |"
             )
@@ -244,10 +301,13 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="resnet50,bert-base")
     parser.add_argument("--max-batch", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (>= 1)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--output", type=Path, default=Path("docs/contention.md"))
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
     if args.workdir is None:
         if args.render_only:
             parser.error("--render-only needs --workdir")
@@ -262,19 +322,13 @@ def main() -> None:
     results_path = args.workdir / "results.json"
     if not args.render_only:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from packrat.models.resolve import resolve_model
-
         models = [m.strip() for m in args.models.split(",") if m.strip()]
         rows: list[Row] = []
         times: dict[str, float] = {}
         for model in models:
-            source = resolve_model(model)
-            tables: dict[str, LatencyTable] = {}
-            for kind in KINDS:
-                prof, took = profile(source, kind, args)
-                times[f"{model}-{kind}"] = took
-                tables[kind] = prof.latency_table().interpolated()
-            rows += measure(source, tables, args)
+            model_rows, model_times = run_model(model, args)
+            rows += model_rows
+            times.update(model_times)
         versions = ", ".join(f"{k} {v}" for k, v in package_versions().items())
         results = {
             "when": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -283,6 +337,7 @@ def main() -> None:
             "versions": versions,
             "command": "python benchmarks/contention.py " + " ".join(sys.argv[1:]),
             "models": models,
+            "rounds": args.rounds,
             "profile_times_s": times,
             "rows": [asdict(r) for r in rows],
         }

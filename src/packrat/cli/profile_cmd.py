@@ -108,7 +108,7 @@ def profile(
         config = SweepConfig(
             cores=cores if cores is not None else topology.num_cores,
             batches=grid,
-            policy=sampling_policy(rel_ci, max_runs, max_time_s),
+            policy=sampling_policy(rel_ci, max_runs, max_time_s).per_pass(passes),
             contention=contention,
             asked=None if every_cell else tuple(range(1, max(grid) + 1)),
             passes=passes,

@@ -6,8 +6,8 @@ intra-op threads and 1 inter-op thread; that worker then measures every batch si
 t rather than once per cell. The profile is saved after every cell, so an interrupted sweep
 resumes where it stopped: cells already in the file are skipped.
 
-With `passes` > 1 the grid is swept that many times, each pass taking its share of the
-sampling budget, and a cell's latency is the median of its passes' means: on a shared or
+With `passes` > 1 the grid is swept that many times, each pass sampling a cell by the
+config's policy (`packrat profile --passes N` gives each its share of one budget), and a cell's latency is the median of its passes' means: on a shared or
 virtual machine whose speed drifts over minutes, a slow stretch then moves one pass of the
 cells it overlaps, not the cells, and every cell is measured across the same span of time.
 A resumed sweep adds the passes a cell lacks.
@@ -65,9 +65,11 @@ class SweepConfig:
     asked: None measures every cell; else cells no optimal plan for these batch sizes can
         contain are skipped, for plans made on the profile interpolated between its batch
         sizes (as `packrat serve` plans) if `interpolate`, else on the profiled sizes only.
-    passes: measure every cell this many times, in passes over the whole grid, each with its
-        share of the sampling budget (`SamplingPolicy.per_pass`); a cell's latency is the
-        median of its passes, which a few slow minutes of the machine do not move.
+    policy: how long to sample a cell in one pass (`SamplingPolicy.per_pass` shares one
+        budget between passes).
+    passes: measure every cell this many times, in passes over the whole grid; a cell's
+        latency is the median of its passes, which a few slow minutes of the machine do not
+        move.
     """
 
     cores: int
@@ -284,7 +286,6 @@ class _Workers:
     ) -> None:
         self._source, self._config = source, config
         self._topology, self._engine_config = topology, engine_config
-        self._policy = config.policy.per_pass(config.passes)
         self._engine: Engine | None = None
 
     def ready(self, threads: int) -> None:
@@ -305,8 +306,8 @@ class _Workers:
         assert engine is not None, "ready() first"
         if self._config.contention:
             engine.replan(_with_batch(engine.plan, batch))
-            return measure_contended(engine, self._policy)
-        return engine.measure(0, batch, self._policy)
+            return measure_contended(engine, self._config.policy)
+        return engine.measure(0, batch, self._config.policy)
 
     def close(self) -> None:
         if self._engine is not None:
