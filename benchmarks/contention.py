@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from serving import cpu_model, kept_analysis, package_versions
+from serving import cpu_model, kept_analysis, package_versions, profile_pass
 
 from packrat.bench.candidates import homogeneous
 from packrat.bench.offline import BenchConfig, on_cores, time_infer
@@ -54,9 +54,9 @@ from packrat.models.base import ModelSource
 from packrat.optimizer import PlanTable
 from packrat.optimizer.table import LatencyTable
 from packrat.pool.config import EngineConfig
-from packrat.profiler.profile_file import Profile, load_profile
-from packrat.profiler.stats import CellStats, SamplingPolicy, merge_passes
-from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
+from packrat.profiler.profile_file import Profile
+from packrat.profiler.stats import CellStats, merge_passes
+from packrat.profiler.sweep import powers_of_two
 from packrat.topology import allocate, read_topology
 from packrat.types import Plan
 
@@ -95,16 +95,12 @@ def profile(
     path = args.workdir / f"{source.identity().name}-{kind}.json"
     times_path = args.workdir / "profile-times.json"
     times: dict[str, float] = json.loads(times_path.read_text()) if times_path.exists() else {}
-    config = SweepConfig(
-        cores=args.cores,
-        batches=powers_of_two(args.max_batch),
-        policy=SamplingPolicy().per_pass(args.rounds),
-        contention=kind == "contention",
-        passes=passes,
-    )
-    existing = load_profile(path) if path.exists() else None
     started = time.monotonic()
-    result = profile_model(source, config, out=path, existing=existing)
+    grid = powers_of_two(args.max_batch)
+    contention = kind == "contention"
+    result = profile_pass(
+        source, path, args.cores, grid, passes, args.rounds, contention=contention
+    )
     took = time.monotonic() - started
     times[path.stem] = times.get(path.stem, 0.0) + took
     times_path.write_text(json.dumps(times, indent=1))

@@ -1,7 +1,8 @@
 """What the benchmark scripts here share: starting `packrat serve` on free ports and always
 stopping it (and every process it started; `descendants` and `reap` serve TorchServe's runs
 too, in torchserve_run.py); a served model's description, a request for it, a warm-up, and
-progress lines while load runs; reading Prometheus metrics; and the parts of a Markdown
+progress lines while load runs; reading Prometheus metrics; one more pass of a profile, for
+scripts that interleave profiling with what they measure; and the parts of a Markdown
 report common to all (the machine, versions, the hand-written analysis kept when a report
 is written again).
 
@@ -37,6 +38,10 @@ from packrat.bench.loadgen import (
     Target,
     run_load,
 )
+from packrat.models.base import ModelSource
+from packrat.profiler.profile_file import Profile, load_profile
+from packrat.profiler.stats import SamplingPolicy
+from packrat.profiler.sweep import SweepConfig, profile_model
 
 START_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 60.0
@@ -138,6 +143,30 @@ def reap(processes: set[tuple[int, str]], grace_s: float = 10.0) -> list[int]:
 
 
 # --- a served model: its description, requests, warm-up, progress ---------------------------
+
+
+def profile_pass(
+    source: ModelSource,
+    path: Path,
+    cores: int,
+    batches: Sequence[int],
+    done: int,
+    of: int,
+    *,
+    contention: bool = False,
+) -> Profile:
+    """Profile file `path` of `source` with `done` passes of every cell (resumed: the passes it
+    lacks), each with a 1 / `of` share of `packrat profile`'s default sampling budget, as
+    `packrat profile --passes OF` would sample them; the whole grid is measured."""
+    config = SweepConfig(
+        cores=cores,
+        batches=tuple(batches),
+        policy=SamplingPolicy().per_pass(of),
+        contention=contention,
+        passes=done,
+    )
+    existing = load_profile(path) if path.exists() else None
+    return profile_model(source, config, out=path, existing=existing)
 
 
 def describe(urls: dict[str, str], model: str) -> dict[str, Any]:

@@ -7,9 +7,10 @@ t rather than once per cell. The profile is saved after every cell, so an interr
 resumes where it stopped: cells already in the file are skipped.
 
 With `passes` > 1 the grid is swept that many times, each pass sampling a cell by the
-config's policy (`packrat profile --passes N` gives each its share of one budget), and a cell's latency is the median of its passes' means: on a shared or
-virtual machine whose speed drifts over minutes, a slow stretch then moves one pass of the
-cells it overlaps, not the cells, and every cell is measured across the same span of time.
+config's policy (`packrat profile --passes N` gives each its share of one budget), and a
+cell's latency is the median of its passes' means: on a shared or virtual machine whose speed
+drifts over minutes, a slow stretch then moves one pass of the cells it overlaps, not the
+cells, and every cell is measured across the same span of time.
 A resumed sweep adds the passes a cell lacks.
 
 With `asked` batch sizes, cells that cannot appear in an optimal plan for any of them are not
