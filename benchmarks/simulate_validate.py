@@ -3,8 +3,8 @@
     python benchmarks/simulate_validate.py [--model bert-base] [--profile FILE]
         [--rates 2,4,6] [--duration-s 60] [--steps 2:30,6:30,2:30] [--policy auto]
         [--max-batch-size 8] [--max-batch-delay 5] [--seed 0] [--overhead-ms auto]
-        [--switch-ms 1] [--noise auto] [--settle-s 5] [--target 0.15] [--workdir DIR]
-        [--output docs/simulate-validate.md]
+        [--switch-ms 1] [--noise auto] [--settle-s 5] [--target 0.15] [--interleave]
+        [--workdir DIR] [--output docs/simulate-validate.md]
 
 (with the project's venv active; HF_HUB_OFFLINE=1 is set for the server). Starts one
 `packrat serve MODEL --policy POLICY` (with --profile FILE if given, else it profiles the
@@ -22,7 +22,16 @@ the model (HTTP, pipes, the split, the client; docs/serve-overhead.md); `auto` m
 after the warm-up: --calibration requests one at a time (each a batch of 1 on an idle
 server), their median latency less the simulated one without overhead. Writes the report (default
 docs/simulate-validate.md; the analysis after the `<!-- analysis: ... -->` marker line of an
-existing file is kept) and a latency CDF plot next to it (simulate-validate.png). The work
+existing file is kept) and a latency CDF plot next to it (simulate-validate.png).
+
+`--interleave` is for a machine whose speed drifts over minutes (this 2-core VM: up to 20%),
+where a profile measured once no longer says how fast the instances run by the time the loads
+do. The profile is then made by this script in passes spread over the run: one pass before
+the server starts (the server plans with it), one after each load (while the server idles),
+each with its share of `packrat profile`'s default budget over batches 1, 2, 4, ...
+--max-batch-size (`packrat profile --passes`: a cell is the median of its passes); the
+overhead is calibrated before each load; and each load is simulated with the final profile
+and its own overhead. --profile is then refused. The work
 directory keeps the server's log and each load's requests (loadgen CSV, which `packrat
 simulate --trace` reads). Takes about (number of loads) x --duration-s plus the server's
 start (minutes the first time: it profiles the model).
@@ -42,7 +51,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from serving import cpu_model, describe, kept_analysis, packrat_serve, payload_for, warm_up
+from serving import (
+    cpu_model,
+    describe,
+    kept_analysis,
+    packrat_serve,
+    payload_for,
+    profile_pass,
+    warm_up,
+)
 
 from packrat.bench.loadgen import (
     ClosedLoop,
@@ -55,6 +72,7 @@ from packrat.bench.loadgen import (
 )
 from packrat.optimizer.table import LatencyTable
 from packrat.profiler.profile_file import Profile, load_profile
+from packrat.profiler.sweep import powers_of_two
 from packrat.server.batcher import BatchingConfig
 from packrat.sim import (
     SimConfig,
@@ -84,6 +102,7 @@ class Comparison:
     sim_p99_ms: float
     real_ms: np.ndarray
     sim_ms: np.ndarray
+    overhead_ms: float  # per batch, as simulated
 
     @property
     def p50_error(self) -> float:
@@ -105,9 +124,12 @@ def loads(args: argparse.Namespace) -> list[tuple[str, OpenLoop]]:
 
 
 def served_profile(args: argparse.Namespace) -> Path:
-    """The profile the server planned with: --profile, else the one it cached."""
+    """The profile to simulate with: --profile, the interleaved one, else the one the server
+    cached."""
     if args.profile is not None:
         return Path(args.profile)
+    if args.interleave:
+        return interleaved_path(args)
     cached = [
         p
         for p in (args.workdir / "cache" / "profiles").glob(f"{args.model}-*.json")
@@ -118,16 +140,43 @@ def served_profile(args: argparse.Namespace) -> Path:
     return max(cached, key=lambda p: p.stat().st_mtime)
 
 
+def interleaved_path(args: argparse.Namespace) -> Path:
+    return args.workdir / f"{args.model}-interleaved.json"
+
+
+class Interleaved:
+    """--interleave's profile: a pass of every cell now and then, `of` passes in all."""
+
+    def __init__(self, args: argparse.Namespace, of: int) -> None:
+        from packrat.models.resolve import resolve_model
+        from packrat.topology import read_topology
+
+        self.path, self.of, self.done = interleaved_path(args), of, 0
+        self.grid = powers_of_two(args.max_batch_size)
+        self.source = resolve_model(args.model)
+        self.cores = read_topology().num_cores
+
+    def one_more_pass(self) -> None:
+        self.done += 1
+        started = time.monotonic()
+        profile_pass(self.source, self.path, self.cores, self.grid, self.done, self.of)
+        took = time.monotonic() - started
+        print(f"profile pass {self.done} of {self.of}: {took:.0f} s", flush=True)
+
+
 def noise_of(profile: Profile, asked: str) -> float:
-    """--noise: a number, or "auto": the median CV of the profile's cells (0 if it has none)."""
+    """--noise: a number, or "auto": the median CV of the profile's cells (of their passes' for
+    cells measured in passes; 0 if it has none)."""
     if asked != "auto":
         return float(asked)
-    cvs = [c.stdev_ms / c.mean_ms for c in profile.cells.values() if c.n > 1 and c.mean_ms > 0]
+    # A cell measured in passes: the spread within each pass, not the drift between them.
+    runs = [p for c in profile.cells.values() for p in (c.passes or (c,))]
+    cvs = [p.stdev_ms / p.mean_ms for p in runs if p.n > 1 and p.mean_ms > 0]
     return statistics.median(cvs) if cvs else 0.0
 
 
 def compare(
-    name: str, load: OpenLoop, real: LoadResult, sim: SimResult, settle_s: float
+    name: str, load: OpenLoop, real: LoadResult, sim: SimResult, settle_s: float, overhead_ms: float
 ) -> Comparison:
     """Latencies of the requests scheduled after `settle_s`, measured (successful ones) and
     simulated (served ones), in the same arrival order."""
@@ -147,6 +196,7 @@ def compare(
         sim_p99_ms=float(np.percentile(sim_ms, 99)) if sim_ms.size else math.nan,
         real_ms=real_ms,
         sim_ms=sim_ms,
+        overhead_ms=overhead_ms,
     )
 
 
@@ -197,7 +247,7 @@ def report(
         ok = abs(c.p50_error) <= target and abs(c.p99_error) <= target
         met += ok
         rows.append(
-            f"| {c.name} | {c.requests} | {c.real_failed} / {c.sim_refused} "
+            f"| {c.name} | {c.requests} | {c.overhead_ms:.1f} | {c.real_failed} / {c.sim_refused} "
             f"| {c.real_p50_ms:.1f} / {c.sim_p50_ms:.1f} ({c.p50_error:+.1%}) "
             f"| {c.real_p99_ms:.1f} / {c.sim_p99_ms:.1f} ({c.p99_error:+.1%}) "
             f"| {'met' if ok else '**missed**'} |"
@@ -213,14 +263,14 @@ def report(
         f"arrival times with the profile it planned with (`{info['profile']}`), "
         f"overhead {info['overhead']} ms per batch, switch {args.switch_ms:g} ms, noise CV "
         f"{info['noise']}. Latency from each request's scheduled time; requests scheduled in "
-        f"the first {args.settle_s:g} s of each load left out.",
+        f"the first {args.settle_s:g} s of each load left out.{info['interleave']}",
         "",
         f"Target: simulated p50 and p99 within {target:.0%} of measured. Met for {met} of "
         f"{len(comparisons)} loads.",
         "",
-        "| load | requests | failed (real) / refused (sim) | p50, ms: real / sim | "
+        "| load | requests | overhead, ms | failed (real) / refused (sim) | p50, ms: real / sim | "
         "p99, ms: real / sim | target |",
-        "| --- | ---: | ---: | ---: | ---: | --- |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
         *rows,
         "",
         f"![latency CDFs, measured and simulated]({png.name})",
@@ -248,18 +298,25 @@ def main() -> None:
     parser.add_argument("--settle-s", type=float, default=5.0)
     parser.add_argument("--target", type=float, default=0.15)
     parser.add_argument("--timeout-s", type=float, default=60.0)
+    parser.add_argument("--interleave", action="store_true")
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "simulate-validate.md")
     args = parser.parse_args()
+    if args.interleave and (args.profile is not None or args.overhead_ms != "auto"):
+        parser.error("--interleave makes its own profile and calibrates the overhead itself")
     if args.workdir is None:
         args.workdir = Path(tempfile.mkdtemp(prefix="simulate-validate-"))
     args.workdir.mkdir(parents=True, exist_ok=True)
 
     options = ["--policy", args.policy, "--max-batch-size", str(args.max_batch_size),
                "--max-batch-delay", f"{args.max_batch_delay:g}"]  # fmt: skip
-    if args.profile is not None:
+    interleaved = Interleaved(args, len(loads(args)) + 1) if args.interleave else None
+    if interleaved is not None:
+        interleaved.one_more_pass()
+        options += ["--profile", str(interleaved.path)]
+    elif args.profile is not None:
         options += ["--profile", str(args.profile)]
-    measured: list[tuple[str, OpenLoop, LoadResult]] = []
+    measured: list[tuple[str, OpenLoop, LoadResult, LoadResult | None]] = []
     log = args.workdir / "packrat.log"
     print(f"starting packrat serve {args.model} {' '.join(options)} (log: {log})", flush=True)
     with packrat_serve(args.model, options, args.workdir, log, START_TIMEOUT_S) as server:
@@ -269,15 +326,19 @@ def main() -> None:
         warm_up(target, payload, args.max_batch_size)
         described = describe(server.urls, args.model)
         lone = None
+        calibration = LoadOptions(payload, args.timeout_s)
         if args.overhead_ms == "auto":
-            schedule = ClosedLoop(1, requests=args.calibration)
-            lone = run_load(target, schedule, LoadOptions(payload, args.timeout_s))
-        for name, load in loads(args):
+            lone = run_load(target, ClosedLoop(1, requests=args.calibration), calibration)
+        for k, (name, load) in enumerate(loads(args)):
+            if interleaved is not None and k > 0:  # each load its own calibration
+                lone = run_load(target, ClosedLoop(1, requests=args.calibration), calibration)
             print(f"{name}: {load.num_requests} requests in {load.duration_s:g} s", flush=True)
             result = run_load(target, load, LoadOptions(payload, args.timeout_s))
             write_csv(result.records, args.workdir / f"{name.replace(' ', '-')}.csv")
-            measured.append((name, load, result))
+            measured.append((name, load, result, lone))
             time.sleep(2.0)  # let the queue drain before the next load
+            if interleaved is not None:
+                interleaved.one_more_pass()  # the server idles meanwhile
     profile_path = served_profile(args)
     profile = load_profile(profile_path)
     noise = noise_of(profile, args.noise)
@@ -294,13 +355,17 @@ def main() -> None:
         seed=args.seed,
     )
     table = profile.latency_table()
-    overhead_ms = calibrate(lone, table, config) if lone is not None else float(args.overhead_ms)
-    print(f"overhead per batch {overhead_ms:.2f} ms, noise CV {noise:.3f}", flush=True)
-    config = dataclasses.replace(config, timing=Timing(overhead_ms, args.switch_ms, noise))
     comparisons = []
-    for name, load, real in measured:
-        sim = simulate_profile(table, config, load)
-        comparisons.append(compare(name, load, real, sim, args.settle_s))
+    overheads = []
+    for name, load, real, lone in measured:
+        overhead_ms = (
+            calibrate(lone, table, config) if lone is not None else float(args.overhead_ms)
+        )
+        overheads.append(overhead_ms)
+        print(f"{name}: overhead per batch {overhead_ms:.2f} ms, noise CV {noise:.3f}", flush=True)
+        timing = Timing(overhead_ms, args.switch_ms, noise)
+        sim = simulate_profile(table, dataclasses.replace(config, timing=timing), load)
+        comparisons.append(compare(name, load, real, sim, args.settle_s, overhead_ms))
         c = comparisons[-1]
         print(f"{name}: p50 real {c.real_p50_ms:.1f} sim {c.sim_p50_ms:.1f} ({c.p50_error:+.1%}), "
               f"p99 real {c.real_p99_ms:.1f} sim {c.sim_p99_ms:.1f} ({c.p99_error:+.1%})",
@@ -310,8 +375,20 @@ def main() -> None:
         "plan": f"`{described['plan']['describe']}`",
         "profile": str(profile_path),
         "noise": f"{noise:.3f}" + (" (the profile's median)" if args.noise == "auto" else ""),
-        "overhead": f"{overhead_ms:.2f}"
-        + (f" (measured on {args.calibration} lone requests)" if lone is not None else ""),
+        "overhead": " / ".join(f"{ms:.2f}" for ms in sorted(set(overheads)))
+        + (
+            f" (measured on {args.calibration} lone requests"
+            + (" before each load)" if args.interleave else ")")
+            if args.overhead_ms == "auto"
+            else ""
+        ),
+        "interleave": (
+            f" The profile was measured by this script in {len(measured) + 1} passes, one "
+            "before the server started and one after each load, each cell the median of its "
+            "passes (`--interleave`), so it spans the same minutes as the loads."
+            if args.interleave
+            else ""
+        ),
     }
     png = args.output.with_name(f"{args.output.stem}.png")
     args.output.parent.mkdir(parents=True, exist_ok=True)
