@@ -142,6 +142,17 @@ def test_passes_sweep_the_grid_again_and_a_slow_pass_does_not_move_a_cell(
     assert all(s.pass_count == 4 for s in load_profile(tmp_path / "p.json").cells.values())
 
 
+def test_later_passes_stay_within_the_sweeps_own_cells(tmp_path: Path) -> None:
+    sweep(SweepConfig(CORES, GRID, POLICY), tmp_path / "p.json")
+    FakeEngine.started = []
+    sweep(SweepConfig(4, GRID, POLICY, passes=2), tmp_path / "p.json")  # fewer cores now
+    assert FakeEngine.started == [1, 2, 3, 4]
+    cells = load_profile(tmp_path / "p.json").cells
+    assert {c for c, s in cells.items() if s.pass_count == 2} == {
+        (t, b) for t in range(1, 5) for b in GRID
+    }
+
+
 def test_a_pruned_sweep_in_passes_keeps_the_cells_of_the_optimal_plans(tmp_path: Path) -> None:
     asked = tuple(range(1, 17))
     config = SweepConfig(CORES, GRID, POLICY, asked=asked, passes=3)

@@ -258,9 +258,10 @@ def profile_model(
                 planner.record(*cell, stats.mean_ms)
             if started:
                 _report_skips(planner.skipped, reported, progress, name, passes)
-            for k in range(2, passes + 1):  # later passes: every cell again, thread-major
-                for cell in sorted(c for c, s in profile.cells.items() if s.pass_count < k):
-                    measure(cell)
+            for k in range(2, passes + 1):  # later passes: this sweep's cells, thread-major
+                for cell in config.cells:
+                    if cell in profile.cells and profile.cells[cell].pass_count < k:
+                        measure(cell)
             # The medians of the passes may let a cell the first pass skipped back into an
             # optimal plan: measure those too (each round measures at least one new cell).
             if config.planner(_means(profile)).next_cell() is None:
