@@ -220,11 +220,8 @@ def profile_model(
     # Work units ~ batch/threads per pass, so the ETA is not fooled by fast small cells; a
     # skipped cell's units count as done when it is skipped.
     passes = config.passes
-    total = sum(
-        b / t * (passes - (profile.cells[t, b].pass_count if (t, b) in profile.cells else 0))
-        for t, b in config.cells
-        if (t, b) not in profile.cells or profile.cells[t, b].pass_count < passes
-    )
+    have = {cell: s.pass_count for cell, s in profile.cells.items()}
+    total = sum(b / t * max(0, passes - have.get((t, b), 0)) for t, b in config.cells)
     workers = _Workers(source, config, topology, engine_config)
     name = profile.model_name
     started, reported = False, set[tuple[int, int]]()
