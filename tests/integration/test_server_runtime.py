@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from packrat.controller.estimator import EstimatorConfig
+from packrat.controller.policy import FollowLoad
 from packrat.models import ZooSource
 from packrat.pool import EngineConfig
 from packrat.profiler.cache import default_profile_path
@@ -335,7 +337,6 @@ def test_following_the_load_switches_plans_without_losing_a_request(
     happen in place (no worker started after boot)."""
     import torch
 
-    from packrat.controller.estimator import EstimatorConfig
     from packrat.controller.policy import PolicyKind
 
     source = ZooSource("tiny-resnet")
@@ -399,7 +400,10 @@ def test_pin_release_and_move_cores_while_requests_run() -> None:
 
     async def main() -> None:
         repository = Repository(RepositoryDefaults(), engine_config=ENGINE)
-        config = ModelConfig("tiny-resnet", max_batch_size=4, max_batch_delay_ms=5.0)
+        settings = EstimatorConfig(alpha=0.5, window=2, cooldown_s=0.25)
+        config = ModelConfig(
+            "tiny-resnet", max_batch_size=4, max_batch_delay_ms=5.0, estimator=settings
+        )
         runtime = await repository.register_model(config)
         stop = asyncio.Event()
         answered = 0
@@ -425,6 +429,8 @@ def test_pin_release_and_move_cores_while_requests_run() -> None:
                 await repository.set_cores("tiny-resnet", [second])
             await repository.set_plan("tiny-resnet", policy="follow")
             assert runtime.policy == "follow" and runtime.plan.describe() == "<2,1,2>"
+            following = runtime._policy  # released after a pin: the model's own settings
+            assert isinstance(following, FollowLoad) and following.estimator.config == settings
             await repository.set_cores("tiny-resnet", [second])
             assert runtime.plan.layout == ((1, (second,)),)
             assert runtime.plan.describe() == "<1,1,4>"
@@ -448,6 +454,7 @@ def test_pin_release_and_move_cores_while_requests_run() -> None:
             ]
             described = runtime.describe()
             assert described["policy"] == "follow"
+            assert described["estimator"] == "alpha=0.5,window=2,cooldown_s=0.25"
             assert described["recent_switches"][-1]["to"] == "<2,1,2>"
             assert runtime.switch_log()[-1] == described["recent_switches"][-1]
             assert described["switches_total"] == len(runtime.switches)

@@ -40,13 +40,27 @@ def test_cooldown_spaces_changes() -> None:
     assert estimator.observe(2, now_s=5.0) == 2
 
 
-def test_a_short_burst_does_not_flip_the_plan() -> None:
-    estimator = BatchSizeEstimator(32, target=4, config=EstimatorConfig(cooldown_s=0.0))
+PAPER_LIKE = EstimatorConfig(alpha=0.25, window=16, cooldown_s=0.0)
+"""Heavy smoothing, for servers whose switches are slow."""
+
+
+def test_a_short_burst_does_not_flip_the_plan_under_a_mode_window() -> None:
+    estimator = BatchSizeEstimator(32, target=4, config=PAPER_LIKE)
     for t in range(40):
         assert estimator.observe(4, now_s=t) is None
     # One batch of 32 among steady batches of 4: the average jumps, the mode does not.
     assert estimator.observe(32, now_s=40) is None
     assert all(estimator.observe(4, now_s=41 + t) is None for t in range(20))
+    assert estimator.target == 4
+
+
+def test_the_default_follows_a_burst_and_comes_back_at_once() -> None:
+    estimator = BatchSizeEstimator(32, target=4, config=EstimatorConfig())
+    for t in range(40):
+        assert estimator.observe(4, now_s=t) is None
+    assert estimator.observe(32, now_s=40) == 16  # (32 + 4) / 2, rounded down
+    assert estimator.observe(4, now_s=41) == 8  # 11: the average halves the way back
+    assert estimator.observe(4, now_s=42) == 4  # 7.5
     assert estimator.target == 4
 
 
@@ -97,3 +111,34 @@ def test_config_rejects_bad_values(kwargs: dict[str, float], field: str) -> None
 def test_estimator_rejects_a_target_outside_the_batch_range() -> None:
     with pytest.raises(ValueError, match="target"):
         BatchSizeEstimator(8, target=9)
+
+
+def test_settings_parse_as_written_on_the_command_line() -> None:
+    assert EstimatorConfig.parse("alpha=0.5, window=4,cooldown_s=1") == EstimatorConfig(
+        alpha=0.5, window=4, cooldown_s=1.0
+    )
+    default = EstimatorConfig()
+    assert EstimatorConfig.parse("") == default
+    assert EstimatorConfig.parse("window=2") == EstimatorConfig(
+        alpha=default.alpha, window=2, cooldown_s=default.cooldown_s
+    )
+    config = EstimatorConfig(alpha=0.125, window=3, cooldown_s=0.5)
+    assert EstimatorConfig.parse(config.describe()) == config
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("windows=4", "NAME one of alpha, window, cooldown_s"),
+        ("alpha", "write NAME=VALUE"),
+        ("window=4.5", "window must be an integer, got '4.5'"),
+        ("alpha=fast", "alpha must be a number"),
+        ("alpha=0.5,alpha=0.25", "alpha given twice"),
+        ("alpha=1.5", "alpha must be in"),
+        ("cooldown_s=-1", "cooldown_s must be a finite number >= 0"),
+        ("window=0", "window must be an int >= 1"),
+    ],
+)
+def test_bad_settings_name_the_problem(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        EstimatorConfig.parse(text)

@@ -81,6 +81,8 @@ def test_defaults_follow_torchserve_ports() -> None:
         ("[[models]]\nspec = 'r'\nestimator = { alpha = 2.0 }\n", "alpha must be in"),
         ("[[models]]\nspec = 'r'\nestimator = { windoww = 2 }\n", "windoww"),
         ("[[models]]\nspec = 'r'\nestimator = 3\n", "estimator must be a table"),
+        ("[server]\nestimator = { window = 0 }\n", r"\[server\] EstimatorConfig.window"),
+        ("[server]\nestimator = 'window=2'\n", r"\[server\] estimator must be a table"),
     ],
 )
 def test_bad_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
@@ -131,3 +133,35 @@ def test_policies_from_the_file_and_the_command_line(tmp_path: Path) -> None:
     assert with_cli(LaunchConfig(), ["gpt2"], batch_timeout_s=5.0).batch_timeout_s == 5.0
     with pytest.raises(PackratError, match="unknown plan policy 'often'"):
         with_cli(LaunchConfig(), ["gpt2"], policy="often")
+
+
+ESTIMATORS = """
+[server]
+estimator = { window = 4 }
+
+[[models]]
+spec = "resnet50"
+
+[[models]]
+spec = "bert-base"
+estimator = { alpha = 0.5 }
+"""
+
+
+def test_estimator_settings_from_the_file_and_the_command_line(tmp_path: Path) -> None:
+    from packrat.controller.estimator import EstimatorConfig
+
+    path = tmp_path / "serve.toml"
+    path.write_text(ESTIMATORS)
+    config = load_config_file(path)
+    assert config.estimator == EstimatorConfig(window=4)
+    resnet, bert = config.models
+    assert resnet.estimator == EstimatorConfig(window=4)  # the server's
+    assert bert.estimator == EstimatorConfig(alpha=0.5)  # its own table, whole
+    overridden = with_cli(config, ["gpt2"], estimator="alpha=1,cooldown_s=0")
+    assert overridden.estimator == EstimatorConfig(alpha=1.0, cooldown_s=0.0)
+    assert overridden.models[-1].estimator == overridden.estimator  # models named here
+    assert overridden.models[0].estimator == EstimatorConfig(window=4)  # the file's keep theirs
+    assert with_cli(LaunchConfig(), ["gpt2"]).models[0].estimator == EstimatorConfig()
+    with pytest.raises(PackratError, match="--estimator: estimator setting 'windw=2'"):
+        with_cli(LaunchConfig(), ["gpt2"], estimator="windw=2")

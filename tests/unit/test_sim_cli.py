@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from packrat.cli import app
+from packrat.controller.estimator import EstimatorConfig
 
 runner = CliRunner()
 PUBLISHED = Path(__file__).resolve().parents[1] / "fixtures" / "paper-profiles"
@@ -59,6 +61,15 @@ def test_steps_trace_and_synthetic_cores(tmp_path: Path) -> None:
     assert json.loads(big.stdout)["overall"]["refused"] == 0
 
 
+def test_follow_takes_the_estimator_settings_given() -> None:
+    common = ("--steps", "20:20,200:20,20:20", "--max-batch-size", "32", "--policy", "follow")
+    default = _simulate(*common)
+    assert default["config"]["estimator"] == dataclasses.asdict(EstimatorConfig())  # type: ignore[index]
+    eager = _simulate(*common, "--estimator", "alpha=1,window=1,cooldown_s=0")
+    assert eager["config"]["estimator"] == {"alpha": 1.0, "window": 1, "cooldown_s": 0.0}  # type: ignore[index]
+    assert eager["switches"] > default["switches"]  # type: ignore[operator]
+
+
 def test_table_output() -> None:
     result = runner.invoke(app, ["simulate", "-p", str(BERT), "-T", "16", "--steps", "10:5,40:5"])
     assert result.exit_code == 0, result.output
@@ -74,6 +85,7 @@ def test_table_output() -> None:
         (["--rate", "5", "--duration", "5", "--policy", "best"], "unknown policy 'best'"),
         (["--rate", "5", "--duration", "5", "--max-batch-size", "0"], "max_batch_size"),
         (["--steps", "5"], "RATE:SECONDS"),
+        (["--rate", "5", "--duration", "5", "--estimator", "window=x"], "--estimator: "),
     ],
 )
 def test_errors_are_one_line(args: list[str], message: str) -> None:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from packrat.bench.loadgen.schedule import OpenLoop, Phase
+from packrat.controller.estimator import EstimatorConfig
 from packrat.controller.policy import FollowLoad, PerBatch
 from packrat.optimizer.table import LatencyTable
 from packrat.server.batcher import BatchingConfig
@@ -34,9 +35,18 @@ ONE_EIGHT_ONE_EIGHT = OpenLoop(
 )
 
 
-def _run(policy: str, load: OpenLoop, switch_ms: float = 1.0) -> SimResult:
+def _run(
+    policy: str,
+    load: OpenLoop,
+    switch_ms: float = 1.0,
+    estimator: EstimatorConfig | None = None,
+) -> SimResult:
     config = SimConfig(
-        cores=2, policy=policy, batching=BATCHING, timing=Timing(1.0, switch_ms, 0.0)
+        cores=2,
+        policy=policy,
+        estimator=estimator or EstimatorConfig(),
+        batching=BATCHING,
+        timing=Timing(1.0, switch_ms, 0.0),
     )
     return simulate_profile(TABLE, config, load)
 
@@ -97,13 +107,16 @@ def test_fixed_and_pinned_plans_never_switch() -> None:
         assert _run(policy, ONE_EIGHT_ONE_EIGHT).switches == 0
 
 
-def test_follow_changes_plans_only_after_its_cooldown() -> None:
-    # The estimator's cool-down is 2 s: under a load that steps between 2 and 40 requests/s,
-    # follow changes plans a few times, at least 2 s apart; auto at many batches.
+@pytest.mark.parametrize("cooldown_s", [2.0, 5.0])
+def test_follow_changes_plans_only_after_its_cooldown(cooldown_s: float) -> None:
+    # Under a load that steps between 2 and 40 requests/s, follow changes plans a few times,
+    # at least its cool-down apart; auto at many batches.
     load = stepped("2:10,40:10,2:10,40:10,2:10", seed=5)
-    follow, auto = _run("follow", load), _run("auto", load)
+    settings = EstimatorConfig(alpha=0.25, window=16, cooldown_s=cooldown_s)
+    follow, auto = _run("follow", load, estimator=settings), _run("auto", load)
     assert 2 <= follow.switches < auto.switches / 4
-    assert (np.diff(follow.switch_times_s) >= 2.0).all()
+    assert (np.diff(follow.switch_times_s) >= cooldown_s).all()
+    assert (np.diff(follow.switch_times_s) < cooldown_s + 2.0).any()  # not a longer one
     assert (np.diff(auto.switch_times_s) < 2.0).any()
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from packrat.cli.app import app, err, guard, out
+from packrat.controller.estimator import EstimatorConfig
 
 DEFAULT_MODEL = "resnet50"
 
@@ -102,6 +103,16 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    estimator: Annotated[
+        str | None,
+        typer.Option(
+            "--estimator",
+            help="Settings of the 'follow' estimator, e.g. 'alpha=0.25,window=8,cooldown_s=1': "
+            "weight of the newest queue depth, estimates the mode is taken over, least "
+            f"seconds between two changes [default: {EstimatorConfig().describe()}].",
+            show_default=False,
+        ),
+    ] = None,
     profile_kind: Annotated[
         str | None,
         typer.Option(
@@ -178,6 +189,7 @@ def serve(
             plan=plan,
             fat=fat or None,
             policy=policy,
+            estimator=estimator,
             profile_kind=profile_kind,
             batch_timeout_s=batch_timeout_s,
             token_file=token_file,

@@ -40,6 +40,15 @@ def simulate(
             "(T one-thread instances), or a plan such as '<2,1,4>' (--plan).",
         ),
     ] = "auto",
+    estimator: Annotated[
+        str | None,
+        typer.Option(
+            "--estimator",
+            help="Settings of the 'follow' estimator, as packrat serve --estimator, e.g. "
+            "'alpha=0.25,window=8,cooldown_s=1' [default: packrat serve's].",
+            show_default=False,
+        ),
+    ] = None,
     max_batch_size: Annotated[
         int, typer.Option("--max-batch-size", help="Largest batch; plans are made for it.")
     ] = 8,
@@ -120,6 +129,7 @@ def simulate(
     """
 
     def body() -> None:
+        from packrat.controller.estimator import EstimatorConfig
         from packrat.profiler.profile_file import load_profile
         from packrat.progress import progress_bar
         from packrat.server.batcher import BatchingConfig
@@ -139,9 +149,14 @@ def simulate(
             )
         except ValueError as exc:
             raise PackratError(str(exc)) from None
+        try:
+            settings = EstimatorConfig.parse(estimator or "")
+        except ValueError as exc:
+            raise PackratError(f"--estimator: {exc}") from None
         config = SimConfig(
             cores=cores,
             policy=policy,
+            estimator=settings,
             batching=batching,
             timing=Timing(overhead_ms, switch_ms, noise_cv),
             seed=seed,

@@ -16,6 +16,7 @@ A TOML file (`packrat serve --config FILE`) looks like:
     max_queue_wait_ms = 2000  # or fewer, when serving them would take longer than this
     max_in_flight = 256       # inference requests in progress in all; more get 503 at once
     policy = "auto"           # how plans follow the load: "auto", "follow" or "fixed"
+    estimator = { alpha = 0.5, window = 1, cooldown_s = 0.05 }  # "follow"'s (the defaults)
     profile_kind = "isolated" # profiles made on first start: "isolated" or "contention"
     batch_timeout_s = 120     # a worker silent this long on a batch is killed and replaced
 
@@ -26,7 +27,7 @@ A TOML file (`packrat serve --config FILE`) looks like:
     max_batch_size = 16
     plan = "<2,1,8>"          # optional pinned plan; or fat = true
     policy = "follow"         # optional; the [server] policy otherwise
-    estimator = { alpha = 0.25, window = 16, cooldown_s = 2.0 }   # for "follow"
+    estimator = { alpha = 0.25, window = 16 }  # optional; the [server] estimator otherwise
 
 Command-line options given explicitly override the file's [server] values; models named on the
 command line are served in addition to the file's.
@@ -74,6 +75,7 @@ class LaunchConfig:
     cores: int | None = None  # first N usable cores for models without their own
     keep_freed_memory: bool = True
     policy: str = PolicyKind.AUTO.value
+    estimator: EstimatorConfig = field(default_factory=EstimatorConfig)  # for "follow"
     profile_kind: str = "isolated"  # how first-start profiles measure: "isolated", "contention"
     batch_timeout_s: float = 120.0  # a worker silent this long on a batch is replaced
     models: tuple[ModelConfig, ...] = field(default_factory=tuple)
@@ -144,6 +146,11 @@ def load_config_file(path: Path) -> LaunchConfig:
     for key in ("model_store", "token_file"):
         if key in server:
             server[key] = (path.parent / str(server[key])).resolve()
+    if "estimator" in server:
+        try:
+            server["estimator"] = _estimator(server["estimator"])
+        except (TypeError, ValueError) as exc:
+            raise PackratError(f"{path}: [server] {exc}") from None
     inherited = {k: server[k] for k in _INHERITED if k in server}
     models = tuple(
         _model(entry, path, i, inherited) for i, entry in enumerate(data.get("models", []))
@@ -154,7 +161,13 @@ def load_config_file(path: Path) -> LaunchConfig:
         raise PackratError(f"{path}: {exc}") from None
 
 
-_INHERITED = ("max_batch_size", "max_batch_delay_ms", "max_queue", "max_queue_wait_ms")
+_INHERITED = (
+    "max_batch_size",
+    "max_batch_delay_ms",
+    "max_queue",
+    "max_queue_wait_ms",
+    "estimator",
+)
 """[server] keys that are defaults for the [[models]] entries that do not set them."""
 
 
@@ -174,18 +187,30 @@ def _model(entry: Any, path: Path, index: int, inherited: dict[str, Any]) -> Mod
         if "cores" in values:
             values["cores"] = tuple(int(c) for c in values["cores"])
         if "estimator" in values:
-            if not isinstance(values["estimator"], dict):
-                raise ValueError("estimator must be a table: { alpha = ..., window = ..., ... }")
-            values["estimator"] = EstimatorConfig(**values["estimator"])
+            values["estimator"] = _estimator(values["estimator"])
         return ModelConfig(**values)
     except (TypeError, ValueError) as exc:
         raise PackratError(f"{where}: {exc}") from None
+
+
+def _estimator(value: Any) -> EstimatorConfig:
+    """The estimator's settings from a TOML table (or already read, when inherited)."""
+    if isinstance(value, EstimatorConfig):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError("estimator must be a table: { alpha = ..., window = ..., ... }")
+    return EstimatorConfig(**value)
 
 
 def with_cli(base: LaunchConfig, models: list[str], **overrides: Any) -> LaunchConfig:
     """`base` with the options given on the command line (None = not given) and the models
     named there, each with the server-wide batching settings and the pinned plan options."""
     given = {k: v for k, v in overrides.items() if v is not None and k in _SERVER_KEYS}
+    if isinstance(given.get("estimator"), str):
+        try:
+            given["estimator"] = EstimatorConfig.parse(given["estimator"])
+        except ValueError as exc:
+            raise PackratError(f"--estimator: {exc}") from None
     config = replace(base, **given)
     plan_text = overrides.get("plan")
     per_model: dict[str, Any] = {
@@ -193,6 +218,7 @@ def with_cli(base: LaunchConfig, models: list[str], **overrides: Any) -> LaunchC
         "max_batch_delay_ms": config.max_batch_delay_ms,
         "max_queue": config.max_queue,
         "max_queue_wait_ms": config.max_queue_wait_ms,
+        "estimator": config.estimator,
         "profile": overrides.get("profile"),
         "fat": bool(overrides.get("fat")),
     }
@@ -236,6 +262,7 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
         max_queue=config.max_queue,
         max_queue_wait_ms=config.max_queue_wait_ms,
         policy=PolicyKind.parse(config.policy),
+        estimator=config.estimator,
     )
     with progress_bar(err) as bar:
         repo = Repository(

@@ -153,6 +153,7 @@ class RepositoryDefaults:
     max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
     fat: bool = False
     policy: PolicyKind = PolicyKind.AUTO
+    estimator: EstimatorConfig = dataclasses.field(default_factory=EstimatorConfig)
 
     def __post_init__(self) -> None:
         try:
@@ -171,6 +172,7 @@ class RepositoryDefaults:
             max_queue_wait_ms=self.max_queue_wait_ms,
             fat=self.fat,
             policy=self.policy,
+            estimator=self.estimator,
         )
 
 
@@ -410,6 +412,7 @@ class Repository:
             engine_config=self._engine_config,
             planning=planning,
             policy=policy,
+            estimator=config.estimator,
             pool_size=pool_size,
         )
 

@@ -120,7 +120,9 @@ class ModelRuntime:
     batching: the batcher's settings; engine_config: the pool's.
     planning: where other plans come from (needed to follow the load, and for `pin`,
         `release` and `move`); policy: how the plan follows the load (`PolicyConfig`), None
-        for a pinned plan. pool_size: workers to start (spares beyond the plan's instances).
+        for a pinned plan; estimator: the estimator's settings when released to "follow"
+        (default: the policy's). pool_size: workers to start (spares beyond the plan's
+        instances).
 
     Metrics hooks: `add_listener(fn)` for a `BatchRecord` per batch, and the counters
     `queue_depth`, `in_flight`, `last_batch_sizes`, `busy_s`, `batches_total`,
@@ -139,6 +141,7 @@ class ModelRuntime:
         engine_config: EngineConfig | None = None,
         planning: Planning | None = None,
         policy: PolicyConfig | None = None,
+        estimator: EstimatorConfig | None = None,
         pool_size: int | None = None,
     ) -> None:
         self._name = name
@@ -150,6 +153,9 @@ class ModelRuntime:
         self._planning = planning
         self._policy_config = policy
         self._policy = self._make_policy(policy)
+        if estimator is None:
+            estimator = policy.estimator if policy is not None else EstimatorConfig()
+        self._estimator = estimator
         self._plan_lock = asyncio.Lock()  # held by each batch and each change of plan
         self._switch_listeners: list[SwitchListener] = []
         self._switches: collections.deque[Switch] = collections.deque(maxlen=SWITCH_LOG)
@@ -260,6 +266,7 @@ class ModelRuntime:
             },
             "split": "profile" if self._table is not None else "thread share",
             "policy": self.policy,
+            "estimator": self._estimator.describe(),
             "switches_total": self._switches_total,
             "recent_switches": [s.to_json() for s in self.switches[-DESCRIBED_SWITCHES:]],
         }
@@ -407,7 +414,7 @@ class ModelRuntime:
         plan for the largest batch. Returns that plan. Raises BadRequest without a profile."""
         planning = self._require_planning("choose plans")
         plan = _optimal(planning, planning.max_batch_size)
-        config = PolicyConfig(kind, self._estimator_config())
+        config = PolicyConfig(kind, self._estimator)
         async with self._plan_lock:
             await self._replace_lost()
             self._policy_config = config
@@ -443,10 +450,6 @@ class ModelRuntime:
             return None
         planning = self._planning
         return config.create(planning.optimal, planning.max_batch_size)
-
-    def _estimator_config(self) -> EstimatorConfig:
-        config = self._policy_config
-        return config.estimator if config is not None else EstimatorConfig()
 
     def _require_planning(self, what: str) -> Planning:
         if self._planning is None:

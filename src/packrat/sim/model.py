@@ -13,6 +13,7 @@ import enum
 import math
 from dataclasses import dataclass, field
 
+from packrat.controller.estimator import EstimatorConfig
 from packrat.controller.policy import PlanPolicy, PolicyConfig, PolicyKind
 from packrat.errors import PackratError
 from packrat.server.planning import Planning
@@ -39,10 +40,13 @@ class ChosenPlan:
     policy: PlanPolicy | None
 
 
-def choose_plan(planning: Planning, choice: str) -> ChosenPlan:
+def choose_plan(
+    planning: Planning, choice: str, estimator: EstimatorConfig | None = None
+) -> ChosenPlan:
     """The first plan and policy of a model served with `choice`: "auto", "follow", "fixed",
     "fat", "single", or a plan in the paper's notation (e.g. "<2,1,4>"), as `packrat serve`
-    would start it. Raises SimError for a choice or plan that does not fit."""
+    would start it ("follow" with `estimator`'s settings, default `EstimatorConfig()`).
+    Raises SimError for a choice or plan that does not fit."""
     text = choice.strip()
     if text.startswith("<"):
         try:
@@ -65,7 +69,7 @@ def choose_plan(planning: Planning, choice: str) -> ChosenPlan:
             single = parse_plan(f"<{cores},1,{per_instance}>", cores)
             return ChosenPlan(kind.value, planning.place(single), None)
         plan = planning.optimal(planning.max_batch_size)
-        policy = PolicyConfig(PolicyKind(kind.value)).create(
+        policy = PolicyConfig(PolicyKind(kind.value), estimator or EstimatorConfig()).create(
             planning.optimal, planning.max_batch_size
         )
         return ChosenPlan(kind.value, plan, policy)

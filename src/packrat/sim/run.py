@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from packrat.bench.loadgen.schedule import OpenLoop
+from packrat.controller.estimator import EstimatorConfig
 from packrat.optimizer.table import LatencyTable
 from packrat.progress import Progress
 from packrat.server.batcher import BatchingConfig
@@ -31,7 +32,8 @@ class SimConfig:
 
     cores: T, the cores the model may use (any number: the machine is synthetic).
     policy: "auto", "follow", "fixed", "fat", "single" or a plan such as "<2,1,4>"
-        (`choose_plan`). batching: the batcher's settings, as `packrat serve` takes them.
+        (`choose_plan`); estimator: the settings of "follow"'s estimator.
+    batching: the batcher's settings, as `packrat serve` takes them.
     timing: per-batch overhead, switch cost and noise. seed: of the noise.
     interpolate: plan and split with the profile interpolated to every batch size, as the
         server does; False keeps the profiled batch sizes only (the paper's optimizer; much
@@ -40,6 +42,7 @@ class SimConfig:
 
     cores: int
     policy: str = "auto"
+    estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     timing: Timing = field(default_factory=Timing)
     seed: int = 0
@@ -78,7 +81,7 @@ def simulate_profile(
         )
     if planning.table is None:
         raise SimError("a simulation needs a latency profile")
-    chosen = choose_plan(planning, config.policy)
+    chosen = choose_plan(planning, config.policy, config.estimator)
     service = ServiceModel(planning.table, config.timing, config.seed)
     model = SimModel(chosen, service, config.timing.switch_ms / 1000.0)
     return simulate(load, model, config.batching, progress)
