@@ -17,6 +17,7 @@ from packrat.server.batcher import (
     QUEUE_FULL_RETRY_AFTER_S,
     Batcher,
     BatchingConfig,
+    BatchTimes,
     expected_wait_ms,
     refusal,
 )
@@ -310,18 +311,53 @@ def test_config_errors_name_the_field(field: str, value: float) -> None:
         BatchingConfig(**{field: value})  # type: ignore[arg-type]
 
 
+def _times(**by_size: float) -> BatchTimes:
+    """Batch times recorded once each, e.g. _times(b1=0.15, b8=1.15)."""
+    times = BatchTimes()
+    for key, took_s in by_size.items():
+        times.record(int(key.removeprefix("b")), took_s)
+    return times
+
+
 def test_the_expected_wait_counts_what_is_left_of_the_running_batch() -> None:
-    assert expected_wait_ms(8, 8, batch_s=1.0) == pytest.approx(1000.0)  # none running
-    assert expected_wait_ms(8, 8, batch_s=1.0, running_s=0.25) == pytest.approx(1750.0)
-    assert expected_wait_ms(8, 8, batch_s=1.0, running_s=5.0) == pytest.approx(1000.0)
-    assert expected_wait_ms(50, 8, batch_s=None) == 0.0  # nothing measured yet
+    times = _times(b8=1.0)
+    assert expected_wait_ms(8, 8, times) == pytest.approx(1000.0)  # none running
+    assert expected_wait_ms(8, 8, times, 8, running_s=0.25) == pytest.approx(1750.0)
+    assert expected_wait_ms(8, 8, times, 8, running_s=5.0) == pytest.approx(1000.0)
+    assert expected_wait_ms(50, 8, BatchTimes()) == 0.0  # nothing measured yet
     # bert-base in the soak: 0.86 s batches, 11 waiting. Half-way through the running batch
     # that is 1.6 s, admitted; counting the running batch whole (2.0 s) refused it.
     config = BatchingConfig(max_batch_size=8, max_queue_wait_ms=2000.0)
-    assert refusal(11, config, batch_s=0.86, running_s=0.43) is None
-    assert "would take 2042 ms" in str(refusal(11, config, batch_s=0.86, running_s=0.0))
-    assert refusal(7, config, batch_s=100.0, running_s=0.0) is None  # a full batch's worth
-    assert "100 requests waiting" in str(refusal(100, config, batch_s=0.0))
+    times = _times(b8=0.86)
+    assert refusal(11, config, times, 8, running_s=0.43) is None
+    assert "would take 2042 ms" in str(refusal(11, config, times, 8, running_s=0.0))
+    assert refusal(7, config, _times(b8=100.0), 8, running_s=0.0) is None  # a batch's worth
+    assert "100 requests waiting" in str(refusal(100, config, _times(b8=0.0)))
+
+
+def test_batch_times_are_kept_per_size_and_scaled_from_the_nearest() -> None:
+    times = BatchTimes()
+    assert times.batch_s(8) is None
+    times.record(1, 0.15)
+    assert times.batch_s(1) == pytest.approx(0.15)
+    assert times.batch_s(8) == pytest.approx(1.2)  # no batch of 8 yet: 8 x a batch of 1
+    times.record(4, 0.6)
+    times.record(4, 1.0)  # a running average: 0.6 + 0.25 x (1.0 - 0.6)
+    assert times.batch_s(4) == pytest.approx(0.7)
+    assert times.batch_s(8) == pytest.approx(1.4)  # from 4, the nearest
+    assert times.batch_s(2) == pytest.approx(0.3)  # from 1, the nearest
+    times.record(8, 1.1)
+    assert times.batch_s(8) == pytest.approx(1.1)  # its own, once one has run
+
+
+def test_a_flood_after_single_requests_is_costed_at_full_batches() -> None:
+    """At a flood's onset only batches of 1 have run (bert-base on 2 cores: 0.15 s each). A
+    queue of full batches ahead of a new request takes ~1.2 s a batch, not 0.15 s: requests
+    past ~2 s of waiting are refused from the first second, not only once the queue is full."""
+    config = BatchingConfig(max_batch_size=8, max_queue=100, max_queue_wait_ms=2000.0)
+    times = _times(b1=0.15)
+    assert refusal(13, config, times, 1, running_s=0.12) is None  # 13 / 8 x 1.2 s + 0.03 s
+    assert "would take 2130 ms" in str(refusal(14, config, times, 1, running_s=0.12))
 
 
 def test_a_request_that_would_wait_too_long_is_refused() -> None:
@@ -334,22 +370,23 @@ def test_a_request_that_would_wait_too_long_is_refused() -> None:
         batcher = Batcher(model, config)
         await batcher.start()
         assert batcher.expected_wait_ms() == 0.0  # nothing measured yet
-        assert await batcher.submit(1) == 2  # one batch ran: ~1 s each from now on
+        # One full batch ran: ~1 s each from now on.
+        assert await asyncio.gather(batcher.submit(1), batcher.submit(2)) == [2, 4]
         model.gate = asyncio.Event()
-        running = asyncio.ensure_future(batcher.submit(2))
-        await _wait_until(lambda: model.running == 1)
-        queued = [asyncio.ensure_future(batcher.submit(i)) for i in (3, 4)]
+        running = [asyncio.ensure_future(batcher.submit(i)) for i in (3, 4)]
+        await _wait_until(lambda: batcher.in_flight == 2)
+        queued = [asyncio.ensure_future(batcher.submit(i)) for i in (5, 6)]
         await _wait_until(lambda: batcher.queue_depth == 2)
         # 2 queued: 2 / 2 = 1 batch ahead, plus ~1 s left of the running one: ~2 s <= 2.2 s.
-        third = asyncio.ensure_future(batcher.submit(5))
+        third = asyncio.ensure_future(batcher.submit(7))
         await _wait_until(lambda: batcher.queue_depth == 3)
         # 3 queued: 1.5 batches ahead plus the running one's ~1 s: ~2.5 s, refused.
         with pytest.raises(Unavailable, match="would take") as refused:
-            await batcher.submit(6)
+            await batcher.submit(8)
         assert refused.value.retry_after_s == QUEUE_FULL_RETRY_AFTER_S
         model.gate.set()
         model.sleep_s = 0.0
-        assert await running == 4 and await asyncio.gather(*queued, third) == [6, 8, 10]
+        assert await asyncio.gather(*running, *queued, third) == [6, 8, 10, 12, 14]
         await batcher.stop()
 
     run(main)

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from packrat.server.api import Unavailable
@@ -39,7 +39,7 @@ a couple of seconds a client is better told to retry (or go elsewhere), and a fl
 backlog that drains in seconds, not minutes."""
 
 WAIT_ALPHA = 0.25
-"""Weight of the newest batch in the running estimate of a batch's time."""
+"""Weight of the newest batch in the running estimate of a batch's time (per batch size)."""
 
 QUEUE_FULL_RETRY_AFTER_S = 1
 """Retry-After (seconds) on a request refused because its model's queue is full: the queue
@@ -56,9 +56,9 @@ class BatchingConfig:
     max_queue: most requests waiting (not counting the running batch); more are refused
         with Unavailable.
     max_queue_wait_ms: a request is also refused when the requests ahead of it would take
-        longer than this to serve: queued / max_batch_size batches at the recent batch
-        time, plus what is left of the running batch. A full batch's worth is always
-        admitted.
+        longer than this to serve: queued / max_batch_size full batches at the recent time
+        of a full batch, plus what is left of the running batch (`BatchTimes`). A full
+        batch's worth is always admitted.
     """
 
     max_batch_size: int = 8
@@ -122,7 +122,7 @@ class Batcher(Generic[Req, Resp]):
         self._task: asyncio.Task[None] | None = None
         self._running: list[_Pending[Req, Resp]] = []
         self._running_since: float | None = None  # event-loop time the running batch began
-        self._batch_s: float | None = None  # running average of a batch's time
+        self._times = BatchTimes()  # how long batches of each size have taken
         self._stopping = False
 
     @property
@@ -159,7 +159,7 @@ class Batcher(Generic[Req, Resp]):
         """
         if not self.accepting:
             raise Unavailable("the model is not accepting requests (not started or stopping)")
-        refused = refusal(len(self._queue), self._config, self._batch_s, self._running_s())
+        refused = refusal(len(self._queue), self._config, self._times, *self._running_batch())
         if refused is not None:
             raise Unavailable(refused, retry_after_s=QUEUE_FULL_RETRY_AFTER_S)
         loop = asyncio.get_running_loop()
@@ -231,16 +231,17 @@ class Batcher(Generic[Req, Resp]):
 
     def expected_wait_ms(self) -> float:
         """How long a request queued now would wait: the batches ahead of it (the queued
-        requests' and the running one) at the recent batch time (0 before any batch ran)."""
+        requests' and the running one) at the recent batch times (0 before any batch ran)."""
         return expected_wait_ms(
-            len(self._queue), self._config.max_batch_size, self._batch_s, self._running_s()
+            len(self._queue), self._config.max_batch_size, self._times, *self._running_batch()
         )
 
-    def _running_s(self) -> float | None:
-        """How long the running batch has run, seconds (None if none runs)."""
+    def _running_batch(self) -> tuple[int, float | None]:
+        """The running batch: its size and how long it has run, seconds (0, None if none
+        runs)."""
         if self._running_since is None:
-            return None
-        return asyncio.get_running_loop().time() - self._running_since
+            return 0, None
+        return len(self._running), asyncio.get_running_loop().time() - self._running_since
 
     async def _dispatch(self, batch: list[_Pending[Req, Resp]]) -> None:
         self._running = batch
@@ -262,8 +263,7 @@ class Batcher(Generic[Req, Resp]):
         for pending, result in zip(batch, results, strict=True):
             _answer(pending, result)
         self._running, self._running_since = [], None
-        took_s = asyncio.get_running_loop().time() - started
-        self._batch_s = average_batch_s(self._batch_s, took_s)
+        self._times.record(len(batch), asyncio.get_running_loop().time() - started)
 
     def _fail_queued(self, reason: str) -> None:
         while self._queue:
@@ -273,43 +273,82 @@ class Batcher(Generic[Req, Resp]):
 # --- admission, as pure functions (the simulator, packrat.sim, runs them too) -------------------
 
 
+@dataclass
+class BatchTimes:
+    """How long batches have taken, per batch size: a running average of each size's times.
+
+    Admission asks how long the batches ahead of a request will take. One average over every
+    batch does not answer that when the batch size changes with the load: at the onset of a
+    flood, batches of 1 had run (bert-base on 2 cores: 0.15 s), the queue of full batches
+    ahead of a new request was costed at 0.15 s a batch instead of 1.15 s, and requests were
+    admitted to wait 9 s (docs/robustness-flood.md).
+    """
+
+    _average_s: dict[int, float] = field(default_factory=dict)
+
+    def record(self, size: int, took_s: float) -> None:
+        """One more batch of `size` requests took `took_s` seconds."""
+        previous = self._average_s.get(size)
+        self._average_s[size] = (
+            took_s if previous is None else previous + WAIT_ALPHA * (took_s - previous)
+        )
+
+    def batch_s(self, size: int) -> float | None:
+        """The expected time of a batch of `size` requests: its own average once such a batch
+        has run, else that of the nearest size that has, scaled in proportion to the size
+        (cautious where batching is efficient, until a batch of `size` has run). None
+        before any batch."""
+        if size in self._average_s:
+            return self._average_s[size]
+        if not self._average_s:
+            return None
+        nearest = min(self._average_s, key=lambda seen: (abs(seen - size), -seen))
+        return self._average_s[nearest] * size / nearest
+
+
 def expected_wait_ms(
-    queued: int, max_batch_size: int, batch_s: float | None, running_s: float | None = None
+    queued: int,
+    max_batch_size: int,
+    times: BatchTimes,
+    running_size: int = 0,
+    running_s: float | None = None,
 ) -> float:
-    """How long a request queued behind `queued` others would wait: their batches at
-    `batch_s` seconds each, plus what is left of the running batch, if one has run for
-    `running_s` seconds (0 before any batch ran: `batch_s` None).
+    """How long a request queued behind `queued` others would wait: queued / max_batch_size
+    full batches, plus what is left of the running batch of `running_size` requests if one
+    has run for `running_s` seconds, at the times of `times` (0 before any batch ran).
 
     The running batch counts for what is left of it, not a whole batch: counted whole, a
     queue at 80% load refused requests that would have waited well under the limit."""
-    if batch_s is None:
+    full_s = times.batch_s(max_batch_size)
+    if full_s is None:
         return 0.0
-    left_s = 0.0 if running_s is None else max(0.0, batch_s - running_s)
-    return 1000.0 * (queued / max_batch_size * batch_s + left_s)
+    left_s = 0.0
+    if running_s is not None and running_size > 0:
+        left_s = max(0.0, (times.batch_s(running_size) or 0.0) - running_s)
+    return 1000.0 * (queued / max_batch_size * full_s + left_s)
 
 
 def refusal(
-    queued: int, config: BatchingConfig, batch_s: float | None, running_s: float | None = None
+    queued: int,
+    config: BatchingConfig,
+    times: BatchTimes,
+    running_size: int = 0,
+    running_s: float | None = None,
 ) -> str | None:
     """Why a request arriving with `queued` requests waiting is refused (503), or None if it
-    is admitted. `batch_s`: the running average of a batch's time (`average_batch_s`);
-    `running_s`: how long the running batch has run (None if none runs)."""
+    is admitted. `times`: how long batches have taken; `running_size` and `running_s`: the
+    running batch's size and how long it has run (0 and None if none runs)."""
     if queued >= config.max_queue:
         return f"the model's queue is full ({config.max_queue} requests waiting)"
     if queued < config.max_batch_size:
         return None
-    wait_ms = expected_wait_ms(queued, config.max_batch_size, batch_s, running_s)
+    wait_ms = expected_wait_ms(queued, config.max_batch_size, times, running_size, running_s)
     if wait_ms > config.max_queue_wait_ms:
         return (
             f"the model's queue is full: {queued} requests waiting would take "
             f"{wait_ms:.0f} ms, over the limit of {config.max_queue_wait_ms:g} ms"
         )
     return None
-
-
-def average_batch_s(previous: float | None, took_s: float) -> float:
-    """The running average of a batch's time after one more batch that took `took_s`."""
-    return took_s if previous is None else previous + WAIT_ALPHA * (took_s - previous)
 
 
 def _answer(pending: _Pending[Req, Resp], result: Resp | BaseException) -> None:

@@ -3,13 +3,13 @@
 The semantics are the server's (`packrat.server.batcher`), event for event:
 
 - requests queue in FIFO order; each is admitted or refused (503) on arrival by the batcher's
-  own rule (`refusal`: `max_queue`, and the expected wait at the running average of a batch's
-  time, `average_batch_s`, against `max_queue_wait_ms`);
+  own rule (`refusal`: `max_queue`, and the expected wait at the recent times of batches of
+  each size, `BatchTimes`, against `max_queue_wait_ms`);
 - one batch runs at a time; when none runs, the next is dispatched as soon as
   `max_batch_size` requests wait, or `max_batch_delay_ms` after its first request arrived
   (at once if that has passed when the running batch ends);
 - a batch takes what `SimModel.run_batch` says (a switch, then the slowest instance); every
-  request of it is answered at its end, and the batch time feeds the running average.
+  request of it is answered at its end, and the batch time feeds `BatchTimes`.
 
 Arrivals are processed in order by one pass; a batch costs O(1) besides its requests, so an
 hour at 100 requests/s (360,000 requests) takes about a second.
@@ -24,7 +24,7 @@ import numpy as np
 
 from packrat.bench.loadgen.schedule import OpenLoop
 from packrat.progress import NullProgress, Progress
-from packrat.server.batcher import BatchingConfig, average_batch_s, refusal
+from packrat.server.batcher import BatchingConfig, BatchTimes, refusal
 from packrat.sim.model import SimModel
 from packrat.sim.results import SimResult
 
@@ -48,19 +48,19 @@ def simulate(
     size = batching.max_batch_size
     delay_s = batching.max_batch_delay_ms / 1000.0
     queue: collections.deque[int] = collections.deque()
-    batch_s: float | None = None  # the batcher's running average of a batch's time
+    times = BatchTimes()  # the batcher's record of how long batches took
     free_s = 0.0  # when the running batch ends (the batcher is free from then on)
     i = 0  # the next arrival not yet processed
     progress.start(load.duration_s, f"simulating {n} requests")
     reported_s = 0.0
 
-    def admit_until(end_s: float, running_since_s: float | None = None) -> None:
-        """Process the arrivals before `end_s` while no batch is dispatched; a batch runs
-        from `running_since_s` (None: none runs)."""
+    def admit_until(end_s: float, running: int = 0, running_since_s: float = 0.0) -> None:
+        """Process the arrivals before `end_s` while no batch is dispatched; a batch of
+        `running` requests runs from `running_since_s` (0: none runs)."""
         nonlocal i
         while i < n and arrivals[i] < end_s:
-            running_s = None if running_since_s is None else arrivals[i] - running_since_s
-            if refusal(len(queue), batching, batch_s, running_s) is None:
+            running_s = arrivals[i] - running_since_s if running else None
+            if refusal(len(queue), batching, times, running, running_s) is None:
                 queue.append(i)
             i += 1
 
@@ -72,7 +72,7 @@ def simulate(
         full = len(queue) >= size
         dispatch_s = free_s if full else max(free_s, arrivals[queue[0]] + delay_s)
         while len(queue) < size and i < n and arrivals[i] <= dispatch_s:
-            if refusal(len(queue), batching, batch_s) is None:
+            if refusal(len(queue), batching, times) is None:
                 queue.append(i)
                 if len(queue) >= size:
                     dispatch_s = max(free_s, arrivals[i])
@@ -83,8 +83,8 @@ def simulate(
         end_s = dispatch_s + took_s
         done_s[batch] = end_s
         sizes.append(count)
-        admit_until(end_s, dispatch_s)  # these arrive while the batch runs
-        batch_s = average_batch_s(batch_s, took_s)
+        admit_until(end_s, count, dispatch_s)  # these arrive while the batch runs
+        times.record(count, took_s)
         free_s = end_s
         if len(sizes) % PROGRESS_EVERY == 0:
             now_s = min(end_s, load.duration_s)
