@@ -10,10 +10,10 @@ last change is at least `cooldown_s` old, so a burst or a lull never makes plans
 The defaults smooth lightly (alpha 0.5, no mode window, a 50 ms cool-down): Packrat's switches
 take about a millisecond, and on simulated stepped loads (`benchmarks/estimator_defaults.py`,
 docs/estimator.md) every longer window or cool-down kept load levels further from their best
-fixed plan, up to 2.2x in p99 with a 16-estimate window and a 2 s cool-down: after a burst,
-the cool-down holds a plan made for large batches while single requests run on it. Servers
-whose switches take seconds (the paper's) want the heavier smoothing, e.g.
-`alpha=0.25,window=16,cooldown_s=2`.
+fixed plan, up to 2.2x in p99 with a 16-estimate window and a 2 s cool-down: where the
+average hovers between two sizes, the cool-down freezes whichever plan it last chose, and
+larger batches run on a plan made for smaller ones. Servers whose switches take seconds (the
+paper's) want the heavier smoothing, e.g. `alpha=0.25,window=16,cooldown_s=2`.
 
 `EstimatorConfig.per_batch()` turns the smoothing off (every batch proposes its own size), for
 servers that should run the optimizer's plan for every batch size as it comes.
