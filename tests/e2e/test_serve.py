@@ -177,7 +177,11 @@ def test_pin_a_plan_and_release_it_over_http(server: RunningServer) -> None:
     assert bad.status_code == 400 and "needs 9 cores" in bad.json()["error"]
     switches = httpx.get(management + "/models/tiny-resnet/switches").json()
     assert "pinned" in [s["reason"] for s in switches]
-    assert all(s["took_ms"] >= 0 and s["workers_started"] == 0 for s in switches)
+    assert all(s["took_ms"] >= 0 for s in switches)
+    # The pool holds the workers of every optimal plan, so only the pinned <2,1,2> may need one
+    # more: when the profile made on start found one instance best for every batch size.
+    started = [(s["to"], s["workers_started"]) for s in switches if s["workers_started"]]
+    assert started in ([], [("<2,1,2>", 1)]), started
     text = httpx.get(server.metrics + "/metrics").text
     assert _sample(text, "packrat_reconfigurations_total", "tiny-resnet") == len(switches)
 
