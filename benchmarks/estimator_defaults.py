@@ -51,21 +51,9 @@ import numpy as np
 from serving import kept_analysis
 
 from packrat.controller.estimator import EstimatorConfig
-from packrat.controller.policy import PolicyConfig, PolicyKind
 from packrat.profiler.profile_file import load_profile
 from packrat.server.batcher import BatchingConfig
-from packrat.server.planning import Planning
-from packrat.sim import (
-    ChosenPlan,
-    ServiceModel,
-    SimConfig,
-    SimModel,
-    Timing,
-    make_planning,
-    simulate,
-    stepped,
-)
-from packrat.types import Plan
+from packrat.sim import SimConfig, Timing, make_planning, simulate_profile, stepped
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "paper-profiles" / "cloudlab-c6420"
@@ -77,12 +65,12 @@ PAPER_LIKE = EstimatorConfig(alpha=0.25, window=16, cooldown_s=2.0)
 
 @dataclass(frozen=True)
 class Server:
-    """A simulated server: a name, and how to make its model (fresh per run: policies keep
-    state)."""
+    """A simulated server: its name in the report, and what `packrat simulate --policy` and
+    `--estimator` would take for it."""
 
     name: str
-    settings: EstimatorConfig | None  # follow's; None for auto and the fixed plans
-    plan_text: str | None  # a fixed plan's `describe()`; None for the policies
+    policy: str  # "auto", "follow", or a fixed plan's `describe()`
+    settings: EstimatorConfig = EstimatorConfig()  # follow's
 
 
 @dataclass(frozen=True)
@@ -91,7 +79,6 @@ class Level:
 
     p50_ms: float
     p99_ms: float
-    n: int
 
 
 @dataclass
@@ -100,7 +87,6 @@ class Case:
 
     name: str
     load: str
-    planning: Planning
     rates: tuple[float, float, float]
     levels: dict[str, list[Level]]
     switches: dict[str, float]  # mean per seed
@@ -162,20 +148,18 @@ def _run_case(
         max_queue=max(100, 4 * max_batch),
         max_queue_wait_ms=math.inf,
     )
-    planning = make_planning(table, SimConfig(cores=cores, batching=batching))
-    table = planning.table or table  # interpolated, as the server plans and splits with it
+    planning = make_planning(table, SimConfig(cores=cores, batching=batching))  # shared
     fat = planning.fat()
     capacity = max_batch / (fat.latency_ms / 1000.0)
     low, high = mix
     rates = (low * capacity, high * capacity, low * capacity)
     steps = ",".join(f"{r:.4g}:{args.phase_s:g}" for r in rates)
-    fixed = {fat.describe(): fat}
-    for b in range(1, max_batch + 1):
-        plan = planning.optimal(b)
-        fixed.setdefault(plan.describe(), plan)
-    servers = [Server(f"plan {name}", None, name) for name in fixed]
-    servers.append(Server("auto", None, None))
-    servers += [Server(f"follow {s.describe()}", s, None) for s in grid]
+    fixed = dict.fromkeys(
+        [fat.describe(), *(planning.optimal(b).describe() for b in range(1, max_batch + 1))]
+    )
+    servers = [Server(f"plan {plan}", plan) for plan in fixed]
+    servers.append(Server("auto", "auto"))
+    servers += [Server(f"follow {s.describe()}", "follow", s) for s in grid]
     latencies: dict[str, list[list[float]]] = {s.name: [[], [], []] for s in servers}
     switches: dict[str, float] = {s.name: 0.0 for s in servers}
     for seed in range(args.seeds):
@@ -185,30 +169,18 @@ def _run_case(
         for k, phase in enumerate(load.phases):
             settled |= (phase_of == k) & (load.arrivals_s >= phase.start_s + args.settle_s)
         for server in servers:
-            chosen = _chosen(server, planning, fixed)
-            service = ServiceModel(table, timing, seed)
-            model = SimModel(chosen, service, timing.switch_ms / 1000.0)
-            result = simulate(load, model, batching)
+            config = SimConfig(cores, server.policy, server.settings, batching, timing, seed)
+            result = simulate_profile(planning, config, load)
             latency_ms = (result.done_s - load.arrivals_s) * 1000.0
             for k in range(3):
                 mask = settled & (phase_of == k) & result.served_mask
                 latencies[server.name][k].extend(latency_ms[mask].tolist())
             switches[server.name] += result.switches / args.seeds
     levels = {
-        name: [Level(*_p50_p99(values), len(values)) for values in phases]
-        for name, phases in latencies.items()
+        name: [Level(*_p50_p99(values)) for values in phases] for name, phases in latencies.items()
     }
     name = f"{path.stem.removesuffix('_latency')} (T={cores}, B<={max_batch})"
-    return Case(name, f"{low:g}:{high:g}", planning, rates, levels, switches)
-
-
-def _chosen(server: Server, planning: Planning, fixed: dict[str, Plan]) -> ChosenPlan:
-    if server.plan_text is not None:
-        return ChosenPlan(server.name, fixed[server.plan_text], None)
-    kind = PolicyKind.AUTO if server.settings is None else PolicyKind.FOLLOW
-    config = PolicyConfig(kind, server.settings or EstimatorConfig())
-    policy = config.create(planning.optimal, planning.max_batch_size)
-    return ChosenPlan(server.name, planning.optimal(planning.max_batch_size), policy)
+    return Case(name, f"{low:g}:{high:g}", rates, levels, switches)
 
 
 def _p50_p99(values: list[float]) -> tuple[float, float]:
