@@ -6,41 +6,61 @@ and `packrat bench`'s measured speedups beside those its profile predicted.
     python benchmarks/e2e.py [--models resnet50,bert-base,gpt2] [--fractions 0.3,0.6,0.85]
         [--phase-s 15] [--max-batch-size 8] [--max-batch-delay 10] [--bursts 5]
         [--bench-batches 1,2,4,8,16,32,64] [--no-bench] [--systems auto,fat,single,ts-1,ts-T]
-        [--seed 0] [--ts-venv /tmp/ts-venv] [--output docs/benchmarks/README.md]
+        [--rounds 3] [--seed 0] [--ts-venv /tmp/ts-venv] [--output docs/benchmarks/README.md]
         [--workdir DIR] [--render-only]
 
 (with the project's venv active; HF_HUB_OFFLINE=1 is set for everything that loads a model).
 
-For each model, in one run:
+For each model:
 
-1. Microbenchmark (benchmarks/e2e_micro.py, in a child process): the model's profile for
+1. Microbenchmark (benchmarks/e2e_micro.py, in a child process, once): the model's profile for
    batches up to the largest of --bench-batches (the sampling `packrat serve` uses on first
    start, cached in the work directory, where every server below finds it), then `run_bench`
    (what `packrat bench` runs) over --bench-batches with a shorter sampling policy.
 2. Rates: the fat instance's capacity, --max-batch-size / L(T, --max-batch-size) from that
-   profile, times each of --fractions.
-3. Servers, one after another, each with the same batching (--max-batch-size, and
-   --max-batch-delay ms): `packrat serve MODEL --policy auto`, `--fat`,
-   `--plan '<T,1,ceil(B/T)>'`; TorchServe serving the same model exported with `packrat export`
-   (benchmarks/torchserve/raw_tensor_handler.py) with 1 worker of T threads, and with T
-   workers of 1 thread (OMP_NUM_THREADS=1 and torch.set_num_threads(1) in the handler). Each
-   gets bursts of N = 1, 2, 4, ... --max-batch-size requests sent at once, the next when all
-   are answered (2 warm-up bursts, then --bursts measured: the latency of a batch of N end to
-   end, like the paper's Figure 5), then
-   open-loop Poisson arrivals at each rate for --phase-s seconds (seeded: the same arrival
-   times for every system; latency counts from each request's scheduled send time).
+   profile, times each of --fractions (two significant digits).
+3. --rounds rounds (default 3). In each, every system runs once, one after another, in an
+   order rotated from round to round (ABCDE, BCDEA, CDEAB: `serving.rotated`, as
+   benchmarks/reconfigure.py does), so that no system always runs first or last while the
+   machine drifts (10-30% within minutes on this 2-core VM). The systems, each with the same
+   batching (--max-batch-size, and --max-batch-delay ms): `packrat serve MODEL --policy auto`,
+   `--fat`, `--plan '<T,1,ceil(B/T)>'`; TorchServe serving the same model exported with
+   `packrat export` (benchmarks/torchserve/raw_tensor_handler.py) with 1 worker of T threads,
+   and with T workers of 1 thread (OMP_NUM_THREADS=1 and torch.set_num_threads(1) in the
+   handler). A system's run in a round: start the server, bursts of N = 1, 2, 4, ...
+   --max-batch-size requests sent at once, the next when all are answered (2 warm-up bursts,
+   then --bursts measured: the latency of a batch of N end to end, like the paper's Figure 5),
+   then open-loop arrivals at each rate for --phase-s seconds, then stop the server.
+   Arrivals: exactly round(rate x --phase-s) requests at sorted uniform times (a Poisson
+   process conditioned on its count, so the rate that runs is the rate asked for, up to
+   rounding; a free Poisson count strays by about +-sqrt(count): the single-round report of
+   2026-11-28 ran a "2.7 req/s" phase at 3.87), seeded by --seed, the round and the rate:
+   every system gets the same times in a round, each round new ones. Latency counts from
+   each request's scheduled send time. After each phase, a Packrat server's plan, switches
+   (management API) and batch sizes (metrics) are recorded (benchmarks/e2e_plans.py).
+
+Servers are started afresh in every round rather than kept up across rounds: five servers up
+at once would hold five models' workers and TorchServe's JVMs in memory while only one is
+measured, and the idle ones (JVM threads, event loops) would still take slices of the 2 cores
+from the one under load; a fresh start also makes every round the same procedure (auto starts
+from the same plan; each TorchServe from a cold JVM), so the spread between rounds is the
+spread a user re-running would see. It costs 5 to 20 s per server and round (start: 2-7 s on
+a quiet machine, 10-17 s on a busy one; stop and the check for leftover processes).
 
 Writes the report (Markdown, default docs/benchmarks/README.md; the hand-written analysis after
 the `<!-- analysis: ... -->` marker line is kept) and its plots next to it. The work directory
-(default: a new temp directory, kept and named at the end) holds every run's raw results
-(loadgen JSON per batch size, JSON and CSV per rate, server.json, the servers' logs), the
-microbenchmark's JSON per model, and session.json; `--render-only --workdir DIR` writes the
-report again from them, running nothing. Every server is stopped (SIGTERM for Packrat,
+(default: a new temp directory, kept and named at the end) holds every run's raw results in
+runs/MODEL/SYSTEM/rROUND (loadgen JSON per batch size, JSON and CSV per rate, server.json with
+the plans each phase ran, the servers' logs), the microbenchmark's JSON per model, and
+session.json (command, options, machine, each round's order); `--render-only --workdir DIR`
+writes the report again from them, running nothing. Every server is stopped (SIGTERM for Packrat,
 `torchserve --stop`) and checked to leave no process behind.
 
-With the defaults on 2 cores it took 33 minutes from a fresh clone: per model the
-profile to batch 64 and the microbenchmark (3 to 7 minutes), the TorchScript export, then 5
-servers of about 1 minute each; GPT-2 is the slowest model.
+With the defaults on 2 cores (3 models, 5 systems, 3 rounds) it takes about 70 minutes from
+a fresh clone: per model the profile to batch 64 and the microbenchmark (2.5 to 7 minutes,
+once; 16 minutes for the 3 models), the TorchScript export, then 3 rounds of 5 servers of 1 to
+1.5 minutes each (17 minutes per round for the 3 models); GPT-2 is the slowest model. The
+single round of 2026-11-28 took 33 minutes.
 """
 
 from __future__ import annotations
@@ -50,6 +70,7 @@ import datetime
 import json
 import math
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -58,13 +79,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e2e_report import render, write_plots
+from e2e_plots import write_plots
+from e2e_report import render
 from e2e_runs import LoadPlan, System, SystemRun, load_runs, run_system, say, systems
-from serving import kept_analysis, package_versions
+from e2e_stats import ModelRuns
+from serving import cpu_model, kept_analysis, package_versions, rotated
 from torchserve_run import ensure_ts_venv, export_and_archive
 from torchserve_run import versions as torchserve_versions
 
 from packrat.optimizer import PlanTable
+from packrat.optimizer.table import LatencyTable
 from packrat.profiler.profile_file import load_profile
 from packrat.profiler.sweep import powers_of_two
 from packrat.topology import read_topology
@@ -84,6 +108,11 @@ class ModelSession:
     # Per burst size N: Packrat's plan for N and its latency, and the fat
     # instance's, from the profile (ms).
     predicted: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # Per batch size b = 1..--max-batch-size, as `packrat serve` plans (the profile
+    # interpolated between its batch sizes): the optimal plan and its latency, and the fat
+    # instance's, ms; what auto's switch rule weighs.
+    every_batch: dict[int, dict[str, Any]] = field(default_factory=dict)
+    order: list[list[str]] = field(default_factory=list)  # System.key, per round
     seconds: dict[str, float] = field(default_factory=dict)  # per stage
     # The machine's 1-minute load average at the end of each stage: about 2 (our own work on
     # 2 cores) on a quiet machine; more means other processes competed for the cores.
@@ -92,13 +121,15 @@ class ModelSession:
 
 @dataclass
 class Session:
-    """The run as a whole: its command, when, options, versions, and each model's findings."""
+    """The run as a whole: its command, when, where, options, versions, and each model's
+    findings."""
 
     command: str
     measured: str
     options: dict[str, Any]
     versions: dict[str, str]
     cores: int
+    machine: str = ""
     models: list[ModelSession] = field(default_factory=list)
     total_s: float = math.nan
     notes: list[str] = field(default_factory=list)
@@ -116,6 +147,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--bench-batches", default="1,2,4,8,16,32,64")
     parser.add_argument("--no-bench", action="store_true", help="skip the microbenchmark")
     parser.add_argument("--systems", default="auto,fat,single,ts-1,ts-T")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (>= 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ts-venv", type=Path, default=Path("/tmp/ts-venv"))
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks" / "README.md")
@@ -123,7 +155,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--render-only", action="store_true", help="write the report from --workdir's runs"
     )
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
+    return args
 
 
 def chosen_systems(args: argparse.Namespace, cores: int) -> list[System]:
@@ -137,7 +172,7 @@ def chosen_systems(args: argparse.Namespace, cores: int) -> list[System]:
 
 
 RUN_OPTIONS = ("models", "fractions", "phase_s", "max_batch_size", "max_batch_delay",
-               "bursts", "bench_batches", "no_bench", "systems", "seed")  # fmt: skip
+               "bursts", "bench_batches", "no_bench", "systems", "rounds", "seed")  # fmt: skip
 """The options that shape a run; --render-only takes them from the run, not its command."""
 
 
@@ -152,7 +187,8 @@ def main() -> None:
     else:
         session = run_all(args)
     chosen = chosen_systems(args, session.cores)
-    runs = {m.model: load_runs(args.workdir, m.model, [s.key for s in chosen])
+    keys = [s.key for s in chosen]
+    runs = {m.model: ModelRuns(load_runs(args.workdir, m.model, keys, args.rounds), args.rounds)
             for m in session.models}  # fmt: skip
     args.output.parent.mkdir(parents=True, exist_ok=True)
     write_plots(session, runs, chosen, args.workdir, args.output.parent)
@@ -180,14 +216,16 @@ def run_all(args: argparse.Namespace) -> Session:
         {name: getattr(args, name) for name in RUN_OPTIONS},
         versions,
         cores,
+        f"{platform.node() or 'this machine'}: {cpu_model()}, {cores} usable cores, "
+        f"Linux {platform.release()}",
     )
     print(
-        f"{len(models)} models x {len(chosen)} systems on {cores} cores; "
+        f"{len(models)} models x {len(chosen)} systems x {args.rounds} rounds on {cores} cores; "
         f"work directory {args.workdir}",
         flush=True,
     )
     for model in models:
-        session.models.append(run_model(model, chosen, args, started, session.notes))
+        run_model(model, chosen, args, started, session)
         session.total_s = time.monotonic() - started
         save_session(session, args.workdir)
     say("all", f"done in {session.total_s / 60:.1f} min", started)
@@ -195,8 +233,10 @@ def run_all(args: argparse.Namespace) -> Session:
 
 
 def run_model(
-    model: str, chosen: list[System], args: argparse.Namespace, started: float, notes: list[str]
-) -> ModelSession:
+    model: str, chosen: list[System], args: argparse.Namespace, started: float, whole: Session
+) -> None:
+    """The microbenchmark, then the rounds of `chosen` on `model`, added to `whole` (saved
+    after every round)."""
     cores = read_topology().num_cores
     seconds: dict[str, float] = {}
     begun = time.monotonic()
@@ -216,7 +256,10 @@ def run_model(
     plan = LoadPlan(model, args.max_batch_size, args.max_batch_delay, batch_sizes,
                     args.bursts, tuple(rates), args.phase_s, args.seed)  # fmt: skip
     session = ModelSession(model, capacity, rates, str(micro_file), seconds=seconds, load_avg=load)
-    session.predicted = predicted(profile, cores, batch_sizes)
+    session.predicted = predicted(profile.latency_table(), cores, batch_sizes)
+    every = tuple(range(1, args.max_batch_size + 1))
+    session.every_batch = predicted(profile.latency_table().interpolated(), cores, every)
+    whole.models.append(session)
     ts = None
     if any(s.kind == "torchserve" for s in chosen):
         begun = time.monotonic()
@@ -226,13 +269,19 @@ def run_model(
         ts = (args.ts_venv, store)
         seconds["export for TorchServe"] = time.monotonic() - begun
         load["export for TorchServe"] = os.getloadavg()[0]
-    for system in chosen:
-        begun = time.monotonic()
-        run = run_system(system, plan, args.workdir, ts, started)
-        seconds[system.key] = time.monotonic() - begun
-        load[system.key] = os.getloadavg()[0]
-        notes.extend(problems(run, system))
-    return session
+    for index in range(args.rounds):
+        order = rotated(chosen, index)
+        session.order.append([s.key for s in order])
+        say(model, f"round {index + 1} of {args.rounds}: {', '.join(session.order[-1])}", started)
+        for system in order:
+            begun = time.monotonic()
+            done = run_system(system, plan, index + 1, args.workdir, ts, started)
+            stage = f"round {index + 1}: {system.key}"
+            seconds[stage] = time.monotonic() - begun
+            load[stage] = os.getloadavg()[0]
+            whole.notes.extend(problems(done, system))
+        whole.total_s = time.monotonic() - started
+        save_session(whole, args.workdir)
 
 
 def micro(model: str, args: argparse.Namespace, out: Path) -> None:
@@ -247,22 +296,25 @@ def micro(model: str, args: argparse.Namespace, out: Path) -> None:
     subprocess.run(command, check=True, env=env)
 
 
-def predicted(profile: Any, cores: int, batches: tuple[int, ...]) -> dict[int, dict[str, Any]]:
-    """Per batch size: the optimal plan and its latency, and the fat instance's, by the profile."""
-    table = PlanTable(profile.latency_table(), cores, max(batches))
+def predicted(
+    table: LatencyTable, cores: int, batches: tuple[int, ...]
+) -> dict[int, dict[str, Any]]:
+    """Per batch size: the optimal plan and its latency, and the fat instance's (None where
+    the table has no such cell), by `table`."""
+    plans = PlanTable(table, cores, max(batches))
+    fat = table.monotone_in_batch()
     found = {}
     for batch in batches:
-        plan = table.plan(cores, batch)
-        fat = profile.cells.get((cores, batch))
+        plan = plans.plan(cores, batch)
         found[batch] = {"plan": plan.describe(), "plan_ms": plan.latency_ms,
-                        "fat_ms": None if fat is None else fat.mean_ms}  # fmt: skip
+                        "fat_ms": fat.get(cores, batch)}  # fmt: skip
     return found
 
 
 def problems(run: SystemRun, system: System) -> list[str]:
     """What went wrong with a run, as notes for the report."""
     found = []
-    where = f"{run.model}, {system.name}"
+    where = f"{run.model}, {system.name}, round {run.round}"
     if run.error:
         found.append(f"{where}: failed: {run.error}")
     if run.exit_code != 0:
@@ -281,6 +333,7 @@ def load_session(workdir: Path) -> Session:
     models = []
     for m in raw.pop("models"):
         m["predicted"] = {int(k): v for k, v in m["predicted"].items()}
+        m["every_batch"] = {int(k): v for k, v in m.get("every_batch", {}).items()}
         models.append(ModelSession(**m))
     return Session(**raw, models=models)
 

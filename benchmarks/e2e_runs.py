@@ -3,9 +3,11 @@ of N requests (one batch of N at a time), then open-loop Poisson load at each ra
 
 Every system serves one model with the same batching (at most --max-batch-size requests, the
 first waiting at most --max-batch-delay ms) and gets the same requests (one seeded random raw
-tensor of the model's input) and the same seeded arrival times. Each run is saved in its own
-folder of the work directory (loadgen JSON per batch size and per rate, server.json) and read
-back by `load_run` (bursts of one batch size as one result: burst-N.json).
+tensor of the model's input) and, in one round, the same arrival times (`LoadPlan.arrivals`).
+A run is one system in one round: started, loaded, stopped. Each is saved in its own folder of
+the work directory (runs/MODEL/SYSTEM/rROUND: loadgen JSON per batch size and per rate,
+server.json with the plans a Packrat server ran in each phase) and read back by `load_run`
+(bursts of one batch size as one result: burst-N.json).
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-from serving import PhaseProgress, metric, packrat_serve, scrape
+from e2e_plans import PhasePlans, PlanWatch
+from serving import PhaseProgress, packrat_serve
 from serving import describe as describe_packrat
 from torchserve_run import TorchServeModel, log_evidence, torchserve
 from torchserve_run import describe as describe_torchserve
@@ -37,7 +40,6 @@ from packrat.bench.loadgen import (
     RequestRecord,
     Target,
     from_offsets,
-    poisson,
     read_json,
     run_load,
     run_load_async,
@@ -106,19 +108,29 @@ class LoadPlan:
         spec = zoo_entry(self.model).input_spec
         return Payload.random(Protocol.TORCHSERVE, spec.shape, spec.dtype, seed=self.seed)
 
+    def arrivals(self, rate_rps: float, round_: int) -> OpenLoop:
+        """Round `round_`'s arrivals at `rate_rps`: exactly round(rate x phase_s) requests at
+        sorted uniform times over the phase (a Poisson process conditioned on its count), so
+        the rate that runs is the rate asked for up to rounding; seeded by the seed, the round
+        and the rate: every system gets the same times in a round, each round new ones."""
+        count = math.floor(rate_rps * self.phase_s + 0.5)
+        rng = np.random.default_rng([self.seed, round_, round(rate_rps * 1000)])
+        times = np.sort(rng.uniform(0.0, self.phase_s, size=count))
+        return OpenLoop(times, (Phase(f"poisson @ {rate_rps:g} rps", 0.0, self.phase_s),))
+
 
 @dataclass
 class SystemRun:
-    """What one system did with a model's load plan."""
+    """What one system did with a model's load plan in one round."""
 
     model: str
     system: str  # System.key
+    round: int = 1  # from 1
     bursts: dict[int, LoadResult] = field(default_factory=dict)
     rates: dict[float, LoadResult] = field(default_factory=dict)
-    # Packrat only, from its metrics: requests per batch, and plan switches, per load.
-    burst_batch_size: dict[int, float] = field(default_factory=dict)
-    rate_batch_size: dict[float, float] = field(default_factory=dict)
-    rate_switches: dict[float, float] = field(default_factory=dict)
+    # Packrat only: the plans it ran, its switches and requests per batch, per phase.
+    burst_plans: dict[int, PhasePlans] = field(default_factory=dict)
+    rate_plans: dict[float, PhasePlans] = field(default_factory=dict)
     described: dict[str, Any] = field(default_factory=dict)  # after the bursts
     evidence: list[str] = field(default_factory=list)  # TorchServe's log lines
     start_s: float = math.nan  # from the command to ready
@@ -158,20 +170,30 @@ class Served:
             return describe_torchserve(self.management, model)
         return describe_packrat({"management": self.management}, model)
 
+    def watch(self, model: str) -> PlanWatch | None:
+        """A watch on the plans `model` runs (Packrat); None for TorchServe, which has none."""
+        return None if self.metrics is None else PlanWatch(self.management, self.metrics, model)
+
 
 def run_system(
-    system: System, plan: LoadPlan, workdir: Path, ts: tuple[Path, Path] | None, started: float
+    system: System,
+    plan: LoadPlan,
+    round_: int,
+    workdir: Path,
+    ts: tuple[Path, Path] | None,
+    started: float,
 ) -> SystemRun:
-    """Start `system`, send it `plan`'s load, stop it. `ts`: TorchServe's venv and the model
-    store, for TorchServe systems. A failure is recorded in the run (`error`), not raised."""
-    run = SystemRun(plan.model, system.key)
-    tag = f"{plan.model}/{system.key}"
-    folder = run_folder(workdir, plan.model, system.key)
+    """Start `system`, send it `plan`'s load (round `round_`'s arrivals), stop it. `ts`:
+    TorchServe's venv and the model store, for TorchServe systems. A failure is recorded in
+    the run (`error`), not raised."""
+    run = SystemRun(plan.model, system.key, round_)
+    tag = f"{plan.model}/{system.key}/r{round_}"
+    folder = run_folder(workdir, plan.model, system.key, round_)
     folder.mkdir(parents=True, exist_ok=True)
     try:
         say(tag, f"starting {system.name}: {system.settings}", started)
         begun = time.monotonic()
-        with _server(system, plan, workdir, ts, run) as served:
+        with _server(system, plan, folder, workdir, ts, run) as served:
             run.start_s = time.monotonic() - begun
             say(tag, f"ready in {run.start_s:.0f} s; bursts", started)
             _bursts(served, plan, run, tag, started)
@@ -188,9 +210,13 @@ def run_system(
 
 @contextmanager
 def _server(
-    system: System, plan: LoadPlan, workdir: Path, ts: tuple[Path, Path] | None, run: SystemRun
+    system: System,
+    plan: LoadPlan,
+    folder: Path,
+    workdir: Path,
+    ts: tuple[Path, Path] | None,
+    run: SystemRun,
 ) -> Iterator[Served]:
-    folder = run_folder(workdir, plan.model, system.key)
     if system.kind == "packrat":
         options = ["--max-batch-size", str(plan.max_batch_size),
                    "--max-batch-delay", str(plan.max_batch_delay_ms), *system.options]  # fmt: skip
@@ -231,20 +257,22 @@ def _bursts(served: Served, plan: LoadPlan, run: SystemRun, tag: str, started: f
     burst sent when the one before is answered in full, so that every batch holds N requests
     (the batcher gets all N within a few milliseconds and waits at most the batch delay for
     more; checked for Packrat in its batch-size metrics). WARM_BATCHES bursts first, then
-    `plan.bursts`."""
+    `plan.bursts`, watched for the plans they ran on (Packrat)."""
     target = Target(served.inference, plan.model)
     options = LoadOptions(plan.payload(), plan.timeout_s)
     for n in plan.batch_sizes:
         burst = from_offsets(np.zeros(n), name=f"burst of {n}")
-        before, results = asyncio.run(_burst_runs(target, burst, options, plan.bursts, served))
+        watch = served.watch(plan.model)
+        results = asyncio.run(_burst_runs(target, burst, options, plan.bursts, watch))
         run.bursts[n] = result = joined(results)
-        sizes = _batch_size(before, _scrape(served), plan.model)
-        if sizes is not None:
-            run.burst_batch_size[n] = sizes
+        batch = ""
+        if watch is not None:
+            run.burst_plans[n] = plans = watch.stop()
+            batch = f", mean batch {plans.batch_size or 0:.2f}, plan {plans.start_plan}"
+            batch += f", {len(plans.switches)} switches"
         batches = burst_latencies_ms(result)
         failed = result.summary().overall.failed
         mean = f"{np.mean(batches):.1f} ms" if batches else "-"
-        batch = f", mean batch {sizes:.2f}" if sizes is not None else ""
         say(tag, f"bursts of {n}: mean {mean} to the last answer, {failed} failed{batch}", started)
 
 
@@ -253,18 +281,18 @@ async def _burst_runs(
     burst: OpenLoop,
     options: LoadOptions,
     count: int,
-    served: Served,
-) -> tuple[dict[str, float] | None, list[LoadResult]]:
-    """WARM_BATCHES bursts, then `served`'s metrics, then `count` bursts, all over the same
+    watch: PlanWatch | None,
+) -> list[LoadResult]:
+    """WARM_BATCHES bursts, then the start of `watch`, then `count` bursts, all over the same
     keep-alive connections (new ones per burst would spread its requests over their
     handshakes)."""
     kept = _KeptOpen(httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=1024)))
     try:
         for _ in range(WARM_BATCHES):
             await run_load_async(target, burst, options, transport=kept)
-        before = _scrape(served)
-        runs = [await run_load_async(target, burst, options, transport=kept) for _ in range(count)]
-        return before, runs
+        if watch is not None:
+            watch.start()  # blocks the loop for a moment, while nothing is in flight
+        return [await run_load_async(target, burst, options, transport=kept) for _ in range(count)]
     finally:
         await kept.inner.aclose()
 
@@ -314,52 +342,29 @@ def _open_loop(
     served: Served, plan: LoadPlan, rate: float, run: SystemRun, tag: str, started: float
 ) -> None:
     target = Target(served.inference, plan.model)
-    schedule = poisson(rate, plan.phase_s, seed=plan.seed + int(round(rate * 1000)))
+    schedule = plan.arrivals(rate, run.round)
     say(tag, f"{rate:g} req/s for {plan.phase_s:g} s: {schedule.num_requests} requests", started)
-    before = _scrape(served)
+    watch = served.watch(plan.model)
+    if watch is not None:
+        watch.start()
     progress = PhaseProgress(tag, schedule.phases)
     options = LoadOptions(plan.payload(), plan.timeout_s)
-    result = run_load(target, schedule, options, progress=progress)
-    after = _scrape(served)
-    run.rates[rate] = result
-    sizes = _batch_size(before, after, plan.model)
-    if sizes is not None:
-        run.rate_batch_size[rate] = sizes
-        label = f'model="{plan.model}"'
-        run.rate_switches[rate] = metric(after, "packrat_reconfigurations_total", label) - metric(
-            before, "packrat_reconfigurations_total", label
-        )
+    run.rates[rate] = result = run_load(target, schedule, options, progress=progress)
+    plans = ""
+    if watch is not None:
+        run.rate_plans[rate] = ran = watch.stop()
+        plans = f", mean batch {ran.batch_size or 0:.2f}, {len(ran.switches)} switches"
     summary = result.summary().overall
     lat = summary.latency
     text = "no replies" if lat is None else f"p50 {lat.p50_ms:.0f} ms, p99 {lat.p99_ms:.0f} ms"
-    say(tag, f"{rate:g} req/s: {text}, {summary.failed} failed", started)
-
-
-def _scrape(served: Served) -> dict[str, float] | None:
-    return None if served.metrics is None else scrape(served.metrics)
-
-
-def _batch_size(
-    before: dict[str, float] | None, after: dict[str, float] | None, model: str
-) -> float | None:
-    """Mean requests per batch between two scrapes of Packrat's metrics."""
-    if before is None or after is None:
-        return None
-    label = f'model="{model}"'
-    count = metric(after, "packrat_batch_size_count", label) - metric(
-        before, "packrat_batch_size_count", label
-    )
-    total = metric(after, "packrat_batch_size_sum", label) - metric(
-        before, "packrat_batch_size_sum", label
-    )
-    return total / count if count else None
+    say(tag, f"{rate:g} req/s: {text}, {summary.failed} failed{plans}", started)
 
 
 # --- saved runs -------------------------------------------------------------------------------
 
 
-def run_folder(workdir: Path, model: str, key: str) -> Path:
-    return workdir / "runs" / model / key
+def run_folder(workdir: Path, model: str, key: str, round_: int) -> Path:
+    return workdir / "runs" / model / key / f"r{round_}"
 
 
 def save_run(run: SystemRun, folder: Path) -> None:
@@ -373,6 +378,8 @@ def save_run(run: SystemRun, folder: Path) -> None:
     }
     raw["bursts"] = sorted(run.bursts)
     raw["rates"] = sorted(run.rates)
+    for name in ("burst_plans", "rate_plans"):
+        raw[name] = {str(k): asdict(v) for k, v in getattr(run, name).items()}
     (folder / "server.json").write_text(json.dumps(raw, indent=1, default=str))
 
 
@@ -384,17 +391,23 @@ def load_run(folder: Path) -> SystemRun | None:
     raw = json.loads(path.read_text())
     bursts = {int(n): read_json(folder / f"burst-{n}.json") for n in raw.pop("bursts")}
     rates = {float(r): read_json(folder / f"rate-{r:g}.json") for r in raw.pop("rates")}
+    burst_plans = raw.pop("burst_plans", {})
+    rate_plans = raw.pop("rate_plans", {})
     run = SystemRun(**raw)
     run.bursts, run.rates = bursts, rates
-    run.burst_batch_size = {int(k): v for k, v in run.burst_batch_size.items()}
-    run.rate_batch_size = {float(k): v for k, v in run.rate_batch_size.items()}
-    run.rate_switches = {float(k): v for k, v in run.rate_switches.items()}
+    run.burst_plans = {int(k): PhasePlans.from_json(v) for k, v in burst_plans.items()}
+    run.rate_plans = {float(k): PhasePlans.from_json(v) for k, v in rate_plans.items()}
     logs = folder / "torchserve" / "logs"
     if logs.exists():  # read again: what is quoted may have changed since the run
         run.evidence = log_evidence(logs)
     return run
 
 
-def load_runs(workdir: Path, model: str, keys: Sequence[str]) -> list[SystemRun]:
-    found = [load_run(run_folder(workdir, model, key)) for key in keys]
+def load_runs(workdir: Path, model: str, keys: Sequence[str], rounds: int) -> list[SystemRun]:
+    """Every saved run of `model` by the systems `keys`, round after round."""
+    found = [
+        load_run(run_folder(workdir, model, key, round_))
+        for round_ in range(1, rounds + 1)
+        for key in keys
+    ]
     return [run for run in found if run is not None]

@@ -3,8 +3,8 @@
     python benchmarks/robustness.py flood [--model bert-base] [--factor 10] [--flood-s 60]
     python benchmarks/robustness.py soak [--model bert-base] [--soak-s 600] [--every-s 60]
         [--load 0.8]
-    common: [--max-batch-size 8] [--max-batch-delay 5] [--max-queue 100] [--profile FILE]
-        [--workdir DIR] [--output PATH]
+    common: [--max-batch-size 8] [--max-batch-delay 5] [--max-queue 100] [--max-queue-wait MS]
+        [--profile FILE] [--workdir DIR] [--output PATH]
 
 (with the project's venv active; HF_HUB_OFFLINE=1 is set for the server). Both start
 `packrat serve MODEL` (default policy), warm it up, and measure its capacity: the throughput
@@ -384,6 +384,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--max-batch-delay", type=float, default=5.0)
     parser.add_argument("--max-queue", type=int, default=100)
+    parser.add_argument("--max-queue-wait", type=float, help="ms; the server's default: none")
     parser.add_argument("--probe-s", type=float, default=15.0)
     parser.add_argument("--factor", type=float, default=10.0)
     parser.add_argument("--flood-s", type=float, default=60.0)
@@ -410,6 +411,8 @@ def main() -> None:
     options = ["--max-batch-size", str(args.max_batch_size),
                "--max-batch-delay", f"{args.max_batch_delay:g}",
                "--max-queue", str(args.max_queue)]  # fmt: skip
+    if args.max_queue_wait is not None:
+        options += ["--max-queue-wait", f"{args.max_queue_wait:g}"]
     if args.profile is not None:
         options += ["--profile", str(args.profile)]
     log = args.workdir / f"packrat-{args.mode}.log"

@@ -18,7 +18,8 @@ and
   its /metrics the server-side request time and the worker round trip per batch;
 - TorchServe: the model exported with `packrat export` to TorchScript, archived with
   benchmarks/torchserve/raw_tensor_handler.py, served with one worker and batch size 1;
-  its handler reports its own time per request (X-Handler-Ms).
+  its handler reports its own time per request (X-Handler-Ms) and writes each answer with
+  orjson from the numpy row (RAW_HANDLER_JSON=orjson), the encoder Packrat's server uses.
 
 overhead = e2e p50 - in-process p50, where in-process is each server's handler time for the
 same requests, timed inside its worker and sent back in a response header. The
@@ -457,7 +458,10 @@ def run_torchserve(model: str, body: bytes, requests: int, workdir: Path, venv: 
     tsdir = workdir / f"torchserve-{model}"
     store = tsdir / "store"
     export_and_archive(model, store, workdir, venv)
-    with torchserve(TorchServeModel(model), tsdir, store, venv) as server:
+    # Its handler writes each answer with orjson from the numpy row, as Packrat's server does:
+    # both spend the same on JSON (TorchServe's usual tolist() + json.dumps costs more).
+    served = TorchServeModel(model, env={"RAW_HANDLER_JSON": "orjson"})
+    with torchserve(served, tsdir, store, venv) as server:
         urls = server.urls
         described = httpx.get(f"{urls['management']}/models/{model}").json()[0]
         url = f"{urls['inference']}/predictions/{model}"
@@ -524,7 +528,9 @@ def render(results: list[ModelResult], command: str, versions: dict[str, str]) -
         "raw float32 bodies (`application/octet-stream`), 20 warm-up requests. Packrat: "
         "`packrat serve MODEL --fat --max-batch-size 1` (one worker, all cores). TorchServe: "
         "the same model exported to TorchScript (`packrat export`), one worker, batch size 1, "
-        "handler `benchmarks/torchserve/raw_tensor_handler.py` (torch threads = all cores). "
+        "handler `benchmarks/torchserve/raw_tensor_handler.py` (torch threads = all cores; "
+        "answers written by orjson from the numpy row, `RAW_HANDLER_JSON=orjson`, as "
+        "Packrat's server writes them, so both spend the same on JSON). "
         "In-process = the model's own time, preprocess + inference + postprocess "
         "(`handler.handle`), timed inside the worker for every request of the same run: "
         "TorchServe's handler sends it in a header (X-Handler-Ms), Packrat in its `Server-Timing: "
@@ -649,7 +655,7 @@ def _breakdown(result: ModelResult) -> list[str]:
             "TorchServe, same request (means, ms, all from one run): "
             f"e2e {ts_e2e:.2f}; frontend inference time (`ts_inference_latency_microseconds`, "
             f"Netty request in to response out) {ts.server['inference_ms']:.2f}, of which queue "
-            f"{ts.server['queue_ms']:.3f}; handler (incl. `tolist()`) {handler:.2f}. So HTTP "
+            f"{ts.server['queue_ms']:.3f}; handler (incl. orjson) {handler:.2f}. So HTTP "
             f"outside the frontend's timer {ts_e2e - ts.server['inference_ms']:.2f}, frontend + "
             f"IPC to the Python worker + its message (de)serialization "
             f"{ts.server['inference_ms'] - handler:.2f}; overhead {ts_e2e - handler:.2f}.",
@@ -686,7 +692,7 @@ def main() -> None:
 
     venv = None if args.no_torchserve else args.ts_venv
     if venv is not None:
-        ensure_ts_venv(venv)
+        ensure_ts_venv(venv, extra=("orjson",))
     results = []
     with tempfile.TemporaryDirectory(prefix="serve-overhead-") as tmp:
         workdir = args.workdir or Path(tmp)

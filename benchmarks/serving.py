@@ -1,10 +1,10 @@
 """What the benchmark scripts here share: starting `packrat serve` on free ports and always
 stopping it (and every process it started; `descendants` and `reap` serve TorchServe's runs
 too, in torchserve_run.py); a served model's description, a request for it, a warm-up, and
-progress lines while load runs; reading Prometheus metrics; one more pass of a profile, for
-scripts that interleave profiling with what they measure; and the parts of a Markdown
-report common to all (the machine, versions, the hand-written analysis kept when a report
-is written again).
+progress lines while load runs; reading Prometheus metrics; one more pass of a profile, and
+the order of each round, for scripts that interleave rounds against the machine's drift; and
+the parts of a Markdown report common to all (the machine, versions, the hand-written
+analysis kept when a report is written again).
 
 The scripts import it by name: `python benchmarks/X.py` puts this folder on sys.path.
 """
@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -43,6 +43,7 @@ from packrat.profiler.profile_file import Profile, load_profile
 from packrat.profiler.stats import SamplingPolicy
 from packrat.profiler.sweep import SweepConfig, profile_model
 
+T = TypeVar("T")
 START_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 60.0
 _ADDRESS = re.compile(r"^(inference|management|metrics) API listening on (http://\S+)$", re.M)
@@ -167,6 +168,14 @@ def profile_pass(
     )
     existing = load_profile(path) if path.exists() else None
     return profile_model(source, config, out=path, existing=existing)
+
+
+def rotated(items: Sequence[T], index: int) -> list[T]:
+    """`items` in the order round `index` (from 0) runs them: from the (index mod n)-th on,
+    round the list (ABCD, BCDA, CDAB, ...), so that each one's rounds are spread over the
+    session and a steady drift of the machine falls alike on all of them."""
+    first = index % len(items)
+    return [*items[first:], *items[:first]]
 
 
 def describe(urls: dict[str, str], model: str) -> dict[str, Any]:

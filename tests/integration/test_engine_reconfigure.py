@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
 
 import pytest
 
-from packrat.errors import TopologyError
+from packrat.errors import TopologyError, WorkerError
 from packrat.pool import Engine, EngineConfig, EngineState
 from packrat.pool.affinity import child_pids, process_is_gone
 from packrat.profiler.stats import SamplingPolicy
@@ -81,3 +82,85 @@ def test_reconfigure_refuses_a_plan_off_our_cpus(tmp_path: Path) -> None:
         with pytest.raises(TopologyError, match="allocate"):
             engine.reconfigure(Plan(1, 1, 0.0, (InstanceSpec(1, 1),)))
         assert engine.state is EngineState.RUNNING and engine.plan == plan
+
+
+def test_a_switch_whose_new_workers_fail_to_start_keeps_the_old_plan(tmp_path: Path) -> None:
+    """Of the two workers a switch starts, one fails to load while the other still boots: the
+    switch fails, both are stopped (the booting one must not send its Ready later, which the
+    next command would read in place of its own reply), and the old plan keeps serving."""
+    scripts = tmp_path / "boot"
+    scripts.mkdir()
+    source = pool_handlers.BootScriptSource(str(scripts))
+    one = plan_of(InstanceSpec(1, 1, (cpu(0),)))
+    three = plan_of(*(InstanceSpec(1, 1, (cpu(k),)) for k in range(3)))
+    config = EngineConfig(share_weights=False, start_timeout_s=120.0, batch_timeout_s=30.0)
+    before = child_pids(os.getpid())
+    with Engine(source, one, config) as engine:
+        pool = engine.pool_pids
+        (scripts / "a").write_text("fail")
+        (scripts / "b").write_text("sleep 5")
+        with pytest.raises(WorkerError, match="switching to plan .* failed to load: ModelError"):
+            engine.reconfigure(three)
+        assert engine.state is EngineState.RUNNING
+        assert engine.plan == one and engine.pool_pids == pool
+        assert leftover_children(before) == set(pool)  # the booting worker was stopped too
+        assert [engine.infer([float(k)]) for k in range(3)] == [[0.0], [2.0], [4.0]]
+
+        # Once workers can start, the same switch works, and every answer is its own.
+        done = engine.reconfigure(three)
+        assert done.spawned == 2 and engine.plan == three
+        for k in range(3):
+            requests = [float(3 * k + j) for j in range(3)]
+            assert engine.infer(requests) == [2.0 * r for r in requests]
+        pids = engine.pool_pids
+    assert all(process_is_gone(pid) for pid in pids)
+    assert leftover_children(before) == set()
+
+
+def test_a_switch_whose_new_worker_hangs_times_out_and_keeps_the_old_plan(tmp_path: Path) -> None:
+    """A worker that does not become ready within start_timeout_s is killed, not left to send
+    its Ready into the next exchange."""
+    scripts = tmp_path / "boot"
+    scripts.mkdir()
+    source = pool_handlers.BootScriptSource(str(scripts))
+    one = plan_of(InstanceSpec(1, 1, (cpu(0),)))
+    two = plan_of(InstanceSpec(1, 1, (cpu(0),)), InstanceSpec(1, 1, (cpu(1),)))
+    config = EngineConfig(share_weights=False, start_timeout_s=120.0, batch_timeout_s=30.0)
+    before = child_pids(os.getpid())
+    with Engine(source, one, config) as engine:
+        pool = engine.pool_pids
+        (scripts / "a").write_text("sleep 600")
+        # A short start timeout for the switch only: the first boot may take seconds here.
+        engine._config = dataclasses.replace(config, start_timeout_s=1.0)
+        with pytest.raises(WorkerError, match=r"1 worker\(s\) not ready within 1 s"):
+            engine.reconfigure(two)
+        engine._config = config
+        (scripts / "a").unlink(missing_ok=True)  # stopped before it even read its script
+        assert engine.state is EngineState.RUNNING and engine.plan == one
+        assert engine.pool_pids == pool and leftover_children(before) == set(pool)
+        assert engine.infer([1.0]) == [2.0]
+        assert engine.reconfigure(two).spawned == 1
+        assert engine.infer([1.0, 2.0]) == [2.0, 4.0]
+    assert leftover_children(before) == set()
+
+
+def test_spare_workers_that_fail_to_start_leave_the_pool_serving(tmp_path: Path) -> None:
+    """`reserve` (spares for later plans, after a change of cores) whose workers fail: the
+    error says so, the ones started are stopped, and the pool serves on as it was."""
+    scripts = tmp_path / "boot"
+    scripts.mkdir()
+    source = pool_handlers.BootScriptSource(str(scripts))
+    one = plan_of(InstanceSpec(1, 1, (cpu(0),)))
+    config = EngineConfig(share_weights=False, start_timeout_s=120.0, batch_timeout_s=30.0)
+    before = child_pids(os.getpid())
+    with Engine(source, one, config) as engine:
+        pool = engine.pool_pids
+        (scripts / "a").write_text("fail")
+        with pytest.raises(WorkerError, match="failed to load: ModelError"):
+            engine.reserve(3)
+        assert engine.state is EngineState.RUNNING and engine.pool_pids == pool
+        assert leftover_children(before) == set(pool)
+        assert engine.infer([1.0]) == [2.0]
+        assert engine.reserve(2) == 1 and len(engine.pool_pids) == 2
+        assert engine.infer([3.0]) == [6.0]
+    assert leftover_children(before) == set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import threading
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -462,3 +463,48 @@ def test_pin_release_and_move_cores_while_requests_run() -> None:
             await repository.close()
 
     run(main())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_plans_are_made_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Filling the optimizer's table and making plans takes seconds on 128 cores: registration,
+    release to a policy and a change of cores make them in a thread, and the policy's asks
+    at every batch are lookups, so the event loop never plans."""
+    from packrat.optimizer import PlanTable
+    from packrat.server import planning as planning_module
+
+    planned_on: list[int] = []
+
+    class Recording(PlanTable):
+        def __init__(self, *args: Any) -> None:
+            planned_on.append(threading.get_ident())
+            super().__init__(*args)
+
+        def _plan(self, cores: int, batch: int) -> Plan:
+            planned_on.append(threading.get_ident())
+            return super()._plan(cores, batch)
+
+    monkeypatch.setattr(planning_module, "PlanTable", Recording)
+    source = ZooSource("tiny-resnet")
+    _save_synthetic_profile(source)
+    inputs = list(source.input_spec.example_batch(4, seed=3).unbind(0))
+    first, second = read_topology().cpu_ids()[:2]
+
+    async def main() -> int:
+        repository = Repository(RepositoryDefaults(), engine_config=ENGINE)
+        config = ModelConfig("tiny-resnet", max_batch_size=4, max_batch_delay_ms=5.0)
+        runtime = await repository.register_model(config)
+        try:
+            await asyncio.gather(*(runtime.infer(x) for x in inputs))
+            await repository.set_plan("tiny-resnet", plan="fat")
+            await repository.set_plan("tiny-resnet", policy="follow")
+            await repository.set_cores("tiny-resnet", [second])
+            await repository.set_cores("tiny-resnet", f"{first},{second}")
+            await asyncio.gather(*(runtime.infer(x) for x in inputs[:3]))
+        finally:
+            await repository.close()
+        return threading.get_ident()
+
+    loop_thread = run(main())
+    assert planned_on and loop_thread not in planned_on

@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,37 +15,12 @@ from packrat.bench.loadgen import poisson
 from packrat.cli import app
 
 runner = CliRunner()
+Stub = tuple[str, list[tuple[str, bytes]]]  # conftest's stub_model_server: its URL, its requests
 
 
-class _Handler(BaseHTTPRequestHandler):
-    bodies: list[tuple[str, bytes]] = []
-
-    def do_POST(self) -> None:  # noqa: N802 (the http.server API)
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        _Handler.bodies.append((self.path, body))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Server-Timing", "compute;dur=0.5")
-        self.send_header("Content-Length", "3")
-        self.end_headers()
-        self.wfile.write(b"[1]")
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-def test_open_loop_run_writes_reports(server_url: str, tmp_path: Path) -> None:
-    args = ["loadgen", server_url, "-m", "m", "--rate", "20", "--duration", "0.5", "--seed", "3"]
+def test_open_loop_run_writes_reports(stub_model_server: Stub, tmp_path: Path) -> None:
+    url, bodies = stub_model_server
+    args = ["loadgen", url, "-m", "m", "--rate", "20", "--duration", "0.5", "--seed", "3"]
     files = ["--json", str(tmp_path / "r.json"), "--csv", str(tmp_path / "r.csv")]
     result = runner.invoke(app, [*args, "--shape", "4", *files, "--png", str(tmp_path / "r.png")])
     assert result.exit_code == 0, result.output
@@ -59,19 +31,20 @@ def test_open_loop_run_writes_reports(server_url: str, tmp_path: Path) -> None:
     assert report["requests"][0]["compute_ms"] == 0.5
     assert len((tmp_path / "r.csv").read_text().splitlines()) == expected + 1
     assert (tmp_path / "r.png").stat().st_size > 0
-    path, body = _Handler.bodies[-1]
+    path, body = bodies[-1]
     assert path == "/predictions/m" and len(body) == 16
 
 
-def test_closed_loop_v2_run(server_url: str, tmp_path: Path) -> None:
-    args = ["loadgen", server_url, "-m", "m", "--protocol", "v2", "--concurrency", "2"]
+def test_closed_loop_v2_run(stub_model_server: Stub, tmp_path: Path) -> None:
+    url, bodies = stub_model_server
+    args = ["loadgen", url, "-m", "m", "--protocol", "v2", "--concurrency", "2"]
     result = runner.invoke(
         app, [*args, "--requests", "6", "--shape", "2,2", "--json", str(tmp_path / "r.json")]
     )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["summary"]["overall"]["succeeded"] == 6
-    path, body = _Handler.bodies[-1]
+    path, body = bodies[-1]
     assert path == "/v2/models/m/infer" and json.loads(body)["inputs"][0]["shape"] == [1, 2, 2]
 
 

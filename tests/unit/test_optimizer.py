@@ -1,4 +1,6 @@
-"""The optimizer against brute force, and against the paper's published BERT plans."""
+"""The optimizer against brute force on the table it plans on (the profile made non-decreasing
+in the batch), its two solvers against each other, and against the paper's published BERT
+plans."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from hypothesis import strategies as st
 
 from packrat.errors import PlanError
 from packrat.optimizer import LatencyTable, PlanTable, optimize
+from packrat.optimizer.levels import LevelSolver
+from packrat.optimizer.merge import MergeSolver
 from packrat.types import Plan
 
 PAPER = Path(__file__).resolve().parents[1] / "fixtures" / "paper-profiles"
@@ -55,7 +59,23 @@ def tables(draw: st.DrawFn) -> LatencyTable:
     return LatencyTable(tuple(threads), tuple(batches), lat)
 
 
+@st.composite
+def dense_tables(draw: st.DrawFn) -> LatencyTable:
+    """Every batch size 1..N, as the interpolated profile the server plans on; some rows end
+    early (NaN after), and values may dip as the batch grows."""
+    threads = sorted(draw(st.lists(st.integers(1, 5), min_size=1, max_size=4, unique=True)))
+    width = draw(st.integers(1, 7))
+    rows = []
+    for _ in threads:
+        length = draw(st.integers(1, width))
+        values = [float(draw(st.integers(1, 6))) for _ in range(length)]
+        rows.append(values + [math.nan] * (width - length))
+    return LatencyTable(tuple(threads), tuple(range(1, width + 1)), np.array(rows))
+
+
 def check_plan(table: LatencyTable, plan: Plan, cores: int, batch: int) -> None:
+    """`plan` is valid on the table the optimizer plans on, with the latency it claims."""
+    table = table.monotone_in_batch()
     assert plan.cores == cores and plan.batch == batch
     assert sum(i.batch for i in plan.instances) == batch
     assert sum(i.threads for i in plan.instances) <= cores
@@ -67,7 +87,7 @@ def check_plan(table: LatencyTable, plan: Plan, cores: int, batch: int) -> None:
 @settings(max_examples=300, deadline=None)
 @given(tables(), st.integers(1, 6), st.integers(1, 9))
 def test_matches_brute_force_with_tie_break(table: LatencyTable, cores: int, batch: int) -> None:
-    expected = brute_force(table, cores, batch)
+    expected = brute_force(table.monotone_in_batch(), cores, batch)
     if expected is None:
         with pytest.raises(PlanError):
             optimize(table, cores, batch)
@@ -86,12 +106,89 @@ def test_whole_table_filled_in_one_pass(
     pt = PlanTable(table, max_cores, max_batch)
     for c in range(1, max_cores + 1):
         for b in range(1, max_batch + 1):
-            expected = brute_force(table, c, b)
+            expected = brute_force(table.monotone_in_batch(), c, b)
             assert pt.latency_ms(c, b) == (math.inf if expected is None else expected[0])
             if expected is not None:
                 plan = pt.plan(c, b)
                 check_plan(table, plan, c, b)
                 assert (len(plan.instances), plan.cores_used) == expected[1:]
+
+
+@settings(max_examples=300, deadline=None)
+@given(dense_tables(), st.integers(1, 6), st.integers(1, 9))
+def test_every_batch_size_table_matches_brute_force(
+    table: LatencyTable, cores: int, batch: int
+) -> None:
+    """Tables of every batch size 1..N take the merge solver; same optimum and tie-break."""
+    expected = brute_force(table.monotone_in_batch(), cores, batch)
+    pt = PlanTable(table, cores, batch)
+    if expected is None:
+        assert pt.latency_ms(cores, batch) == math.inf
+        with pytest.raises(PlanError, match=f"no plan covers batch {batch}"):
+            pt.plan(cores, batch)
+        return
+    plan = pt.plan(cores, batch)
+    check_plan(table, plan, cores, batch)
+    assert (plan.latency_ms, len(plan.instances), plan.cores_used) == expected
+
+
+def random_profile(rng: np.random.Generator, cores: int, max_batch: int) -> LatencyTable:
+    """A noisy Amdahl-style profile over every t <= cores and b <= max_batch, made monotone
+    the way the optimizer plans on it."""
+    threads = np.arange(1, cores + 1)[:, None]
+    batches = np.arange(1, max_batch + 1)[None, :]
+    serial, parallel = rng.uniform(0.5, 5), rng.uniform(10, 80)
+    lat = batches * (serial + parallel / threads) + rng.uniform(0, 2) * threads
+    lat = np.round(lat * rng.uniform(0.9, 1.1, lat.shape))  # ties, as in real tables
+    cut = rng.integers(max_batch // 2, max_batch + 1, cores)  # rows that end early
+    lat[np.arange(max_batch)[None, :] >= cut[:, None]] = np.nan
+    table = LatencyTable(tuple(range(1, cores + 1)), tuple(range(1, max_batch + 1)), lat)
+    return table.monotone_in_batch()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_merge_and_level_solvers_agree_on_every_cell(seed: int) -> None:
+    """The level solver is the exact reference on any table; on larger tables than brute
+    force reaches, the merge solver gives the same latency everywhere and the same instance
+    and core counts."""
+    rng = np.random.default_rng(seed)
+    cores, max_batch = 6, 20
+    table = random_profile(rng, cores, max_batch)
+    threads = np.array(table.threads, dtype=np.int64)
+    batches = np.array(table.batches, dtype=np.int64)
+    levels = LevelSolver(table.latency_ms, threads, batches, cores, max_batch)
+    merge = MergeSolver(table.latency_ms, threads, cores, max_batch)
+    np.testing.assert_array_equal(merge.latency_table_ms, levels.latency_table_ms)
+    for c in range(1, cores + 1):
+        for b in range(1, max_batch + 1):
+            if not np.isfinite(levels.latency_table_ms[c, b]):
+                continue
+            (lat_l, inst_l), (lat_m, inst_m) = levels.instances(c, b), merge.instances(c, b)
+            assert lat_m == lat_l
+            assert len(inst_m) == len(inst_l)
+            assert sum(i.threads for i in inst_m) == sum(i.threads for i in inst_l)
+            assert sum(i.batch for i in inst_m) == b
+            assert max(table.get(i.threads, i.batch) or math.inf for i in inst_m) == lat_m
+
+
+def test_a_batch_that_measured_faster_than_a_smaller_one_is_not_planned_on_its_noise() -> None:
+    # 3 requests measured 30 ms on one thread, 4 measured 24 ms (noise): 4 is taken at 30.
+    table = LatencyTable.from_cells({(1, 1): 10.0, (1, 2): 20.0, (1, 3): 30.0, (1, 4): 24.0})
+    assert table.monotone_in_batch().latency_ms.tolist() == [[10.0, 20.0, 30.0, 30.0]]
+    plan = optimize(table, 1, 4)
+    assert plan.latency_ms == 30.0
+
+
+def test_monotone_in_batch_fills_from_above_and_never_lowers_a_cell() -> None:
+    nan = math.nan
+    table = LatencyTable(
+        (1, 2), (1, 2, 4, 8, 16), np.array([[nan, 5.0, nan, 4.0, 9.0], [1.0, nan, 3.0, nan, nan]])
+    )
+    out = table.monotone_in_batch().latency_ms
+    np.testing.assert_array_equal(out[0], [5.0, 5.0, 5.0, 5.0, 9.0])
+    np.testing.assert_array_equal(out[1], [1.0, 3.0, 3.0, nan, nan])
+    smooth = LatencyTable((1,), (1, 2, 3), np.array([[1.0, 2.0, 2.0]]))
+    np.testing.assert_array_equal(smooth.monotone_in_batch().latency_ms, smooth.latency_ms)
 
 
 def test_batch_need_not_be_profiled() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Callable, Coroutine
@@ -286,6 +287,78 @@ def test_cancelled_requests_do_not_break_the_batch() -> None:
     run(main)
 
 
+def test_a_loop_that_dies_answers_every_request_and_takes_no_more(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug in the loop outside run_batch (here _next_batch raises once the first batch
+    runs): the running batch finishes, every queued request gets 503 at once, later
+    submits are refused, and the failure is logged with its traceback."""
+
+    async def main() -> None:
+        model = FakeModel()
+        model.gate = asyncio.Event()
+        batcher = _batcher(model, max_batch_size=2, max_batch_delay_ms=LONG_MS)
+        next_batch = batcher._next_batch
+        calls = 0
+
+        async def buggy_next_batch() -> Any:
+            nonlocal calls
+            calls += 1
+            if calls > 1:
+                raise RuntimeError("a bug in the loop")
+            return await next_batch()
+
+        batcher._next_batch = buggy_next_batch  # type: ignore[method-assign]
+        await batcher.start()
+        running = [asyncio.ensure_future(batcher.submit(i)) for i in (1, 2)]
+        await _wait_until(lambda: model.running == 1)
+        queued = [asyncio.ensure_future(batcher.submit(i)) for i in range(3, 8)]
+        await _wait_until(lambda: batcher.queue_depth == 5)
+        model.gate.set()
+        assert await asyncio.gather(*running) == [2, 4]
+        results = await asyncio.gather(*queued, return_exceptions=True)
+        for result in results:
+            assert isinstance(result, Unavailable)
+            assert str(result) == "the model's batch loop failed (RuntimeError: a bug in the loop)"
+        assert batcher.failure == "RuntimeError: a bug in the loop"
+        assert not batcher.accepting and batcher.queue_depth == 0 and batcher.in_flight == 0
+        with pytest.raises(Unavailable, match=r"batch loop failed \(RuntimeError"):
+            await batcher.submit(9)
+        await batcher.stop()  # a failed batcher still stops cleanly
+        assert model.batches == [[1, 2]]
+
+    with caplog.at_level(logging.ERROR, logger="packrat.server.batcher"):
+        run(main)
+    (record,) = [r for r in caplog.records if "batch loop failed" in r.getMessage()]
+    assert record.exc_info is not None and "a bug in the loop" in str(record.exc_info[1])
+
+
+def test_a_loop_cancelled_from_inside_run_batch_answers_every_request() -> None:
+    """run_batch raising CancelledError (not a stop) ends the loop task: the running batch
+    and the queue get 503, and later submits are refused instead of waiting for ever."""
+
+    async def main() -> None:
+        gate = asyncio.Event()
+
+        async def cancelled(requests: list[int]) -> list[int | BaseException]:
+            await gate.wait()
+            raise asyncio.CancelledError
+
+        batcher: Batcher[int, int] = Batcher(cancelled, BatchingConfig(2, LONG_MS))
+        await batcher.start()
+        tasks = [asyncio.ensure_future(batcher.submit(i)) for i in range(5)]
+        await _wait_until(lambda: batcher.in_flight == 2 and batcher.queue_depth == 3)
+        gate.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, Unavailable) and "batch loop failed" in str(r) for r in results)
+        assert batcher.failure == "it was cancelled" and not batcher.accepting
+        with pytest.raises(Unavailable, match="batch loop failed"):
+            await batcher.submit(9)
+        await batcher.stop()
+
+    run(main)
+
+
 def test_submit_before_start_is_unavailable() -> None:
     async def main() -> None:
         batcher = _batcher(FakeModel())
@@ -304,11 +377,42 @@ def test_submit_before_start_is_unavailable() -> None:
         ("max_batch_delay_ms", -1.0),
         ("max_batch_delay_ms", float("inf")),
         ("max_queue", 0),
+        ("max_queue_wait_ms", 0),
+        ("max_queue_wait_ms", True),
     ],
 )
 def test_config_errors_name_the_field(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=f"BatchingConfig.{field}"):
         BatchingConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_no_bound_on_the_wait_by_default() -> None:
+    config = BatchingConfig()
+    assert config.max_queue_wait_ms is None
+    slow = _times(b8=60.0)  # a minute a batch: only a full queue refuses
+    assert refusal(config.max_queue - 1, config, slow, 8, running_s=0.0) is None
+    assert "queue is full" in str(refusal(config.max_queue, config, slow))
+
+
+def test_a_closed_loop_of_max_queue_clients_is_never_refused() -> None:
+    """max_queue clients, each sending its next request when the last is answered, on batches
+    of 0.25 s: the queue holds up to 92 requests, 2.9 s of batches. They all get answers (a
+    2 s bound on the wait refused the second round's requests)."""
+
+    async def main() -> None:
+        model = FakeModel(sleep_s=0.25)
+        config = BatchingConfig(max_batch_size=8, max_batch_delay_ms=5.0)
+        batcher = Batcher(model, config)
+        await batcher.start()
+
+        async def client(k: int) -> list[int]:
+            return [await batcher.submit(k), await batcher.submit(k)]
+
+        answers = await asyncio.gather(*(client(k) for k in range(config.max_queue)))
+        assert answers == [[2 * k, 2 * k] for k in range(config.max_queue)]
+        await batcher.stop()
+
+    run(main)
 
 
 def _times(**by_size: float) -> BatchTimes:
@@ -348,6 +452,24 @@ def test_batch_times_are_kept_per_size_and_scaled_from_the_nearest() -> None:
     assert times.batch_s(2) == pytest.approx(0.3)  # from 1, the nearest
     times.record(8, 1.1)
     assert times.batch_s(8) == pytest.approx(1.1)  # its own, once one has run
+
+
+def test_a_prediction_shapes_the_estimate_of_sizes_not_run_yet() -> None:
+    """With the profile's prediction (here 30 ms + 25 ms a request) a full batch is costed at
+    its predicted time before any batch ran, then scaled by how the nearest size that ran
+    compared with its own prediction (the serving overhead the profile does not time)."""
+    predicted = {b: 0.030 + 0.025 * b for b in range(1, 9)}
+    times = BatchTimes(predicted.get)
+    assert times.batch_s(8) == pytest.approx(0.230)
+    times.record(1, 0.066)  # 20% over its prediction of 55 ms
+    assert times.batch_s(8) == pytest.approx(0.230 * 1.2)  # not 8 x 66 ms = 528 ms
+    times.record(4, 0.130)  # exactly its prediction, and nearer to 8 than 1 is
+    assert times.batch_s(8) == pytest.approx(0.230)
+    assert times.batch_s(2) == pytest.approx(0.080 * 1.2)  # 1 is the nearest to 2
+    assert BatchTimes(lambda size: None).batch_s(8) is None  # no prediction: as without one
+    failing = BatchTimes(lambda size: 1 / 0)
+    failing.record(1, 0.1)
+    assert failing.batch_s(8) == pytest.approx(0.8)  # a failing prediction is ignored
 
 
 def test_a_flood_after_single_requests_is_costed_at_full_batches() -> None:

@@ -75,24 +75,26 @@ def test_requests_past_max_queue_are_refused() -> None:
 
 
 def test_requests_are_refused_when_the_expected_wait_is_too_long() -> None:
-    # The first batch (1 request) takes 31 ms, so a full batch of 8 is expected to take 8 x 31
-    # = 248 ms until one has run. A burst of 20 then finds an empty queue and no batch running:
-    # a full batch's worth (8) is always admitted; 12 waiting would take 12 / 8 x 248 = 372 ms
-    # <= 400, 13 would take 403 > 400.
+    # The first batch (1 request) takes 31 ms against the profile's L(2, 1) = 30 (1 ms of
+    # overhead), so until a full batch has run one is expected to take L(2, 8) x 31 / 30 =
+    # 206.7 ms. A burst of 20 then finds an empty queue and no batch running: a full batch's
+    # worth (8) is always admitted; 15 waiting would take 15 / 8 x 206.7 = 387.5 ms <= 400,
+    # 16 would take 413.3 > 400.
     load = _load(0.0, *[1.0] * 20)
     result = _run(load, max_queue_wait_ms=400.0)
-    assert result.overall().refused == 20 - 13
-    assert result.batch_sizes.tolist() == [1, 8, 5]
-    # at 560 ms: 18 waiting would take 558 ms, 19 would take 589
-    assert _run(load, max_queue_wait_ms=560.0).overall().refused == 20 - 19
+    assert result.overall().refused == 20 - 16
+    assert result.batch_sizes.tolist() == [1, 8, 8]
+    # at 480 ms: 18 waiting would take 465 ms, 19 would take 490.8
+    assert _run(load, max_queue_wait_ms=480.0).overall().refused == 20 - 19
+    assert _run(load).overall().refused == 0  # no bound on the wait by default
 
 
-@pytest.mark.parametrize(("burst_s", "admitted"), [(1.030, 13), (1.010, 12)])
+@pytest.mark.parametrize(("burst_s", "admitted"), [(1.030, 15), (1.010, 14)])
 def test_a_running_batch_counts_for_what_is_left_of_it(burst_s: float, admitted: int) -> None:
     # A lone request at 1.0 runs from 1.005 to 1.036 (31 ms, as the first). A burst of 20 at
-    # 1.030 finds 6 ms of it left: 12 waiting would take 12 / 8 x 248 + 6 = 378 ms <= 390,
-    # 13 would take 409. At 1.010, 26 ms are left: 12 waiting would take 398 ms, refused.
-    result = _run(_load(0.0, 1.0, *[burst_s] * 20), max_queue_wait_ms=390.0)
+    # 1.030 finds 6 ms of it left: 14 waiting would take 14 / 8 x 206.7 + 6 = 367.7 ms <= 380,
+    # 15 would take 393.5. At 1.010, 26 ms are left: 14 waiting would take 387.7 ms, refused.
+    result = _run(_load(0.0, 1.0, *[burst_s] * 20), max_queue_wait_ms=380.0)
     assert result.overall().refused == 20 - admitted
 
 

@@ -77,12 +77,7 @@ def loadgen(
     """
 
     def body() -> None:
-        try:
-            from packrat.bench import loadgen as lg
-        except ImportError as exc:
-            if exc.name != "httpx":
-                raise
-            raise PackratError("packrat loadgen needs httpx: pip install httpx") from None
+        from packrat.bench import loadgen as lg
         from packrat.progress import progress_bar
 
         bounds = lg.Bounds(max_requests=requests_max)

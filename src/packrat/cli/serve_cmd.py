@@ -51,7 +51,7 @@ def serve(
         typer.Option(
             "--max-queue-wait",
             help="Milliseconds a new request may expect to wait in its model's queue; past "
-            "that it gets 503 with Retry-After [default: 2000].",
+            "that it gets 503 with Retry-After [default: no bound, --max-queue alone].",
             show_default=False,
         ),
     ] = None,

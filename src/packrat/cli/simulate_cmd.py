@@ -59,9 +59,13 @@ def simulate(
         int, typer.Option("--max-queue", help="Requests queued before more get 503.")
     ] = 100,
     max_queue_wait_ms: Annotated[
-        float,
-        typer.Option("--max-queue-wait", help="Expected wait (ms) past which a request gets 503."),
-    ] = 2000.0,
+        float | None,
+        typer.Option(
+            "--max-queue-wait",
+            help="Expected wait (ms) past which a request gets 503 [default: no bound].",
+            show_default=False,
+        ),
+    ] = None,
     arrivals: Annotated[
         str | None,
         typer.Option(

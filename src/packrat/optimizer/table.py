@@ -71,6 +71,31 @@ class LatencyTable:
     def max_threads(self) -> int:
         return self.threads[-1]
 
+    def monotone_in_batch(self) -> LatencyTable:
+        """The table the optimizer plans on: each thread count's latency non-decreasing in the
+        batch, and never below what was measured.
+
+        A measured cell becomes the largest latency measured on its threads for any batch up
+        to its own; a cell not measured, below one that was, takes the next larger measured
+        batch's latency (or that largest-so-far, if higher); cells above a row's largest
+        measured batch stay NaN. Batch latency does not truly fall as the batch grows; where a
+        profile says it does (noise: 2 of 880 pairs in the published profiles), planning on it
+        would pick the cell that happened to measure fast. Under the same assumption a batch
+        takes no longer than a larger one, which is what lets a row with its small batches
+        unmeasured serve them. On a table that already is non-decreasing with no gaps, this
+        is the identity.
+        """
+        rows = self.latency_ms.copy()
+        for row in rows:
+            measured = np.flatnonzero(np.isfinite(row))
+            if measured.size == 0:
+                continue
+            # Each cell up to the last measured one takes the next measured value at or
+            # after it, then the running maximum makes the row non-decreasing.
+            nxt = measured[np.searchsorted(measured, np.arange(measured[-1] + 1))]
+            row[: measured[-1] + 1] = np.maximum.accumulate(row[nxt])
+        return LatencyTable(self.threads, self.batches, rows)
+
     def interpolated(self) -> LatencyTable:
         """The table with every batch size from 1 to the largest profiled one, each thread
         count's missing cells filled by linear interpolation between its nearest profiled

@@ -11,8 +11,10 @@ or does not reply within `batch_timeout_s`, during `run_split` loses only its ow
 (`SubBatch.lost`): the other instances' outputs are returned, and the engine is *degraded*
 until `replace_lost()` starts a fresh worker with the same threads and cores in its place.
 Anywhere else (a move, a measurement), a lost worker leaves the engine *broken*: every later
-call raises WorkerError until `close()`. Nothing ever waits on a dead worker. One call runs at
-a time; concurrent callers are serialized.
+call raises WorkerError until `close()`. A switch (`reconfigure`) whose new workers fail to
+start changes nothing: they are stopped and the old plan keeps serving. Nothing ever waits on
+a dead worker, and no worker that failed to start is left running. One call runs at a time;
+concurrent callers are serialized.
 """
 
 from __future__ import annotations
@@ -299,7 +301,9 @@ class Engine:
         pool is too small. Workers left over stay idle as spares.
 
         Raises TopologyError/PlanError for a plan that is not allocated on usable CPUs,
-        WorkerError if a worker fails to change (the engine is then broken).
+        WorkerError if a new worker fails to start (nothing changed then: the workers started
+        are stopped and the old plan keeps serving) or a worker fails to change (the engine
+        is then broken).
         """
         check_plan(plan)
         with self._lock:
@@ -308,7 +312,13 @@ class Engine:
             spawned = 0
             extra = plan.layout[len(self._workers) :]
             if extra:
-                self._spawn(extra, started + self._config.start_timeout_s)
+                try:
+                    self._spawn(extra, started + self._config.start_timeout_s)
+                except WorkerError as exc:
+                    raise WorkerError(
+                        f"switching to plan {plan.describe()} failed, "
+                        f"{self._plan.describe()} still serves: {exc}"
+                    ) from exc
                 spawned = len(extra)
             moves = [
                 (k, instance)
@@ -325,22 +335,18 @@ class Engine:
         `pool_size` workers, so that later plans with that many instances switch in place.
         Takes seconds per new worker, during which no batch runs. Returns how many started.
 
-        Raises WorkerError if a worker fails to start (the engine is then broken).
+        Raises WorkerError if a worker fails to start; the spares started are stopped then,
+        and the pool serves on as it was (a later plan that needs more workers starts them).
         """
         with self._lock:
             self._check_running()
             missing = pool_size - len(self._workers)
             if missing <= 0:
                 return 0
-            try:
-                self._spawn(
-                    [self._spare_layout()] * missing,
-                    time.monotonic() + self._config.start_timeout_s,
-                )
-            except WorkerError as exc:
-                self._state = EngineState.BROKEN
-                self._broken_reason = str(exc)
-                raise
+            self._spawn(
+                [self._spare_layout()] * missing,
+                time.monotonic() + self._config.start_timeout_s,
+            )
             return missing
 
     def example_requests(self, batch_size: int) -> list[Any]:
@@ -477,36 +483,52 @@ class Engine:
         at: Sequence[int] | None = None,
     ) -> tuple[Ready, ...]:
         """Start one worker per (threads, cores), after the existing ones or in place of the
-        workers at indices `at`, and wait until all of them are ready. Raises WorkerError
-        (with the worker's own message) otherwise."""
+        workers at indices `at`, and wait until all of them are ready.
+
+        Raises WorkerError (with the worker's own message) otherwise, after stopping every
+        worker it started and dropping those it added, so the pool is as it was (but for
+        stopped workers at `at`). A worker still booting must not outlive a failed start: it
+        would send Ready later, and the next command to it would read that for its reply.
+        """
         first = len(self._workers)
         indices = list(at) if at is not None else list(range(first, first + len(layouts)))
         parent_pid = os.getpid()
-        for index, (threads, cores) in zip(indices, layouts, strict=True):
-            spec = WorkerSpec(
-                index,
-                threads,
-                cores,
-                self._source,
-                self._weights_path,
-                parent_pid,
-                keep_freed_memory=self._config.keep_freed_memory,
-                visible_cores=tuple(sorted(os.sched_getaffinity(0))),
-            )
-            child = spawn_child(
-                run_worker, spec, label=f"instance {index}", detail=f"cores {list(cores)}"
-            )
-            if index < len(self._workers):
-                self._workers[index], self._layouts[index] = child, (threads, cores)
-            else:
-                self._workers.append(child)
-                self._layouts.append((threads, cores))
-        new = [self._workers[index] for index in indices]
+        started: list[ChildProcess] = []
+        try:
+            for index, (threads, cores) in zip(indices, layouts, strict=True):
+                spec = WorkerSpec(
+                    index,
+                    threads,
+                    cores,
+                    self._source,
+                    self._weights_path,
+                    parent_pid,
+                    keep_freed_memory=self._config.keep_freed_memory,
+                    visible_cores=tuple(sorted(os.sched_getaffinity(0))),
+                )
+                child = spawn_child(
+                    run_worker, spec, label=f"instance {index}", detail=f"cores {list(cores)}"
+                )
+                started.append(child)
+                if index < len(self._workers):
+                    self._workers[index], self._layouts[index] = child, (threads, cores)
+                else:
+                    self._workers.append(child)
+                    self._layouts.append((threads, cores))
+            return self._wait_ready(started, deadline)
+        except BaseException:
+            # No grace: booting workers would only read Stop once they are ready.
+            stop_children(started, timeout_s=0.0)
+            del self._workers[first:], self._layouts[first:]
+            raise
+
+    def _wait_ready(self, workers: Sequence[ChildProcess], deadline: float) -> tuple[Ready, ...]:
+        """Each worker's Ready, in order; WorkerError at the first failure or the deadline."""
         timeout_s = _remaining(deadline)
-        outcomes = wait_replies(new, timeout_s, stop_when=lambda o: not isinstance(o, Ready))
+        outcomes = wait_replies(workers, timeout_s, stop_when=lambda o: not isinstance(o, Ready))
         ready: list[Ready] = []
         late: list[str] = []
-        for position, worker in enumerate(new):
+        for position, worker in enumerate(workers):
             outcome = outcomes.get(position)
             if outcome is None:
                 late.append(worker.describe())

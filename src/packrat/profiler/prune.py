@@ -5,37 +5,75 @@ the cells that appear in an optimal plan for the batch sizes asked for. `CellPla
 sweep one cell at a time (`next_cell`), learns each measured mean (`record`), and skips a cell
 once measured cells prove that every plan containing it is slower than a plan already known.
 
-Assumptions (pairwise, for b' <= b and t' <= t with t' = t or t' a *source* thread count,
-the powers of two by default (`Scaling`), with `tolerance` eps, default 0):
+What is planned on. `PlanTable` plans on `LatencyTable.monotone_in_batch()`: each row made
+non-decreasing in the batch by a running maximum (after `interpolated()` when the consumer
+interpolates, as `packrat serve` does). A skip takes a row's *suffix*: the cell and every larger
+grid batch of its row, so each row's measured cells are its smallest grid batches. Running
+maxima and interpolation between neighbours of a row prefix are the prefix of those of the row,
+so the pruned profile plans on the full profile's planning table F with cells removed: its
+optimum is never below the full one, and F is non-decreasing in b without any assumption. (A
+skipped cell inside a row would break that: where latency dips as b grows, the full profile's
+running maximum carries the skipped cell's latency into larger batches and the pruned one's
+does not, so the pruned optimum could come out below the full one.)
+
+The assumption, for a *source* thread count t' < t (the powers of two by default, `Scaling`),
+grid batches b' <= b, and `tolerance` eps (default 0):
 
     t * L(t, b)  >=  (1 - eps) * t' * L(t', b')
 
-i.e. latency does not fall when the batch grows (same threads), and t threads are never more
-than t/t' times faster than t' (no super-linear speed-up). Under them every unmeasured cell has
-the lower bound LB(t, b) = (1 - eps) * max t' L(t', b') / t over such measured cells, and a
-measured cell's bound is its latency. Sources are not every t' < t because the published GPT-2
-and BERT profiles break that badly (see `Scaling`).
+i.e. t threads are never more than t/t' times faster than t' (no super-linear speed-up). Sources
+are not every t' < t because the published GPT-2 and BERT profiles break that badly (see
+`Scaling`). Under it an unmeasured cell has L(t, b) >= LB0(t, b) = (1 - eps) max t' L(t', b') / t
+over measured cells of sources t' < t with b' <= b; a measured cell's LB0 is its latency. The
+lower-bound table LB is LB0 put through what the consumer does (interpolation, then the running
+maximum); both keep order, so LB <= F, and the running maximum gives the same-row bound (a cell
+is at least what its row measured at a smaller batch) with no assumption.
 
-The rule. For an asked batch B, U(B) is the best plan latency using only measured cells (an
-upper bound on the optimum), and R(c, r) is the optimal latency for batch r within c cores on the
-table of lower bounds (a lower bound on the true optimum, because the optimum is monotone in every
-cell). A plan for B containing cell (t, b) covers the rest B - b with T - t cores, so its latency
-is at least max(LB(t, b), R(T - t, B - b)). The cell is skipped when that is > U(B) for every
-asked B >= b: then no plan with it is optimal, not even one tied at the optimum, so the pruned
-profile gives the same optimal latency (and the same instance and core counts) as the full one.
-Cells with b above the largest asked batch are skipped outright. Decisions are final: U only
-falls and the bounds only rise as cells are measured (given the assumptions).
+The rule. For an asked batch B, U(B) is the optimal latency planned on the measured cells (an
+upper bound on the pruned optimum: cells are only added), and R(c, r) is the optimal latency for
+batch r within c cores on LB (a lower bound on the full optimum, because the optimum is monotone
+in every cell). A plan for B containing a piece p of row t covers the rest B - p with T - t
+cores, so its latency is at least max(LB(t, p), R(T - t, B - p)). Cell (t, b) is skipped, with
+the rest of its row, when that is > U(B) for every piece p the skip removes and every asked
+B >= p. Cells with b above the largest asked batch are skipped outright.
 
-Interpolation (`interpolate=True`, for a consumer that plans on `LatencyTable.interpolated()`,
-as `packrat serve` does): interpolated pieces between grid points depend on both neighbours, and a
-skipped cell inside a row would make the consumer interpolate across the gap with other values.
-So each row's measured batch sizes stay contiguous: a cell is skipped only as part of the row's
-prefix (every smaller grid batch skipped) or suffix (then the rest of the row goes too), after
-checking the rule for every interpolated piece the skip removes. Interpolation is linear, so the
-lower bound of a piece is the interpolation of its neighbours' bounds, and the grid batch at or
-above the largest asked one is still needed.
+What it guarantees. Let v be how far the profile breaks the assumption: the smallest v >= 0 with
+t L(t, b) >= (1 - v) t' L(t', b') for every source t' < t and grid b' <= b (`violations` gives
+worst_ratio = 1 - v). For every asked B, with OPT(B) the optimal latency planned on the full
+profile and P(B) on the pruned one:
 
-The rule is exact when the assumptions hold; `violations` counts where a profile breaks them.
+    OPT(B)  <=  P(B)  <=  OPT(B) * max(1, (1 - eps) / (1 - v))
+
+So P(B) = OPT(B) when v <= eps, and then every optimal plan keeps all its cells, so the tie-break
+picks the same instance and core counts too. Why: with k = min(1, (1 - v) / (1 - eps)), every
+true cell is >= k LB0, hence F >= k LB and the full optimum within c cores for r is
+>= k R(c, r). If an optimal plan for B holds a piece p skipped when the bounds were LB, R and U,
+then OPT(B) >= k max(LB(t, p), R(T - t, B - p)) > k U(B) >= k P(B); for k = 1 that contradicts
+P(B) >= OPT(B). The published profiles have v <= 12% from powers of two (docs/profile-cost.md).
+
+Adapting (`adapt`, on by default). Measured cells can show a violation: once a pair (t', t)
+has measured cells with t L(t, b) < (1 - eps) t' L(t', b'), b' <= b, it bounds t's unmeasured
+cells with its own tolerance e(t', t) = 1 - min t L(t, b) / (t' L(t', b')) over its measured
+cells instead of eps, for every decision after that. A profile whose measured cells reveal
+super-linear scaling is thus pruned less. Decisions are final: a sweep does not go back to a
+skipped cell (thread by thread, that thread count's workers are gone), and a skip proven under
+the assumption stays proven as more cells are measured (U only falls). So adapting cannot undo
+a skip made before the violating cells were measured. What it adds: the argument above holds
+per decision with each pair's tolerance at the time, and tolerances only rise. So
+P(B) = OPT(B) when, at the first NOT_OPTIMAL skip, each pair's tolerance already covered the
+pair's violation v(t', t) over the whole profile (e.g. a resumed profile showed it), and in
+general P(B) <= OPT(B) * max(1, max over pairs (1 - e(t', t)) / (1 - v(t', t))) with e(t', t)
+the pair's tolerance at that first skip, which is never more than the bound above.
+
+Interpolation (`interpolate=True`, for a consumer that plans on `LatencyTable.interpolated()`):
+the pieces a skip removes are every batch above the row's last measured one (from 1 when the row
+has none: the running maximum fills the batches below the smallest grid batch); a piece's LB0 is
+the interpolation of its neighbours' (interpolation is linear, so it keeps order); and the grid
+batch at or above the largest asked one is still needed.
+
+A resumed profile may have rows with gaps (measured by another rule): U then plans on each row's
+leading run of measured batches only, and the gaps are measured, since a skip cannot leave a
+measured cell above it.
 """
 
 from __future__ import annotations
@@ -111,7 +149,10 @@ class PruneConfig:
     order: the order cells are offered in (thread-major pruned more on the published profiles,
         and lets a sweep keep one worker per thread count).
     scaling: which thread counts bound the speed-up of larger ones (see `Scaling`).
-    tolerance: eps of the assumptions (0.02 tolerates 2% super-linear speed-ups or batch dips).
+    tolerance: eps of the assumption (0.02 tolerates 2% super-linear speed-ups).
+    adapt: a source pair whose measured cells break the assumption by more than eps bounds
+        later decisions with the violation it showed as its tolerance (the module docstring
+        says what that guarantees).
     """
 
     cores: int
@@ -121,6 +162,7 @@ class PruneConfig:
     order: Order = Order.THREAD_MAJOR
     scaling: Scaling = Scaling.POWERS_OF_TWO
     tolerance: float = 0.0
+    adapt: bool = True
 
     def __post_init__(self) -> None:
         if self.cores < 1:
@@ -149,8 +191,9 @@ class PruneConfig:
 class Skip:
     """A cell the sweep does not measure, and why.
 
-    For NOT_OPTIMAL: `lower_bound_ms` bounds any plan with the cell for `asked_batch`, the asked
-    batch where the margin was smallest, and `best_ms` is the best plan measured for it then.
+    For NOT_OPTIMAL: `lower_bound_ms` bounds any plan for `asked_batch` holding the cell or a
+    larger batch of its row (the skip takes them all), at the asked batch and piece where the
+    margin was smallest, and `best_ms` is the best plan measured for it then.
     """
 
     threads: int
@@ -249,27 +292,22 @@ class CellPlanner:
     # -- the rule -----------------------------------------------------------------------------
 
     def _try_skip(self, t: int, b: int) -> list[Skip]:
-        """The skips to make for cell (t, b) (it first), or [] if it must be measured."""
-        k = int(np.searchsorted(self._grid, b))
-        row = sorted(g for (tt, g) in self._measured if tt == t)
-        if not self.config.interpolate:
-            pieces = np.array([b], dtype=np.int64)
-            rest: list[int] = []
-        elif not any(g < b for g in row):  # prefix: pieces below the next grid batch go
-            upper = self._grid[k + 1] - 1 if k + 1 < len(self._grid) else self._grid[-1]
-            pieces = np.arange(self._grid[0], upper + 1, dtype=np.int64)
-            rest = []
-        elif not any(g > b for g in row):  # suffix: the rest of the row goes
-            pieces = np.arange(row[-1] + 1, self._grid[-1] + 1, dtype=np.int64)
-            rest = [int(g) for g in self._grid[k + 1 :]]
-        else:  # measured on both sides: a gap would change the interpolation
+        """The skips to make for cell (t, b): it and the rest of its row, or [] if it must be
+        measured."""
+        row = [g for (tt, g) in self._measured if tt == t]
+        if any(g > b for g in row):  # a skip takes the row's suffix; this one is measured
             return []
+        if self.config.interpolate:  # every piece above the row's last measured batch
+            start = max(row) + 1 if row else 1
+            pieces = np.arange(start, self._grid[-1] + 1, dtype=np.int64)
+        else:
+            pieces = self._grid[self._grid >= b]
         found = self._bound_check(t, pieces[pieces <= self._max_asked])
         if found is None:
             return []
         lower, best, asked_batch = found
-        skips = [Skip(t, b, SkipReason.NOT_OPTIMAL, lower, best, asked_batch)]
-        for g in rest:
+        skips = []
+        for g in (int(g) for g in self._grid[self._grid >= b]):
             if (t, g) not in self._skipped:
                 reason = SkipReason.NOT_OPTIMAL if g <= self._max_useful else SkipReason.ABOVE_ASKED
                 skips.append(Skip(t, g, reason, lower, best, asked_batch))
@@ -308,16 +346,16 @@ class CellPlanner:
 
 @dataclass(frozen=True)
 class _Bounds:
-    """What the measured cells prove: U per asked batch, cell lower bounds, R(c, r)."""
+    """What the measured cells prove: U per asked batch, the lower-bound table LB, R(c, r)."""
 
     best_ms: npt.NDArray[np.float64]  # U(B) for each asked B
-    lower_ms: npt.NDArray[np.float64]  # LB(t, b) on the grid, (threads, grid)
+    lower_ms: npt.NDArray[np.float64]  # LB, (threads, pieces)
     rest_lower_ms: npt.NDArray[np.float64]  # R(c, r), (cores + 1, max asked + 1)
-    grid: npt.NDArray[np.int64]
+    pieces: npt.NDArray[np.int64]  # the batch sizes planned on: the grid, or 1..its largest
 
     def piece_lower_ms(self, row: int, pieces: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
-        """Lower bounds of (interpolated) pieces of a row: its grid bounds, interpolated."""
-        out: npt.NDArray[np.float64] = np.interp(pieces, self.grid, self.lower_ms[row])
+        """LB of some of a row's pieces."""
+        out: npt.NDArray[np.float64] = self.lower_ms[row, np.searchsorted(self.pieces, pieces)]
         return out
 
     @classmethod
@@ -329,51 +367,93 @@ class _Bounds:
         lat = np.full((config.cores, grid.size), np.nan)
         for (t, b), ms in measured.items():
             lat[t - 1, int(np.searchsorted(grid, b))] = ms
-        lower = lower_bounds(lat, config.scaling, config.tolerance)
-        threads = config.threads
+        cell_lower = _cell_lower_bounds(lat, config.scaling, config.tolerance, config.adapt)
+        leading = _leading_runs(lat)
         if config.interpolate:
-            pieces = tuple(range(int(grid[0]), int(grid[-1]) + 1))
-            rows = np.array([np.interp(pieces, grid, r) for r in lower])
-            lower_table = LatencyTable(threads, pieces, rows)
-            known_ms, known_batches = _interpolate_known(lat, grid, pieces), pieces
+            pieces = np.arange(1, grid[-1] + 1, dtype=np.int64)
+            # Interpolate first, then the running maximum: the consumer's order (a row's
+            # running maximum interpolated could exceed its interpolation's running maximum).
+            rows = np.array([np.interp(pieces, grid, r) for r in cell_lower])
+            lower = np.maximum.accumulate(rows, axis=1)
+            known_ms = _interpolate_known(leading, grid, pieces)
         else:
-            lower_table = LatencyTable(threads, config.batches, lower)
-            known_ms, known_batches = lat, config.batches
-        rest = PlanTable(lower_table, config.cores, max_asked).latency_table_ms
+            pieces = grid
+            lower = np.maximum.accumulate(cell_lower, axis=1)
+            known_ms = leading
+        threads, batches = config.threads, tuple(int(p) for p in pieces)
+        rest = PlanTable(LatencyTable(threads, batches, lower), config.cores, max_asked)
         best = np.full(asked.size, np.inf)
         if np.isfinite(known_ms).any():
-            known = LatencyTable(threads, known_batches, known_ms)
+            known = LatencyTable(threads, batches, known_ms)
             best = PlanTable(known, config.cores, max_asked).latency_table_ms[config.cores, asked]
-        return cls(best_ms=best, lower_ms=lower, rest_lower_ms=rest, grid=grid)
+        return cls(best_ms=best, lower_ms=lower, rest_lower_ms=rest.latency_table_ms, pieces=pieces)
 
 
 def lower_bounds(
     latency_ms: npt.NDArray[np.float64],
     scaling: Scaling = Scaling.POWERS_OF_TWO,
     tolerance: float = 0.0,
+    adapt: bool = True,
 ) -> npt.NDArray[np.float64]:
-    """LB(t, b) for a (threads 1..T, grid) table with NaN where unmeasured; measured cells keep
-    their latency. Under the module's assumptions every true latency is >= its bound."""
-    threads = np.arange(1, latency_ms.shape[0] + 1, dtype=np.float64)[:, None]
-    work = np.nan_to_num(latency_ms * threads, nan=0.0)  # core-ms; 0 = nothing known
-    src = scaling.sources(latency_ms.shape[0])
-    along_b = np.maximum.accumulate(work, axis=1)
-    cross = np.maximum.accumulate(np.where(src[:, None], along_b, 0.0), axis=0)
-    dominated = np.maximum(along_b, cross)
-    bound = dominated / threads * (1.0 - tolerance) * (1.0 - _RTOL)
+    """LB(t, b) for a (threads 1..T, grid) table with NaN where unmeasured: lower bounds on the
+    table the optimizer plans on (each row's running maximum over b). A measured cell's is its
+    row's running maximum; an unmeasured cell's is the larger of that (over its row's measured
+    smaller batches) and the bound from source thread counts. Under the module's assumption
+    (with `adapt`, at each source pair's tolerance) every planned latency is >= its bound."""
+    cell_lower = _cell_lower_bounds(latency_ms, scaling, tolerance, adapt)
+    out: npt.NDArray[np.float64] = np.maximum.accumulate(cell_lower, axis=1)
+    return out
+
+
+def _cell_lower_bounds(
+    latency_ms: npt.NDArray[np.float64], scaling: Scaling, tolerance: float, adapt: bool
+) -> npt.NDArray[np.float64]:
+    """LB0: measured cells keep their latency; an unmeasured (t, b) gets
+    max (1 - e(t', t)) t' L(t', b') / t over measured cells of sources t' < t with b' <= b."""
+    n_t = latency_ms.shape[0]
+    threads = np.arange(1, n_t + 1, dtype=np.float64)
+    work = latency_ms * threads[:, None]  # core-ms, NaN where unmeasured
+    seen = np.fmax.accumulate(work, axis=1)  # max over b' <= b; NaN before a row's first cell
+    rows = np.arange(n_t)
+    pairs = scaling.sources(n_t)[:, None] & (rows[:, None] < rows[None, :])  # [t', t]
+    keep = 1.0 - _pair_tolerance(work, seen, tolerance, adapt)
+    from_source = np.where(pairs[:, :, None], keep[:, :, None] * seen[:, None, :], np.nan)
+    cross = np.nan_to_num(np.fmax.reduce(from_source, axis=0), nan=0.0)  # (t, b)
+    bound = cross / threads[:, None] * (1.0 - _RTOL)
     out: npt.NDArray[np.float64] = np.where(
         np.isfinite(latency_ms), latency_ms, np.maximum(bound, _NO_BOUND_MS)
     )
     return out
 
 
+def _pair_tolerance(
+    work: npt.NDArray[np.float64], seen: npt.NDArray[np.float64], tolerance: float, adapt: bool
+) -> npt.NDArray[np.float64]:
+    """e(t', t): eps, or with `adapt` the larger of eps and the violation the measured cells of
+    rows t' and t show, 1 - min over them of t L(t, b) / (t' L(t', b')) with b' <= b."""
+    out = np.full((work.shape[0], work.shape[0]), tolerance)
+    if adapt:
+        ratio = work[None, :, :] / seen[:, None, :]  # [t', t, b]: t L(t, b) / max t' L(t', b')
+        worst = np.fmin.reduce(ratio, axis=2)  # NaN where no pair was measured
+        out = np.where(np.isfinite(worst), np.maximum(out, 1.0 - worst), out)
+    return out
+
+
+def _leading_runs(lat: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Each row's measured cells up to its first unmeasured one (NaN after): what a pruned
+    profile keeps for certain, since the rest of its row may yet be skipped."""
+    run = np.logical_and.accumulate(np.isfinite(lat), axis=1)
+    out: npt.NDArray[np.float64] = np.where(run, lat, np.nan)
+    return out
+
+
 def _interpolate_known(
-    lat: npt.NDArray[np.float64], grid: npt.NDArray[np.int64], pieces: tuple[int, ...]
+    lat: npt.NDArray[np.float64], grid: npt.NDArray[np.int64], pieces: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.float64]:
     """The interpolated table where it is already certain: measured grid cells, and pieces
     between two grid neighbours that are both measured (NaN elsewhere)."""
-    out = np.full((lat.shape[0], len(pieces)), np.nan)
-    first = pieces[0]
+    out = np.full((lat.shape[0], pieces.size), np.nan)
+    first = int(pieces[0])
     for i, row in enumerate(lat):
         for j, g in enumerate(grid):
             if not np.isfinite(row[j]):
@@ -387,13 +467,16 @@ def _interpolate_known(
 
 @dataclass(frozen=True)
 class Violations:
-    """Where a complete profile breaks the assumptions by more than the tolerance eps.
+    """Where a complete profile breaks the assumption by more than the tolerance eps.
 
     batch_pairs: pairs (t, b' < b) with L(t, b) < (1 - eps) L(t, b'), of batch_pairs_checked.
+        Batch dips cost pruning nothing (the optimizer plans on each row's running maximum);
+        counted to show how noisy a profile is.
     thread_pairs: pairs (t' < t, b), t' a source thread count of the scaling, with
         t L(t, b) < (1 - eps) t' L(t', b) (a super-linear speed-up), of thread_pairs_checked.
-    worst_ratio: min of t L(t, b) / (t' L(t', b')) over the pairs the bounds use (t' = t or a
-        source, t' <= t, b' <= b); the assumptions hold while it is >= 1 - eps.
+    worst_ratio: 1 - v, the min of t L(t, b) / (t' L(t', b')) over sources t' < t and
+        b' <= b; the assumption holds while it is >= 1 - eps (inf: no such pair).
+    tolerance: eps.
     """
 
     batch_pairs: int
@@ -401,6 +484,13 @@ class Violations:
     thread_pairs: int
     thread_pairs_checked: int
     worst_ratio: float
+    tolerance: float = 0.0
+
+    @property
+    def loss_bound(self) -> float:
+        """The most a pruned sweep's optimal latency can exceed the full profile's, as a factor
+        (1.0: pruning is exact): max(1, (1 - eps) / worst_ratio)."""
+        return max(1.0, (1.0 - self.tolerance) / self.worst_ratio)
 
 
 def violations(
@@ -408,7 +498,7 @@ def violations(
     scaling: Scaling = Scaling.POWERS_OF_TWO,
     tolerance: float = 0.0,
 ) -> Violations:
-    """Check the assumptions on a (threads 1..T, grid) table, NaN where unmeasured."""
+    """Check the assumption on a (threads 1..T, grid) table, NaN where unmeasured."""
     threads = np.arange(1, latency_ms.shape[0] + 1, dtype=np.float64)[:, None]
     work = latency_ms * threads
     src = scaling.sources(latency_ms.shape[0])
@@ -420,20 +510,17 @@ def violations(
         for j in range(n_b):
             if not np.isfinite(work[i, j]):
                 continue
-            rows = src[: i + 1].copy()
-            rows[i] = True
-            below = work[: i + 1, : j + 1][rows]
-            ok = np.isfinite(below)
-            ok[-1, -1] = False  # the cell itself
-            if ok.any():
-                worst = min(worst, float(work[i, j] / below[ok].max()))
+            below = work[:i, : j + 1][src[:i]]  # sources t' < t, b' <= b
+            below = below[np.isfinite(below)]
+            if below.size:
+                worst = min(worst, float(work[i, j] / below.max()))
             same_t = latency_ms[i, :j][np.isfinite(latency_ms[i, :j])]
             same_b = work[:i, j][src[:i] & np.isfinite(work[:i, j])]
             batch_n += same_t.size
             thread_n += same_b.size
             batch += int((latency_ms[i, j] < floor * same_t).sum())
             thread += int((work[i, j] < floor * same_b).sum())
-    return Violations(batch, batch_n, thread, thread_n, worst)
+    return Violations(batch, batch_n, thread, thread_n, worst, tolerance)
 
 
 @dataclass(frozen=True)

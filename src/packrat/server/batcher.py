@@ -33,10 +33,11 @@ DEFAULT_MAX_QUEUE = 100
 """Requests a model queues before refusing more with 503, as TorchServe's job_queue_size: a
 flood then costs bounded memory and latency instead of both growing without end."""
 
-DEFAULT_MAX_QUEUE_WAIT_MS = 2000.0
-"""How long a new request may expect to wait in the queue before it is refused instead: past
-a couple of seconds a client is better told to retry (or go elsewhere), and a flood leaves a
-backlog that drains in seconds, not minutes."""
+DEFAULT_MAX_QUEUE_WAIT_MS: float | None = None
+"""No bound on the expected wait by default: `max_queue` alone bounds the queue, as
+TorchServe's job_queue_size does. A bound on the wait refuses the ordinary queue of a closed
+loop of clients (bert-base on 2 cores: 100 clients wait about 13 full batches of 1 s each),
+so it is for a user who would rather refuse than keep a request waiting longer than an SLO."""
 
 WAIT_ALPHA = 0.25
 """Weight of the newest batch in the running estimate of a batch's time (per batch size)."""
@@ -55,16 +56,16 @@ class BatchingConfig:
         in milliseconds (>= 0; 0 dispatches whatever is waiting at once).
     max_queue: most requests waiting (not counting the running batch); more are refused
         with Unavailable.
-    max_queue_wait_ms: a request is also refused when the requests ahead of it would take
-        longer than this to serve: queued / max_batch_size full batches at the recent time
-        of a full batch, plus what is left of the running batch (`BatchTimes`). A full
-        batch's worth is always admitted.
+    max_queue_wait_ms: if set (> 0), a request is also refused when the requests ahead of it
+        would take longer than this to serve: queued / max_batch_size full batches at the
+        expected time of a full batch, plus what is left of the running batch (`BatchTimes`).
+        A full batch's worth is always admitted. None (the default): no such bound.
     """
 
     max_batch_size: int = 8
     max_batch_delay_ms: float = 5.0
     max_queue: int = DEFAULT_MAX_QUEUE
-    max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
+    max_queue_wait_ms: float | None = DEFAULT_MAX_QUEUE_WAIT_MS
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_queue"):
@@ -72,8 +73,12 @@ class BatchingConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"BatchingConfig.{name} must be an int >= 1, got {value!r}")
         wait = self.max_queue_wait_ms
-        if isinstance(wait, bool) or not isinstance(wait, int | float) or not wait > 0:
-            raise ValueError(f"BatchingConfig.max_queue_wait_ms must be a number > 0, got {wait!r}")
+        if wait is not None and (
+            isinstance(wait, bool) or not isinstance(wait, int | float) or not wait > 0
+        ):
+            raise ValueError(
+                f"BatchingConfig.max_queue_wait_ms must be a number > 0 or None, got {wait!r}"
+            )
         delay = self.max_batch_delay_ms
         if (
             isinstance(delay, bool)
@@ -101,7 +106,13 @@ class Batcher(Generic[Req, Resp]):
     `run_batch` gets the requests of one batch in arrival order and returns, for each, its
     response or the exception to raise in its submitter. If `run_batch` itself raises, every
     request of that batch fails with that exception and the batcher carries on. `on_batch`
-    is called with the size of every batch just before it runs.
+    is called with the size of every batch just before it runs. `predict_s(size)`, if given,
+    is how long a batch of `size` should take (e.g. by the model's profile; None where it
+    cannot say), the first estimate of a batch's time for admission (`BatchTimes`).
+
+    If the loop itself dies of an unexpected exception (a bug outside `run_batch`), every
+    queued and running request gets Unavailable, later submits are refused, and `failure`
+    says why.
 
     Use from one event loop: `await start()`, then `await submit(request)` from any number of
     tasks, then `await stop()`.
@@ -113,6 +124,7 @@ class Batcher(Generic[Req, Resp]):
         config: BatchingConfig | None = None,
         *,
         on_batch: Callable[[int], None] | None = None,
+        predict_s: Callable[[int], float | None] | None = None,
     ) -> None:
         self._run_batch = run_batch
         self._config = config if config is not None else BatchingConfig()
@@ -122,8 +134,9 @@ class Batcher(Generic[Req, Resp]):
         self._task: asyncio.Task[None] | None = None
         self._running: list[_Pending[Req, Resp]] = []
         self._running_since: float | None = None  # event-loop time the running batch began
-        self._times = BatchTimes()  # how long batches of each size have taken
+        self._times = BatchTimes(predict_s)  # how long batches of each size take
         self._stopping = False
+        self._failure: str | None = None  # why the loop died, once it has
 
     @property
     def config(self) -> BatchingConfig:
@@ -141,8 +154,14 @@ class Batcher(Generic[Req, Resp]):
 
     @property
     def accepting(self) -> bool:
-        """Whether `submit` takes new requests: started and not stopping."""
-        return self._task is not None and not self._stopping
+        """Whether `submit` takes new requests: started, not stopping, and its loop alive."""
+        return self._task is not None and not self._task.done() and not self._stopping
+
+    @property
+    def failure(self) -> str | None:
+        """Why the batching loop died of an unexpected exception (every request it held was
+        answered with Unavailable, and no more are taken); None while it has not."""
+        return self._failure
 
     async def start(self) -> None:
         """Start the batching loop in the running event loop. Idempotent."""
@@ -157,6 +176,8 @@ class Batcher(Generic[Req, Resp]):
         (e.g. the client went away) drops the request if it is still queued; if its batch
         already runs, the result is discarded and the rest of the batch is unaffected.
         """
+        if self._failure is not None:
+            raise Unavailable(f"the model's batch loop failed ({self._failure})")
         if not self.accepting:
             raise Unavailable("the model is not accepting requests (not started or stopping)")
         refused = refusal(len(self._queue), self._config, self._times, *self._running_batch())
@@ -200,16 +221,35 @@ class Batcher(Generic[Req, Resp]):
     # --- the loop ----------------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        reason = "the model is shutting down"
         try:
             while True:
                 batch = await self._next_batch()
                 if batch is None:
                     return
                 await self._dispatch(batch)
+        except Exception as exc:
+            # A bug outside run_batch (which fails only its own batch): nothing would ever
+            # answer the queue again, so answer everyone now and take no more requests.
+            self._failure = f"{type(exc).__name__}: {exc}"
+            reason = f"the model's batch loop failed ({self._failure})"
+            logger.exception(
+                "batch loop failed; answering %d queued and %d running requests with 503",
+                len(self._queue), len(self._running),
+            )  # fmt: skip
+        except asyncio.CancelledError:
+            if not self._stopping:  # not stop(drain=False): e.g. run_batch raised it
+                self._failure = "it was cancelled"
+                reason = f"the model's batch loop failed ({self._failure})"
+                logger.exception("batch loop cancelled while serving")
+            raise
         finally:
+            # Whatever ended the loop (a stop, a failure, a cancellation from outside), no
+            # request it holds may be left waiting: a normal stop leaves none.
             for pending in self._running:
-                _answer(pending, Unavailable("the model is shutting down"))
-            self._running = []
+                _answer(pending, Unavailable(reason))
+            self._running, self._running_since = [], None
+            self._fail_queued(reason)
 
     async def _next_batch(self) -> list[_Pending[Req, Resp]] | None:
         """Wait for the next batch to be due; None when stopping with nothing left."""
@@ -275,15 +315,24 @@ class Batcher(Generic[Req, Resp]):
 
 @dataclass
 class BatchTimes:
-    """How long batches have taken, per batch size: a running average of each size's times.
+    """How long batches take, per batch size: a running average of each size's times, first
+    estimated from a prediction when there is one.
 
     Admission asks how long the batches ahead of a request will take. One average over every
     batch does not answer that when the batch size changes with the load: at the onset of a
     flood, batches of 1 had run (bert-base on 2 cores: 0.15 s), the queue of full batches
     ahead of a new request was costed at 0.15 s a batch instead of 1.15 s, and requests were
     admitted to wait 9 s (docs/robustness-flood.md).
+
+    `predict_s(size)` (e.g. the profile's latency of a batch of `size` on the running plan,
+    seconds; None where it cannot say) shapes the estimate of a size that has not run yet:
+    it is scaled by how the nearest size that has run compared with its own prediction, since
+    the profile times the model alone and a served batch adds its serving overhead. Without
+    it, an unseen size is the nearest seen one scaled in proportion to the size: cautious
+    where batching is efficient, since a full batch is costed as that many single requests.
     """
 
+    predict_s: Callable[[int], float | None] | None = None
     _average_s: dict[int, float] = field(default_factory=dict)
 
     def record(self, size: int, took_s: float) -> None:
@@ -294,16 +343,32 @@ class BatchTimes:
         )
 
     def batch_s(self, size: int) -> float | None:
-        """The expected time of a batch of `size` requests: its own average once such a batch
-        has run, else that of the nearest size that has, scaled in proportion to the size
-        (cautious where batching is efficient, until a batch of `size` has run). None
-        before any batch."""
+        """The expected time of a batch of `size` requests, seconds: its own average once such
+        a batch has run, else the prediction scaled by the nearest size that has run (or as
+        it is, before any), else the nearest size's average scaled in proportion to the
+        size. None when nothing is known."""
         if size in self._average_s:
             return self._average_s[size]
+        predicted = self._predicted_s(size)
         if not self._average_s:
-            return None
+            return predicted
         nearest = min(self._average_s, key=lambda seen: (abs(seen - size), -seen))
+        seen_predicted = self._predicted_s(nearest)
+        if predicted is not None and seen_predicted is not None:
+            return predicted * self._average_s[nearest] / seen_predicted
         return self._average_s[nearest] * size / nearest
+
+    def _predicted_s(self, size: int) -> float | None:
+        if self.predict_s is None:
+            return None
+        try:
+            predicted = self.predict_s(size)
+        except Exception:  # an estimate must never fail a request
+            logger.exception("predicting a batch of %d failed", size)
+            return None
+        if predicted is None or not (math.isfinite(predicted) and predicted > 0):
+            return None
+        return predicted
 
 
 def expected_wait_ms(
@@ -340,7 +405,7 @@ def refusal(
     running batch's size and how long it has run (0 and None if none runs)."""
     if queued >= config.max_queue:
         return f"the model's queue is full ({config.max_queue} requests waiting)"
-    if queued < config.max_batch_size:
+    if config.max_queue_wait_ms is None or queued < config.max_batch_size:
         return None
     wait_ms = expected_wait_ms(queued, config.max_batch_size, times, running_size, running_s)
     if wait_ms > config.max_queue_wait_ms:

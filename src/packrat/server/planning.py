@@ -70,10 +70,14 @@ class Planning:
 
     def pool_size(self) -> int:
         """Workers that let every optimal plan up to max_batch_size start without loading a
-        model: the most instances any of them has (1 without a profile)."""
+        model: the most instances any of them has (1 without a profile).
+
+        This makes and places every one of those plans, so that `optimal` is a lookup from
+        then on; it takes up to seconds (128 cores, batches up to 1024: about 4 s), so a
+        server calls it off its event loop."""
         if self.table is None:
             return 1
-        return max(len(self._cover(b).instances) for b in range(1, self.max_batch_size + 1))
+        return max(len(self.optimal(b).instances) for b in range(1, self.max_batch_size + 1))
 
     def on(self, topology: Topology) -> Planning:
         """The same profile and largest batch on other cores."""

@@ -100,7 +100,7 @@ class ModelConfig:
     max_batch_size: int = 8
     max_batch_delay_ms: float = 5.0
     max_queue: int = DEFAULT_MAX_QUEUE
-    max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
+    max_queue_wait_ms: float | None = DEFAULT_MAX_QUEUE_WAIT_MS
     profile: Path | None = None
     plan: Plan | None = None
     fat: bool = False
@@ -150,7 +150,7 @@ class RepositoryDefaults:
     max_batch_size: int = 8
     max_batch_delay_ms: float = 5.0
     max_queue: int = DEFAULT_MAX_QUEUE
-    max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
+    max_queue_wait_ms: float | None = DEFAULT_MAX_QUEUE_WAIT_MS
     fat: bool = False
     policy: PolicyKind = PolicyKind.AUTO
     estimator: EstimatorConfig = dataclasses.field(default_factory=EstimatorConfig)
@@ -397,11 +397,12 @@ class Repository:
         elif config.fat:
             plan = planning.fat()
         else:
-            plan = planning.optimal(config.max_batch_size)
+            # Planning takes up to seconds (128 cores, batches to 1024): not on the event loop.
+            plan = await asyncio.to_thread(planning.optimal, config.max_batch_size)
             kind = config.policy or self._defaults.policy
             policy = PolicyConfig(kind, config.estimator)
             if kind is not PolicyKind.FIXED:
-                pool_size = planning.pool_size()
+                pool_size = await asyncio.to_thread(planning.pool_size)
         return ModelRuntime(
             name,
             config.version,

@@ -16,7 +16,10 @@ model is then `degraded` until a fresh worker with the same threads and cores ha
 it (seconds: it loads the model), which happens before the next batch runs, so later requests
 wait instead of failing. If a replacement cannot start, or a worker is lost while plans are
 switched, the pool is broken: the model stops being `ready` and every request gets
-Unavailable (unregister and register the model again to restart it).
+Unavailable (unregister and register the model again to restart it). The same holds if the
+batcher's loop dies of a bug: every request it held gets Unavailable. Either way the model's
+state is then `failed`. A switch whose new workers fail to start changes nothing: it is
+logged, and the old plan keeps serving.
 """
 
 from __future__ import annotations
@@ -101,12 +104,17 @@ RestartListener = Callable[[int], None]
 SWITCH_LOG = 10_000
 """Switches kept for `switch_log()` (all are counted); `describe()` shows the last few."""
 DESCRIBED_SWITCHES = 10
+SPAWN_RETRY_S = 60.0
+"""After a switch whose new workers failed to start, how long the policy's plans that would
+start workers again are passed over (the running plan serves): a failed start takes up to the
+engine's start timeout, and every batch must not wait for another one."""
 
 
 class RuntimeState(enum.Enum):
     NEW = "new"
     STARTING = "starting"
     RUNNING = "running"
+    FAILED = "failed"  # started, then unable to serve: its batch loop died or its pool broke
     STOPPING = "stopping"
     STOPPED = "stopped"
 
@@ -163,7 +171,10 @@ class ModelRuntime:
         self._restart_listeners: list[RestartListener] = []
         self._restarts_total = 0
         self._replacing: asyncio.Task[None] | None = None
-        self._batcher: Batcher[Any, Any] = Batcher(self._run_batch, batching)
+        self._spawn_failed_s: float | None = None  # monotonic time of the last failed start
+        self._batcher: Batcher[Any, Any] = Batcher(
+            self._run_batch, batching, predict_s=self._predicted_batch_s
+        )
         self._state = RuntimeState.NEW
         self._identity: ModelIdentity | None = None
         self._input_spec = _declared_input_spec(source)
@@ -218,10 +229,11 @@ class ModelRuntime:
         """`infer`, and the seconds the instance computed on this request's sub-batch."""
         if not self.ready:
             why = {
-                RuntimeState.RUNNING: "an instance failed",
+                RuntimeState.RUNNING: "it is not taking requests",
+                RuntimeState.FAILED: self.failure,
                 RuntimeState.STOPPING: "the server is shutting down",
                 RuntimeState.STOPPED: "it has stopped",
-            }.get(self._state, "not running")
+            }.get(self.state) or "not running"
             raise Unavailable(f"model {self._label} is unavailable ({why})")
         result: tuple[Any, float] = await self._batcher.submit(request)
         return result
@@ -234,7 +246,8 @@ class ModelRuntime:
         return {
             "name": self._name,
             "version": self._version,
-            "state": self._state.value,
+            "state": self.state.value,
+            "failure": self.failure,
             "ready": self.ready,
             "degraded": self.degraded,
             "instances_restarted": self._restarts_total,
@@ -321,7 +334,20 @@ class ModelRuntime:
 
     @property
     def state(self) -> RuntimeState:
+        """Where the model is in its life: FAILED once, started, it can serve no more
+        (`failure` says why; unregister and register it again to restart it)."""
+        if self._state is RuntimeState.RUNNING and self.failure is not None:
+            return RuntimeState.FAILED
         return self._state
+
+    @property
+    def failure(self) -> str | None:
+        """Why the model can serve no more although nobody stopped it, None if it can."""
+        if self._batcher.failure is not None:
+            return f"its batch loop failed: {self._batcher.failure}"
+        if self._engine.state is EngineState.BROKEN:
+            return "its instance pool is broken"
+        return None
 
     @property
     def queue_depth(self) -> int:
@@ -368,6 +394,15 @@ class ModelRuntime:
             self._splits[batch] = cached
         return cached
 
+    def _predicted_batch_s(self, batch: int) -> float | None:
+        """How long a batch of `batch` should take on the plan now running, by the profile,
+        seconds (None without a profile or where it cannot say): admission's first estimate
+        of the wait ahead of a request, before batches of that size have run."""
+        if self._table is None:
+            return None
+        _, latency_ms = self.split(batch)
+        return latency_ms / 1000.0 if math.isfinite(latency_ms) else None
+
     # --- changes of plan ------------------------------------------------------------------
 
     def add_switch_listener(self, listener: SwitchListener) -> None:
@@ -405,23 +440,23 @@ class ModelRuntime:
         placed = _placed(planning, plan)
         async with self._plan_lock:
             await self._replace_lost()
-            self._policy_config, self._policy = None, None
             await self._switch(placed, "pinned")
+            self._policy_config, self._policy = None, None
         return placed
 
     async def release(self, kind: PolicyKind) -> Plan:
         """Let `kind` choose the plan from the next batch on, starting from the optimizer's
         plan for the largest batch. Returns that plan. Raises BadRequest without a profile."""
         planning = self._require_planning("choose plans")
-        plan = _optimal(planning, planning.max_batch_size)
+        plan = await asyncio.to_thread(_every_optimal, planning)
         config = PolicyConfig(kind, self._estimator)
         async with self._plan_lock:
             await self._replace_lost()
+            await self._switch(plan, f"policy {kind.value}")
             self._policy_config = config
             self._policy = self._make_policy(config)
             if self._policy is not None:
                 self._policy.reset(planning.max_batch_size, time.monotonic())
-            await self._switch(plan, f"policy {kind.value}")
         return plan
 
     async def move(self, planning: Planning) -> Plan:
@@ -433,16 +468,18 @@ class ModelRuntime:
         if self._policy_config is None:
             plan = _placed(planning, _unplaced(self._engine.plan))
         else:
-            plan = _optimal(planning, planning.max_batch_size)
+            plan = await asyncio.to_thread(_every_optimal, planning)
         async with self._plan_lock:
             await self._replace_lost()
+            await self._switch(plan, f"cores {format_cpu_list(planning.topology.cpu_ids())}")
             self._planning = planning
             self._policy = self._make_policy(self._policy_config)
             if self._policy is not None:
                 self._policy.reset(planning.max_batch_size, time.monotonic())
-            await self._switch(plan, f"cores {format_cpu_list(planning.topology.cpu_ids())}")
-            if self._policy is not None:
-                await asyncio.to_thread(self._engine.reserve, planning.pool_size())
+                try:
+                    await asyncio.to_thread(self._engine.reserve, planning.pool_size())
+                except WorkerError as exc:  # the pool serves on; a larger plan starts its own
+                    logger.warning("model %s: starting spare workers failed: %s", self._label, exc)
         return plan
 
     def _make_policy(self, config: PolicyConfig | None) -> PlanPolicy | None:
@@ -458,13 +495,20 @@ class ModelRuntime:
 
     async def _switch(self, plan: Plan, reason: str) -> Switch | None:
         """Run `plan` from the next batch on. Called with the plan lock held (between
-        batches). Returns the switch made, None if the instances stay as they are."""
+        batches). Returns the switch made, None if the instances stay as they are.
+
+        Raises WorkerError (logged) if the switch failed: the old plan keeps serving if its
+        new workers failed to start, else the pool is broken (`Engine.reconfigure`)."""
         old = self._engine.plan
         if plan.layout == old.layout:
             self._engine.replan(plan)  # same instances: nothing to move
             return None
         at_unix_s = time.time()
-        done = await asyncio.to_thread(self._engine.reconfigure, plan)
+        try:
+            done = await asyncio.to_thread(self._engine.reconfigure, plan)
+        except WorkerError as exc:
+            logger.error("model %s: switching plans (%s) failed: %s", self._label, reason, exc)
+            raise
         self._threads = [instance.threads for instance in plan.instances]
         self._busy_s = (self._busy_s + [0.0] * len(self._threads))[: len(self._threads)]
         self._splits.clear()
@@ -498,9 +542,10 @@ class ModelRuntime:
                 try:
                     await self._follow(len(requests))
                 except WorkerError as exc:
-                    logger.error("model %s: switching plans failed: %s", self._label, exc)
-                    message = f"model {self._label} is unavailable: {exc}"
-                    return [Unavailable(message) for _ in requests]
+                    if self._engine.state is not EngineState.RUNNING:  # the pool broke
+                        message = f"model {self._label} is unavailable: {exc}"
+                        return [Unavailable(message) for _ in requests]
+                    # The new plan's workers failed to start: the old plan runs this batch.
             return await self._run_split(requests)
 
     async def _follow(self, batch: int) -> None:
@@ -509,10 +554,20 @@ class ModelRuntime:
         waiting = batch + self._batcher.queue_depth
         current = self._engine.plan
         _, current_ms = self.split(batch)
-        proposal = self._policy.propose(batch, waiting, time.monotonic(), current, current_ms)
+        now = time.monotonic()
+        proposal = self._policy.propose(batch, waiting, now, current, current_ms)
         if proposal is None:
             return
-        switch = await self._switch(proposal.plan, proposal.reason)
+        needs_workers = len(proposal.plan.instances) > len(self._engine.pool_pids)
+        failed_s = self._spawn_failed_s
+        if needs_workers and failed_s is not None and now - failed_s < SPAWN_RETRY_S:
+            return
+        try:
+            switch = await self._switch(proposal.plan, proposal.reason)
+        except WorkerError:
+            if self._engine.state is EngineState.RUNNING:  # its new workers failed to start
+                self._spawn_failed_s = time.monotonic()
+            raise
         if switch is not None:
             self._policy.switched(switch.took_s, time.monotonic())
 
@@ -616,11 +671,15 @@ def _placed(planning: Planning, plan: Plan) -> Plan:
         raise BadRequest(f"cannot run plan {plan.describe()}: {exc}") from exc
 
 
-def _optimal(planning: Planning, batch: int) -> Plan:
+def _every_optimal(planning: Planning) -> Plan:
+    """Make every optimal plan up to the largest batch, so that the policy's later asks are
+    lookups, and return the largest one's. Seconds on 128 cores with batches up to 1024: call
+    it off the event loop. BadRequest if a batch size has no plan."""
     try:
-        return planning.optimal(batch)
+        planning.pool_size()
+        return planning.optimal(planning.max_batch_size)
     except PackratError as exc:
-        raise BadRequest(f"cannot plan batch {batch}: {exc}") from exc
+        raise BadRequest(f"cannot plan batches up to {planning.max_batch_size}: {exc}") from exc
 
 
 def _unplaced(plan: Plan) -> Plan:

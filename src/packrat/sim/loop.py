@@ -48,7 +48,7 @@ def simulate(
     size = batching.max_batch_size
     delay_s = batching.max_batch_delay_ms / 1000.0
     queue: collections.deque[int] = collections.deque()
-    times = BatchTimes()  # the batcher's record of how long batches took
+    times = BatchTimes(model.predicted_s)  # the batcher's estimate of how long batches take
     free_s = 0.0  # when the running batch ends (the batcher is free from then on)
     i = 0  # the next arrival not yet processed
     progress.start(load.duration_s, f"simulating {n} requests")

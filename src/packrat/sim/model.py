@@ -119,6 +119,12 @@ class SimModel:
                     self._move_to(proposal.plan, now_s, switched=False)
         return switch_s + self.service.batch_s(self.plan, batch)
 
+    def predicted_s(self, batch: int) -> float | None:
+        """How long a batch of `batch` should take on the plan now running, by the profile
+        (seconds, None where it cannot say), as the server's admission first estimates it."""
+        _, latency_ms = self.service.split(self.plan, batch)
+        return latency_ms / 1000.0 if math.isfinite(latency_ms) else None
+
     def time_per_plan(self, end_s: float) -> dict[str, float]:
         """Seconds spent on each plan (`Plan.describe()`) from 0 to `end_s`."""
         spent = dict(self._plan_s)
