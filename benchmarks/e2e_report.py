@@ -315,8 +315,8 @@ def _same_plan_notes(
             rounds = same_plan_rounds(mine, found.phase_plans(system.key, plans))
             if rounds:
                 same[label] = rounds
-                only = next(p for p in mine if p is not None).only()
-                ran = shape_name(only, cores) if only else ""
+                only = mine[rounds[0] - 1].only()  # a round where both ran one plan
+                ran = shape_name(only, cores) if only else ran
         if not same:
             continue
         every = all(len(r) == found.rounds for r in same.values()) and len(same) == len(phases)

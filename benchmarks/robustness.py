@@ -1,6 +1,7 @@
 """Flood and soak: Packrat past its capacity, and through many changes of plan (issue 6).
 
     python benchmarks/robustness.py flood [--model bert-base] [--factor 10] [--flood-s 60]
+        [--capacity RPS]
     python benchmarks/robustness.py soak [--model bert-base] [--soak-s 600] [--every-s 60]
         [--load 0.8]
     common: [--max-batch-size 8] [--max-batch-delay 5] [--max-queue 100] [--max-queue-wait MS]
@@ -8,13 +9,16 @@
 
 (with the project's venv active; HF_HUB_OFFLINE=1 is set for the server). Both start
 `packrat serve MODEL` (default policy), warm it up, and measure its capacity: the throughput
-of a closed loop of 2 x max-batch-size clients for --probe-s seconds.
+of a closed loop of 2 x max-batch-size clients for --probe-s seconds (flood: or take
+--capacity, e.g. to flood servers of different settings or versions at one and the same
+rate).
 
 - flood: open-loop Poisson load at half the capacity (--calm-s), then --factor times the
   capacity for --flood-s, then half again (--calm-s). Every request must be answered: 200, or
-  503 once the model's queue is full. Reports each phase's answers and latency, the server's
-  memory (PSS and RSS of the server and its workers, sampled every second) before, at its
-  peak and after, and how soon after the flood latency is back to its level before it.
+  503 once the model's queue is full (or, overloaded, deeper than --max-queue-wait). Reports
+  each phase's answers and latency, the server's memory (PSS and RSS of the server and its
+  workers, sampled every second) before, at its peak and after, and how soon after the
+  flood latency is back to its level before it.
 - soak: Poisson load at --load times the capacity for --soak-s, the plan forced to change every
   --every-s seconds through the management API (pinned to the fat plan, pinned to single-
   thread instances, released to the default policy, in turn). Reports failed requests (must be
@@ -236,8 +240,10 @@ def recovery_s(result: LoadResult, flood_end_s: float, baseline_p50_ms: float) -
 def flood(args: argparse.Namespace, urls: dict[str, str], command: str) -> str:
     target, payload = start(args, urls)
     pid = server_pid(urls, args.model)
-    capacity = capacity_rps(target, payload, 2 * args.max_batch_size, args.probe_s)
-    time.sleep(SETTLE_S)  # the probe's last batches finish before the baseline is measured
+    capacity = args.capacity
+    if capacity is None:
+        capacity = capacity_rps(target, payload, 2 * args.max_batch_size, args.probe_s)
+        time.sleep(SETTLE_S)  # the probe's last batches finish before the baseline is measured
     calm, heavy = 0.5 * capacity, args.factor * capacity
     schedule = steps(
         [(calm, args.calm_s), (heavy, args.flood_s), (calm, args.calm_s)],
@@ -384,8 +390,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--max-batch-delay", type=float, default=5.0)
     parser.add_argument("--max-queue", type=int, default=100)
-    parser.add_argument("--max-queue-wait", type=float, help="ms; the server's default: none")
+    parser.add_argument(
+        "--max-queue-wait", type=float, help="ms; the server's default: 2000 (0: not held)"
+    )
     parser.add_argument("--probe-s", type=float, default=15.0)
+    parser.add_argument("--capacity", type=float, help="req/s, instead of probing (flood)")
     parser.add_argument("--factor", type=float, default=10.0)
     parser.add_argument("--flood-s", type=float, default=60.0)
     parser.add_argument("--calm-s", type=float, default=30.0)

@@ -349,7 +349,7 @@ def main() -> None:
             max_batch_size=args.max_batch_size,
             max_batch_delay_ms=args.max_batch_delay,
             max_queue=int(described["batching"]["max_queue"]),
-            max_queue_wait_ms=described["batching"]["max_queue_wait_ms"],
+            max_queue_wait_ms=float(described["batching"]["max_queue_wait_ms"]),
         ),
         timing=Timing(0.0, args.switch_ms, 0.0),
         seed=args.seed,

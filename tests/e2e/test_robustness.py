@@ -23,6 +23,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 HANDLER = str(FIXTURES / "server_marker_handler.py")
 MODEL = "server_marker_handler"
 SLOW_10MS = Payload(b"1010", "application/json")  # the marker handler's 10 ms request
+SLOW_100MS = Payload(b"1100", "application/json")
 
 
 def settled(server: RunningServer, baseline: Resources, timeout_s: float = 10.0) -> Resources:
@@ -44,14 +45,16 @@ def test_a_flood_is_refused_at_once_and_the_server_recovers(tmp_path: Path) -> N
         url = server.inference + f"/predictions/{MODEL}"
         assert httpx.post(url, json=1.0).json() == 2.0
         before = snapshot(server.process.pid)
-        # ~13 ms per batch of 4 on one instance: about 300 requests/s at best.
+        # ~103 ms per batch of 4 on one instance: about 40 requests/s at best, a tenth of the
+        # rate sent (one that a client on a slow, shared machine can still send: at 900/s
+        # against a 10 ms handler, CI's client fell behind and the queue never filled).
         result = run_load(
-            Target(server.inference, MODEL), poisson(900.0, 3.0, seed=5), LoadOptions(SLOW_10MS)
+            Target(server.inference, MODEL), poisson(400.0, 3.0, seed=5), LoadOptions(SLOW_100MS)
         )
         kinds = collections.Counter(r.status for r in result.records)
         assert set(kinds) == {200, 503}, kinds  # nothing timed out, nothing else failed
         refused = [r for r in result.records if r.status == 503]
-        assert all("queue is full" in r.detail for r in refused)
+        assert all("queue is full" in r.detail or "overloaded" in r.detail for r in refused)
         assert [httpx.post(url, json=float(k)).json() for k in range(5)] == [0, 2, 4, 6, 8]
         after = settled(server, before)
         assert after.processes == before.processes and after.fds <= before.fds

@@ -13,15 +13,9 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
 
+from packrat.server.admission import QUEUE_FULL_RETRY_AFTER_S
 from packrat.server.api import Unavailable
-from packrat.server.batcher import (
-    QUEUE_FULL_RETRY_AFTER_S,
-    Batcher,
-    BatchingConfig,
-    BatchTimes,
-    expected_wait_ms,
-    refusal,
-)
+from packrat.server.batcher import Batcher, BatchingConfig
 
 T = TypeVar("T")
 
@@ -377,7 +371,7 @@ def test_submit_before_start_is_unavailable() -> None:
         ("max_batch_delay_ms", -1.0),
         ("max_batch_delay_ms", float("inf")),
         ("max_queue", 0),
-        ("max_queue_wait_ms", 0),
+        ("max_queue_wait_ms", -1.0),
         ("max_queue_wait_ms", True),
     ],
 )
@@ -386,18 +380,10 @@ def test_config_errors_name_the_field(field: str, value: float) -> None:
         BatchingConfig(**{field: value})  # type: ignore[arg-type]
 
 
-def test_no_bound_on_the_wait_by_default() -> None:
-    config = BatchingConfig()
-    assert config.max_queue_wait_ms is None
-    slow = _times(b8=60.0)  # a minute a batch: only a full queue refuses
-    assert refusal(config.max_queue - 1, config, slow, 8, running_s=0.0) is None
-    assert "queue is full" in str(refusal(config.max_queue, config, slow))
-
-
 def test_a_closed_loop_of_max_queue_clients_is_never_refused() -> None:
     """max_queue clients, each sending its next request when the last is answered, on batches
-    of 0.25 s: the queue holds up to 92 requests, 2.9 s of batches. They all get answers (a
-    2 s bound on the wait refused the second round's requests)."""
+    of 0.25 s: the queue holds up to 92 requests, 2.9 s of batches, but never overflows. They
+    all get answers (a 2 s bound on the wait, applied always, refused the second round's)."""
 
     async def main() -> None:
         model = FakeModel(sleep_s=0.25)
@@ -415,100 +401,43 @@ def test_a_closed_loop_of_max_queue_clients_is_never_refused() -> None:
     run(main)
 
 
-def _times(**by_size: float) -> BatchTimes:
-    """Batch times recorded once each, e.g. _times(b1=0.15, b8=1.15)."""
-    times = BatchTimes()
-    for key, took_s in by_size.items():
-        times.record(int(key.removeprefix("b")), took_s)
-    return times
-
-
-def test_the_expected_wait_counts_what_is_left_of_the_running_batch() -> None:
-    times = _times(b8=1.0)
-    assert expected_wait_ms(8, 8, times) == pytest.approx(1000.0)  # none running
-    assert expected_wait_ms(8, 8, times, 8, running_s=0.25) == pytest.approx(1750.0)
-    assert expected_wait_ms(8, 8, times, 8, running_s=5.0) == pytest.approx(1000.0)
-    assert expected_wait_ms(50, 8, BatchTimes()) == 0.0  # nothing measured yet
-    # bert-base in the soak: 0.86 s batches, 11 waiting. Half-way through the running batch
-    # that is 1.6 s, admitted; counting the running batch whole (2.0 s) refused it.
-    config = BatchingConfig(max_batch_size=8, max_queue_wait_ms=2000.0)
-    times = _times(b8=0.86)
-    assert refusal(11, config, times, 8, running_s=0.43) is None
-    assert "would take 2042 ms" in str(refusal(11, config, times, 8, running_s=0.0))
-    assert refusal(7, config, _times(b8=100.0), 8, running_s=0.0) is None  # a batch's worth
-    assert "100 requests waiting" in str(refusal(100, config, _times(b8=0.0)))
-
-
-def test_batch_times_are_kept_per_size_and_scaled_from_the_nearest() -> None:
-    times = BatchTimes()
-    assert times.batch_s(8) is None
-    times.record(1, 0.15)
-    assert times.batch_s(1) == pytest.approx(0.15)
-    assert times.batch_s(8) == pytest.approx(1.2)  # no batch of 8 yet: 8 x a batch of 1
-    times.record(4, 0.6)
-    times.record(4, 1.0)  # a running average: 0.6 + 0.25 x (1.0 - 0.6)
-    assert times.batch_s(4) == pytest.approx(0.7)
-    assert times.batch_s(8) == pytest.approx(1.4)  # from 4, the nearest
-    assert times.batch_s(2) == pytest.approx(0.3)  # from 1, the nearest
-    times.record(8, 1.1)
-    assert times.batch_s(8) == pytest.approx(1.1)  # its own, once one has run
-
-
-def test_a_prediction_shapes_the_estimate_of_sizes_not_run_yet() -> None:
-    """With the profile's prediction (here 30 ms + 25 ms a request) a full batch is costed at
-    its predicted time before any batch ran, then scaled by how the nearest size that ran
-    compared with its own prediction (the serving overhead the profile does not time)."""
-    predicted = {b: 0.030 + 0.025 * b for b in range(1, 9)}
-    times = BatchTimes(predicted.get)
-    assert times.batch_s(8) == pytest.approx(0.230)
-    times.record(1, 0.066)  # 20% over its prediction of 55 ms
-    assert times.batch_s(8) == pytest.approx(0.230 * 1.2)  # not 8 x 66 ms = 528 ms
-    times.record(4, 0.130)  # exactly its prediction, and nearer to 8 than 1 is
-    assert times.batch_s(8) == pytest.approx(0.230)
-    assert times.batch_s(2) == pytest.approx(0.080 * 1.2)  # 1 is the nearest to 2
-    assert BatchTimes(lambda size: None).batch_s(8) is None  # no prediction: as without one
-    failing = BatchTimes(lambda size: 1 / 0)
-    failing.record(1, 0.1)
-    assert failing.batch_s(8) == pytest.approx(0.8)  # a failing prediction is ignored
-
-
-def test_a_flood_after_single_requests_is_costed_at_full_batches() -> None:
-    """At a flood's onset only batches of 1 have run (bert-base on 2 cores: 0.15 s each). A
-    queue of full batches ahead of a new request takes ~1.2 s a batch, not 0.15 s: requests
-    past ~2 s of waiting are refused from the first second, not only once the queue is full."""
-    config = BatchingConfig(max_batch_size=8, max_queue=100, max_queue_wait_ms=2000.0)
-    times = _times(b1=0.15)
-    assert refusal(13, config, times, 1, running_s=0.12) is None  # 13 / 8 x 1.2 s + 0.03 s
-    assert "would take 2130 ms" in str(refusal(14, config, times, 1, running_s=0.12))
-
-
-def test_a_request_that_would_wait_too_long_is_refused() -> None:
-    """Once a batch has taken ~1 s, a queue holding more than a batch's worth refuses a new
-    request when the batches ahead of it would take over the limit; below it, it admits."""
+def test_an_overflowing_queue_is_held_to_the_wait_limit_until_it_drains() -> None:
+    """Batches of 2 that take ~1 s, a queue of at most 6: 6 waiting are admitted (no bound
+    before the queue overflows). The 7th is refused, which overloads the model: the 3 at the
+    back of the queue, which would wait over 2.2 s, are shed at once, and a new request is
+    refused while the batches ahead would take over 2.2 s. Once a batch empties the queue,
+    the model takes requests up to max_queue again."""
 
     async def main() -> None:
         model = FakeModel(sleep_s=1.0)
-        config = BatchingConfig(max_batch_size=2, max_batch_delay_ms=0, max_queue_wait_ms=2200)
+        config = BatchingConfig(
+            max_batch_size=2, max_batch_delay_ms=0, max_queue=6, max_queue_wait_ms=2200
+        )
         batcher = Batcher(model, config)
         await batcher.start()
-        assert batcher.expected_wait_ms() == 0.0  # nothing measured yet
         # One full batch ran: ~1 s each from now on.
         assert await asyncio.gather(batcher.submit(1), batcher.submit(2)) == [2, 4]
         model.gate = asyncio.Event()
         running = [asyncio.ensure_future(batcher.submit(i)) for i in (3, 4)]
         await _wait_until(lambda: batcher.in_flight == 2)
-        queued = [asyncio.ensure_future(batcher.submit(i)) for i in (5, 6)]
-        await _wait_until(lambda: batcher.queue_depth == 2)
-        # 2 queued: 2 / 2 = 1 batch ahead, plus ~1 s left of the running one: ~2 s <= 2.2 s.
-        third = asyncio.ensure_future(batcher.submit(7))
-        await _wait_until(lambda: batcher.queue_depth == 3)
-        # 3 queued: 1.5 batches ahead plus the running one's ~1 s: ~2.5 s, refused.
-        with pytest.raises(Unavailable, match="would take") as refused:
-            await batcher.submit(8)
+        queued = [asyncio.ensure_future(batcher.submit(i)) for i in range(5, 11)]
+        await _wait_until(lambda: batcher.queue_depth == 6)  # 3 s of batches, admitted
+        assert not batcher.overloaded
+        with pytest.raises(Unavailable, match="queue is full") as refused:
+            await batcher.submit(11)
         assert refused.value.retry_after_s == QUEUE_FULL_RETRY_AFTER_S
+        # Overloaded: 2 queued take 1 batch plus ~1 s left of the running one, ~2 s <= 2.2 s;
+        # 3 or more would wait ~2.5 s: the last 3 waiting are shed.
+        assert batcher.overloaded and batcher.queue_depth == 3
+        shed = await asyncio.gather(*queued[3:], return_exceptions=True)
+        assert all(isinstance(e, Unavailable) and "overloaded" in str(e) for e in shed)
+        with pytest.raises(Unavailable, match="overloaded: 3 requests waiting would take"):
+            await batcher.submit(12)
         model.gate.set()
         model.sleep_s = 0.0
-        assert await asyncio.gather(*running, *queued, third) == [6, 8, 10, 12, 14]
+        assert await asyncio.gather(*running, *queued[:3]) == [6, 8, 10, 12, 14]
+        assert not batcher.overloaded  # the queue drained
+        assert await asyncio.gather(*(batcher.submit(i) for i in range(6))) == [0, 2, 4, 6, 8, 10]
         await batcher.stop()
 
     run(main)

@@ -68,33 +68,37 @@ def test_under_a_flood_every_batch_is_full_and_served_in_fifo_order() -> None:
 
 
 def test_requests_past_max_queue_are_refused() -> None:
-    result = _run(bursts(size=200, count=1, period_s=100.0), max_queue=100)
+    result = _run(bursts(size=200, count=1, period_s=100.0), max_queue=100, max_queue_wait_ms=0)
     overall = result.overall()
     assert (overall.served, overall.refused) == (100, 100)
     assert np.isnan(result.done_s[100:]).all()  # the last to arrive are the ones refused
 
 
-def test_requests_are_refused_when_the_expected_wait_is_too_long() -> None:
+def test_an_overflow_holds_the_queue_to_the_wait_limit_until_it_drains() -> None:
     # The first batch (1 request) takes 31 ms against the profile's L(2, 1) = 30 (1 ms of
     # overhead), so until a full batch has run one is expected to take L(2, 8) x 31 / 30 =
-    # 206.7 ms. A burst of 20 then finds an empty queue and no batch running: a full batch's
-    # worth (8) is always admitted; 15 waiting would take 15 / 8 x 206.7 = 387.5 ms <= 400,
-    # 16 would take 413.3 > 400.
-    load = _load(0.0, *[1.0] * 20)
-    result = _run(load, max_queue_wait_ms=400.0)
-    assert result.overall().refused == 20 - 16
-    assert result.batch_sizes.tolist() == [1, 8, 8]
-    # at 480 ms: 18 waiting would take 465 ms, 19 would take 490.8
-    assert _run(load, max_queue_wait_ms=480.0).overall().refused == 20 - 19
-    assert _run(load).overall().refused == 0  # no bound on the wait by default
+    # 206.7 ms. A burst of 30 at 1 s: 20 are admitted (no bound before the queue overflows),
+    # the 21st is refused and overloads the model, which sheds the last 4 waiting (the 16th
+    # waits behind 15 x 206.7 / 8 = 387.5 ms <= 400, the 17th behind 413.3) and refuses the
+    # other 9 as well. The second batch of 8 empties the queue: a burst of 20 at 3 s is then
+    # admitted whole.
+    load = _load(0.0, *[1.0] * 30, *[3.0] * 20)
+    result = _run(load, max_queue=20, max_queue_wait_ms=400.0)
+    assert result.overall().refused == 4 + 1 + 9
+    assert np.isnan(result.done_s[17:31]).all() and not np.isnan(result.done_s[31:]).any()
+    assert result.batch_sizes.tolist() == [1, 8, 8, 8, 8, 4]
+    assert _run(load, max_queue=20, max_queue_wait_ms=0).overall().refused == 10  # not held
+    assert _run(load).overall().refused == 0  # the default queue of 100 never overflows
 
 
 @pytest.mark.parametrize(("burst_s", "admitted"), [(1.030, 15), (1.010, 14)])
 def test_a_running_batch_counts_for_what_is_left_of_it(burst_s: float, admitted: int) -> None:
     # A lone request at 1.0 runs from 1.005 to 1.036 (31 ms, as the first). A burst of 20 at
-    # 1.030 finds 6 ms of it left: 14 waiting would take 14 / 8 x 206.7 + 6 = 367.7 ms <= 380,
-    # 15 would take 393.5. At 1.010, 26 ms are left: 14 waiting would take 387.7 ms, refused.
-    result = _run(_load(0.0, 1.0, *[burst_s] * 20), max_queue_wait_ms=380.0)
+    # 1.030 overflows the queue of 16 and finds 6 ms of the running batch left: the 15th
+    # waiting is behind 14 / 8 x 206.7 + 6 = 367.7 ms <= 380, the 16th behind 393.5, so 1 is
+    # shed. At 1.010, 26 ms are left: the 15th waits 387.7 ms, and 2 are shed.
+    load = _load(0.0, 1.0, *[burst_s] * 20)
+    result = _run(load, max_queue=16, max_queue_wait_ms=380.0)
     assert result.overall().refused == 20 - admitted
 
 

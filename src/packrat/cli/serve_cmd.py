@@ -50,8 +50,9 @@ def serve(
         float | None,
         typer.Option(
             "--max-queue-wait",
-            help="Milliseconds a new request may expect to wait in its model's queue; past "
-            "that it gets 503 with Retry-After [default: no bound, --max-queue alone].",
+            help="Once a model's queue has overflowed (--max-queue), until it drains, its queue "
+            "is held to this many ms of batches: more waiting get 503 with Retry-After; 0: "
+            "not held [default: 2000].",
             show_default=False,
         ),
     ] = None,

@@ -59,13 +59,13 @@ def simulate(
         int, typer.Option("--max-queue", help="Requests queued before more get 503.")
     ] = 100,
     max_queue_wait_ms: Annotated[
-        float | None,
+        float,
         typer.Option(
             "--max-queue-wait",
-            help="Expected wait (ms) past which a request gets 503 [default: no bound].",
-            show_default=False,
+            help="Once the queue has overflowed, until it drains: the ms of batches it is "
+            "held to (0: not held).",
         ),
-    ] = None,
+    ] = 2000.0,
     arrivals: Annotated[
         str | None,
         typer.Option(

@@ -18,33 +18,23 @@ import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from packrat.server.admission import (
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_MAX_QUEUE_WAIT_MS,
+    QUEUE_FULL_RETRY_AFTER_S,
+    Admission,
+    BatchTimes,
+    expected_wait_ms,
+)
 from packrat.server.api import Unavailable
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 logger = logging.getLogger(__name__)
-
-
-DEFAULT_MAX_QUEUE = 100
-"""Requests a model queues before refusing more with 503, as TorchServe's job_queue_size: a
-flood then costs bounded memory and latency instead of both growing without end."""
-
-DEFAULT_MAX_QUEUE_WAIT_MS: float | None = None
-"""No bound on the expected wait by default: `max_queue` alone bounds the queue, as
-TorchServe's job_queue_size does. A bound on the wait refuses the ordinary queue of a closed
-loop of clients (bert-base on 2 cores: 100 clients wait about 13 full batches of 1 s each),
-so it is for a user who would rather refuse than keep a request waiting longer than an SLO."""
-
-WAIT_ALPHA = 0.25
-"""Weight of the newest batch in the running estimate of a batch's time (per batch size)."""
-
-QUEUE_FULL_RETRY_AFTER_S = 1
-"""Retry-After (seconds) on a request refused because its model's queue is full: the queue
-moves by a batch at a time, so a second is usually enough for room to appear."""
 
 
 @dataclass(frozen=True)
@@ -55,17 +45,17 @@ class BatchingConfig:
     max_batch_delay_ms: longest a batch waits for more requests after its first one arrived,
         in milliseconds (>= 0; 0 dispatches whatever is waiting at once).
     max_queue: most requests waiting (not counting the running batch); more are refused
-        with Unavailable.
-    max_queue_wait_ms: if set (> 0), a request is also refused when the requests ahead of it
-        would take longer than this to serve: queued / max_batch_size full batches at the
-        expected time of a full batch, plus what is left of the running batch (`BatchTimes`).
-        A full batch's worth is always admitted. None (the default): no such bound.
+        with Unavailable, and the model is overloaded until its queue drains.
+    max_queue_wait_ms: while the model is overloaded, its queue is held to what this many ms
+        of batches serve: queued / max_batch_size full batches at the expected time of a full
+        batch, plus what is left of the running batch (`packrat.server.admission`). 0: not
+        held, `max_queue` alone bounds it.
     """
 
     max_batch_size: int = 8
     max_batch_delay_ms: float = 5.0
     max_queue: int = DEFAULT_MAX_QUEUE
-    max_queue_wait_ms: float | None = DEFAULT_MAX_QUEUE_WAIT_MS
+    max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_queue"):
@@ -73,11 +63,9 @@ class BatchingConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"BatchingConfig.{name} must be an int >= 1, got {value!r}")
         wait = self.max_queue_wait_ms
-        if wait is not None and (
-            isinstance(wait, bool) or not isinstance(wait, int | float) or not wait > 0
-        ):
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or not wait >= 0:
             raise ValueError(
-                f"BatchingConfig.max_queue_wait_ms must be a number > 0 or None, got {wait!r}"
+                f"BatchingConfig.max_queue_wait_ms must be a number >= 0, got {wait!r}"
             )
         delay = self.max_batch_delay_ms
         if (
@@ -109,6 +97,8 @@ class Batcher(Generic[Req, Resp]):
     is called with the size of every batch just before it runs. `predict_s(size)`, if given,
     is how long a batch of `size` should take (e.g. by the model's profile; None where it
     cannot say), the first estimate of a batch's time for admission (`BatchTimes`).
+    Admission is `packrat.server.admission`'s rule: a full queue refuses and overloads the
+    model, whose queue is then held to `max_queue_wait_ms` of batches until it drains.
 
     If the loop itself dies of an unexpected exception (a bug outside `run_batch`), every
     queued and running request gets Unavailable, later submits are refused, and `failure`
@@ -134,7 +124,12 @@ class Batcher(Generic[Req, Resp]):
         self._task: asyncio.Task[None] | None = None
         self._running: list[_Pending[Req, Resp]] = []
         self._running_since: float | None = None  # event-loop time the running batch began
-        self._times = BatchTimes(predict_s)  # how long batches of each size take
+        self._admission = Admission(
+            self._config.max_batch_size,
+            self._config.max_queue,
+            self._config.max_queue_wait_ms,
+            BatchTimes(predict_s),
+        )
         self._stopping = False
         self._failure: str | None = None  # why the loop died, once it has
 
@@ -146,6 +141,11 @@ class Batcher(Generic[Req, Resp]):
     def queue_depth(self) -> int:
         """Requests waiting for a batch (not counting the running one)."""
         return len(self._queue)
+
+    @property
+    def overloaded(self) -> bool:
+        """Whether the queue overflowed and has not drained since (see `Admission`)."""
+        return self._admission.overloaded
 
     @property
     def in_flight(self) -> int:
@@ -180,8 +180,10 @@ class Batcher(Generic[Req, Resp]):
             raise Unavailable(f"the model's batch loop failed ({self._failure})")
         if not self.accepting:
             raise Unavailable("the model is not accepting requests (not started or stopping)")
-        refused = refusal(len(self._queue), self._config, self._times, *self._running_batch())
+        running = self._running_batch()
+        refused = self._admission.refusal(len(self._queue), *running)
         if refused is not None:
+            self._shed(self._admission.shed(len(self._queue), *running))
             raise Unavailable(refused, retry_after_s=QUEUE_FULL_RETRY_AFTER_S)
         loop = asyncio.get_running_loop()
         pending: _Pending[Req, Resp] = _Pending(request, loop.create_future(), loop.time())
@@ -265,7 +267,10 @@ class Batcher(Generic[Req, Resp]):
                 continue
             remaining_s = self._queue[0].enqueued_s + delay_s - loop.time()
             if len(self._queue) >= size or remaining_s <= 0 or self._stopping:
-                return [self._queue.popleft() for _ in range(min(size, len(self._queue)))]
+                batch = [self._queue.popleft() for _ in range(min(size, len(self._queue)))]
+                if not self._queue:
+                    self._admission.drained()
+                return batch
             with contextlib.suppress(TimeoutError):  # the deadline passed: re-checked above
                 await asyncio.wait_for(self._wakeup.wait(), remaining_s)
 
@@ -273,7 +278,10 @@ class Batcher(Generic[Req, Resp]):
         """How long a request queued now would wait: the batches ahead of it (the queued
         requests' and the running one) at the recent batch times (0 before any batch ran)."""
         return expected_wait_ms(
-            len(self._queue), self._config.max_batch_size, self._times, *self._running_batch()
+            len(self._queue),
+            self._config.max_batch_size,
+            self._admission.times,
+            *self._running_batch(),
         )
 
     def _running_batch(self) -> tuple[int, float | None]:
@@ -303,117 +311,22 @@ class Batcher(Generic[Req, Resp]):
         for pending, result in zip(batch, results, strict=True):
             _answer(pending, result)
         self._running, self._running_since = [], None
-        self._times.record(len(batch), asyncio.get_running_loop().time() - started)
+        self._admission.times.record(len(batch), asyncio.get_running_loop().time() - started)
+
+    def _shed(self, count: int) -> None:
+        """Answer the last `count` requests waiting with Unavailable, and drop them."""
+        if count:
+            logger.warning(
+                "overloaded: shedding the last %d of %d waiting", count, len(self._queue)
+            )
+        limit = self._config.max_queue_wait_ms
+        for _ in range(count):
+            why = f"the model is overloaded: this request would have waited over {limit:g} ms"
+            _answer(self._queue.pop(), Unavailable(why, retry_after_s=QUEUE_FULL_RETRY_AFTER_S))
 
     def _fail_queued(self, reason: str) -> None:
         while self._queue:
             _answer(self._queue.popleft(), Unavailable(reason))
-
-
-# --- admission, as pure functions (the simulator, packrat.sim, runs them too) -------------------
-
-
-@dataclass
-class BatchTimes:
-    """How long batches take, per batch size: a running average of each size's times, first
-    estimated from a prediction when there is one.
-
-    Admission asks how long the batches ahead of a request will take. One average over every
-    batch does not answer that when the batch size changes with the load: at the onset of a
-    flood, batches of 1 had run (bert-base on 2 cores: 0.15 s), the queue of full batches
-    ahead of a new request was costed at 0.15 s a batch instead of 1.15 s, and requests were
-    admitted to wait 9 s (docs/robustness-flood.md).
-
-    `predict_s(size)` (e.g. the profile's latency of a batch of `size` on the running plan,
-    seconds; None where it cannot say) shapes the estimate of a size that has not run yet:
-    it is scaled by how the nearest size that has run compared with its own prediction, since
-    the profile times the model alone and a served batch adds its serving overhead. Without
-    it, an unseen size is the nearest seen one scaled in proportion to the size: cautious
-    where batching is efficient, since a full batch is costed as that many single requests.
-    """
-
-    predict_s: Callable[[int], float | None] | None = None
-    _average_s: dict[int, float] = field(default_factory=dict)
-
-    def record(self, size: int, took_s: float) -> None:
-        """One more batch of `size` requests took `took_s` seconds."""
-        previous = self._average_s.get(size)
-        self._average_s[size] = (
-            took_s if previous is None else previous + WAIT_ALPHA * (took_s - previous)
-        )
-
-    def batch_s(self, size: int) -> float | None:
-        """The expected time of a batch of `size` requests, seconds: its own average once such
-        a batch has run, else the prediction scaled by the nearest size that has run (or as
-        it is, before any), else the nearest size's average scaled in proportion to the
-        size. None when nothing is known."""
-        if size in self._average_s:
-            return self._average_s[size]
-        predicted = self._predicted_s(size)
-        if not self._average_s:
-            return predicted
-        nearest = min(self._average_s, key=lambda seen: (abs(seen - size), -seen))
-        seen_predicted = self._predicted_s(nearest)
-        if predicted is not None and seen_predicted is not None:
-            return predicted * self._average_s[nearest] / seen_predicted
-        return self._average_s[nearest] * size / nearest
-
-    def _predicted_s(self, size: int) -> float | None:
-        if self.predict_s is None:
-            return None
-        try:
-            predicted = self.predict_s(size)
-        except Exception:  # an estimate must never fail a request
-            logger.exception("predicting a batch of %d failed", size)
-            return None
-        if predicted is None or not (math.isfinite(predicted) and predicted > 0):
-            return None
-        return predicted
-
-
-def expected_wait_ms(
-    queued: int,
-    max_batch_size: int,
-    times: BatchTimes,
-    running_size: int = 0,
-    running_s: float | None = None,
-) -> float:
-    """How long a request queued behind `queued` others would wait: queued / max_batch_size
-    full batches, plus what is left of the running batch of `running_size` requests if one
-    has run for `running_s` seconds, at the times of `times` (0 before any batch ran).
-
-    The running batch counts for what is left of it, not a whole batch: counted whole, a
-    queue at 80% load refused requests that would have waited well under the limit."""
-    full_s = times.batch_s(max_batch_size)
-    if full_s is None:
-        return 0.0
-    left_s = 0.0
-    if running_s is not None and running_size > 0:
-        left_s = max(0.0, (times.batch_s(running_size) or 0.0) - running_s)
-    return 1000.0 * (queued / max_batch_size * full_s + left_s)
-
-
-def refusal(
-    queued: int,
-    config: BatchingConfig,
-    times: BatchTimes,
-    running_size: int = 0,
-    running_s: float | None = None,
-) -> str | None:
-    """Why a request arriving with `queued` requests waiting is refused (503), or None if it
-    is admitted. `times`: how long batches have taken; `running_size` and `running_s`: the
-    running batch's size and how long it has run (0 and None if none runs)."""
-    if queued >= config.max_queue:
-        return f"the model's queue is full ({config.max_queue} requests waiting)"
-    if config.max_queue_wait_ms is None or queued < config.max_batch_size:
-        return None
-    wait_ms = expected_wait_ms(queued, config.max_batch_size, times, running_size, running_s)
-    if wait_ms > config.max_queue_wait_ms:
-        return (
-            f"the model's queue is full: {queued} requests waiting would take "
-            f"{wait_ms:.0f} ms, over the limit of {config.max_queue_wait_ms:g} ms"
-        )
-    return None
 
 
 def _answer(pending: _Pending[Req, Resp], result: Resp | BaseException) -> None:

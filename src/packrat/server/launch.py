@@ -13,7 +13,7 @@ A TOML file (`packrat serve --config FILE`) looks like:
     max_batch_size = 8        # defaults for every model (and for management-API registrations)
     max_batch_delay_ms = 5.0
     max_queue = 100           # requests waiting per model; more get 503 + Retry-After
-    max_queue_wait_ms = 2000  # optional: or fewer, when serving them would take longer
+    max_queue_wait_ms = 2000  # once the queue overflowed, it is held to this much (0: not)
     max_in_flight = 256       # inference requests in progress in all; more get 503 at once
     policy = "auto"           # how plans follow the load: "auto", "follow" or "fixed"
     estimator = { alpha = 0.5, window = 1, cooldown_s = 0.05 }  # "follow"'s (the defaults)
@@ -49,7 +49,7 @@ from packrat.controller.policy import PolicyKind
 from packrat.errors import PackratError
 from packrat.pool.config import EngineConfig
 from packrat.profiler.profile_file import KINDS
-from packrat.server.batcher import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS
+from packrat.server.admission import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS
 from packrat.server.http_auth import check_token
 from packrat.server.listen import Bound, Listener, bind, serve
 from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
@@ -70,7 +70,7 @@ class LaunchConfig:
     max_batch_size: int = 8
     max_batch_delay_ms: float = 5.0
     max_queue: int = DEFAULT_MAX_QUEUE
-    max_queue_wait_ms: float | None = DEFAULT_MAX_QUEUE_WAIT_MS
+    max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
     max_in_flight: int = 256  # inference requests in progress, all models; more get 503
     cores: int | None = None  # first N usable cores for models without their own
     keep_freed_memory: bool = True

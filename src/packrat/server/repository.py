@@ -54,8 +54,9 @@ from packrat.profiler.profile_file import Profile, load_profile
 from packrat.profiler.stats import SamplingPolicy
 from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
 from packrat.progress import NullProgress, Progress
+from packrat.server.admission import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS
 from packrat.server.api import BadRequest, Conflict, NotFound, ServedModel, ServerError, Unavailable
-from packrat.server.batcher import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS, BatchingConfig
+from packrat.server.batcher import BatchingConfig
 from packrat.server.planning import Planning
 from packrat.server.runtime import ModelRuntime
 from packrat.topology import Topology, format_cpu_list, parse_cpu_list, read_topology
@@ -100,7 +101,7 @@ class ModelConfig:
     max_batch_size: int = 8
     max_batch_delay_ms: float = 5.0
     max_queue: int = DEFAULT_MAX_QUEUE
-    max_queue_wait_ms: float | None = DEFAULT_MAX_QUEUE_WAIT_MS
+    max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
     profile: Path | None = None
     plan: Plan | None = None
     fat: bool = False
@@ -150,7 +151,7 @@ class RepositoryDefaults:
     max_batch_size: int = 8
     max_batch_delay_ms: float = 5.0
     max_queue: int = DEFAULT_MAX_QUEUE
-    max_queue_wait_ms: float | None = DEFAULT_MAX_QUEUE_WAIT_MS
+    max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
     fat: bool = False
     policy: PolicyKind = PolicyKind.AUTO
     estimator: EstimatorConfig = dataclasses.field(default_factory=EstimatorConfig)

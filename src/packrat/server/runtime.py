@@ -276,6 +276,7 @@ class ModelRuntime:
                 "max_batch_delay_ms": config.max_batch_delay_ms,
                 "max_queue": config.max_queue,
                 "max_queue_wait_ms": config.max_queue_wait_ms,
+                "overloaded": self._batcher.overloaded,
             },
             "split": "profile" if self._table is not None else "thread share",
             "policy": self.policy,

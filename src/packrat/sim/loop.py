@@ -3,8 +3,9 @@
 The semantics are the server's (`packrat.server.batcher`), event for event:
 
 - requests queue in FIFO order; each is admitted or refused (503) on arrival by the batcher's
-  own rule (`refusal`: `max_queue`, and the expected wait at the recent times of batches of
-  each size, `BatchTimes`, against `max_queue_wait_ms`);
+  own rule (`packrat.server.admission.Admission`: `max_queue`, and while the model is
+  overloaded the expected wait at the recent times of batches of each size against
+  `max_queue_wait_ms`, with the requests past it shed from the back of the queue);
 - one batch runs at a time; when none runs, the next is dispatched as soon as
   `max_batch_size` requests wait, or `max_batch_delay_ms` after its first request arrived
   (at once if that has passed when the running batch ends);
@@ -24,7 +25,8 @@ import numpy as np
 
 from packrat.bench.loadgen.schedule import OpenLoop
 from packrat.progress import NullProgress, Progress
-from packrat.server.batcher import BatchingConfig, BatchTimes, refusal
+from packrat.server.admission import Admission, BatchTimes
+from packrat.server.batcher import BatchingConfig
 from packrat.sim.model import SimModel
 from packrat.sim.results import SimResult
 
@@ -48,7 +50,12 @@ def simulate(
     size = batching.max_batch_size
     delay_s = batching.max_batch_delay_ms / 1000.0
     queue: collections.deque[int] = collections.deque()
-    times = BatchTimes(model.predicted_s)  # the batcher's estimate of how long batches take
+    admission = Admission(  # the batcher's rule, its state, its estimate of batch times
+        batching.max_batch_size,
+        batching.max_queue,
+        batching.max_queue_wait_ms,
+        BatchTimes(model.predicted_s),
+    )
     free_s = 0.0  # when the running batch ends (the batcher is free from then on)
     i = 0  # the next arrival not yet processed
     progress.start(load.duration_s, f"simulating {n} requests")
@@ -60,8 +67,11 @@ def simulate(
         nonlocal i
         while i < n and arrivals[i] < end_s:
             running_s = arrivals[i] - running_since_s if running else None
-            if refusal(len(queue), batching, times, running, running_s) is None:
+            if admission.refusal(len(queue), running, running_s) is None:
                 queue.append(i)
+            else:  # shed requests stay unanswered (nan), as refused ones
+                for _ in range(admission.shed(len(queue), running, running_s)):
+                    queue.pop()
             i += 1
 
     while i < n or queue:
@@ -72,19 +82,24 @@ def simulate(
         full = len(queue) >= size
         dispatch_s = free_s if full else max(free_s, arrivals[queue[0]] + delay_s)
         while len(queue) < size and i < n and arrivals[i] <= dispatch_s:
-            if refusal(len(queue), batching, times) is None:
+            if admission.refusal(len(queue)) is None:
                 queue.append(i)
                 if len(queue) >= size:
                     dispatch_s = max(free_s, arrivals[i])
+            else:
+                for _ in range(admission.shed(len(queue))):
+                    queue.pop()
             i += 1
         count = min(size, len(queue))
         batch = [queue.popleft() for _ in range(count)]
+        if not queue:
+            admission.drained()
         took_s = model.run_batch(count, count + len(queue), dispatch_s)
         end_s = dispatch_s + took_s
         done_s[batch] = end_s
         sizes.append(count)
         admit_until(end_s, count, dispatch_s)  # these arrive while the batch runs
-        times.record(count, took_s)
+        admission.times.record(count, took_s)
         free_s = end_s
         if len(sizes) % PROGRESS_EVERY == 0:
             now_s = min(end_s, load.duration_s)
