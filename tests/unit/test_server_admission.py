@@ -47,8 +47,28 @@ def test_only_a_full_queue_refuses_until_the_model_is_overloaded() -> None:
     assert "queue is full (100 requests waiting)" in str(admission.refusal(100))
     assert admission.overloaded
     assert "overloaded: 8 requests waiting would take" in str(admission.refusal(8))
-    admission.drained()
+    admission.dispatched(0)  # the queue emptied, but requests were refused meanwhile
+    assert admission.overloaded
+    admission.dispatched(0)  # emptied again, nothing refused since the last batch
     assert not admission.overloaded and admission.refusal(99) is None
+
+
+def test_a_flood_shed_to_one_batch_stays_overloaded_while_it_lasts() -> None:
+    """A flood's queue is shed to a batch or so, which the next dispatch takes whole: the
+    queue is empty, but the arrivals still outrun the batches. Leaving the overloaded state
+    there let the queue refill to max_queue at every batch (p50 20 s in the flood)."""
+    admission = _overloaded(_times(b8=1.4))
+    for _ in range(5):  # every batch: the queue is held to ~1 batch, the rest refused
+        assert admission.shed(100, 8, running_s=0.0) == 100 - 8
+        assert admission.refusal(8, 8, running_s=0.0) is not None
+        admission.dispatched(0)
+        assert admission.overloaded
+    admission.dispatched(0)  # the flood is over: a batch with no refusal meanwhile
+    assert not admission.overloaded
+    admission.refusal(100)
+    admission.dispatched(3)  # a queue left behind: not drained, whatever was refused
+    admission.dispatched(3)
+    assert admission.overloaded
 
 
 def test_an_overloaded_queue_sheds_what_would_wait_past_the_limit() -> None:

@@ -1,13 +1,18 @@
 """Who gets into a model's queue: the rule the server's batcher and the simulator both run.
 
 A model queues up to `max_queue` requests; one more is refused (503), as TorchServe's
-job_queue_size. That refusal also marks the model *overloaded* until its queue drains empty,
-and while it is, the queue is held to what `max_queue_wait_ms` of batches serves: a request
-whose batches ahead would take longer is refused, and requests already waiting past that
-depth are shed from the back of the queue (503 too). So a flood's backlog, and the wait of the
-requests it admits, stay a couple of seconds deep instead of `max_queue` requests deep, while
-a closed loop of up to `max_queue` clients, whose queue never overflows, is never refused:
-the two look alike at first (a burst of 100 requests), and only the overflow tells them apart.
+job_queue_size. That refusal also marks the model *overloaded*, and while it is, the queue is
+held to what `max_queue_wait_ms` of batches serves: a request whose batches ahead would take
+longer is refused, and requests already waiting past that depth are shed from the back of the
+queue (503 too). The model stays overloaded until a batch leaves the queue empty with no
+request refused since the batch before: the arrivals no longer outrun the batches. (Ending
+it whenever the queue emptied was not enough: a flood's queue, shed to one batch, empties at
+the next dispatch, and it then refilled to `max_queue` every cycle; docs/robustness-flood.md.)
+
+So a flood's backlog, and the wait of the requests it admits, stay a couple of seconds deep
+instead of `max_queue` requests deep, while a closed loop of up to `max_queue` clients, whose
+queue never overflows, is never refused: the two look alike at first (a burst of 100
+requests), and only the overflow tells them apart.
 
 Pure and deterministic: no clock, no I/O. The batcher feeds it batch times (`BatchTimes`) and
 asks it on every arrival and dispatch; the simulator does the same in simulated time.
@@ -133,6 +138,7 @@ class Admission:
     max_queue_wait_ms: float
     times: BatchTimes = field(default_factory=BatchTimes)
     overloaded: bool = False
+    _refused_since_dispatch: bool = False
 
     def refusal(
         self, queued: int, running_size: int = 0, running_s: float | None = None
@@ -144,10 +150,11 @@ class Admission:
         if queued >= self.max_queue:
             if not self.overloaded:
                 logger.info("queue full (%d waiting): overloaded until it drains", queued)
-            self.overloaded = True
+            self.overloaded = self._refused_since_dispatch = True
             return f"the model's queue is full ({self.max_queue} requests waiting)"
         if not self._over_wait(queued, running_size, running_s):
             return None
+        self._refused_since_dispatch = True
         wait_ms = expected_wait_ms(queued, self.max_batch_size, self.times, running_size, running_s)
         return (
             f"the model is overloaded: {queued} requests waiting would take {wait_ms:.0f} ms, "
@@ -163,11 +170,13 @@ class Admission:
             kept -= 1
         return queued - kept
 
-    def drained(self) -> None:
-        """The queue is empty (a batch took every request waiting): not overloaded any more."""
-        if self.overloaded:
+    def dispatched(self, left: int) -> None:
+        """A batch left the queue with `left` requests waiting: if none, and none was refused
+        since the batch before, the model is not overloaded any more."""
+        if self.overloaded and left == 0 and not self._refused_since_dispatch:
             logger.info("queue drained: no longer overloaded")
-        self.overloaded = False
+            self.overloaded = False
+        self._refused_since_dispatch = False
 
     def _over_wait(self, queued: int, running_size: int, running_s: float | None) -> bool:
         """Whether, overloaded, a request behind `queued` others would wait over the limit."""

@@ -98,7 +98,8 @@ class Batcher(Generic[Req, Resp]):
     is how long a batch of `size` should take (e.g. by the model's profile; None where it
     cannot say), the first estimate of a batch's time for admission (`BatchTimes`).
     Admission is `packrat.server.admission`'s rule: a full queue refuses and overloads the
-    model, whose queue is then held to `max_queue_wait_ms` of batches until it drains.
+    model, whose queue is then held to `max_queue_wait_ms` of batches until it drains (a batch
+    leaves it empty with no request refused meanwhile).
 
     If the loop itself dies of an unexpected exception (a bug outside `run_batch`), every
     queued and running request gets Unavailable, later submits are refused, and `failure`
@@ -268,8 +269,7 @@ class Batcher(Generic[Req, Resp]):
             remaining_s = self._queue[0].enqueued_s + delay_s - loop.time()
             if len(self._queue) >= size or remaining_s <= 0 or self._stopping:
                 batch = [self._queue.popleft() for _ in range(min(size, len(self._queue)))]
-                if not self._queue:
-                    self._admission.drained()
+                self._admission.dispatched(len(self._queue))
                 return batch
             with contextlib.suppress(TimeoutError):  # the deadline passed: re-checked above
                 await asyncio.wait_for(self._wakeup.wait(), remaining_s)

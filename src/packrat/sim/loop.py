@@ -92,8 +92,7 @@ def simulate(
             i += 1
         count = min(size, len(queue))
         batch = [queue.popleft() for _ in range(count)]
-        if not queue:
-            admission.drained()
+        admission.dispatched(len(queue))
         took_s = model.run_batch(count, count + len(queue), dispatch_s)
         end_s = dispatch_s + took_s
         done_s[batch] = end_s
