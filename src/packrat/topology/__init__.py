@@ -23,7 +23,12 @@ from packrat.topology.cores import (
     parse_cpu_list,
     synthetic_topology,
 )
-from packrat.topology.machine import MachineInfo, machine_info
+from packrat.topology.machine import (
+    MachineInfo,
+    cpu_flags,
+    machine_info,
+    runs_bf16_natively,
+)
 from packrat.topology.sysfs import (
     DEFAULT_SYSFS_CPU_ROOT,
     available_cores,
@@ -39,9 +44,11 @@ __all__ = [
     "allocate",
     "available_cores",
     "check_cores",
+    "cpu_flags",
     "format_cpu_list",
     "machine_info",
     "parse_cpu_list",
     "read_topology",
+    "runs_bf16_natively",
     "synthetic_topology",
 ]

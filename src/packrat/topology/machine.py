@@ -81,6 +81,26 @@ def _cpu_model(cpuinfo_path: Path) -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+BF16_NATIVE_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+"""CPU flags (as /proc/cpuinfo spells them) of instructions that compute in bf16: with one of
+them a bf16 matmul runs at about twice fp32's rate; without, bf16 is emulated and slower."""
+
+
+def cpu_flags(cpuinfo_path: str | Path = "/proc/cpuinfo") -> frozenset[str]:
+    """The first CPU's feature flags in /proc/cpuinfo; empty where it lists none."""
+    for line in (read_text(Path(cpuinfo_path)) or "").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
+def runs_bf16_natively(cpuinfo_path: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512_BF16 or AMX), so that a bf16
+    instance is a speedup rather than an emulation."""
+    return bool(cpu_flags(cpuinfo_path) & BF16_NATIVE_FLAGS)
+
+
 def machine_info(
     topology: Topology | None = None,
     *,
