@@ -21,14 +21,20 @@ Rounds are the replicates (the machine's speed drifts by 10-30% within minutes):
 round every variant runs `--calls` timed calls at batch 1, then at batch 8 (after 10 untimed
 ones), the variants' order rotating from round to round. Per round and variant the median
 call is taken; over rounds, the table gives the median of those and the 95% CI of their
-geometric mean (Student's t on the logarithms), and after / before paired by round. About
-1-2 minutes on 2 cores.
+geometric mean (Student's t on the logarithms), and after / before paired by round.
+
+A second table times the encoding alone, in this process, with no pipe and no other process:
+a `RunBatch` of the requests encoded and decoded, then a `BatchDone` of the answers, as the
+pipe path (`tensor_pickle.dumps` / `pickle.loads`) and as the arena path (decoded as views
+for the worker, as copies for the engine): what is left of a round trip is the pipe's own
+copies and the processes' wake-ups. About 2 minutes on 2 cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import math
 import os
@@ -39,7 +45,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -157,6 +163,59 @@ class Estimate:
         return f"{self.median:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
 
+def codec_table(calls: int) -> str:
+    """Encode + decode of one batch's messages in this process: pipe path against arenas."""
+    import torch
+
+    from packrat.pool.arena import Arena
+    from packrat.pool.messages import BatchDone, RunBatch
+
+    generator = torch.Generator().manual_seed(1)
+    writer = Arena.create("bench")
+    reader = Arena(os.dup(writer.fileno()))
+    lines = [
+        "| batch | pipe: encode + decode (ms) | arenas (ms) |",
+        "| ---: | ---: | ---: |",
+    ]
+    for batch in BATCHES:
+        requests = tuple(torch.randn(REQUEST_SHAPE, generator=generator) for _ in range(batch))
+        answers = tuple(torch.randn(ANSWER_VALUES, generator=generator) for _ in range(batch))
+        messages = (RunBatch(0, requests), BatchDone(0, answers))
+        pipe = median_ms(functools.partial(codec_pipe, *messages), calls)
+        arenas = median_ms(functools.partial(codec_arenas, *messages, writer, reader), calls)
+        lines.append(f"| {batch} | {pipe:.3f} | {arenas:.3f} |")
+    writer.close()
+    reader.close()
+    return "\n".join(lines)
+
+
+def codec_pipe(run: Any, done: Any) -> None:
+    import pickle
+
+    from packrat.pool import tensor_pickle
+
+    pickle.loads(tensor_pickle.dumps(run))
+    pickle.loads(tensor_pickle.dumps(done))
+
+
+def codec_arenas(run: Any, done: Any, writer: Any, reader: Any) -> None:
+    from packrat.pool import tensor_pickle
+
+    tensor_pickle.loads(tensor_pickle.dumps(run, writer), reader)  # the worker: views
+    tensor_pickle.loads(tensor_pickle.dumps(done, writer), reader, copy=True)  # the engine
+
+
+def median_ms(step: Callable[[], None], calls: int) -> float:
+    for _ in range(WARMUP_CALLS):
+        step()
+    samples = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        step()
+        samples.append((time.perf_counter() - started) * 1000.0)
+    return statistics.median(samples)
+
+
 def extract_source(revision: str, into: Path) -> Path:
     """`src/` of `revision`, read from git without touching any worktree."""
     archive = subprocess.run(
@@ -252,6 +311,8 @@ def main() -> None:
         f"{git('rev-parse', '--short', 'HEAD')}; {time.monotonic() - started:.0f} s.\n"
     )
     print(report(medians, variants, base))
+    print("\nEncoding alone, in one process (median of calls):\n")
+    print(codec_table(args.calls))
 
 
 if __name__ == "__main__":
