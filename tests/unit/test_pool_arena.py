@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from packrat.pool import tensor_pickle
-from packrat.pool.arena import ALIGN_BYTES, GROW_STEP_BYTES, Arena, ArenaPair
+from packrat.pool.arena import ALIGN_BYTES, GROW_STEP_BYTES, INITIAL_BYTES, Arena, ArenaPair
 from packrat.pool.channel import Channel
 from packrat.pool.messages import BatchDone, RunBatch
 
@@ -66,11 +66,13 @@ def test_placed_bytes_are_read_at_aligned_offsets(ends: tuple[Arena, Arena]) -> 
 
 def test_arena_grows_in_steps_and_the_reader_follows(ends: tuple[Arena, Arena]) -> None:
     writer, reader = ends
-    assert writer.mapped_bytes == 0
+    assert writer.mapped_bytes == reader.mapped_bytes == INITIAL_BYTES  # mapped from the start
+    writer.reset()
+    writer.place(memoryview(b"\x01" * INITIAL_BYTES))
+    assert writer.mapped_bytes == INITIAL_BYTES
     writer.reset()
     writer.place(memoryview(b"\x01" * 10))
-    assert writer.mapped_bytes == GROW_STEP_BYTES
-    early = reader.view(0, 10)  # maps the first MiB
+    early = reader.view(0, 10)  # a view of the first mapping
     big = np.arange(GROW_STEP_BYTES, dtype=np.uint8).tobytes() * 2
     offset = writer.place(memoryview(big))
     assert offset is not None and writer.mapped_bytes == 3 * GROW_STEP_BYTES

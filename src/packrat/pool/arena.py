@@ -43,6 +43,11 @@ ALIGN_BYTES = 64
 GROW_STEP_BYTES = 1 << 20
 """Arenas grow in whole MiB, so a batch that creeps up by a few bytes does not remap each time."""
 
+INITIAL_BYTES = mmap.PAGESIZE
+"""What a new arena holds, mapped at once by both processes: each mapping holds a descriptor
+(Python's mmap keeps a duplicate), so mapping from the start keeps a worker's count of open
+files the same from its first batch to its last."""
+
 
 class Arena:
     """One growable shared-memory file with one writer and one reader, each holding its own
@@ -59,11 +64,19 @@ class Arena:
         self._mapped_bytes = 0
         self._used_bytes = 0
         self._closer = weakref.finalize(self, os.close, fd)
+        self._remap(os.fstat(fd).st_size)
 
     @classmethod
     def create(cls, label: str) -> Arena:
-        """A new, empty arena. Raises OSError where anonymous shared memory is not available."""
-        return cls(os.memfd_create(f"packrat-{label}", os.MFD_CLOEXEC))
+        """A new arena of `INITIAL_BYTES`. Raises OSError where anonymous shared memory is not
+        available."""
+        fd = os.memfd_create(f"packrat-{label}", os.MFD_CLOEXEC)
+        try:
+            os.posix_fallocate(fd, 0, INITIAL_BYTES)
+        except OSError:
+            os.close(fd)
+            raise
+        return cls(fd)
 
     def fileno(self) -> int:
         """The shared-memory file's descriptor (owned by the arena)."""
@@ -137,7 +150,7 @@ class Arena:
 
     def _remap(self, size: int) -> None:
         if size <= self._mapped_bytes:
-            return
+            return  # also for an empty file: nothing to map
         # MAP_POPULATE: fault every page in now, once, rather than inside a later request.
         flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
         self._map = mmap.mmap(self._fd, size, flags=flags)  # the old one goes with its views
