@@ -16,6 +16,7 @@ import torch
 from packrat.bench.resources import shared_memory_entries
 from packrat.pool import Engine, EngineConfig, EngineState
 from packrat.pool.affinity import process_is_gone
+from packrat.pool.arena import ArenaPair
 from packrat.types import InstanceSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
@@ -170,3 +171,18 @@ def test_reconfigured_pools_keep_answering(tmp_path: Path) -> None:
                 assert torch.equal(got, want)
         assert len(_arena_fds()) == 2 * len(engine.pool_pids) == 6
     assert _arena_fds() == set()
+
+
+def test_without_shared_memory_the_pipe_carries_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unavailable(label: str) -> ArenaPair:
+        raise OSError("no memfd here")
+
+    monkeypatch.setattr(ArenaPair, "create", unavailable)
+    plan = plan_of(InstanceSpec(1, 2, (cpu(0),)))
+    requests = _mixed_requests(3)[:2]
+    with Engine(pool_handlers.EchoSource(), plan, _config(tmp_path)) as engine:
+        assert _arena_fds() == set()
+        for got, want in zip(engine.infer(requests), requests, strict=True):
+            _assert_equal(got, want)

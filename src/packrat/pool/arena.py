@@ -70,6 +70,8 @@ class Arena:
     def create(cls, label: str) -> Arena:
         """A new arena of `INITIAL_BYTES`. Raises OSError where anonymous shared memory is not
         available."""
+        if not hasattr(os, "memfd_create"):  # not Linux
+            raise OSError("anonymous shared memory (memfd_create) is not available here")
         fd = os.memfd_create(f"packrat-{label}", os.MFD_CLOEXEC)
         try:
             os.posix_fallocate(fd, 0, INITIAL_BYTES)
