@@ -199,12 +199,18 @@ def test_other_tensors_fall_back_and_keep_their_kind(
 
 def test_plain_objects_and_numpy_arrays_roundtrip(ends: tuple[Arena, Arena]) -> None:
     writer, reader = ends
-    value = {"array": np.arange(1000.0), "items": (1, "two", 3.0, None), "bytes": b"\x00" * 9}
+    value = {
+        "array": np.arange(1000.0),
+        "empty": np.zeros((0, 3), dtype=np.int16),
+        "items": (1, "two", 3.0, None),
+        "bytes": b"\x00" * 9,
+    }
     frame = tensor_pickle.dumps(value, writer)
     assert len(frame) < 1000  # the contiguous array went out of band, into the arena
     back = tensor_pickle.loads(frame, reader, copy=True)
     assert isinstance(back, dict)
     assert np.array_equal(back["array"], value["array"])
+    assert back["empty"].shape == (0, 3) and back["empty"].dtype == np.int16
     assert back["items"] == value["items"] and back["bytes"] == value["bytes"]
 
 

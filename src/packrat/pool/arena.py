@@ -107,8 +107,9 @@ class Arena:
                 self._grow(end)
             except (OSError, ValueError):
                 return None
-        assert self._map is not None  # mapped by _grow (end > 0)
-        self._map[offset:end] = data.cast("B")
+        if size:
+            assert self._map is not None  # end > 0, so mapped (by _grow if need be)
+            self._map[offset:end] = data.cast("B")
         self._used_bytes = end
         return offset
 
