@@ -30,6 +30,9 @@ class EngineConfig:
     keep_freed_memory: keep freed memory in each worker's heap instead of letting glibc map
         and unmap every large activation per batch (see `packrat.pool.malloc`: up to ~2x lower
         latency for CNNs at large batches, at the cost of holding the peak batch's memory).
+    shared_tensors: move the bytes of request and output tensors (and numpy arrays) between
+        the engine and each worker through shared memory instead of the pipe (see
+        `packrat.pool.arena`); other objects always go through the pipe.
     """
 
     start_timeout_s: float = 300.0
@@ -38,6 +41,7 @@ class EngineConfig:
     weights_dir: Path | None = None
     share_weights: bool = True
     keep_freed_memory: bool = True
+    shared_tensors: bool = True
 
     def __post_init__(self) -> None:
         _check_positive("start_timeout_s", self.start_timeout_s)
@@ -48,7 +52,7 @@ class EngineConfig:
             raise ValueError(
                 f"EngineConfig.weights_dir must be a pathlib.Path or None, got {self.weights_dir!r}"
             )
-        for name in ("share_weights", "keep_freed_memory"):
+        for name in ("share_weights", "keep_freed_memory", "shared_tensors"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"EngineConfig.{name} must be a bool, got {getattr(self, name)!r}")
 

@@ -3,7 +3,9 @@
 `Engine(source, plan).start()` spawns one worker per instance of an allocated plan, all at once,
 and waits until every worker is ready. `infer(requests)` splits a batch of exactly `plan.batch`
 requests among the instances in plan order, sends every sub-batch before waiting for any reply,
-and returns the outputs in request order.
+and returns the outputs in request order. The bytes of request and output tensors cross
+through each worker's shared-memory arenas, not its pipe (`packrat.pool.arena`); the outputs
+returned are the engine's own copies.
 
 Failure contract: a model error in one sub-batch raises WorkerError naming the instance, after
 every other instance's reply has been read, and the engine keeps serving. A worker that dies,
@@ -20,6 +22,7 @@ concurrent callers are serialized.
 from __future__ import annotations
 
 import enum
+import logging
 import os
 import threading
 import time
@@ -31,6 +34,7 @@ from typing import Any
 
 from packrat.errors import PlanError, TopologyError, WorkerError
 from packrat.models.base import ModelSource
+from packrat.pool.arena import ArenaPair
 from packrat.pool.config import EngineConfig
 from packrat.pool.memory import MemoryReport, memory_report
 from packrat.pool.messages import (
@@ -66,6 +70,8 @@ from packrat.pool.weights import ensure_weights_file
 from packrat.pool.worker import run_worker
 from packrat.profiler.stats import SamplingPolicy
 from packrat.types import InstanceSpec, Plan
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -496,6 +502,7 @@ class Engine:
         started: list[ChildProcess] = []
         try:
             for index, (threads, cores) in zip(indices, layouts, strict=True):
+                arenas = self._new_arenas(index)
                 spec = WorkerSpec(
                     index,
                     threads,
@@ -505,9 +512,14 @@ class Engine:
                     parent_pid,
                     keep_freed_memory=self._config.keep_freed_memory,
                     visible_cores=tuple(sorted(os.sched_getaffinity(0))),
+                    arenas=None if arenas is None else arenas.peer(),
                 )
                 child = spawn_child(
-                    run_worker, spec, label=f"instance {index}", detail=f"cores {list(cores)}"
+                    run_worker,
+                    spec,
+                    label=f"instance {index}",
+                    detail=f"cores {list(cores)}",
+                    arenas=arenas,
                 )
                 started.append(child)
                 if index < len(self._workers):
@@ -521,6 +533,17 @@ class Engine:
             stop_children(started, timeout_s=0.0)
             del self._workers[first:], self._layouts[first:]
             raise
+
+    def _new_arenas(self, index: int) -> ArenaPair | None:
+        """A new worker's shared memory for its requests and outputs; None (the pipe carries
+        them) if the config says so or the system has no anonymous shared memory."""
+        if not self._config.shared_tensors:
+            return None
+        try:
+            return ArenaPair.create(f"instance-{index}")
+        except OSError as exc:
+            logger.warning("instance %d sends tensors through its pipe: %s", index, exc)
+            return None
 
     def _wait_ready(self, workers: Sequence[ChildProcess], deadline: float) -> tuple[Ready, ...]:
         """Each worker's Ready, in order; WorkerError at the first failure or the deadline."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from packrat.models.base import ModelSource
+from packrat.pool.arena import ArenaPair
 from packrat.profiler.stats import SamplingPolicy
 
 
@@ -53,6 +54,8 @@ class WorkerSpec:
         sleep almost at once whenever it runs more threads than it counted: a worker booted
         on 1 core and later moved to 2 threads ran ResNet-50 1.5x slower than one booted on
         2. So workers boot seeing every CPU the engine may use, then pin to `cores`.
+    arenas: the worker's end of the shared memory its requests and outputs cross
+        (`packrat.pool.arena`), or None to send them through the pipe.
     """
 
     index: int
@@ -63,6 +66,7 @@ class WorkerSpec:
     parent_pid: int
     keep_freed_memory: bool = True
     visible_cores: tuple[int, ...] = ()
+    arenas: ArenaPair | None = None
 
     def __post_init__(self) -> None:
         if self.index < 0:
@@ -92,7 +96,11 @@ class ExportSpec:
 
 @dataclass(frozen=True)
 class RunBatch:
-    """Run `Handler.handle(requests)`; answered by `BatchDone` or `BatchFailed`."""
+    """Run `Handler.handle(requests)`; answered by `BatchDone` or `BatchFailed`.
+
+    Through arenas, the worker's request tensors are views of shared memory that the engine's
+    next command overwrites: a handler that keeps a request after `handle` must copy it.
+    """
 
     batch_id: int
     requests: tuple[Any, ...]

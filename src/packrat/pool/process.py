@@ -25,6 +25,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import TypeVar
 
+from packrat.pool.arena import ArenaPair
 from packrat.pool.channel import Channel, ProtocolError
 from packrat.pool.messages import Command, Reply, Stop
 
@@ -114,10 +115,17 @@ class ChildProcess:
 
 
 def spawn_child(
-    target: Callable[[ArgT, Connection], None], arg: ArgT, label: str, detail: str = ""
+    target: Callable[[ArgT, Connection], None],
+    arg: ArgT,
+    label: str,
+    detail: str = "",
+    arenas: ArenaPair | None = None,
 ) -> ChildProcess:
     """Start `target(arg, connection)` in a spawned daemon process; returns at once.
 
+    `arenas`: this end's shared memory for the child's messages; the child's end must be in
+    `arg` (it is inherited while `arg` is pickled for the child). The child's channel owns
+    them from here on: they are closed with it, or here if the child cannot be started.
     The child is started on the launcher thread (see the module docstring). Raises OSError if
     the process cannot be created.
     """
@@ -131,11 +139,13 @@ def spawn_child(
         _launch_thread().submit(process.start).result()
     except BaseException:
         parent_end.close()
+        if arenas is not None:
+            arenas.close()
         raise
     finally:
         # The child holds its own copy now; ours must go, or we would never see EOF.
         child_end.close()
-    return ChildProcess(process, Channel(parent_end), label, detail)
+    return ChildProcess(process, Channel(parent_end, arenas), label, detail)
 
 
 PIPE_BUFFER_BYTES = 4 * 1024 * 1024

@@ -8,6 +8,12 @@ as its dtype, shape and raw bytes (one copy into the frame, protocol 5) and rebu
 Everything else (parameters, tensors that require grad, quantized, sparse or non-CPU tensors,
 subclasses) keeps torch's own reduction.
 
+Given an arena (`packrat.pool.arena`), the raw bytes go there instead of into the frame: every
+buffer pickle protocol 5 can send out of band (those tensors' bytes, contiguous numpy arrays)
+is copied into the arena once, and the frame carries a table of (offset, size) before the
+pickle. The receiver decodes the pickle over views of the arena (`copy=False`) or over private
+copies (`copy=True`). A buffer the arena cannot take stays in the frame.
+
 No torch import here at module import time: the worker imports this before it pins itself and
 sizes the thread pools; a process that never imported torch holds no tensor to reduce.
 """
@@ -16,18 +22,61 @@ from __future__ import annotations
 
 import io
 import pickle
+import struct
 import sys
 from typing import Any
 
+from packrat.pool.arena import Arena
 
-def dumps(obj: object) -> bytes:
-    """`obj` pickled (protocol 5), with plain CPU tensors as raw bytes."""
+_COUNT = struct.Struct("<I")
+_SLICE = struct.Struct("<QQ")  # offset, size
+
+
+def dumps(obj: object, arena: Arena | None = None) -> bytes:
+    """`obj` pickled (protocol 5), with plain CPU tensors as raw bytes; with an `arena`, the
+    frame for `loads(frame, arena)` on the other end, their bytes placed in the arena (which
+    is reset first: a message overwrites the previous one's)."""
     buffer = io.BytesIO()
-    _TensorPickler(buffer, protocol=5).dump(obj)
-    return buffer.getvalue()
+    if arena is None:
+        _TensorPickler(buffer, protocol=5).dump(obj)
+        return buffer.getvalue()
+    arena.reset()
+    slices: list[tuple[int, int]] = []
+
+    def place(pickle_buffer: pickle.PickleBuffer) -> bool:
+        with pickle_buffer.raw() as data:
+            offset = arena.place(data)
+            if offset is None:
+                return True  # in band: the bytes go into the frame after all
+            slices.append((offset, data.nbytes))
+            return False
+
+    _TensorPickler(buffer, protocol=5, buffer_callback=place).dump(obj)
+    header = _COUNT.pack(len(slices)) + b"".join(_SLICE.pack(*s) for s in slices)
+    return header + buffer.getvalue()
 
 
-def rebuild_tensor(data: bytearray, dtype: str, shape: tuple[int, ...]) -> Any:
+def loads(frame: bytes | memoryview, arena: Arena | None = None, *, copy: bool = False) -> Any:
+    """The object `dumps(obj, arena)` pickled into `frame`.
+
+    With an arena, its buffers are views of the arena (valid until the sender's next message)
+    or, with `copy`, private writable copies. Raises ValueError for a table pointing outside
+    the arena, and whatever unpickling raises for a corrupt frame.
+    """
+    if arena is None:
+        return pickle.loads(frame)
+    view = memoryview(frame)
+    (count,) = _COUNT.unpack_from(view)
+    start = _COUNT.size + count * _SLICE.size
+    buffers: list[bytearray | memoryview] = []
+    for position in range(_COUNT.size, start, _SLICE.size):
+        offset, size = _SLICE.unpack_from(view, position)
+        data = arena.view(offset, size)
+        buffers.append(bytearray(data) if copy else data)
+    return pickle.loads(view[start:], buffers=buffers)
+
+
+def rebuild_tensor(data: bytearray | memoryview, dtype: str, shape: tuple[int, ...]) -> Any:
     """The tensor of `shape` and `dtype` (a torch dtype name) over `data`, without a copy."""
     import torch
 

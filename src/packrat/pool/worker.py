@@ -61,7 +61,7 @@ class BootError(Exception):
 def run_worker(spec: WorkerSpec, connection: Connection) -> None:
     """Process entry point: boot, send `Ready` (or `WorkerFailed` and exit 1), serve, exit 0."""
     started = time.perf_counter()
-    channel = Channel(connection)
+    channel = Channel(connection, spec.arenas)
     try:
         handler, shared_bytes = boot(spec)
     except affinity.ParentGoneError:
