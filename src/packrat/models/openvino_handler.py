@@ -100,8 +100,8 @@ class OpenVinoHandler(BatchTensorHandler):
         fixed); a no-op if the count is unchanged.
 
         The model stays read in memory (its weights mapped from the .bin), so this is a
-        compile only: 0.10 s (to 2 threads) and 0.17 s (to 1) for ResNet-50 on this 2-core
-        machine, measured once while other tests ran; no batch runs meanwhile. The old
+        compile only: for ResNet-50 on this 2-core machine 0.09-0.10 s to 2 threads and
+        0.14-0.17 s to 1 (two runs, other tests running); no batch runs meanwhile. The old
         compiled model is freed after the new one is built, so memory briefly holds both.
 
         Raises ModelError if the worker now runs on other CPUs than those it had when this
