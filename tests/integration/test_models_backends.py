@@ -100,7 +100,7 @@ def test_openvino_runs_on_exactly_its_threads_and_rethreads(
     compiled = handler.compiled
     assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
     assert compiled.get_property("NUM_STREAMS") == 1
-    assert compiled.get_property("ENABLE_CPU_PINNING") is False
+    assert compiled.get_property("ENABLE_CPU_PINNING") is True
     assert str(compiled.get_property("PERFORMANCE_HINT")) == "LATENCY"
     assert compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
     handler.set_threads(1)

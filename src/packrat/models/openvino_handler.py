@@ -41,8 +41,13 @@ class OpenVinoHandler(BatchTensorHandler):
     Compile properties, and why:
     - `INFERENCE_NUM_THREADS = threads`, `NUM_STREAMS = 1`, `PERFORMANCE_HINT = LATENCY`: one
       stream of `threads` threads, one batch at a time, as Packrat's plan sized the instance.
-    - `ENABLE_CPU_PINNING = False`: Packrat pins the worker; OpenVINO pinning its threads to
-      cores of its own choice would fight that (and could pick another instance's cores).
+    - `ENABLE_CPU_PINNING = True`, against first intuition (Packrat pins the worker itself).
+      Measured with OpenVINO 2026.4: with pinning off, OpenVINO's TBB arenas bind every thread
+      that runs an inference to the CPUs the process had at its *first* compile, for the life
+      of the process, so a worker moved from CPU 0 to CPU 1 kept running on CPU 0 (another
+      instance's core). With pinning on, each compile reads the process's CPUs afresh and pins
+      its threads inside them: inside this instance's cores, since the worker is pinned before
+      it builds (and rebuilds) the model; and the moved worker ran on CPU 1 only.
 
     Raises ModelError if the model cannot be read or compiled, or takes more than one input.
     """
@@ -80,7 +85,7 @@ class OpenVinoHandler(BatchTensorHandler):
             input_spec = declared_spec(declared, dtype)
         super().__init__(input_spec, name=name, example_seed=example_seed)
         self.threads = threads
-        # The CPUs OpenVINO binds its threads to from its first compile on; see `set_threads`.
+        # The CPUs the compiled model pins its threads to; see `set_threads`.
         self.cpus = frozenset(os.sched_getaffinity(0))
         self.compiled, self._request = self._compile(threads)
 
@@ -96,40 +101,33 @@ class OpenVinoHandler(BatchTensorHandler):
         return self.batch_first(torch.from_numpy(output), batch.shape[0])
 
     def set_threads(self, threads: int) -> None:
-        """Compile the model again for `threads` threads (a compiled model's thread count is
-        fixed); a no-op if the count is unchanged.
+        """Compile the model again for `threads` threads on the CPUs the worker is pinned to
+        now (a compiled model fixes both); a no-op if neither changed.
+
+        The CPUs matter as much as the count: the compiled model pins its threads to the CPUs
+        it was compiled on, so a worker moved to other CPUs with the same thread count must
+        recompile too, or its next inference would run on the old ones.
 
         The model stays read in memory (its weights mapped from the .bin), so this is a
         compile only: for ResNet-50 on this 2-core machine 0.09-0.10 s to 2 threads and
         0.14-0.17 s to 1 (two runs, other tests running); no batch runs meanwhile. The old
         compiled model is freed after the new one is built, so memory briefly holds both.
-
-        Raises ModelError if the worker now runs on other CPUs than those it had when this
-        handler was built. OpenVINO (2026.4) records the process's CPUs once, when it first
-        compiles, and from then on binds every thread that runs an inference to them (through
-        its TBB arenas, whatever ENABLE_CPU_PINNING says): measured, a worker moved from
-        CPU 0 to CPUs {0, 1} ran its new 2-thread model with the main thread re-bound to CPU 0
-        at the first inference. Moving would silently leave the instance on its old cores,
-        possibly another instance's; an OpenVINO instance has to be restarted to move.
         """
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         cpus = frozenset(os.sched_getaffinity(0))
-        if cpus != self.cpus:
-            raise ModelError(
-                f"model '{self.name}': OpenVINO binds its threads to the CPUs it started on "
-                f"({sorted(self.cpus)}) and cannot move to {sorted(cpus)} in place; start a "
-                "new instance there instead"
-            )
-        if threads == self.threads:
+        if threads == self.threads and cpus == self.cpus:
             return
         started = time.perf_counter()
         self.compiled, self._request = self._compile(threads)
         logger.info(
-            "model %s: OpenVINO model recompiled for %d threads (was %d) in %.0f ms",
-            self.name, threads, self.threads, (time.perf_counter() - started) * 1000.0,
+            "model %s: OpenVINO model recompiled for %d threads on CPUs %s (was %d on %s) "
+            "in %.0f ms",
+            self.name, threads, sorted(cpus), self.threads, sorted(self.cpus),
+            (time.perf_counter() - started) * 1000.0,
         )  # fmt: skip
         self.threads = threads
+        self.cpus = cpus
 
     def shared_tensors(self) -> dict[str, Any]:
         """{}: the compiled model holds its weights in OpenVINO's own (repacked) buffers, not
@@ -144,7 +142,7 @@ class OpenVinoHandler(BatchTensorHandler):
         config = {
             props.inference_num_threads: threads,
             props.num_streams: 1,
-            hints.enable_cpu_pinning: False,
+            hints.enable_cpu_pinning: True,
             hints.performance_mode: hints.PerformanceMode.LATENCY,
             hints.inference_precision: inference_type,
         }

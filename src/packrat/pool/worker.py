@@ -128,13 +128,16 @@ def retune_self(handler: Handler, threads: int, cores: tuple[int, ...]) -> None:
     surplus ones sleep.
 
     Then `handler.set_threads(threads)`, after pinning, so a runtime that rebuilds its thread
-    pool there (ONNX Runtime, OpenVINO) creates the new threads on the new cores.
+    pool there (ONNX Runtime, OpenVINO) creates the new threads on the new cores; and pin
+    again after it, because threads leaving the old pool may restore the mask they had
+    before (OpenVINO's TBB threads do).
     """
     affinity.pin_process(cores)
     import torch
 
     torch.set_num_threads(threads)
     handler.set_threads(threads)
+    affinity.pin_process(cores)
 
 
 def configure_torch_threads(threads: int) -> None:
