@@ -101,8 +101,9 @@ class OnnxRuntimeHandler(BatchTensorHandler):
 
         The new pool threads are created by the calling thread, so they inherit the cores the
         worker has just been pinned to. Cost: a new session, i.e. reading the file and
-        optimizing the graph again: for ResNet-50 on this 2-core machine 0.12-0.19 s to 2
-        threads and 0.24-0.48 s to 1 (two runs, other tests running); no batch runs meanwhile.
+        optimizing the graph again: for ResNet-50 on this 2-core machine, idle, 0.11 s to 2
+        threads and 0.29 s to 1 (up to 0.19 s and 0.48 s with other tests running); no batch
+        runs meanwhile.
         The old session is freed after the new one is built, so memory briefly holds both
         (ResNet-50's weights: ~100 MB).
         """

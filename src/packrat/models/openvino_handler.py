@@ -109,8 +109,8 @@ class OpenVinoHandler(BatchTensorHandler):
         recompile too, or its next inference would run on the old ones.
 
         The model stays read in memory (its weights mapped from the .bin), so this is a
-        compile only: for ResNet-50 on this 2-core machine 0.09-0.10 s to 2 threads and
-        0.14-0.17 s to 1 (two runs, other tests running); no batch runs meanwhile. The old
+        compile only: for ResNet-50 on this 2-core machine, idle, 0.11 s to 2 threads and
+        0.15 s to 1 (0.09-0.17 s with other tests running); no batch runs meanwhile. The old
         compiled model is freed after the new one is built, so memory briefly holds both.
         """
         if threads < 1:
