@@ -52,11 +52,13 @@ def _closure(requirements: Iterable[str]) -> set[str]:
 
 
 def _test_only_modules() -> list[str]:
-    """Top-level modules whose every distribution comes only with the `test` extra."""
+    """Top-level modules whose every distribution comes only with an extra (`test`, or `fast`:
+    ONNX Runtime and OpenVINO, which the base install must do without too)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    test_only = _closure(project["optional-dependencies"]["test"]) - _closure(
-        project["dependencies"]
+    extras = set[str]().union(
+        *(_closure(requirements) for requirements in project["optional-dependencies"].values())
     )
+    test_only = extras - _closure(project["dependencies"])
     return sorted(
         module
         for module, distributions in metadata.packages_distributions().items()
@@ -108,6 +110,8 @@ def _without_test_extra(code: str, *args: str) -> subprocess.CompletedProcess[st
 def test_the_test_extra_is_what_is_blocked() -> None:
     blocked = _test_only_modules()
     assert {"pytest", "hypothesis", "mypy", "schemathesis", "tritonclient"} <= set(blocked)
+    fast = {"onnxruntime", "openvino"} & set(metadata.packages_distributions())
+    assert fast <= set(blocked)  # the `fast` extra's runtimes, where installed
     # Base dependencies and what they pull in stay importable, even where the extra needs them.
     assert not {"torch", "numpy", "typer", "fastapi", "packaging", "anyio"} & set(blocked)
     result = _without_test_extra("import hypothesis")

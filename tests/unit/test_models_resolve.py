@@ -15,6 +15,8 @@ from packrat.models import (
     ExportedSource,
     HandlerFileSource,
     InputSpec,
+    OnnxFileSource,
+    OpenVinoFileSource,
     TorchScriptSource,
     ZooSource,
     list_zoo,
@@ -51,6 +53,8 @@ def test_zoo_model_refuses_input_spec() -> None:
         ("M.PT", TorchScriptSource),
         ("m.pt2", ExportedSource),
         ("h.py", HandlerFileSource),
+        ("m.onnx", OnnxFileSource),
+        ("m.xml", OpenVinoFileSource),
     ],
 )
 def test_files_resolve_by_suffix(tmp_path: Path, name: str, kind: type) -> None:
@@ -63,10 +67,12 @@ def test_files_resolve_by_suffix(tmp_path: Path, name: str, kind: type) -> None:
 
 def test_input_spec_is_passed_to_file_sources(tmp_path: Path) -> None:
     spec = InputSpec((4,))
-    for name in ("m.pt", "m.pt2"):
+    for name in ("m.pt", "m.pt2", "m.onnx", "m.xml"):
         (tmp_path / name).write_bytes(b"x")
         source = resolve_model(str(tmp_path / name), spec)
-        assert isinstance(source, TorchScriptSource | ExportedSource)
+        assert isinstance(
+            source, TorchScriptSource | ExportedSource | OnnxFileSource | OpenVinoFileSource
+        )
         assert source.input_spec == spec
 
 
@@ -87,9 +93,9 @@ def test_directory_is_refused(tmp_path: Path) -> None:
 
 
 def test_unknown_suffix_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "m.onnx").write_bytes(b"x")
-    with pytest.raises(ModelError, match="unknown format"):
-        resolve_model(str(tmp_path / "m.onnx"))
+    (tmp_path / "m.tflite").write_bytes(b"x")
+    with pytest.raises(ModelError, match="unknown format: .*.onnx, .xml"):
+        resolve_model(str(tmp_path / "m.tflite"))
 
 
 @pytest.mark.parametrize(
@@ -127,14 +133,18 @@ def test_all_is_complete_and_importable() -> None:
 
 
 def test_importing_and_resolving_does_not_import_torch(tmp_path: Path) -> None:
-    (tmp_path / "m.pt").write_bytes(b"x")
+    for name in ("m.pt", "m.onnx", "m.xml", "m.bin"):
+        (tmp_path / name).write_bytes(b"x")
     code = (
         "import sys\n"
         "import packrat.models as m\n"
         "m.resolve_model('resnet50').identity()\n"
         f"m.resolve_model({str(tmp_path / 'm.pt')!r}).identity()\n"
+        f"m.resolve_model({str(tmp_path / 'm.onnx')!r}).identity()\n"
+        f"m.resolve_model({str(tmp_path / 'm.xml')!r}).identity()\n"
         "m.list_zoo()\n"
-        "bad = [n for n in ('torch', 'transformers', 'numpy') if n in sys.modules]\n"
+        "runtimes = ('torch', 'transformers', 'numpy', 'onnxruntime', 'openvino', 'onnx')\n"
+        "bad = [n for n in runtimes if n in sys.modules]\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

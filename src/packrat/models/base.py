@@ -60,6 +60,15 @@ class Handler(ABC):
             )
         return outputs
 
+    def set_threads(self, threads: int) -> None:  # noqa: B027 - optional hook, empty by default
+        """Run on `threads` intra-op threads from the next batch on; called when the pool
+        re-threads a live instance (`Reconfigure`), after the worker is pinned to its new cores.
+
+        The default does nothing: torch-based handlers follow `torch.set_num_threads`, which
+        the worker calls itself. Handlers whose runtime fixes its thread count when a session
+        is built (ONNX Runtime, OpenVINO) rebuild it here, on the new cores.
+        """
+
     def shared_tensors(self) -> dict[str, Any]:
         """The weight tensors (name -> torch.Tensor) that instances may share in memory.
 

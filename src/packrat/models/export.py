@@ -47,7 +47,7 @@ def export_torchscript(
     target = _target(path, TORCHSCRIPT_SUFFIXES, "a TorchScript file")
     if batch_size < 1:
         raise ModelError(f"batch_size must be >= 1, got {batch_size}")
-    metadata, module = _eager_module(source)
+    metadata, module = exportable_module(source)
     if isinstance(module, torch.jit.ScriptModule):
         graph = module  # already TorchScript: re-save it with our metadata
     else:
@@ -76,7 +76,7 @@ def export_program(source: ModelSource, path: str | os.PathLike[str], batch_size
     target = _target(path, PROGRAM_SUFFIXES, "an exported program")
     if batch_size < MIN_EXPORT_BATCH:
         raise ModelError(f"export_program needs batch_size >= {MIN_EXPORT_BATCH}, got {batch_size}")
-    metadata, module = _eager_module(source)
+    metadata, module = exportable_module(source)
     if isinstance(module, torch.jit.ScriptModule):
         raise ModelError(
             f"model '{source.name}' is TorchScript, which torch.export cannot read; "
@@ -101,8 +101,12 @@ def _target(path: str | os.PathLike[str], suffixes: tuple[str, ...], what: str) 
     return target
 
 
-def _eager_module(source: ModelSource) -> tuple[ExportMetadata, torch.nn.Module]:
-    """The metadata to store and the module to export, in eager form where there is one."""
+def exportable_module(source: ModelSource) -> tuple[ExportMetadata, torch.nn.Module]:
+    """The metadata to store and the module to export, in eager form where there is one.
+
+    Zoo models come back eager (not traced); TorchScript and .pt2 files as loaded. Raises
+    ModelError for models not served by `TensorHandler` or without an input spec.
+    """
     from packrat.models.tensor_handler import TensorHandler
 
     identity = source.identity()

@@ -7,7 +7,7 @@ It is a small JSON-serializable value; torch is imported only to build example t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -128,3 +128,22 @@ def parse_shape(text: str) -> tuple[int, ...]:
     if not shape or any(d <= 0 for d in shape):
         raise ModelError(f"input shape {text!r} must list positive dimensions like 3,224,224")
     return shape
+
+
+def declared_spec(dims: Sequence[object], dtype: str) -> InputSpec | None:
+    """The per-request spec a model file declares for its batch input, if it fixes one.
+
+    dims: the input's declared dimensions, batch first; an int is a fixed size, anything else
+        (a symbolic name, None, -1) a dynamic one.
+    dtype: a numpy/torch dtype name such as "float32".
+
+    None if any dimension after the batch is dynamic or the dtype is not supported: the user
+    must then give the spec (--input-shape, --input-dtype). Integer inputs get the range
+    [0, unknown), whose example requests are all zeros, the one value known to be valid.
+    """
+    if not dims or dtype not in FLOAT_DTYPES + INTEGER_DTYPES:
+        return None
+    sizes = [d for d in dims[1:] if isinstance(d, int) and not isinstance(d, bool) and d > 0]
+    if len(sizes) != len(dims) - 1:
+        return None
+    return InputSpec(tuple(sizes), dtype)

@@ -1,9 +1,10 @@
 """Turn the model argument of the CLI into a `ModelSource`, without importing torch.
 
 A zoo name wins over a file of the same name (write `./resnet50` for the file). Files are
-recognized by suffix: .pt/.ts/.torchscript (TorchScript), .pt2 (torch.export) and .py (handler
-file). URLs are refused: Packrat never fetches a model, because a model file is code that runs
-with the server's permissions; download it, check it, and pass the local path.
+recognized by suffix: .pt/.ts/.torchscript (TorchScript), .pt2 (torch.export), .py (handler
+file), .onnx (ONNX Runtime) and .xml (OpenVINO IR, its .bin beside it). URLs are refused:
+Packrat never fetches a model, because a model file is code that runs with the server's
+permissions; download it, check it, and pass the local path.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from packrat.models.base import ModelSource
 from packrat.models.exported import ExportedSource
 from packrat.models.handler_file import HandlerFileSource
 from packrat.models.inputs import InputSpec
+from packrat.models.runtime_source import OnnxFileSource, OpenVinoFileSource
 from packrat.models.torchscript import TorchScriptSource
 from packrat.models.zoo import ZOO, ZooSource
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".torchscript")
 PROGRAM_SUFFIXES = (".pt2",)
 HANDLER_SUFFIXES = (".py",)
+ONNX_SUFFIXES = (".onnx",)
+OPENVINO_SUFFIXES = (".xml",)
 
 # scheme://... as in RFC 3986 (http, https, s3, gs, hf, file, ...).
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -30,8 +34,9 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 def resolve_model(spec: str, input_spec: InputSpec | None = None) -> ModelSource:
     """The source for a zoo name or a local model file.
 
-    input_spec: the per-request input for a TorchScript or .pt2 file (overriding any stored in
-        it); ModelError if given for a zoo model or handler file, which define their own.
+    input_spec: the per-request input for a TorchScript, .pt2, .onnx or .xml file (overriding
+        any stored or declared in it); ModelError if given for a zoo model or handler file,
+        which define their own.
     Raises ModelError for URLs, paths that do not exist, directories and unknown suffixes.
     """
     if _URL.match(spec):
@@ -56,9 +61,14 @@ def resolve_model(spec: str, input_spec: InputSpec | None = None) -> ModelSource
         return TorchScriptSource(path, input_spec)
     if suffix in PROGRAM_SUFFIXES:
         return ExportedSource(path, input_spec)
+    if suffix in ONNX_SUFFIXES:
+        return OnnxFileSource(path, input_spec)
+    if suffix in OPENVINO_SUFFIXES:
+        return OpenVinoFileSource(path, input_spec)
     if suffix in HANDLER_SUFFIXES:
         if input_spec is not None:
             raise ModelError(f"handler file '{spec}' defines its own inputs; drop --input-shape")
         return HandlerFileSource(path)
-    known = ", ".join(TORCHSCRIPT_SUFFIXES + PROGRAM_SUFFIXES + HANDLER_SUFFIXES)
+    torch_files = TORCHSCRIPT_SUFFIXES + PROGRAM_SUFFIXES + HANDLER_SUFFIXES
+    known = ", ".join(torch_files + ONNX_SUFFIXES + OPENVINO_SUFFIXES)
     raise ModelError(f"model file '{spec}' has an unknown format: expected a name ending {known}")

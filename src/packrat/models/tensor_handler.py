@@ -1,8 +1,10 @@
-"""A handler for a torch module that maps one batch tensor to one batch tensor.
+"""Handlers for models that map one batch tensor to one batch tensor.
 
-Every built-in format (zoo, TorchScript, torch.export) serves through this handler. A request is
-one tensor of the model's per-request shape; the handler stacks a list of requests into a batch,
-runs the module under `torch.inference_mode()`, and splits the output back along dimension 0.
+A request is one tensor of the model's per-request shape; `BatchTensorHandler` stacks a list of
+requests into a batch, checks it against the input spec, and splits the output back along
+dimension 0. `TensorHandler` runs a torch module on the batch under `torch.inference_mode()`;
+every built-in torch format (zoo, TorchScript, torch.export) serves through it. The ONNX Runtime
+and OpenVINO handlers (`onnxruntime_handler`, `openvino_handler`) reuse the request handling.
 Importing this module imports torch: sources import it only inside `load()`.
 """
 
@@ -22,26 +24,24 @@ from packrat.models.inputs import InputSpec
 _MAX_OUTPUT_NESTING = 4
 
 
-class TensorHandler(Handler):
-    """Serves `module(batch) -> tensor` for requests that are tensors of one shape and dtype.
+class BatchTensorHandler(Handler):
+    """Requests that are tensors of one shape and dtype, stacked into a batch for `inference`.
 
-    module: an eager, TorchScript or `torch.export` module, already in eval mode; the caller
-        owns moving it to eval (exported modules refuse `.eval()`).
     input_spec: the per-request shape and dtype; requests are checked against it. Without one
         requests need only agree with each other, and `example_requests` raises ModelError.
     name: the model name used in error messages.
     example_seed: seed of the generator behind `example_requests`.
+
+    Subclasses implement `inference(batch) -> batch-first tensor`.
     """
 
     def __init__(
         self,
-        module: torch.nn.Module,
         input_spec: InputSpec | None = None,
         *,
         name: str = "model",
         example_seed: int = 0,
     ) -> None:
-        self.module = module
         self.input_spec = input_spec
         self.name = name
         self.example_seed = example_seed
@@ -71,22 +71,6 @@ class TensorHandler(Handler):
         self._check_range(batch)
         return batch
 
-    def inference(self, batch: torch.Tensor) -> torch.Tensor:
-        """Run the module on a batch; returns the first tensor of its output, batch first."""
-        with torch.inference_mode():
-            output = self.module(batch)
-        tensor = first_tensor(output)
-        if tensor is None:
-            raise ModelError(
-                f"model '{self.name}' returned {type(output).__name__}, which holds no tensor"
-            )
-        if tensor.dim() == 0 or tensor.shape[0] != batch.shape[0]:
-            raise ModelError(
-                f"model '{self.name}' returned shape {list(tensor.shape)} for a batch of "
-                f"{batch.shape[0]}; its output must be batch-first"
-            )
-        return tensor
-
     def postprocess(self, outputs: torch.Tensor) -> list[torch.Tensor]:
         """One output tensor per request, each a copy that owns its memory.
 
@@ -103,15 +87,14 @@ class TensorHandler(Handler):
             )
         return list(self.input_spec.example_requests(batch_size, self.example_seed))
 
-    def shared_tensors(self) -> dict[str, Any]:
-        """The module's parameters and buffers by name: the live tensors its forward reads.
-
-        Works for eager, TorchScript and exported modules alike; `tensor.set_(other)` under
-        `torch.no_grad()` on each makes the module compute with `other` from then on.
-        """
-        tensors: dict[str, Any] = dict(self.module.named_parameters())
-        tensors.update(self.module.named_buffers())
-        return tensors
+    def batch_first(self, output: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """`output` if its first dimension is the batch's; else ModelError naming its shape."""
+        if output.dim() == 0 or output.shape[0] != batch_size:
+            raise ModelError(
+                f"model '{self.name}' returned shape {list(output.shape)} for a batch of "
+                f"{batch_size}; its output must be batch-first"
+            )
+        return output
 
     def _expected(self, first: torch.Tensor) -> tuple[tuple[int, ...], torch.dtype]:
         # Without a spec the first request defines what the others must look like.
@@ -132,6 +115,47 @@ class TensorHandler(Handler):
             raise ModelError(
                 f"model '{self.name}' expects values {allowed}; got values in [{low}, {high}]"
             )
+
+
+class TensorHandler(BatchTensorHandler):
+    """Serves `module(batch) -> tensor` for requests that are tensors of one shape and dtype.
+
+    module: an eager, TorchScript or `torch.export` module, already in eval mode; the caller
+        owns moving it to eval (exported modules refuse `.eval()`).
+    input_spec, name, example_seed: as for `BatchTensorHandler`.
+    """
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        input_spec: InputSpec | None = None,
+        *,
+        name: str = "model",
+        example_seed: int = 0,
+    ) -> None:
+        super().__init__(input_spec, name=name, example_seed=example_seed)
+        self.module = module
+
+    def inference(self, batch: torch.Tensor) -> torch.Tensor:
+        """Run the module on a batch; returns the first tensor of its output, batch first."""
+        with torch.inference_mode():
+            output = self.module(batch)
+        tensor = first_tensor(output)
+        if tensor is None:
+            raise ModelError(
+                f"model '{self.name}' returned {type(output).__name__}, which holds no tensor"
+            )
+        return self.batch_first(tensor, batch.shape[0])
+
+    def shared_tensors(self) -> dict[str, Any]:
+        """The module's parameters and buffers by name: the live tensors its forward reads.
+
+        Works for eager, TorchScript and exported modules alike; `tensor.set_(other)` under
+        `torch.no_grad()` on each makes the module compute with `other` from then on.
+        """
+        tensors: dict[str, Any] = dict(self.module.named_parameters())
+        tensors.update(self.module.named_buffers())
+        return tensors
 
 
 def first_tensor(output: Any, depth: int = 0) -> torch.Tensor | None:

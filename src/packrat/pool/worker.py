@@ -122,14 +122,22 @@ def boot(spec: WorkerSpec) -> tuple[Handler, int]:
     return handler, shared_bytes
 
 
-def retune_self(threads: int, cores: tuple[int, ...]) -> None:
+def retune_self(handler: Handler, threads: int, cores: tuple[int, ...]) -> None:
     """Pin every thread of this process to `cores` and use `threads` intra-op threads from the
     next parallel region on. OpenMP threads created later inherit the main thread's pinning;
-    surplus ones sleep."""
+    surplus ones sleep.
+
+    Then `handler.set_threads(threads)`, after pinning, so a runtime that rebuilds its thread
+    pool there (ONNX Runtime, OpenVINO) creates the new threads on the new cores; and pin
+    again after it, because threads leaving the old pool may restore the mask they had
+    before (OpenVINO's TBB threads do).
+    """
     affinity.pin_process(cores)
     import torch
 
     torch.set_num_threads(threads)
+    handler.set_threads(threads)
+    affinity.pin_process(cores)
 
 
 def configure_torch_threads(threads: int) -> None:
@@ -156,8 +164,8 @@ def describe_self() -> WorkerInfo:
     )
 
 
-Retune = Callable[[int, tuple[int, ...]], None]
-"""Set (threads, cores) of the running worker: `retune_self` in a worker process."""
+Retune = Callable[[Handler, int, tuple[int, ...]], None]
+"""Set (threads, cores) of the running worker and its handler: `retune_self` in a worker."""
 
 
 def serve(
@@ -187,7 +195,7 @@ def handle_command(
     if isinstance(command, Reconfigure):
         started = time.perf_counter()
         try:
-            retune(command.threads, command.cores)
+            retune(handler, command.threads, command.cores)
         except Exception as exc:
             logger.warning("reconfiguration failed", exc_info=True)
             return ReconfigureFailed(type(exc).__name__, str(exc))
