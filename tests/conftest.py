@@ -2,10 +2,12 @@
 
 Hypothesis' per-example deadline (200 ms) measures the shared CI machine more than the code:
 property tests here check correctness, and speed is checked by benchmarks, so it is off.
+Servers serve on torch unless a test names a backend (PACKRAT_BACKEND, below).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +18,11 @@ from hypothesis import settings
 
 settings.register_profile("packrat", deadline=None, print_blob=True)
 settings.load_profile("packrat")
+
+# Servers started by tests serve on torch unless a test asks for a backend: choosing one
+# (`--backend auto`, the default) converts and times every candidate at each start, which the
+# backend tests cover once rather than every server test paying it.
+os.environ.setdefault("PACKRAT_BACKEND", "torch")
 
 
 class StubModelServer(BaseHTTPRequestHandler):

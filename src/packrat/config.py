@@ -2,12 +2,19 @@
 
 PACKRAT_CACHE_DIR: where profiles and shared weight files are cached
 (default: $XDG_CACHE_HOME/packrat, else ~/.cache/packrat).
+PACKRAT_BACKEND: the backend models are served on when none is given (default: auto, the
+fastest accurate one; `packrat serve --backend`).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+
+def default_backend() -> str:
+    """The backend a model is served on unless told otherwise: $PACKRAT_BACKEND, else auto."""
+    return os.environ.get("PACKRAT_BACKEND") or "auto"
 
 
 def cache_dir() -> Path:

@@ -20,7 +20,7 @@ from packrat.models import (
     ZooSource,
     convert_source,
 )
-from packrat.models.backends import FAST_EXTRA, check_precision, import_runtime
+from packrat.models.backends import RUNTIME_PACKAGES, check_precision, import_runtime
 from packrat.models.convert import conversion_dir, conversion_key
 from packrat.models.inputs import declared_spec
 
@@ -36,11 +36,11 @@ def test_precisions_per_backend() -> None:
 
 
 @pytest.mark.parametrize("backend", [Backend.ONNXRUNTIME, Backend.OPENVINO])
-def test_a_missing_runtime_names_the_extra(
+def test_a_missing_runtime_says_what_to_install(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, backend.package, None)  # import now raises ImportError
-    needs = rf"needs the '{backend.package}' package.*{re.escape(FAST_EXTRA)}"
+    needs = rf"needs the '{backend.package}' package.*{re.escape(RUNTIME_PACKAGES)}"
     with pytest.raises(ModelError, match=needs):
         import_runtime(backend)
     # Conversion fails at once, before it loads or exports anything.

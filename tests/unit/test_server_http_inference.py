@@ -248,6 +248,30 @@ def test_metrics_count_requests_by_model_and_code(client: TestClient, metrics: M
     assert 'plan="2x2"' not in text
 
 
+def test_metrics_show_the_backend_and_each_candidates_accuracy(
+    client: TestClient, metrics: Metrics
+) -> None:
+    accuracy = {"min_cosine": 0.9991, "max_abs_error": 0.02, "top1_agreement": 1.0}
+    described = {
+        "backend": "openvino",
+        "precision": "bf16",
+        "accuracy": {"openvino bf16": accuracy},
+    }
+    metrics.set_backend("double", described)
+    text = client.get("/metrics").text
+    assert 'packrat_backend{backend="openvino",model="double",precision="bf16"} 1.0' in text
+    cosine = (
+        'packrat_backend_accuracy{candidate="openvino bf16",measure="min_cosine",model="double"}'
+    )
+    assert f"{cosine} 0.9991" in text
+    metrics.set_backend("double", {"backend": "torch", "precision": "fp32", "accuracy": {}})
+    text = client.get("/metrics").text
+    assert 'packrat_backend{backend="torch",model="double",precision="fp32"} 1.0' in text
+    assert "openvino" not in text  # the previous choice's series are gone
+    metrics.forget_model("double")
+    assert "packrat_backend{" not in client.get("/metrics").text
+
+
 def test_openapi_lists_the_routes_and_body_types(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     paths = spec["paths"]

@@ -89,13 +89,29 @@ def profile(
             "host, a VM) then skews one pass, not the profile.",
         ),
     ] = 1,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend",
+            help="Profile the model on torch, onnxruntime or openvino (converted once, "
+            "cached; each backend and precision gets its own profile), or auto: the one "
+            "packrat serve would choose [default: auto, or $PACKRAT_BACKEND].",
+            show_default=False,
+        ),
+    ] = None,
+    precision: Annotated[
+        str,
+        typer.Option("--precision", help="auto (bf16 where native), fp32 or bf16."),
+    ] = "auto",
 ) -> None:
     """Measure batch latency L(t, b) for t = 1..T on pinned cores: one instance alone
     (default), or with its neighbours (--contention)."""
 
     def body() -> None:
+        from packrat.config import default_backend
         from packrat.models.resolve import resolve_model
         from packrat.pool.config import EngineConfig
+        from packrat.profiler.backend_select import select_backend
         from packrat.profiler.cache import default_profile_path
         from packrat.profiler.profile_file import load_profile
         from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
@@ -104,6 +120,13 @@ def profile(
 
         source = resolve_model(model, input_spec(input_shape, input_dtype))
         topology = read_topology()
+        chosen = select_backend(
+            source, backend or default_backend(), precision, topology, max_batch
+        )
+        source = chosen.source
+        err.print(f"backend {chosen.reason}")
+        for name, found in chosen.accuracy.items():
+            err.print(f"  {name} against torch fp32: {found['summary']}")
         grid = int_list(batches, "--batches") if batches else powers_of_two(max_batch)
         config = SweepConfig(
             cores=cores if cores is not None else topology.num_cores,

@@ -56,6 +56,25 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend",
+            help="What instances run on: auto (the fastest whose answers match torch's fp32 "
+            "ones, timed at start-up), torch, onnxruntime or openvino [default: auto, or "
+            "$PACKRAT_BACKEND].",
+            show_default=False,
+        ),
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            "--precision",
+            help="auto (bf16 where the CPU runs it natively and within the error budget), "
+            "fp32 (exact) or bf16 [default: auto].",
+            show_default=False,
+        ),
+    ] = None,
     max_in_flight: Annotated[
         int | None,
         typer.Option(
@@ -178,6 +197,8 @@ def serve(
             max_batch_delay_ms=max_batch_delay_ms,
             max_queue=max_queue,
             max_queue_wait_ms=max_queue_wait_ms,
+            backend=backend,
+            precision=precision,
             max_in_flight=max_in_flight,
             host=host,
             port=port,

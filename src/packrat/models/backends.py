@@ -1,10 +1,11 @@
 """The inference runtimes an instance can run a model on, and the precisions each supports.
 
 Torch serves every format; ONNX Runtime (CPU execution provider) and OpenVINO (CPU plugin) run
-converted models with faster CPU kernels. Their packages come with the optional `fast` extra
-(`pip install 'packrat[fast]'`), so this module names them without importing them: the runtime
-is imported only by `import_runtime`, inside a worker or a conversion, and a base install gets
-a ModelError that says what to install instead of an ImportError deep in a worker.
+converted models with faster CPU kernels. Their packages are dependencies of Packrat, but this
+module names them without importing them: the runtime is imported only by `import_runtime`,
+inside a worker or a conversion (the server and `packrat plan` never pay for it), and an
+environment without one gets a ModelError that says what to install instead of an ImportError
+deep in a worker.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from types import ModuleType
 
 from packrat.errors import ModelError
 
-FAST_EXTRA = "packrat[fast]"
-"""The pip extra that brings ONNX Runtime, OpenVINO and the ONNX exporter's dependencies."""
+RUNTIME_PACKAGES = "onnxruntime openvino onnx"
+"""What `pip install` needs for the backends beside torch (all dependencies of Packrat)."""
 
 
 class Backend(enum.Enum):
@@ -65,7 +66,7 @@ def import_runtime(backend: Backend) -> ModuleType:
     except ImportError as exc:
         raise ModelError(
             f"the {backend.value} backend needs the '{backend.package}' package, which is not "
-            f"installed: pip install '{FAST_EXTRA}' ({exc})"
+            f"installed: pip install {RUNTIME_PACKAGES} ({exc})"
         ) from exc
 
 

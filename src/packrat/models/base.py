@@ -7,7 +7,9 @@ worker. `load()` returns a `Handler`, whose lifecycle follows TorchServe's handl
 `postprocess(inference(preprocess(requests)))`.
 
 A *request* is one input item (one image, one token sequence): an instance's batch is a list of
-them, and `postprocess` returns one output per request, in order.
+them, and `postprocess` returns one output per request, in order. A tensor request may be a
+view into the worker's shared memory (`packrat.pool.arena`), which the next batch overwrites:
+a handler that keeps a request after `handle` returns must copy it.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ With `contention`, each cell is measured with its neighbours: the worker set for
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -266,6 +266,33 @@ def profile_model(
     finally:
         workers.close()
     return profile
+
+
+def measure_cells(
+    source: ModelSource,
+    cells: Sequence[tuple[int, int]],
+    policy: SamplingPolicy,
+    *,
+    topology: Topology | None = None,
+    engine_config: EngineConfig | None = None,
+) -> dict[tuple[int, int], CellStats]:
+    """Measure only `cells` (threads, batch), each on one isolated instance, thread count by
+    thread count: a quick look at a model on a few cells (to compare backends, say), with no
+    profile file and no pruning."""
+    if not cells:
+        return {}
+    topology = topology or read_topology()
+    config = SweepConfig(max(t for t, _ in cells), tuple(b for _, b in cells), policy)
+    check_cores(config.cores, topology)
+    workers = _Workers(source, config, topology, engine_config or EngineConfig())
+    found: dict[tuple[int, int], CellStats] = {}
+    try:
+        for threads, batch in sorted(set(cells)):
+            workers.ready(threads)
+            found[(threads, batch)] = summarize(workers.measure(batch))
+    finally:
+        workers.close()
+    return found
 
 
 def _means(profile: Profile) -> dict[tuple[int, int], float]:

@@ -19,6 +19,8 @@ A TOML file (`packrat serve --config FILE`) looks like:
     estimator = { alpha = 0.5, window = 1, cooldown_s = 0.05 }  # "follow"'s (the defaults)
     profile_kind = "isolated" # profiles made on first start: "isolated" or "contention"
     batch_timeout_s = 120     # a worker silent this long on a batch is killed and replaced
+    backend = "auto"          # "auto" (fastest accurate), "torch", "onnxruntime", "openvino"
+    precision = "auto"        # "auto" (bf16 where native), "fp32", "bf16"
 
     [[models]]
     spec = "resnet50"         # a zoo name or a file
@@ -28,6 +30,7 @@ A TOML file (`packrat serve --config FILE`) looks like:
     plan = "<2,1,8>"          # optional pinned plan; or fat = true
     policy = "follow"         # optional; the [server] policy otherwise
     estimator = { alpha = 0.25, window = 16 }  # optional; the [server] estimator otherwise
+    backend = "openvino"      # optional; the [server] backend (and precision) otherwise
 
 Command-line options given explicitly override the file's [server] values; models named on the
 command line are served in addition to the file's.
@@ -44,6 +47,7 @@ from typing import Any
 
 from rich.console import Console
 
+from packrat.config import default_backend
 from packrat.controller.estimator import EstimatorConfig
 from packrat.controller.policy import PolicyKind
 from packrat.errors import PackratError
@@ -78,6 +82,8 @@ class LaunchConfig:
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)  # for "follow"
     profile_kind: str = "isolated"  # how first-start profiles measure: "isolated", "contention"
     batch_timeout_s: float = 120.0  # a worker silent this long on a batch is replaced
+    backend: str = field(default_factory=default_backend)  # auto, torch, onnxruntime, openvino
+    precision: str = "auto"  # auto, fp32, bf16
     models: tuple[ModelConfig, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -167,6 +173,8 @@ _INHERITED = (
     "max_queue",
     "max_queue_wait_ms",
     "estimator",
+    "backend",
+    "precision",
 )
 """[server] keys that are defaults for the [[models]] entries that do not set them."""
 
@@ -219,6 +227,8 @@ def with_cli(base: LaunchConfig, models: list[str], **overrides: Any) -> LaunchC
         "max_queue": config.max_queue,
         "max_queue_wait_ms": config.max_queue_wait_ms,
         "estimator": config.estimator,
+        "backend": config.backend,
+        "precision": config.precision,
         "profile": overrides.get("profile"),
         "fat": bool(overrides.get("fat")),
     }
@@ -281,7 +291,7 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
                 if model.cores is None and default_cores is not None:
                     model = replace(model, cores=default_cores)
                 runtime = await repo.register_model(model, progress=bar)
-                out.print(_describe(runtime.describe()), highlight=False)
+                out.print(_describe(runtime.describe()), highlight=False, soft_wrap=True)
         except BaseException:
             await repo.close()
             for b in bound:
@@ -332,11 +342,20 @@ def _describe(info: Any) -> str:
         f"{i.get('threads')}t x b{i.get('batch')} on cores {i.get('cores')}"
         for i in info.get("instances", [])
     )
-    return (
+    backend = info.get("backend") or {}
+    text = (
         f"serving {info.get('name')} v{info.get('version')}: plan {plan.get('describe', plan)} "
         f"for batch {info.get('batching', {}).get('max_batch_size')} "
         f"(policy {info.get('policy')}); instances: {instances}"
     )
+    if backend:
+        text += f"\n  backend {backend.get('reason')}"
+        for candidate, verdict in backend.get("candidates", {}).items():
+            if verdict != "chosen":
+                text += f"\n    {candidate}: {verdict}"
+        for candidate, found in backend.get("accuracy", {}).items():
+            text += f"\n    {candidate} against torch fp32: {found.get('summary')}"
+    return text
 
 
 def _one_thread_for_the_front_end() -> None:

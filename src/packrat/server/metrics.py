@@ -15,14 +15,19 @@ Series (label `model` is the model name):
   packrat_batch_latency_seconds{model}          batch dispatch to its last reply (histogram)
   packrat_instance_busy_seconds_total{model,instance}   seconds each instance spent computing
                                                 (its handler's time, timed in the worker)
+  packrat_backend{model,backend,precision}      1 for what the instances run on (gauge)
+  packrat_backend_accuracy{model,candidate,measure}   each candidate compared with torch's
+                                                fp32 outputs at start-up: min_cosine,
+                                                max_abs_error, top1_agreement (gauge)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from threading import Lock
 from time import perf_counter
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from prometheus_client import (
@@ -93,6 +98,19 @@ class Metrics:
             ("model", "plan"),
             registry=self.registry,
         )
+        self._backend = Gauge(
+            "packrat_backend",
+            "1 for the backend and precision the model's instances run on.",
+            ("model", "backend", "precision"),
+            registry=self.registry,
+        )
+        self._accuracy = Gauge(
+            "packrat_backend_accuracy",
+            "Each candidate backend's outputs against torch's fp32 ones, measured at start-up "
+            "(min_cosine, max_abs_error, top1_agreement).",
+            ("model", "candidate", "measure"),
+            registry=self.registry,
+        )
         self._batch_latency = Histogram(
             "packrat_batch_latency_seconds",
             "Seconds from dispatching a batch to its last instance's reply.",
@@ -127,6 +145,7 @@ class Metrics:
         )
         self._lock = Lock()
         self._plans: dict[str, str] = {}
+        self._backends: dict[str, list[tuple[str, ...]]] = {}  # model -> its series' labels
 
     def observe_request(self, model: str, code: int, seconds: float) -> None:
         """One inference request of `model` answered with HTTP status `code` after
@@ -188,12 +207,35 @@ class Metrics:
             self._plans[model] = plan
             self._plan.labels(model, plan).set(1)
 
+    def set_backend(self, model: str, backend: Mapping[str, Any]) -> None:
+        """`model` runs on `backend` (its describe: backend, precision, accuracy of each
+        candidate compared with the reference)."""
+        with self._lock:
+            self._forget_backend(model)
+            labels = (model, str(backend.get("backend")), str(backend.get("precision")))
+            self._backend.labels(*labels).set(1)
+            series: list[tuple[str, ...]] = [labels]
+            for candidate, found in backend.get("accuracy", {}).items():
+                for measure in ("min_cosine", "max_abs_error", "top1_agreement"):
+                    if found.get(measure) is not None:
+                        self._accuracy.labels(model, candidate, measure).set(found[measure])
+                        series.append((model, candidate, measure))
+            self._backends[model] = series
+
+    def _forget_backend(self, model: str) -> None:
+        series = self._backends.pop(model, [])
+        if series:
+            self._backend.remove(*series[0])
+        for labels in series[1:]:
+            self._accuracy.remove(*labels)
+
     def forget_model(self, model: str) -> None:
         """Drop `model`'s gauges after it is unregistered (counters stay: they are totals)."""
         with self._lock:
             plan = self._plans.pop(model, None)
             if plan is not None:
                 self._plan.remove(model, plan)
+            self._forget_backend(model)
         with suppress(KeyError):  # no depth was ever set
             self._queue_depth.remove(model)
 

@@ -1,4 +1,5 @@
-"""Connect a model runtime to the server's metrics: batches, queue depth, plan, restarts."""
+"""Connect a model runtime to the server's metrics: batches, queue depth, plan, restarts,
+and the backend it runs on."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ def watch(runtime: ModelRuntime, metrics: Metrics) -> None:
     name = runtime.name
     metrics.set_plan(name, runtime.plan.describe())
     metrics.set_queue_depth(name, 0)
+    backend = runtime.describe().get("backend")
+    if backend:
+        metrics.set_backend(name, backend)
 
     def on_batch(record: BatchRecord) -> None:
         metrics.observe_batch(name, record.sizes, record.compute_s, record.wall_s)

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from packrat.config import default_backend
 from packrat.controller.estimator import EstimatorConfig
 from packrat.controller.policy import PolicyConfig, PolicyKind
 from packrat.errors import ModelError, PackratError, ProfileError, WorkerError
@@ -49,6 +50,7 @@ from packrat.models.resolve import resolve_model
 from packrat.models.zoo import ZOO
 from packrat.optimizer.table import LatencyTable
 from packrat.pool.config import EngineConfig
+from packrat.profiler.backend_select import candidates, select_backend
 from packrat.profiler.cache import default_profile_path
 from packrat.profiler.profile_file import Profile, load_profile
 from packrat.profiler.stats import SamplingPolicy
@@ -92,6 +94,11 @@ class ModelConfig:
         the optimal plan for its size, "follow" on the plan for the batch size the estimator
         sees (with `estimator`'s settings), "fixed" always on the plan for max_batch_size;
         None takes the repository's default (`RepositoryDefaults.policy`).
+    backend, precision: what the instances run on (`packrat.profiler.backend_select`):
+        "auto" (default: $PACKRAT_BACKEND, else auto) serves on the fastest backend whose
+        answers match torch's fp32 ones, or a backend by name (torch, onnxruntime,
+        openvino); precision "auto" allows bf16 where the CPU runs it natively, "fp32"
+        keeps exact fp32, "bf16" asks for it (within the error budget).
     """
 
     spec: str
@@ -107,6 +114,8 @@ class ModelConfig:
     fat: bool = False
     policy: PolicyKind | None = None
     estimator: EstimatorConfig = dataclasses.field(default_factory=EstimatorConfig)
+    backend: str = dataclasses.field(default_factory=default_backend)
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.spec:
@@ -132,6 +141,10 @@ class ModelConfig:
             raise ValueError(str(exc).replace("BatchingConfig.", "ModelConfig.")) from None
         if self.plan is not None and self.fat:
             raise ValueError("ModelConfig.plan and ModelConfig.fat=True exclude each other")
+        try:
+            candidates(self.backend, self.precision, bf16_native=True)
+        except PackratError as exc:
+            raise ValueError(f"ModelConfig: {exc}") from None
         if self.policy is not None and not isinstance(self.policy, PolicyKind):
             object.__setattr__(self, "policy", PolicyKind.parse(str(self.policy)))
 
@@ -387,6 +400,19 @@ class Repository:
     ) -> ModelRuntime:
         topology = _topology(config.cores)
         self._warn_overlap(name, topology)
+        selection = await asyncio.to_thread(
+            functools.partial(
+                select_backend,
+                source,
+                config.backend,
+                config.precision,
+                topology,
+                config.max_batch_size,
+                engine_config=self._engine_config,
+                progress=progress,
+            )
+        )
+        source = selection.source
         identity = await asyncio.to_thread(source.identity)
         table = await self._table(config, source, identity, topology, progress)
         if table is not None:  # plan and split every batch size, not only the profiled ones
@@ -416,6 +442,7 @@ class Repository:
             policy=policy,
             estimator=config.estimator,
             pool_size=pool_size,
+            backend=selection.to_json(),
         )
 
     async def _table(

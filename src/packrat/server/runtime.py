@@ -151,8 +151,10 @@ class ModelRuntime:
         policy: PolicyConfig | None = None,
         estimator: EstimatorConfig | None = None,
         pool_size: int | None = None,
+        backend: Mapping[str, Any] | None = None,
     ) -> None:
         self._name = name
+        self._backend = dict(backend) if backend is not None else None
         self._version = version
         self._source = source
         self._table = table
@@ -256,6 +258,7 @@ class ModelRuntime:
                 "content_hash": None if self._identity is None else self._identity.content_hash,
             },
             "input_spec": None if self._input_spec is None else self._input_spec.to_json(),
+            "backend": self._backend,
             "plan": {
                 "describe": plan.describe(),
                 "cores": plan.cores,

@@ -1,0 +1,341 @@
+"""Serve a model on the fastest backend and precision that keeps its answers: convert each
+candidate once (cached), compare its outputs with torch's fp32 reference, time it on a few
+cells, and choose (`backend_choice.choose`).
+
+The candidates for `--backend auto`: torch fp32 (the reference, always), ONNX Runtime fp32,
+OpenVINO fp32 and, where the CPU computes bf16 natively and `--precision` allows it, OpenVINO
+bf16. A named backend has only its own candidates. fp32 conversions must match the reference
+to the exact budget (they only sum in another order); a lossy one must stay within the error
+budget to be served at all.
+
+The probe cells are the shapes plans are made of: every core on a batch of 1 and on the
+largest batch, and one core on its share of the largest batch. Each candidate is timed on them
+in pinned workers, as the profiler does, with a quick sampling policy: the choice needs which
+is fastest, not the profile (which is then measured for the chosen one alone).
+
+A choice among several candidates is cached (`<cache>/backends/`), keyed by the model, the
+options, the cores and the libraries' versions: a restart reuses it (and the cached
+conversion) instead of timing every candidate again; delete the file to choose afresh.
+
+Only models that torch serves from a file of weights and a graph (zoo, TorchScript, .pt2) can
+be converted; a handler file, an .onnx or an OpenVINO IR is served by the backend its format
+names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packrat.config import cache_dir
+from packrat.errors import ModelError, PackratError
+from packrat.models.accuracy import (
+    DEFAULT_BUDGET,
+    EXACT_BUDGET,
+    AccuracyBudget,
+    AccuracyReport,
+    check_accuracy,
+)
+from packrat.models.backends import Backend, Precision, library_version
+from packrat.models.base import ModelSource
+from packrat.models.exported import ExportedSource
+from packrat.models.identity import json_sha256
+from packrat.models.torchscript import TorchScriptSource
+from packrat.models.zoo import ZooSource
+from packrat.pool.config import EngineConfig
+from packrat.profiler.backend_choice import Candidate, Trial, choose
+from packrat.profiler.stats import SamplingPolicy
+from packrat.profiler.sweep import measure_cells
+from packrat.progress import NullProgress, Progress
+from packrat.topology import Topology, machine_info, runs_bf16_natively
+
+logger = logging.getLogger(__name__)
+
+AUTO = "auto"
+
+PROBE_POLICY = SamplingPolicy(warmup_runs=1, min_runs=3, max_runs=10, rel_ci=0.1, max_time_s=2.0)
+"""Enough runs to rank candidates that differ by 1.3x or more (the point of a faster runtime);
+not a profile."""
+
+RUNTIMES = ("onnxruntime", "openvino")
+
+CONVERTIBLE = (ZooSource, TorchScriptSource, ExportedSource)
+"""Sources served by torch from a graph and weights: what `packrat.models.convert` converts."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a model is served on, and why.
+
+    source: the source to serve (the original for torch, else the converted one).
+    candidate: its backend and precision.
+    reason: in words, for the log and describe.
+    accuracy: per candidate compared with the reference (its name, e.g. "openvino bf16"),
+        the comparison's numbers and a summary line (`accuracy_json`).
+    verdicts: what became of each candidate (its name: "chosen", "1.35x slower", why it
+        could not serve, ...); empty when only one was possible.
+    """
+
+    source: ModelSource
+    candidate: Candidate
+    reason: str
+    accuracy: dict[str, dict[str, Any]] = field(default_factory=dict)
+    verdicts: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        """JSON-ready, for the management API's describe."""
+        return {
+            "backend": self.candidate.backend,
+            "precision": self.candidate.precision,
+            "reason": self.reason,
+            "accuracy": {name: dict(found) for name, found in self.accuracy.items()},
+            "candidates": dict(self.verdicts),
+        }
+
+
+def candidates(backend: str, precision: str, *, bf16_native: bool) -> list[Candidate]:
+    """The candidates `--backend backend --precision precision` allow, torch fp32 first.
+
+    precision "auto" takes bf16 only where the CPU computes it natively; "bf16" asks for it
+    anyway (it must still pass the error budget); "fp32" never. Raises PackratError for an
+    unknown backend or precision."""
+    backends = [b.value for b in Backend]
+    if backend != AUTO and backend not in backends:
+        raise PackratError(f"unknown backend '{backend}': choose auto, {', '.join(backends)}")
+    precisions = [p.value for p in Precision]
+    if precision != AUTO and precision not in precisions:
+        raise PackratError(f"unknown precision '{precision}': choose auto, {', '.join(precisions)}")
+    lossy = precision == Precision.BF16.value or (precision == AUTO and bf16_native)
+    found = [Candidate(Backend.TORCH.value)]
+    found += [Candidate(Backend.ONNXRUNTIME.value), Candidate(Backend.OPENVINO.value)]
+    if lossy:
+        found.append(Candidate(Backend.OPENVINO.value, Precision.BF16.value))
+    if precision == Precision.BF16.value:
+        found = [c for c in found if c.lossy]
+    if backend != AUTO:
+        found = [c for c in found if c.backend == backend]
+    if not found:
+        raise PackratError(f"the {backend} backend has no {precision} kernels")
+    return found
+
+
+def probe_cells(cores: int, max_batch: int) -> list[tuple[int, int]]:
+    """Every core on batches of 1 and `max_batch`, one core on its share of `max_batch`."""
+    return sorted({(cores, 1), (cores, max_batch), (1, max(1, math.ceil(max_batch / cores)))})
+
+
+def select_backend(
+    source: ModelSource,
+    backend: str,
+    precision: str,
+    topology: Topology,
+    max_batch: int,
+    *,
+    engine_config: EngineConfig | None = None,
+    progress: Progress | None = None,
+) -> Selection:
+    """Choose what `source` is served on (see the module docstring). Blocking: converts,
+    loads the model in this process for the accuracy check, and starts workers to time it.
+
+    Raises PackratError when no candidate can serve the model, with every reason."""
+    progress = progress or NullProgress()
+    if not isinstance(source, CONVERTIBLE):
+        return _unconvertible(source, backend, precision)
+    wanted = candidates(backend, precision, bf16_native=runs_bf16_natively())
+    lossy_why_not = "" if runs_bf16_natively() else "this CPU has no native bf16"
+    if precision == Precision.FP32.value:
+        lossy_why_not = "--precision fp32"
+    saved_at = _saved_path(source, backend, precision, topology, max_batch)
+    saved = _saved(saved_at, source)
+    if saved is not None:
+        return saved
+    sources: dict[Candidate, ModelSource] = {}
+    trials: dict[Candidate, Trial] = {}
+    accuracy: dict[str, dict[str, Any]] = {}
+    cells = probe_cells(topology.num_cores, max_batch)
+    progress.start(2 * len(wanted), f"{source.name}: choosing among {len(wanted)} backends")
+    for candidate in wanted:
+        progress.advance(1, f"{source.name}: converting for {candidate} (cached after once)")
+        try:
+            sources[candidate] = _prepare(source, candidate)
+        except PackratError as exc:
+            trials[candidate] = Trial(candidate, error=str(exc))
+    reference = Candidate(Backend.TORCH.value)
+    compared = [c for c in sources if c != reference]
+    if compared:
+        reports = _compare(source, {c: sources[c] for c in compared})
+        for candidate, report in reports.items():
+            if isinstance(report, str):
+                trials[candidate] = Trial(candidate, error=f"accuracy check failed: {report}")
+                sources.pop(candidate)
+                continue
+            budget = DEFAULT_BUDGET if candidate.lossy else EXACT_BUDGET
+            accuracy[str(candidate)] = accuracy_json(report, budget)
+            if not candidate.lossy and not report.within(budget):
+                trials[candidate] = Trial(
+                    candidate, error=f"does not match the fp32 reference: {report.summary()}"
+                )
+                sources.pop(candidate)
+            else:
+                trials[candidate] = Trial(
+                    candidate, accurate=report.within(budget), accuracy=report.summary()
+                )
+    if len(wanted) == 1:
+        return _only(wanted[0], sources, trials, accuracy)
+    usable = [c for c in sources if trials.get(c, Trial(c)).accurate is not False]
+    if len(usable) == 1:  # nothing to time it against
+        (only,) = usable
+        verdicts = {str(c): t.error or t.accuracy for c, t in trials.items() if c != only}
+        reason = f"{only}: the only candidate that can serve"
+        return Selection(sources[only], only, reason, accuracy, {str(only): "chosen", **verdicts})
+    for candidate, candidate_source in sources.items():
+        known = trials.get(candidate, Trial(candidate))
+        progress.advance(1, f"{source.name}: timing {candidate} on {len(cells)} cells")
+        if known.accurate is False:
+            continue  # outside the budget: not worth timing
+        try:
+            stats = measure_cells(
+                candidate_source, cells, PROBE_POLICY, topology=topology,
+                engine_config=engine_config,
+            )  # fmt: skip
+        except PackratError as exc:
+            trials[candidate] = Trial(candidate, error=f"failed to run: {exc}")
+            continue
+        latency = {cell: s.mean_ms for cell, s in stats.items()}
+        trials[candidate] = Trial(
+            candidate, latency, accurate=known.accurate, accuracy=known.accuracy
+        )
+    choice = choose(
+        [trials.get(c, Trial(c, error="not prepared")) for c in wanted],
+        lossy_allowed=lossy_why_not == "" or precision == Precision.BF16.value,
+        lossy_why_not=lossy_why_not,
+    )
+    logger.info("%s: serving on %s", source.name, choice.reason)
+    verdicts = {str(c): verdict for c, verdict in choice.verdicts.items()}
+    selection = Selection(sources[choice.chosen], choice.chosen, choice.reason, accuracy, verdicts)
+    _save(saved_at, selection)
+    return selection
+
+
+def _saved_path(
+    source: ModelSource, backend: str, precision: str, topology: Topology, max_batch: int
+) -> Path:
+    """Where the choice for these options is cached."""
+    key = json_sha256(
+        {
+            "model": source.identity().content_hash,
+            "options": [backend, precision, max_batch],
+            "cores": topology.cpu_ids(),
+            "cpu": machine_info(topology).cpu_model,
+            "versions": {p: library_version(p) for p in ("torch", *RUNTIMES)},
+            "format": 1,
+        }
+    )
+    return cache_dir() / "backends" / f"{source.name}-{key[:16]}.json"
+
+
+def _saved(path: Path, source: ModelSource) -> Selection | None:
+    """The cached choice, its candidate prepared again (a cached conversion); None if there
+    is none or it cannot be used."""
+    try:
+        raw = json.loads(path.read_text())
+        candidate = Candidate(raw["backend"], raw["precision"])
+        prepared = _prepare(source, candidate)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, PackratError) as exc:
+        logger.warning("ignoring the cached backend choice %s: %s", path, exc)
+        return None
+    reason = f"{raw['reason']} (chosen at an earlier start: {path})"
+    logger.info("%s: serving on %s", source.name, reason)
+    return Selection(prepared, candidate, reason, raw["accuracy"], raw["candidates"])
+
+
+def _save(path: Path, selection: Selection) -> None:
+    """Cache `selection` (written whole or not at all)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(selection.to_json(), indent=1))
+        temporary.replace(path)
+    except OSError as exc:
+        logger.warning("could not cache the backend choice in %s: %s", path, exc)
+
+
+def _only(
+    candidate: Candidate,
+    sources: dict[Candidate, ModelSource],
+    trials: dict[Candidate, Trial],
+    accuracy: dict[str, dict[str, Any]],
+) -> Selection:
+    """The one candidate asked for, if it can serve (nothing to time against)."""
+    trial = trials.get(candidate, Trial(candidate))
+    if candidate not in sources:
+        raise PackratError(f"cannot serve on {candidate}: {trial.error}")
+    if trial.accurate is False:
+        raise PackratError(f"{candidate} is outside the error budget: {trial.accuracy}")
+    return Selection(sources[candidate], candidate, f"{candidate}: as asked", accuracy)
+
+
+def accuracy_json(report: AccuracyReport, budget: AccuracyBudget) -> dict[str, Any]:
+    """A comparison with the reference, JSON-ready: its numbers, the budget it was held to,
+    whether it is within, and the summary line."""
+    return {
+        "rows": report.rows,
+        "min_cosine": report.min_cosine,
+        "max_abs_error": report.max_abs_error,
+        "top1_agreement": report.top1_agreement,
+        "budget": {
+            "min_cosine": budget.min_cosine,
+            "min_top1_agreement": budget.min_top1_agreement,
+        },
+        "within_budget": report.within(budget),
+        "summary": report.summary(),
+    }
+
+
+def _unconvertible(source: ModelSource, backend: str, precision: str) -> Selection:
+    """A source whose format names its backend (handler file, .onnx, OpenVINO IR)."""
+    own_backend = getattr(source, "backend", Backend.TORCH)
+    own_precision = getattr(source, "precision", Precision.FP32)
+    own = Candidate(own_backend.value, own_precision.value)
+    if backend not in (AUTO, own.backend):
+        raise PackratError(
+            f"model '{source.name}' is served by {own.backend} (its format); "
+            f"--backend {backend} cannot convert it"
+        )
+    if precision not in (AUTO, own.precision):
+        raise PackratError(f"model '{source.name}' runs in {own.precision}, not {precision}")
+    return Selection(source, own, f"{own}: the model's format")
+
+
+def _prepare(source: ModelSource, candidate: Candidate) -> ModelSource:
+    """The source that runs `candidate`: the original for torch, else its conversion."""
+    if candidate.backend == Backend.TORCH.value:
+        return source
+    from packrat.models.convert import convert_source  # imports torch and the exporter
+
+    return convert_source(source, Backend(candidate.backend), Precision(candidate.precision))
+
+
+def _compare(
+    source: ModelSource, converted: dict[Candidate, ModelSource]
+) -> dict[Candidate, AccuracyReport | str]:
+    """Each converted candidate's outputs against torch's fp32 ones, in this process (a
+    message instead of a report where a candidate fails to load or run)."""
+    reference = source.load()
+    reference.initialize()
+    reports: dict[Candidate, AccuracyReport | str] = {}
+    for candidate, candidate_source in converted.items():
+        try:
+            handler = candidate_source.load()
+            handler.initialize()
+            reports[candidate] = check_accuracy(reference, handler)
+        except ModelError as exc:
+            reports[candidate] = str(exc)
+    return reports
