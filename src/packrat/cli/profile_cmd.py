@@ -116,17 +116,10 @@ def profile(
         from packrat.profiler.profile_file import load_profile
         from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
         from packrat.progress import progress_bar
-        from packrat.topology import read_topology
+        from packrat.topology import check_cores, read_topology
 
         source = resolve_model(model, input_spec(input_shape, input_dtype))
         topology = read_topology()
-        chosen = select_backend(
-            source, backend or default_backend(), precision, topology, max_batch
-        )
-        source = chosen.source
-        err.print(f"backend {chosen.reason}")
-        for name, found in chosen.accuracy.items():
-            err.print(f"  {name} against torch fp32: {found['summary']}")
         grid = int_list(batches, "--batches") if batches else powers_of_two(max_batch)
         config = SweepConfig(
             cores=cores if cores is not None else topology.num_cores,
@@ -136,6 +129,15 @@ def profile(
             asked=None if every_cell else tuple(range(1, max(grid) + 1)),
             passes=passes,
         )
+        check_cores(config.cores, topology)  # before converting and timing backends
+        chosen = select_backend(
+            source, backend or default_backend(), precision, topology, max(grid)
+        )
+        source = chosen.source
+        if chosen.verdicts or chosen.candidate.backend != "torch":
+            err.print(f"backend {chosen.reason}")
+        for name, found in chosen.accuracy.items():
+            err.print(f"  {name} against torch fp32: {found['summary']}")
         engine = EngineConfig(keep_freed_memory=keep_freed_memory)
         path = output or default_profile_path(
             source.identity(), topology, keep_freed_memory=keep_freed_memory, contention=contention
