@@ -33,6 +33,26 @@ def _layout(engine: Engine) -> list[tuple[int, frozenset[int]]]:
     return layout
 
 
+def test_runtimes_start_their_pools_on_every_visible_core_before_the_model_loads(
+    tmp_path: Path,
+) -> None:
+    """A runtime that sizes its thread pool once per process (OpenVINO's TBB) starts it while
+    the worker may still use every core, so an instance re-threaded onto more cores later
+    can use them: started pinned to one core, it ran on one thread ever after."""
+    record = tmp_path / "record.txt"
+    engine = Engine(pool_handlers.RuntimeStartSource(str(record)), plan_of(
+        InstanceSpec(threads=1, batch=1, cores=(cpu(0),))
+    ))  # fmt: skip
+    engine.start()
+    try:
+        assert engine.infer([3]) == [6]
+    finally:
+        engine.close()
+    visible = sorted(os.sched_getaffinity(0))
+    lines = record.read_text().splitlines()  # the weights' export helper loads it too, first
+    assert lines[-2:] == [f"start {len(visible)} {','.join(map(str, visible))}", f"load {cpu(0)}"]
+
+
 def test_reconfigure_moves_workers_in_place_and_answers_stay_right(tmp_path: Path) -> None:
     source = pool_handlers.LinearSource(256, 64, seed=3)
     two = (cpu(0), cpu(1)) if cpu(0) != cpu(1) else (cpu(0),)

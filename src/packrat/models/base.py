@@ -92,3 +92,9 @@ class ModelSource(ABC):
     @abstractmethod
     def load(self) -> Handler:
         """Build the handler. Runs in the worker process; raises ModelError on failure."""
+
+    def start_runtime(self, cpus: int) -> None:  # noqa: B027 - optional hook, empty by default
+        """Start the runtime's process-wide thread pool for up to `cpus` threads. Called in the
+        worker before `load`, while it may still run on every core it will ever be given: a
+        runtime that sizes its pool once per process from the CPUs it first sees (OpenVINO's
+        TBB) could otherwise never use more threads than the instance started with."""

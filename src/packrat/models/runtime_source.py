@@ -46,6 +46,15 @@ def load_runtime_handler(
     raise ValueError(f"{backend.value} models are served by the torch formats, not here")
 
 
+def start_runtime(backend: Backend, cpus: int) -> None:
+    """Start `backend`'s process-wide thread pool for `cpus` threads (OpenVINO only; the
+    others size theirs per session)."""
+    if backend is Backend.OPENVINO:
+        from packrat.models.openvino_handler import start_thread_pool
+
+        start_thread_pool(cpus)
+
+
 class OnnxFileSource(LocalFileSource):
     """An .onnx file, served by ONNX Runtime (CPU) in fp32.
 
@@ -82,6 +91,9 @@ class OpenVinoFileSource(LocalFileSource):
         if self.input_spec is not None:
             description["input_spec"] = self.input_spec.to_json()
         return ModelIdentity(self.name, json_sha256(description))
+
+    def start_runtime(self, cpus: int) -> None:
+        start_runtime(Backend.OPENVINO, cpus)
 
     def load(self) -> Handler:
         """Read and compile the model on the worker's threads; ModelError if unreadable."""
@@ -122,6 +134,9 @@ class ConvertedSource(ModelSource):
     def identity(self) -> ModelIdentity:
         """The original name and the conversion's hash; cheap, the file is not read."""
         return ModelIdentity(self.name, self.content_hash)
+
+    def start_runtime(self, cpus: int) -> None:
+        start_runtime(self.backend, cpus)
 
     def load(self) -> Handler:
         """Build the backend's handler on the worker's threads; ModelError if it fails."""

@@ -98,6 +98,9 @@ def boot(spec: WorkerSpec) -> tuple[Handler, int]:
         affinity.pin_process(spec.visible_cores or spec.cores)
         phase = FailurePhase.LOAD
         configure_torch_threads(spec.threads)  # loads OpenMP, which counts the CPUs it sees
+        # Runtimes that size a process-wide pool once (OpenVINO's TBB) start it now, for every
+        # core this worker may later be re-threaded onto.
+        spec.source.start_runtime(len(spec.visible_cores or spec.cores))
         phase = FailurePhase.PIN
         affinity.pin_process(spec.cores)
         phase = FailurePhase.LOAD
