@@ -3,6 +3,8 @@ that match torch's; a lossy precision only within the error budget."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from packrat.bench.loadgen import LoadOptions, LoadResult, Payload, Target, poisson, run_load
 from packrat.models import ZooSource
 
 from .server import packrat_serve
@@ -64,3 +67,39 @@ def test_a_named_backend_serves_on_it(tmp_path: Path) -> None:
         got = _predict(server.inference, x)
         cosine = float(got @ want / (np.linalg.norm(got) * np.linalg.norm(want)))
         assert cosine > 0.99  # bf16: close, not equal
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_forced_switches_under_load_lose_no_request(backend: str, tmp_path: Path) -> None:
+    """Each change of plan re-threads the runtime's instances in place (a new session, a
+    recompile): under load, every request is still answered, correctly, and every change made."""
+    x = np.random.default_rng(5).standard_normal(SHAPE).astype(np.float32)
+    want = np.asarray(ZooSource("tiny-resnet").load().handle([torch.from_numpy(x)])[0])
+    args = ("tiny-resnet", "--max-batch-size", "4", "--backend", backend, "--precision", "fp32")
+    with packrat_serve(*args, workdir=tmp_path) as server:
+        outcome: list[LoadResult] = []
+        payload = Payload(x.tobytes(), "application/octet-stream")
+        load = threading.Thread(
+            target=lambda: outcome.append(
+                run_load(
+                    Target(server.inference, "tiny-resnet"),
+                    poisson(40.0, 8.0, seed=11),
+                    LoadOptions(payload),
+                )
+            )
+        )
+        load.start()
+        changes = [{"plan": "fat"}, {"plan": "<2,1,2>"}, {"plan": "fat"}, {"policy": "auto"}]
+        for change in changes:
+            time.sleep(1.5)
+            url = server.management + "/models/tiny-resnet/plan"
+            reply = httpx.put(url, json=change, timeout=60)
+            assert reply.status_code == 200, reply.text
+        load.join()
+        (result,) = outcome
+        failed = [r for r in result.records if not r.ok]
+        assert not failed, failed[:3]
+        assert len(result.records) > 200
+        switches = httpx.get(server.management + "/models/tiny-resnet/switches").json()
+        assert [s["reason"] for s in switches].count("pinned") >= 3
+        np.testing.assert_allclose(_predict(server.inference, x), want, rtol=1e-3, atol=1e-4)
