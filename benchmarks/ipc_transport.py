@@ -51,6 +51,8 @@ from io import BytesIO
 from pathlib import Path
 from typing import IO, Any
 
+from e2e_stats import Estimate
+
 REPO = Path(__file__).resolve().parents[1]
 HANDLER = Path(__file__).resolve().parent / "ipc_transport_handler.py"
 BATCHES = (1, 8)
@@ -136,31 +138,9 @@ def run_child(config: dict[str, Any]) -> None:
             print(json.dumps(samples), flush=True)
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """Per-round values; their median; the 95% CI of their geometric mean."""
-
-    values: tuple[float, ...]
-    median: float
-    low: float
-    high: float
-
-    @staticmethod
-    def of(values: Sequence[float]) -> Estimate:
-        from packrat.profiler.stats import t95
-
-        logs = [math.log(v) for v in values]
-        half = t95(len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
-        centre = statistics.fmean(logs)
-        return Estimate(
-            tuple(values),
-            statistics.median(values),
-            math.exp(centre - half),
-            math.exp(centre + half),
-        )
-
-    def cell(self, digits: int = 2) -> str:
-        return f"{self.median:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+def cell(estimate: Estimate, digits: int = 2) -> str:
+    """A median and its 95% CI for a table: "0.40 [0.36, 0.43]"."""
+    return f"{estimate.median:.{digits}f} [{estimate.low:.{digits}f}, {estimate.high:.{digits}f}]"
 
 
 def codec_table(calls: int) -> str:
@@ -246,13 +226,13 @@ def report(
         "| ---: | ---: | " + " | ".join("---:" for _ in labels) + " | ---: | ---: |",
     ]
     for batch in BATCHES:
-        cells = [Estimate.of(medians[label, batch]).cell() for label in labels]
+        cells = [cell(Estimate.of(medians[label, batch])) for label in labels]
         before, after = medians["before", batch], medians["after", batch]
         ratio = Estimate.of([a / b for a, b in zip(after, before, strict=True)])
         saved = statistics.median(b - a for a, b in zip(after, before, strict=True))
         lines.append(
             f"| {batch} | {batch * request_kb:.0f} KB | {' | '.join(cells)} | "
-            f"{ratio.cell(3)} | {saved:.2f} ms |"
+            f"{cell(ratio, 3)} | {saved:.2f} ms |"
         )
     rounds = len(medians["before", BATCHES[0]])
     lines += [

@@ -146,14 +146,17 @@ def select_backend(
     progress = progress or NullProgress()
     if not isinstance(source, CONVERTIBLE):
         return _unconvertible(source, backend, precision)
-    wanted = candidates(backend, precision, bf16_native=runs_bf16_natively())
-    lossy_why_not = "" if runs_bf16_natively() else "this CPU has no native bf16"
+    bf16_native = runs_bf16_natively()
+    wanted = candidates(backend, precision, bf16_native=bf16_native)
+    lossy_why_not = "" if bf16_native else "this CPU has no native bf16"
     if precision == Precision.FP32.value:
         lossy_why_not = "--precision fp32"
-    saved_at = _saved_path(source, backend, precision, topology, max_batch)
-    saved = _saved(saved_at, source)
-    if saved is not None:
-        return saved
+    saved_at = None  # only a choice among several is timed, and so cached
+    if len(wanted) > 1:
+        saved_at = _saved_path(source, backend, precision, topology, max_batch)
+        saved = _saved(saved_at, source)
+        if saved is not None:
+            return saved
     sources: dict[Candidate, ModelSource] = {}
     trials: dict[Candidate, Trial] = {}
     accuracy: dict[str, dict[str, Any]] = {}
@@ -218,6 +221,7 @@ def select_backend(
     logger.info("%s: serving on %s", source.name, choice.reason)
     verdicts = {str(c): verdict for c, verdict in choice.verdicts.items()}
     selection = Selection(sources[choice.chosen], choice.chosen, choice.reason, accuracy, verdicts)
+    assert saved_at is not None  # several candidates were wanted
     _save(saved_at, selection)
     return selection
 
