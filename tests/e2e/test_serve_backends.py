@@ -89,9 +89,10 @@ def test_forced_switches_under_load_lose_no_request(backend: str, tmp_path: Path
             )
         )
         load.start()
-        changes = [{"plan": "fat"}, {"plan": "<2,1,2>"}, {"plan": "fat"}, {"policy": "auto"}]
-        for change in changes:
-            time.sleep(1.5)
+        # Whatever plan the policy runs at first, each pin after the first changes it.
+        pins = [{"plan": "<2,1,2>"}, {"plan": "fat"}, {"plan": "<2,1,2>"}, {"plan": "fat"}]
+        for change in [*pins, {"policy": "auto"}]:
+            time.sleep(1.2)
             url = server.management + "/models/tiny-resnet/plan"
             reply = httpx.put(url, json=change, timeout=60)
             assert reply.status_code == 200, reply.text
