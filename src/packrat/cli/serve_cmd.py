@@ -36,7 +36,11 @@ def serve(
     ] = None,
     max_batch_delay_ms: Annotated[
         float | None,
-        typer.Option("--max-batch-delay", help="Milliseconds a batch waits for more [default: 5]."),
+        typer.Option(
+            "--max-batch-delay",
+            help="Milliseconds a batch waits for more [default: 0: it leaves when the model "
+            "is free, with what is queued].",
+        ),
     ] = None,
     max_queue: Annotated[
         int | None,
@@ -183,9 +187,8 @@ def serve(
     """
 
     def body() -> None:
-        import asyncio
-
         from packrat.server.launch import LaunchConfig, launch, load_config_file, with_cli
+        from packrat.server.listen import run_event_loop
 
         base = load_config_file(config_path) if config_path is not None else LaunchConfig()
         names = models or ([] if base.models else [DEFAULT_MODEL])
@@ -216,6 +219,6 @@ def serve(
             batch_timeout_s=batch_timeout_s,
             token_file=token_file,
         )
-        asyncio.run(launch(config, out=out, err=err))
+        run_event_loop(launch(config, out=out, err=err))
 
     guard(body)

@@ -53,8 +53,12 @@ def simulate(
         int, typer.Option("--max-batch-size", help="Largest batch; plans are made for it.")
     ] = 8,
     max_batch_delay_ms: Annotated[
-        float, typer.Option("--max-batch-delay", help="Milliseconds a batch waits for more.")
-    ] = 5.0,
+        float,
+        typer.Option(
+            "--max-batch-delay",
+            help="Milliseconds a batch waits for more (0, serve's default: none).",
+        ),
+    ] = 0.0,
     max_queue: Annotated[
         int, typer.Option("--max-queue", help="Requests queued before more get 503.")
     ] = 100,

@@ -32,7 +32,15 @@ class ModelIdentity:
 
 
 class Handler(ABC):
-    """A loaded model with TorchServe's handler lifecycle, run inside one worker process."""
+    """A loaded model with TorchServe's handler lifecycle, run inside one worker process.
+
+    `computes_with_torch`: whether the model runs on torch's intra-op threads. A handler whose
+    runtime has its own threads (ONNX Runtime, OpenVINO) sets it False, and its worker gives
+    torch one thread: torch then only stacks and splits tensors, and an OpenMP pool woken for
+    that would spin on the cores the runtime's threads compute on.
+    """
+
+    computes_with_torch: bool = True
 
     def initialize(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Prepare to serve (e.g. warm caches). Called once, after threads and pinning are set."""

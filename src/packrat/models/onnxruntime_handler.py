@@ -62,6 +62,8 @@ class OnnxRuntimeHandler(BatchTensorHandler):
     Raises ModelError if the file cannot be loaded or does not take exactly one input.
     """
 
+    computes_with_torch = False  # the runtime's own threads run the model
+
     def __init__(
         self,
         path: Path,
@@ -91,7 +93,7 @@ class OnnxRuntimeHandler(BatchTensorHandler):
 
     def inference(self, batch: torch.Tensor) -> torch.Tensor:
         """Run the session on the batch; its first output, batch first, as a tensor."""
-        # `preprocess` stacks into a fresh contiguous tensor, so `.numpy()` is a view.
+        # `preprocess` makes the batch contiguous, so `.numpy()` is a view.
         (output,) = self.session.run([self._output_name], {self._input_name: batch.numpy()})
         return self.batch_first(torch.from_numpy(output), batch.shape[0])
 

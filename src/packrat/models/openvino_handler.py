@@ -52,6 +52,8 @@ class OpenVinoHandler(BatchTensorHandler):
     Raises ModelError if the model cannot be read or compiled, or takes more than one input.
     """
 
+    computes_with_torch = False  # the runtime's own threads run the model
+
     def __init__(
         self,
         path: Path,
@@ -95,7 +97,7 @@ class OpenVinoHandler(BatchTensorHandler):
         The tensor views the infer request's output buffer, which the next `inference`
         overwrites: `postprocess` copies each row out, as the data path requires anyway.
         """
-        # `preprocess` stacks into a fresh contiguous tensor, so `.numpy()` is a view.
+        # `preprocess` makes the batch contiguous, so `.numpy()` is a view.
         self._request.infer({0: batch.numpy()}, share_inputs=True)
         output = self._request.get_output_tensor(0).data
         return self.batch_first(torch.from_numpy(output), batch.shape[0])

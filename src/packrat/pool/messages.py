@@ -246,7 +246,9 @@ class MeasureFailed:
 class WorkerInfo:
     """A worker's view of itself, for verifying threads and pinning.
 
-    threads / interop_threads: torch.get_num_threads() / torch.get_num_interop_threads().
+    threads: the threads the model computes with: torch's intra-op threads, or those of the
+        handler's runtime (ONNX Runtime, OpenVINO; torch then has one).
+    interop_threads: torch.get_num_interop_threads().
     affinity_by_thread: CPU ids each of the process's OS threads (by tid) may run on.
     """
 

@@ -12,6 +12,7 @@ This module must not import torch at import time: spawn imports it before `run_w
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import pickle
@@ -80,7 +81,7 @@ def run_worker(spec: WorkerSpec, connection: Connection) -> None:
         shared_bytes=shared_bytes,
     )
     channel.send(ready)
-    serve(handler, channel, describe_self, retune_self)
+    serve(handler, channel, functools.partial(describe_self, handler), retune_self)
 
 
 def boot(spec: WorkerSpec) -> tuple[Handler, int]:
@@ -105,6 +106,7 @@ def boot(spec: WorkerSpec) -> tuple[Handler, int]:
         affinity.pin_process(spec.cores)
         phase = FailurePhase.LOAD
         handler = spec.source.load()
+        configure_torch_threads(torch_threads(handler, spec.threads))
         phase = FailurePhase.INITIALIZE
         handler.initialize()
         # After initialize: handlers in the TorchServe style create their weights there.
@@ -138,13 +140,20 @@ def retune_self(handler: Handler, threads: int, cores: tuple[int, ...]) -> None:
     affinity.pin_process(cores)
     import torch
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(torch_threads(handler, threads))
     handler.set_threads(threads)
     affinity.pin_process(cores)
 
 
+def torch_threads(handler: Handler, threads: int) -> int:
+    """torch's intra-op threads for an instance of `threads` threads: all of them if the model
+    computes with torch, else 1 (see `Handler.computes_with_torch`)."""
+    return threads if handler.computes_with_torch else 1
+
+
 def configure_torch_threads(threads: int) -> None:
-    """Import torch and set its intra-op threads to `threads` and inter-op threads to 1.
+    """Import torch and set its intra-op threads to `threads` and inter-op threads to 1 (once:
+    torch refuses a second setting of inter-op threads, which stays 1).
 
     One inter-op thread: an instance runs one batch at a time, and extra inter-op threads would
     only compete with the intra-op threads for the instance's cores.
@@ -152,16 +161,21 @@ def configure_torch_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    torch.set_num_interop_threads(1)
+    if torch.get_num_interop_threads() != 1:
+        torch.set_num_interop_threads(1)
 
 
-def describe_self() -> WorkerInfo:
-    """This process's torch thread counts and the affinity of each of its OS threads."""
+def describe_self(handler: Handler) -> WorkerInfo:
+    """This process's compute threads (torch's, or the handler's runtime's: see
+    `Handler.computes_with_torch`), inter-op threads, and the affinity of each OS thread."""
     import torch
 
+    threads = torch.get_num_threads()
+    if not handler.computes_with_torch:
+        threads = getattr(handler, "threads", threads)
     return WorkerInfo(
         pid=os.getpid(),
-        threads=torch.get_num_threads(),
+        threads=threads,
         interop_threads=torch.get_num_interop_threads(),
         affinity_by_thread=affinity.current_affinity_of_all_threads(),
     )

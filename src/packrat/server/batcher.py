@@ -37,6 +37,13 @@ Resp = TypeVar("Resp")
 logger = logging.getLogger(__name__)
 
 
+DEFAULT_MAX_BATCH_DELAY_MS = 0.0
+"""A batch leaves as soon as the model is free, with whatever is queued then (as Triton's
+dynamic batcher by default): under load requests queue while a batch runs, so batches grow
+with the load by themselves, and a lone request never waits for company that is not coming.
+A delay adds to every request's latency when the load is light (one client: all of it)."""
+
+
 @dataclass(frozen=True)
 class BatchingConfig:
     """How one model's requests are batched.
@@ -53,7 +60,7 @@ class BatchingConfig:
     """
 
     max_batch_size: int = 8
-    max_batch_delay_ms: float = 5.0
+    max_batch_delay_ms: float = DEFAULT_MAX_BATCH_DELAY_MS
     max_queue: int = DEFAULT_MAX_QUEUE
     max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
 

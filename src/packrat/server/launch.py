@@ -11,7 +11,7 @@ A TOML file (`packrat serve --config FILE`) looks like:
     model_store = "models"    # model files load from here only
     token_file = "token.txt"  # both APIs need "Authorization: Bearer <its first line>"
     max_batch_size = 8        # defaults for every model (and for management-API registrations)
-    max_batch_delay_ms = 5.0
+    max_batch_delay_ms = 0.0  # 0: a batch leaves when the model is free, with what is queued
     max_queue = 100           # requests waiting per model; more get 503 + Retry-After
     max_queue_wait_ms = 2000  # once the queue overflowed, it is held to this much (0: not)
     max_in_flight = 256       # inference requests in progress in all; more get 503 at once
@@ -54,6 +54,7 @@ from packrat.errors import PackratError
 from packrat.pool.config import EngineConfig
 from packrat.profiler.profile_file import KINDS
 from packrat.server.admission import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS
+from packrat.server.batcher import DEFAULT_MAX_BATCH_DELAY_MS
 from packrat.server.http_auth import check_token
 from packrat.server.listen import Bound, Listener, bind, serve
 from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
@@ -72,7 +73,7 @@ class LaunchConfig:
     model_store: Path | None = None
     token_file: Path | None = None  # the API token; else $PACKRAT_TOKEN; else no token
     max_batch_size: int = 8
-    max_batch_delay_ms: float = 5.0
+    max_batch_delay_ms: float = DEFAULT_MAX_BATCH_DELAY_MS
     max_queue: int = DEFAULT_MAX_QUEUE
     max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
     max_in_flight: int = 256  # inference requests in progress, all models; more get 503

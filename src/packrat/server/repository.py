@@ -58,7 +58,7 @@ from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
 from packrat.progress import NullProgress, Progress
 from packrat.server.admission import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS
 from packrat.server.api import BadRequest, Conflict, NotFound, ServedModel, ServerError, Unavailable
-from packrat.server.batcher import BatchingConfig
+from packrat.server.batcher import DEFAULT_MAX_BATCH_DELAY_MS, BatchingConfig
 from packrat.server.planning import Planning
 from packrat.server.runtime import ModelRuntime
 from packrat.topology import Topology, format_cpu_list, parse_cpu_list, read_topology
@@ -106,7 +106,7 @@ class ModelConfig:
     version: str = "1"
     cores: tuple[int, ...] | None = None
     max_batch_size: int = 8
-    max_batch_delay_ms: float = 5.0
+    max_batch_delay_ms: float = DEFAULT_MAX_BATCH_DELAY_MS
     max_queue: int = DEFAULT_MAX_QUEUE
     max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
     profile: Path | None = None
@@ -162,7 +162,7 @@ class RepositoryDefaults:
 
     cores: tuple[int, ...] | None = None
     max_batch_size: int = 8
-    max_batch_delay_ms: float = 5.0
+    max_batch_delay_ms: float = DEFAULT_MAX_BATCH_DELAY_MS
     max_queue: int = DEFAULT_MAX_QUEUE
     max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
     fat: bool = False

@@ -1,0 +1,270 @@
+"""Batch-1 latency of `packrat serve MODEL` (its defaults) against OpenVINO's own, in-process.
+
+    python benchmarks/latency_target.py [--models resnet50 bert-base gpt2] [--rounds 5]
+        [--requests 100] [--output docs/benchmarks/latency-target.md] [--workdir DIR]
+
+(with the project's venv active, from the repository root).
+
+Issue 15's target: end to end, one client, batch 1, Packrat's p50 is within 1.10x + 1 ms of
+OpenVINO's in-process latency with its `LATENCY` hint on the same cores.
+
+For each model:
+
+- Packrat: `packrat serve MODEL` with nothing but free ports (its cache in WORKDIR/cache, so
+  the conversions and profiles of the first start are reused by the reference and by later
+  runs); one client sends sequential raw requests over one keep-alive connection (the standard
+  library's http.client, the client with the least cost of its own), each after the previous
+  answer. Every response's `Server-Timing: compute` (the worker's `handle`) is kept too, so the
+  e2e time splits into the worker's share and the rest.
+- OpenVINO: a child process reads the OpenVINO IR that Packrat converted the model to (fp32
+  weights) and compiles it with `PERFORMANCE_HINT: LATENCY` and OpenVINO's defaults otherwise
+  (on a CPU with native bf16 it picks bf16 itself, as Packrat's default does), then times
+  back-to-back `infer` calls on the same request, batch 1, on every core of this process.
+
+Both stay up for the whole run, one idle while the other is measured. Rounds are the
+replicates (the machine drifts 10-30% within minutes): each round times `--requests` calls of
+each, after 20 untimed, in an order that alternates. Per round: the p50 of each; the target
+ratio e2e p50 / (1.10 x OpenVINO p50 + 1 ms), paired in the round. Over rounds: median and
+95% CI of the geometric mean (`e2e_stats.Estimate`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from e2e_stats import Estimate
+from serve_overhead import run_client
+from serving import cpu_model, describe, kept_analysis, package_versions, packrat_serve
+
+REPO = Path(__file__).resolve().parents[1]
+METHOD = (__doc__ or "")[(__doc__ or "").index("For each model:") :].strip()
+WARMUP_CALLS = 20
+TARGET_RATIO = 1.10
+TARGET_SLACK_MS = 1.0
+
+
+def target_ms(openvino_ms: float) -> float:
+    """The slowest e2e p50 the target admits against OpenVINO's in-process p50."""
+    return TARGET_RATIO * openvino_ms + TARGET_SLACK_MS
+
+
+# --- OpenVINO in-process, in a child ----------------------------------------------------------
+
+
+class OpenVinoReference:
+    """A child process timing OpenVINO `infer` calls (LATENCY hint) on request."""
+
+    def __init__(self, xml: Path, request: np.ndarray) -> None:
+        handle, name = tempfile.mkstemp(suffix=".npy")
+        os.close(handle)
+        np.save(name, request)
+        self._request_path = name
+        self._process = subprocess.Popen(
+            [sys.executable, __file__, "--reference-child", str(xml), name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._stdin: IO[str] = self._process.stdin  # type: ignore[assignment]
+        self._stdout: IO[str] = self._process.stdout  # type: ignore[assignment]
+        ready = json.loads(self._stdout.readline())
+        self.properties: dict[str, str] = ready["properties"]
+
+    def time_calls(self, calls: int) -> list[float]:
+        self._stdin.write(f"{calls}\n")
+        self._stdin.flush()
+        return [float(v) for v in json.loads(self._stdout.readline())]
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._stdin.close()
+            try:
+                self._process.wait(30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        os.unlink(self._request_path)
+
+
+def reference_child(xml: str, request_file: str) -> None:
+    """The child's side: compile, say which properties OpenVINO chose, then answer each line
+    "CALLS" on stdin with the JSON list of that many `infer` times in ms."""
+    import openvino as ov
+
+    request = np.load(request_file)
+    compiled = ov.Core().compile_model(xml, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+    names = ("INFERENCE_PRECISION_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS")
+    properties = {name: str(compiled.get_property(name)) for name in names}
+    infer = compiled.create_infer_request()
+    print(json.dumps({"properties": properties}), flush=True)
+    for line in sys.stdin:
+        samples = []
+        for i in range(WARMUP_CALLS + int(line)):
+            started = time.perf_counter()
+            infer.infer({0: request})
+            if i >= WARMUP_CALLS:
+                samples.append((time.perf_counter() - started) * 1000.0)
+        print(json.dumps(samples), flush=True)
+
+
+# --- one model --------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelResult:
+    model: str
+    backend: str
+    plan: str
+    openvino_properties: dict[str, str]
+    openvino_ms: list[float]  # per round: p50
+    e2e_ms: list[float]  # per round: p50
+    compute_ms: list[float]  # per round: p50 of the worker's `handle` time
+    ratio: list[float]  # per round: e2e p50 / target_ms(openvino p50)
+
+
+def converted_ir(cache: Path, model: str) -> Path:
+    """The OpenVINO IR Packrat converted `model` to, from the cache of its server."""
+    found = sorted((cache / "converted").glob(f"{model}-openvino-*/model.xml"))
+    if not found:
+        raise SystemExit(f"no OpenVINO conversion of {model} under {cache}: did serve convert it?")
+    return found[0]
+
+
+def measure_model(model: str, rounds: int, requests: int, workdir: Path) -> ModelResult:
+    log = workdir / f"serve-{model}.log"
+    started = time.monotonic()
+    with packrat_serve(model, [], workdir, log) as server:
+        print(f"{model}: serving after {time.monotonic() - started:.0f} s", flush=True)
+        described = describe(server.urls, model)
+        spec = described["input_spec"]
+        request = np.random.default_rng(0).standard_normal(spec["shape"]).astype(spec["dtype"])
+        if np.dtype(spec["dtype"]).kind in "iu":
+            high = spec.get("high") or 1000
+            request = np.random.default_rng(0).integers(0, high, spec["shape"], spec["dtype"])
+        body = request.tobytes()
+        reference = OpenVinoReference(converted_ir(workdir / "cache", model), request[None])
+        url = f"{server.urls['inference']}/predictions/{model}"
+        result = ModelResult(
+            model, _backend_line(described), described["plan"]["describe"], reference.properties,
+            [], [], [], [],
+        )  # fmt: skip
+        try:
+            for r in range(rounds):
+                runs = {}
+                order = ("openvino", "packrat") if r % 2 == 0 else ("packrat", "openvino")
+                for system in order:
+                    if system == "openvino":
+                        runs[system] = statistics.median(reference.time_calls(requests))
+                    else:
+                        client = run_client(url, body, requests)
+                        runs[system] = client.latency.p50_ms
+                        assert client.handler_ms is not None, "no Server-Timing from packrat"
+                        result.compute_ms.append(client.handler_ms.p50_ms)
+                result.openvino_ms.append(runs["openvino"])
+                result.e2e_ms.append(runs["packrat"])
+                result.ratio.append(runs["packrat"] / target_ms(runs["openvino"]))
+                print(
+                    f"{model} round {r + 1}/{rounds}: OpenVINO {runs['openvino']:.2f} ms, "
+                    f"packrat e2e {runs['packrat']:.2f} ms (worker {result.compute_ms[-1]:.2f}), "
+                    f"target {target_ms(runs['openvino']):.2f} ms",
+                    flush=True,
+                )
+        finally:
+            reference.close()
+        result.plan = describe(server.urls, model)["plan"]["describe"]
+    return result
+
+
+def _backend_line(described: dict[str, Any]) -> str:
+    backend = described.get("backend") or {}
+    return f"{backend.get('backend', '?')} {backend.get('precision', '?')}"
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def cell(estimate: Estimate, digits: int = 2) -> str:
+    return f"{estimate.median:.{digits}f} [{estimate.low:.{digits}f}, {estimate.high:.{digits}f}]"
+
+
+def render(results: list[ModelResult], command: str, rounds: int, requests: int) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in package_versions().items())
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# Batch-1 latency: `packrat serve` against OpenVINO in-process (issue 15)",
+        "",
+        f"Measured {now} on {platform.node()}: {cpu_model()}, {len(os.sched_getaffinity(0))} "
+        f"usable cores, Linux {platform.release()}; Python {platform.python_version()}, "
+        f"{versions}.",
+        "",
+        f"Command: `{command}` ({rounds} rounds of {requests} timed calls per system, after "
+        f"{WARMUP_CALLS} untimed).",
+        "",
+        METHOD,
+        "",
+        f"Target: e2e p50 <= {TARGET_RATIO:.2f} x OpenVINO p50 + {TARGET_SLACK_MS:g} ms; the "
+        "last column is e2e p50 / that bound, paired by round (<= 1 meets it).",
+        "",
+        "| model | Packrat backend, plan | OpenVINO (LATENCY hint) p50 | Packrat e2e p50 | "
+        "of which worker `handle` | rest (HTTP, batcher, IPC) | e2e / target | met? |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for result in results:
+        ratio = Estimate.of(result.ratio)
+        rest = [e - c for e, c in zip(result.e2e_ms, result.compute_ms, strict=True)]
+        lines.append(
+            f"| {result.model} | {result.backend}, {result.plan} | "
+            f"{cell(Estimate.of(result.openvino_ms))} | {cell(Estimate.of(result.e2e_ms))} | "
+            f"{cell(Estimate.of(result.compute_ms))} | {statistics.median(rest):.2f} | "
+            f"{cell(ratio, 3)} | {'yes' if ratio.median <= 1.0 else '**no**'} |"
+        )
+    lines += ["", "All times in ms: median over rounds [95% CI]. OpenVINO chose:", ""]
+    for result in results:
+        chosen = ", ".join(f"{k} {v}" for k, v in result.openvino_properties.items())
+        lines.append(f"- {result.model}: {chosen}")
+    lines += ["", "Per round (OpenVINO p50 / e2e p50 / worker p50, ms):", ""]
+    for result in results:
+        per_round = "; ".join(
+            f"{o:.2f} / {e:.2f} / {c:.2f}"
+            for o, e, c in zip(result.openvino_ms, result.e2e_ms, result.compute_ms, strict=True)
+        )
+        lines.append(f"- {result.model}: {per_round}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--reference-child":
+        reference_child(sys.argv[2], sys.argv[3])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["resnet50", "bert-base", "gpt2"])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--output", type=Path, default=REPO / "docs/benchmarks/latency-target.md")
+    parser.add_argument("--workdir", type=Path)
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="latency-target-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    results = [measure_model(m, args.rounds, args.requests, workdir) for m in args.models]
+    command = "python benchmarks/latency_target.py " + " ".join(sys.argv[1:])
+    text = render(results, command.strip(), args.rounds, args.requests)
+    print(text)
+    args.output.write_text(text + kept_analysis(args.output))
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
