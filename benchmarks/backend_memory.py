@@ -53,7 +53,7 @@ def measure(model: str, backend: str, instances: int) -> Usage:
     from packrat.models.backends import Backend, Precision
     from packrat.models.convert import convert_source
     from packrat.pool import Engine
-    from packrat.profiler.topology import runs_bf16_natively
+    from packrat.topology import runs_bf16_natively
     from packrat.types import InstanceSpec, Plan
 
     cpus = tuple(sorted(os.sched_getaffinity(0)))
