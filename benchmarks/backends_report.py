@@ -117,8 +117,8 @@ def render(session: Session, method: str, plot_name: str) -> str:
         + ", ".join(f"{k} {v}" for k, v in versions.items())
         + ".",
         "",
-        f"Command: `{session.command}` ({session.rounds} rounds; per round, batch size and "
-        f"system {session.warmup} untimed and {session.runs} timed batches; total "
+        f"Command: `{session.command}` ({plural(session.rounds, 'round')}; per round, batch "
+        f"size and system {session.warmup} untimed and {session.runs} timed batches; total "
         f"{session.total_s / 60:.1f} min).",
         "",
         "## How it was measured",
@@ -235,7 +235,7 @@ def peak_section(session: Session) -> list[str]:
     ]
     for run in session.models:
         lines += [
-            f"### {run.model}: {run.flops_per_request / 1e9:.2f} GFLOP per request",
+            f"### {run.model}: {run.flops_per_request / 1e9:.3g} GFLOP per request",
             "",
             "| batch | fastest system | precision | ms | GFLOP/s | of peak |",
             "| ---: | --- | --- | ---: | ---: | ---: |",
@@ -269,7 +269,7 @@ def write_plot(session: Session, path: Path) -> None:
     columns = len(session.models)
     fig = Figure(figsize=(5.2 * columns, 8.0), layout="constrained")
     FigureCanvasAgg(fig)
-    fig.suptitle("Batch latency: median over rounds, bars: 95% CI", fontsize=10)
+    fig.suptitle("Batch latency: median over rounds, bars: 95% CI (cut at the axes)", fontsize=10)
     for k, run in enumerate(session.models):
         top = fig.add_subplot(2, columns, k + 1)
         bottom = fig.add_subplot(2, columns, columns + k + 1, sharex=top)
@@ -281,16 +281,34 @@ def write_plot(session: Session, path: Path) -> None:
         bottom.errorbar(run.batches, [e.median for e in ratios], yerr=errors(ratios),
                         marker="o", markersize=3, capsize=2, color="C0")  # fmt: skip
         bottom.axhline(1.0, color="black", linewidth=0.8)
+        bottom.set_yscale("log")  # 0.5x and 2x alike, as the CIs are
         top.set_yscale("log")
+        # With few rounds a CI spans decades; the medians set the scale, long bars are cut.
+        top.set_ylim(*span([run.estimate(s, b) for s in run.medians for b in run.batches]))
+        bottom.set_ylim(*span([*ratios, Estimate.of([1.0])]))
         top.set_ylabel("batch latency, ms")
         top.set_title(f"{run.model} (packrat on {run.served})")
         bottom.set_ylabel("best single-process / packrat")
         bottom.set_xlabel("batch size")
+        ticks = [b for b in (1, 2, 4, 8, 16, 32, 64, 128) if b <= max(run.batches)]
         for ax in (top, bottom):
             ax.set_xscale("log", base=2)
+            ax.set_xticks(ticks, [str(b) for b in ticks])
             ax.grid(True, which="both", alpha=0.3)
         top.legend(fontsize=8)
     fig.savefig(path, format="png", dpi=110)
+
+
+def span(estimates: Sequence[Estimate], margin: float = 3.0) -> tuple[float, float]:
+    """Log-axis limits: from the smallest median / `margin` to the largest x `margin`."""
+    medians = [e.median for e in estimates if math.isfinite(e.median) and e.median > 0]
+    if not medians:
+        return 0.1, 10.0
+    return min(medians) / margin, max(medians) * margin
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def errors(estimates: Sequence[Estimate]) -> list[list[float]]:

@@ -68,11 +68,17 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from backends_children import plan_to_json, run_system, run_torch_numbers
 from backends_report import SYSTEMS, ModelRun, Session, write_report
 from serving import rotated
+
+if TYPE_CHECKING:
+    from packrat.models.base import ModelSource
+    from packrat.profiler.profile_file import Profile
+    from packrat.progress import Progress
+    from packrat.topology import Topology
 
 REPO = Path(__file__).resolve().parents[1]
 METHOD = (__doc__ or "")[(__doc__ or "").index("For each model,") :].strip()
@@ -138,7 +144,9 @@ def prepare_model(model: str, batches: list[int], workdir: Path) -> ModelRun:
     return run
 
 
-def serve_profile(source: Any, topology: Any, largest: int, progress: Any) -> tuple[Any, Path]:
+def serve_profile(
+    source: ModelSource, topology: Topology, largest: int, progress: Progress
+) -> tuple[Profile, Path]:
     """The profile `packrat serve --max-batch-size LARGEST` plans with (as
     `Repository._table` makes it): the cached one, completed where it lacks cells."""
     from packrat.profiler.cache import default_profile_path
@@ -162,7 +170,7 @@ def serve_profile(source: Any, topology: Any, largest: int, progress: Any) -> tu
     return profile, path
 
 
-def converted_files(source: Any, setup: dict[str, Any]) -> dict[str, str]:
+def converted_files(source: ModelSource, setup: dict[str, Any]) -> dict[str, str]:
     """Put the fp32 ONNX and OpenVINO conversions' paths into `setup` (cached conversions);
     return the systems that cannot run, with why."""
     from packrat.errors import ModelError
