@@ -1,0 +1,421 @@
+"""Batch latency side by side: Packrat's plan for each batch size against the best
+single-process configuration of each backend (issue 15).
+
+    python benchmarks/backends_side_by_side.py [--models resnet50 bert-base gpt2]
+        [--batches 1-64] [--rounds 3] [--runs 5] [--output docs/benchmarks/backends.md]
+        [--workdir DIR] [--peak-sizes 1024,2048,4096]
+
+(with the project's venv active, from the repository root). Writes the Markdown report, its
+plot beside it (backends.png for backends.md) and the raw numbers, every timed batch of every
+round, to WORKDIR/backends.json; each system's log is WORKDIR/MODEL/SYSTEM.log.
+
+Issue 15's target: at every batch size from 1 to 64, Packrat's planned batch latency is no
+worse than the best single-process configuration of any backend.
+
+For each model, first what `packrat serve MODEL --max-batch-size MAX` serves (MAX: the
+largest batch size asked): the backend and precision `select_backend` chooses with
+`--backend auto --precision auto` (converting the model into the cache, WORKDIR/cache), the
+profile serve makes on it (batch sizes 1, 2, 4, ... up to MAX, every thread count, serve's
+quick sampling, cells no optimal plan needs skipped; reused from the cache when complete),
+and the optimizer's plan for every batch size on the profile interpolated between its batch
+sizes, placed on the cores (`Planning.optimal`, the plan serve's auto policy runs a batch of
+that size on). Then five systems, each in its own process (no two thread pools share one),
+all started before the first round and idle while another is measured, all fed the same
+seeded random requests of the model's input spec:
+
+- `packrat`: an `Engine` over the source serve serves, with enough workers for every plan,
+  switched in place (`reconfigure`) to the plan for the batch size; timed: `Engine.infer` of
+  B requests, the whole round trip (the split among instances, the shared-memory transport,
+  each worker's preprocess, inference and postprocess, the answers back);
+- `ov-latency`: the OpenVINO IR Packrat converted (fp32 weights, batch dimension dynamic)
+  compiled with `PERFORMANCE_HINT: LATENCY` and OpenVINO's defaults otherwise (it computes in
+  bf16 by itself on a CPU with native bf16); one `infer` of the batch;
+- `ov-throughput`: the same IR with `PERFORMANCE_HINT: THROUGHPUT`; the batch split evenly
+  over its `OPTIMAL_NUMBER_OF_INFER_REQUESTS` infer requests (fewer for a smaller batch), run
+  at once through an `AsyncInferQueue`; timed until all are done;
+- `ort-default`: ONNX Runtime's CPU provider with default session options on the ONNX file
+  Packrat converted; one `run` of the batch;
+- `torch-fat`: the zoo model as Packrat's torch backend loads it (traced),
+  `torch.set_num_threads(physical cores)`; one inference of the batch.
+
+The single-process systems are timed on the batch already stacked (a tensor or numpy array):
+only the model runs. Packrat's time includes its round trip, so the comparison leans their way.
+
+Rounds are the replicates (the machine's speed drifts by 10-30% within minutes): in every
+round, for every batch size, every system runs 2 untimed and `--runs` timed batches, in an
+order that rotates from one batch size to the next and from round to round. Per round and
+system the median batch is taken; over rounds, the median of those and the 95% CI of their
+geometric mean (`e2e_stats.Estimate`). Best / packrat is paired by round: the fastest
+single-process system's median in that round over Packrat's (above 1: Packrat is faster).
+
+The machine's peak: `torch.matmul` of n x n matrices, fp32 and bf16, on every physical core,
+the best rate over `--peak-sizes`; each model's FLOPs per request from
+`torch.utils.flop_counter` on its eager module at batch 1 (matrix products and convolutions).
+For each batch size the fastest system's rate (FLOPs per request x B / its median latency) is
+set against the peak in the precision it computed in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from backends_children import plan_to_json, run_system, run_torch_numbers
+from backends_report import SYSTEMS, ModelRun, Session, write_report
+from serving import rotated
+
+if TYPE_CHECKING:
+    from packrat.models.base import ModelSource
+    from packrat.profiler.profile_file import Profile
+    from packrat.progress import Progress
+    from packrat.topology import Topology
+
+REPO = Path(__file__).resolve().parents[1]
+METHOD = (__doc__ or "")[(__doc__ or "").index("For each model,") :].strip()
+WARMUP_BATCHES = 2
+STOP_TIMEOUT_S = 30.0
+
+
+def parse_batches(text: str) -> list[int]:
+    """Batch sizes from "1-64", "1,2,4" or "1-8,16,32"."""
+    found: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.strip().partition("-")
+        found.update(range(int(low), int(high or low) + 1))
+    if not found or min(found) < 1:
+        raise SystemExit(f"--batches {text!r}: give positive batch sizes, e.g. 1-64 or 1,2,4")
+    return sorted(found)
+
+
+# --- what packrat serve would run ---------------------------------------------------------------
+
+
+def prepare_model(model: str, batches: list[int], workdir: Path) -> ModelRun:
+    """Choose the backend, profile and plan as `packrat serve` does; convert for the single-
+    process systems; write the setup file their processes read (WORKDIR/MODEL/setup.json)."""
+    from packrat.models import ZooSource
+    from packrat.profiler.backend_select import select_backend
+    from packrat.progress import progress_bar
+    from packrat.server.planning import Planning
+    from packrat.topology import read_topology
+
+    source = ZooSource(model)
+    topology = read_topology()
+    largest = max(batches)
+    with progress_bar() as bar:
+        selection = select_backend(source, "auto", "auto", topology, largest, progress=bar)
+        profile, profile_path = serve_profile(selection.source, topology, largest, bar)
+    planning = Planning(topology, profile.latency_table().interpolated(), largest)
+    plans = {b: planning.optimal(b) for b in batches}
+    folder = workdir / model
+    folder.mkdir(parents=True, exist_ok=True)
+    setup: dict[str, Any] = {
+        "model": model,
+        "cores": topology.num_cores,
+        "batches": batches,
+        "plans": {b: plan_to_json(p) for b, p in plans.items()},
+        "pool_size": max(len(p.instances) for p in plans.values()),
+        "packrat_source": str(folder / "packrat-source.pkl"),
+    }
+    (folder / "packrat-source.pkl").write_bytes(pickle.dumps(selection.source))
+    unavailable = converted_files(source, setup)
+    (folder / "setup.json").write_text(json.dumps(setup, indent=1))
+    run = ModelRun(
+        model=model,
+        served=str(selection.candidate),
+        reason=selection.reason,
+        profile=str(profile_path),
+        batches=batches,
+        plans={b: p.describe() for b, p in plans.items()},
+        predicted_ms={b: p.latency_ms for b, p in plans.items()},
+        unavailable=unavailable,
+    )
+    print(f"{model}: served on {run.served}; plans from {profile_path}", flush=True)
+    return run
+
+
+def serve_profile(
+    source: ModelSource, topology: Topology, largest: int, progress: Progress
+) -> tuple[Profile, Path]:
+    """The profile `packrat serve --max-batch-size LARGEST` plans with (as
+    `Repository._table` makes it): the cached one, completed where it lacks cells."""
+    from packrat.profiler.cache import default_profile_path
+    from packrat.profiler.profile_file import load_profile
+    from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
+    from packrat.server.repository import QUICK_POLICY
+
+    path = default_profile_path(source.identity(), topology)
+    cached = load_profile(path) if path.exists() else None
+    sweep = SweepConfig(
+        topology.num_cores,
+        powers_of_two(largest),
+        QUICK_POLICY,
+        asked=tuple(range(1, largest + 1)),
+    )
+    if cached is not None and not sweep.needs_measuring(cached):
+        return cached, path
+    profile = profile_model(
+        source, sweep, out=path, existing=cached, topology=topology, progress=progress
+    )
+    return profile, path
+
+
+def converted_files(source: ModelSource, setup: dict[str, Any]) -> dict[str, str]:
+    """Put the fp32 ONNX and OpenVINO conversions' paths into `setup` (cached conversions);
+    return the systems that cannot run, with why."""
+    from packrat.errors import ModelError
+    from packrat.models.backends import Backend, Precision
+    from packrat.models.convert import convert_source
+
+    unavailable = {}
+    wanted = {"onnx": Backend.ONNXRUNTIME, "openvino_xml": Backend.OPENVINO}
+    users = {"onnx": ["ort-default"], "openvino_xml": ["ov-latency", "ov-throughput"]}
+    for key, backend in wanted.items():
+        try:
+            setup[key] = str(convert_source(source, backend, Precision.FP32).path)
+        except ModelError as exc:
+            unavailable.update({system: f"no {backend.value} conversion: {exc}"
+                                for system in users[key]})  # fmt: skip
+    return unavailable
+
+
+def torch_numbers(models: list[str], sizes: list[int], workdir: Path) -> dict[str, Any]:
+    """The peak GEMM rates and each model's FLOPs per request, measured in a child process
+    (its thread pool ends with it)."""
+    from packrat.topology import read_topology
+
+    threads = read_topology().num_cores
+    command = [sys.executable, __file__, "--torch-numbers", json.dumps([models, sizes, threads]),
+               str(os.getpid())]  # fmt: skip
+    with (workdir / "torch-numbers.log").open("w") as log:
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=log, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"measuring the peak failed; see {workdir / 'torch-numbers.log'}")
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+# --- the systems' processes ---------------------------------------------------------------------
+
+
+class Child:
+    """One system's process for one model (benchmarks/backends_children.py), timing batches
+    on request; its stderr goes to WORKDIR/MODEL/SYSTEM.log."""
+
+    def __init__(self, system: str, folder: Path) -> None:
+        self.system = system
+        self.log = folder / f"{system}.log"
+        command = [sys.executable, __file__, "--child", system, str(folder / "setup.json"),
+                   str(os.getpid())]  # fmt: skip
+        with self.log.open("w") as log:
+            self._process = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True
+            )
+        self._stdin: IO[str] = self._process.stdin  # type: ignore[assignment]
+        self._stdout: IO[str] = self._process.stdout  # type: ignore[assignment]
+
+    def wait_ready(self) -> dict[str, str]:
+        """The settings the system reports once built; RuntimeError if it failed."""
+        return self._read()["ready"]  # type: ignore[no-any-return]
+
+    def time_batches(self, batch: int, runs: int) -> tuple[list[float], str]:
+        """`runs` timed batches of `batch` (ms) after WARMUP_BATCHES untimed, and its note."""
+        command = {"batch": batch, "warmup": WARMUP_BATCHES, "runs": runs}
+        try:
+            self._stdin.write(json.dumps(command) + "\n")
+            self._stdin.flush()
+        except BrokenPipeError:
+            raise RuntimeError(self._failure("exited")) from None
+        answer = self._read()
+        return answer["ms"], answer["note"]
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._stdin.close()
+            try:
+                self._process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+    def _read(self) -> dict[str, Any]:
+        line = self._stdout.readline()
+        if not line:
+            raise RuntimeError(self._failure("exited"))
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(self._failure(answer["error"]))
+        return answer
+
+    def _failure(self, what: str) -> str:
+        tail = self.log.read_text().strip().splitlines()[-5:]
+        return f"{self.system}: {what} (log {self.log}: {' / '.join(tail)})"
+
+
+def start_children(run: ModelRun, folder: Path) -> dict[str, Child]:
+    """Every system that can run, started and ready; the others land in `run.unavailable`."""
+    children = {s: Child(s, folder) for s in SYSTEMS if s not in run.unavailable}
+    for system, child in list(children.items()):
+        try:
+            run.properties[system] = child.wait_ready()
+        except RuntimeError as exc:
+            print(f"{run.model}: {exc}", flush=True)
+            run.unavailable[system] = str(exc)
+            child.stop()
+            del children[system]
+    if "packrat" not in children:
+        for child in children.values():
+            child.stop()
+        raise SystemExit(f"{run.model}: Packrat's engine did not start")
+    return children
+
+
+# --- rounds -------------------------------------------------------------------------------------
+
+
+def measure_model(run: ModelRun, rounds: int, runs: int, folder: Path, clock: Clock) -> None:
+    """Every round of one model, into `run` (per round medians, every sample)."""
+    children = start_children(run, folder)
+    started = list(children)  # a system dropped later keeps its place, with nan values
+    for system in started:
+        run.medians[system] = {b: [] for b in run.batches}
+        run.notes[system] = {b: [] for b in run.batches}
+    try:
+        for number in range(rounds):
+            for index, batch in enumerate(run.batches):
+                order = rotated(started, number + index)
+                for system in order:
+                    time_one(run, children, system, batch, number, runs)
+                clock.tick(run, number, rounds, batch, order)
+    finally:
+        for child in children.values():
+            child.stop()
+
+
+def time_one(
+    run: ModelRun, children: dict[str, Child], system: str, batch: int, number: int, runs: int
+) -> None:
+    """One system's batches of `batch` in round `number`; a system that fails is dropped from
+    the model's later rounds (its values nan), and the report says why."""
+    child = children.get(system)
+    samples: list[float] = []
+    note = ""
+    if child is not None:
+        try:
+            samples, note = child.time_batches(batch, runs)
+        except RuntimeError as exc:
+            print(f"{run.model}: {exc}; dropped", flush=True)
+            run.unavailable[system] = f"failed in round {number + 1} at batch {batch}: {exc}"
+            child.stop()
+            del children[system]
+    median = statistics.median(samples) if samples else float("nan")
+    run.medians[system][batch].append(median)
+    run.notes[system][batch].append(note)
+    run.samples.append({"round": number + 1, "batch": batch, "system": system, "ms": samples,
+                        "note": note})  # fmt: skip
+
+
+class Clock:
+    """Progress lines while the rounds run: where they are, the latest medians, time left."""
+
+    def __init__(self, batches_in_all: int) -> None:
+        self._total = batches_in_all
+        self._done = 0
+        self._started = time.monotonic()
+
+    def tick(self, run: ModelRun, number: int, rounds: int, batch: int, order: list[str]) -> None:
+        self._done += 1
+        elapsed = time.monotonic() - self._started
+        left = elapsed / self._done * (self._total - self._done)
+        latest = ", ".join(f"{s} {run.medians[s][batch][-1]:.2f}" for s in order)
+        print(
+            f"{run.model} round {number + 1}/{rounds} batch {batch}: {latest} ms "
+            f"({elapsed / 60:.1f} min, about {left / 60:.1f} min left)",
+            flush=True,
+        )
+
+
+def estimate_s(runs: list[ModelRun], rounds: int, timed: int) -> float:
+    """A rough time for every round: each system about as fast as Packrat's plan is
+    predicted to be, plus a minute per model to start its processes."""
+    per_round_ms = sum(sum(run.predicted_ms.values()) for run in runs)
+    batches = WARMUP_BATCHES + timed
+    return rounds * batches * len(SYSTEMS) * per_round_ms / 1000.0 * 1.5 + 60.0 * len(runs)
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    args = parse_args()
+    if args.child is not None:
+        system, setup, parent = args.child
+        run_system(system, setup, int(parent))
+        return
+    if args.torch_numbers is not None:
+        models, sizes, threads = json.loads(args.torch_numbers[0])
+        run_torch_numbers(models, sizes, threads, int(args.torch_numbers[1]))
+        return
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="backends-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.environ["PACKRAT_CACHE_DIR"] = str(workdir / "cache")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    batches = parse_batches(args.batches)
+    started = time.monotonic()
+    print(
+        f"{len(args.models)} models x {len(batches)} batch sizes x {len(SYSTEMS)} systems x "
+        f"{args.rounds} rounds x ({WARMUP_BATCHES} + {args.runs}) batches; first each model's "
+        f"backend choice, conversions and profile (minutes each on a first run, then cached in "
+        f"{workdir / 'cache'}), then the peak, then the rounds",
+        flush=True,
+    )
+    runs = [prepare_model(model, batches, workdir) for model in args.models]
+    sizes = [int(n) for n in args.peak_sizes.split(",")]
+    numbers = torch_numbers(args.models, sizes, workdir)
+    for run in runs:
+        run.flops_per_request = numbers["flops"][run.model]
+    print(f"peak GEMM: {numbers['peak']}", flush=True)
+    print(f"rounds: about {estimate_s(runs, args.rounds, args.runs) / 60:.0f} min", flush=True)
+    clock = Clock(args.rounds * len(batches) * len(runs))
+    for run in runs:
+        measure_model(run, args.rounds, args.runs, workdir / run.model, clock)
+    session = Session(
+        command="python benchmarks/backends_side_by_side.py " + " ".join(sys.argv[1:]),
+        rounds=args.rounds,
+        runs=args.runs,
+        warmup=WARMUP_BATCHES,
+        peak=numbers["peak"],
+        models=runs,
+        total_s=time.monotonic() - started,
+    )
+    raw = workdir / "backends.json"
+    raw.write_text(json.dumps(asdict(session), indent=1))
+    write_report(session, args.output, METHOD)
+    print(f"wrote {args.output}, its plot, and the raw numbers to {raw}")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["resnet50", "bert-base", "gpt2"])
+    parser.add_argument("--batches", default="1-64", help="e.g. 1-64, 1,2,4 or 1-8,16")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5, help="timed batches per round, system")
+    parser.add_argument("--output", type=Path, default=REPO / "docs/benchmarks/backends.md")
+    parser.add_argument("--workdir", type=Path, help="default: a new temporary directory")
+    parser.add_argument("--peak-sizes", default="1024,2048,4096", help="GEMM sizes n")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--torch-numbers", nargs=2, help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    main()
