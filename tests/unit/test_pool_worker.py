@@ -142,3 +142,38 @@ def test_serve_returns_when_the_engine_goes_away() -> None:
     left.close()
     server.join(timeout=10)
     assert not server.is_alive()
+
+
+class _RuntimeHandler(pool_handlers.ScriptedHandler):
+    """A handler whose runtime has its own threads (as ONNX Runtime's and OpenVINO's)."""
+
+    computes_with_torch = False
+
+    def __init__(self) -> None:
+        super().__init__(sleep_ms=0.0)
+        self.threads_set: list[int] = []
+
+    def set_threads(self, threads: int) -> None:
+        self.threads_set.append(threads)
+
+
+def test_retuning_a_runtime_handler_gives_it_the_threads_and_torch_one() -> None:
+    """torch only stacks and splits tensors beside another runtime: a pool of its own would
+    spin on the cores the runtime computes on."""
+    import os
+
+    import torch
+
+    from packrat.pool.worker import retune_self
+
+    cpus = tuple(sorted(os.sched_getaffinity(0)))
+    before = torch.get_num_threads()
+    try:
+        runtime = _RuntimeHandler()
+        retune_self(runtime, 2, cpus)
+        assert (runtime.threads_set, torch.get_num_threads()) == ([2], 1)
+        retune_self(_handler(), 2, cpus)  # a torch model computes on torch's threads
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+        os.sched_setaffinity(0, cpus)

@@ -92,6 +92,29 @@ def test_partial_batch_runs_after_the_delay() -> None:
     run(main)
 
 
+def test_by_default_a_batch_leaves_when_the_model_is_free_with_what_is_queued() -> None:
+    """No delay by default: a lone request runs at once (its batch starts before any other
+    request arrives), and the requests that queued while it ran go together in the next."""
+
+    async def main() -> None:
+        model = FakeModel()
+        model.gate = asyncio.Event()
+        batcher = Batcher(model, BatchingConfig(max_batch_size=8))
+        await batcher.start()
+        first = asyncio.ensure_future(batcher.submit(1))
+        for _ in range(5):  # a few turns of the loop, no time: a delay would hold it back
+            await asyncio.sleep(0)
+        assert model.batches == [[1]]
+        queued = [asyncio.ensure_future(batcher.submit(i)) for i in (2, 3, 4)]
+        await _wait_until(lambda: batcher.queue_depth == 3)
+        model.gate.set()
+        assert await asyncio.gather(first, *queued) == [2, 4, 6, 8]
+        assert model.batches == [[1], [2, 3, 4]]
+        await batcher.stop()
+
+    run(main)
+
+
 def test_delay_counts_from_the_first_request_of_the_batch() -> None:
     async def main() -> None:
         model = FakeModel()
