@@ -53,6 +53,27 @@ def test_runtimes_start_their_pools_on_every_visible_core_before_the_model_loads
     assert lines[-2:] == [f"start {len(visible)} {','.join(map(str, visible))}", f"load {cpu(0)}"]
 
 
+def test_workers_see_only_the_models_cores_and_a_plan_beyond_them_widens_that(
+    tmp_path: Path,
+) -> None:
+    """A model given some cores of a large server sizes its runtimes' pools for those cores,
+    not the machine's; a later plan on other cores (a move) lets new workers see them too."""
+    if cpu(0) == cpu(1):
+        pytest.skip("needs two CPUs")
+    record = tmp_path / "record.txt"
+    one = plan_of(InstanceSpec(threads=1, batch=1, cores=(cpu(0),)))
+    both = plan_of(InstanceSpec(1, 1, (cpu(0),)), InstanceSpec(1, 1, (cpu(1),)))
+    config = EngineConfig(share_weights=False)
+    with Engine(pool_handlers.RuntimeStartSource(str(record)), one, config,
+                visible_cores=(cpu(0),)) as engine:  # fmt: skip
+        assert engine.infer([3]) == [6]
+        assert record.read_text().splitlines() == [f"start 1 {cpu(0)}", f"load {cpu(0)}"]
+        engine.reconfigure(both)  # starts a worker for the instance on cpu(1)
+        assert engine.infer([3, 4]) == [6, 8]
+    seen = ",".join(str(c) for c in sorted({cpu(0), cpu(1)}))
+    assert record.read_text().splitlines()[2:] == [f"start 2 {seen}", f"load {cpu(1)}"]
+
+
 def test_reconfigure_moves_workers_in_place_and_answers_stay_right(tmp_path: Path) -> None:
     source = pool_handlers.LinearSource(256, 64, seed=3)
     two = (cpu(0), cpu(1)) if cpu(0) != cpu(1) else (cpu(0),)

@@ -95,3 +95,26 @@ def test_sources_pickle(tmp_path: Path) -> None:
 def test_file_sources_store_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert TorchScriptSource("m.pt").path == tmp_path / "m.pt"
+
+
+def test_a_file_is_hashed_once_while_it_is_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+    import os
+
+    from packrat.models import identity
+
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"a" * 100)
+    digests: list[int] = []
+    sha256 = hashlib.sha256
+    monkeypatch.setattr(identity.hashlib, "sha256", lambda: digests.append(1) or sha256())
+    first = identity.file_sha256(path)
+    assert identity.file_sha256(path) == first and len(digests) == 1
+    # Same size, new bytes, a later modification time: read again.
+    path.write_bytes(b"b" * 100)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert identity.file_sha256(path) == sha256(b"b" * 100).hexdigest() != first
+    assert len(digests) == 2

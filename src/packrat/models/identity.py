@@ -17,6 +17,7 @@ from packrat.models.inputs import InputSpec
 
 # 1 MiB reads keep hashing a multi-GB file at disk speed without holding it in memory.
 _CHUNK_BYTES = 1 << 20
+_HASHED: dict[tuple[str, int, int, int, int], str] = {}  # see file_sha256
 
 
 def existing_file(path: Path, what: str) -> Path:
@@ -29,8 +30,21 @@ def existing_file(path: Path, what: str) -> Path:
 
 
 def file_sha256(path: Path, what: str = "model file") -> str:
-    """Hex sha256 of the file's bytes; ModelError if it is missing or unreadable."""
+    """Hex sha256 of the file's bytes; ModelError if it is missing or unreadable.
+
+    Remembered per process for as long as the file looks unchanged (same device, inode, size
+    and modification time): a start-up asks for a model's identity several times (conversion
+    per backend, the backend choice, the profile, the shared weights), and a model file can
+    be gigabytes."""
     existing_file(path, what)
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise ModelError(f"cannot read {what} '{path}': {exc.strerror or exc}") from exc
+    key = (str(path.resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    known = _HASHED.get(key)
+    if known is not None:
+        return known
     digest = hashlib.sha256()
     try:
         with path.open("rb") as f:
@@ -38,7 +52,8 @@ def file_sha256(path: Path, what: str = "model file") -> str:
                 digest.update(chunk)
     except OSError as exc:
         raise ModelError(f"cannot read {what} '{path}': {exc.strerror or exc}") from exc
-    return digest.hexdigest()
+    _HASHED[key] = digest.hexdigest()
+    return _HASHED[key]
 
 
 def canonical_json(value: Any) -> str:

@@ -112,6 +112,13 @@ class Engine:
     them CPUs this process may use. Instances may share CPUs (useful on small test machines),
     though an allocated plan gives each its own. Use as a context manager, or call `start()`
     and `close()`.
+
+    visible_cores: every CPU the model's instances may be placed on (default: every CPU this
+        process may use). Workers boot seeing them, so the thread pools that runtimes size
+        once per process (OpenMP's count, OpenVINO's TBB) fit the largest instance the model
+        can have, not the whole machine: on a 128-core server, a two-thread instance of a
+        model given 16 cores must not start a pool of 128 threads. Widened by any plan that
+        places an instance beyond them.
     """
 
     def __init__(
@@ -121,10 +128,13 @@ class Engine:
         config: EngineConfig | None = None,
         *,
         pool_size: int | None = None,
+        visible_cores: Sequence[int] | None = None,
     ) -> None:
         check_plan(plan)
         self._source = source
         self._plan = plan
+        usable = visible_cores if visible_cores is not None else os.sched_getaffinity(0)
+        self._visible_cores = frozenset(usable) | _plan_cores(plan)
         self._config = config if config is not None else EngineConfig()
         # Workers started up front: the plan's instances, then spares that later plans with
         # more instances take over without waiting for a model to load.
@@ -314,6 +324,7 @@ class Engine:
         check_plan(plan)
         with self._lock:
             self._check_running()
+            self._visible_cores |= _plan_cores(plan)
             started = time.monotonic()
             spawned = 0
             extra = plan.layout[len(self._workers) :]
@@ -511,7 +522,7 @@ class Engine:
                     self._weights_path,
                     parent_pid,
                     keep_freed_memory=self._config.keep_freed_memory,
-                    visible_cores=tuple(sorted(os.sched_getaffinity(0))),
+                    visible_cores=tuple(sorted(self._visible_cores)),
                     arenas=None if arenas is None else arenas.peer(),
                 )
                 child = spawn_child(
@@ -656,6 +667,10 @@ class Engine:
         if self._state is EngineState.DEGRADED:
             raise WorkerError(f"engine lost workers {self.lost}; call replace_lost() first")
         raise WorkerError(f"engine is {self._state.value}, not running")
+
+
+def _plan_cores(plan: Plan) -> frozenset[int]:
+    return frozenset(core for instance in plan.instances for core in instance.cores)
 
 
 def check_plan(plan: Plan) -> None:

@@ -159,7 +159,13 @@ class ModelRuntime:
         self._source = source
         self._table = table
         self._threads = [instance.threads for instance in plan.instances]
-        self._engine = Engine(source, plan, engine_config, pool_size=pool_size)
+        self._engine = Engine(
+            source,
+            plan,
+            engine_config,
+            pool_size=pool_size,
+            visible_cores=None if planning is None else planning.topology.cpu_ids(),
+        )
         self._planning = planning
         self._policy_config = policy
         self._policy = self._make_policy(policy)
