@@ -363,3 +363,34 @@ def test_json_and_raw_decode_to_the_same_tensor(values: list[float]) -> None:
     raw = bytearray(np.array(values, dtype=np.float32).tobytes())
     assert torch.equal(from_json, decode(raw, "application/octet-stream", FLOAT))
     assert all(math.isfinite(v) for v in from_json.reshape(-1).tolist())
+
+
+@pytest.mark.parametrize(
+    ("accept", "form"),
+    [
+        (None, codecs.Answer.JSON),
+        ("", codecs.Answer.JSON),
+        ("text/html", codecs.Answer.JSON),  # nothing the server writes: JSON, as always
+        ("application/json", codecs.Answer.JSON),
+        ("*/*", codecs.Answer.JSON),
+        ("application/json, application/octet-stream", codecs.Answer.JSON),
+        ("application/octet-stream", codecs.Answer.RAW_ONLY),
+        ("Application/Octet-Stream; q=1", codecs.Answer.RAW_ONLY),
+        ("application/octet-stream, */*;q=0.1", codecs.Answer.RAW),
+        ("text/plain, application/octet-stream, application/json", codecs.Answer.RAW),
+    ],
+)
+def test_answer_form_is_the_first_of_raw_or_json_the_accept_header_names(
+    accept: str | None, form: codecs.Answer
+) -> None:
+    assert codecs.answer_form(accept) is form
+
+
+def test_to_raw_gives_little_endian_c_order_or_none_without_a_raw_form() -> None:
+    big = np.arange(6, dtype=">i4").reshape(2, 3).T  # big-endian, not C-contiguous
+    raw = codecs.to_raw(big)
+    assert raw is not None and raw.dtype == np.dtype("<i4") and raw.flags.c_contiguous
+    assert raw.tobytes() == np.ascontiguousarray(big, "<i4").tobytes()
+    assert codecs.to_raw(torch.ones(2, dtype=torch.bfloat16)) is None
+    assert codecs.to_raw({"a": np.ones(2)}) is None
+    assert codecs.to_raw(np.float32(1.0)) is None  # 0-d: no shape to send

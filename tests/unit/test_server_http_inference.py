@@ -317,3 +317,44 @@ def test_http_modules_do_not_import_torch() -> None:
         "sys.exit('torch' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+RAW = {"Content-Type": "application/octet-stream"}
+
+
+def test_predict_answers_raw_tensor_bytes_when_the_client_accepts_them(
+    client: TestClient,
+) -> None:
+    """`Accept: application/octet-stream` gets the output's bytes, shape and dtype in headers:
+    no JSON for a large output; a client that prefers JSON still gets JSON."""
+    x = np.arange(3 * 8 * 8, dtype=np.float32).reshape(3, 8, 8) - 50.5
+    accept = {**RAW, "Accept": "application/octet-stream"}
+    response = client.post("/predictions/resnet", content=x.tobytes(), headers=accept)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert response.headers["x-tensor-shape"] == "3,8,8"
+    assert response.headers["x-tensor-dtype"] == "float32"
+    got = np.frombuffer(response.content, "<f4").reshape(3, 8, 8)
+    np.testing.assert_array_equal(got, 2 * x)
+    for prefers_json in ("application/json, application/octet-stream", "*/*", ""):
+        response = client.post(
+            "/predictions/resnet", content=x.tobytes(), headers={**RAW, "Accept": prefers_json}
+        )
+        assert response.headers["content-type"] == "application/json", prefers_json
+        np.testing.assert_array_equal(np.array(response.json()), 2 * x)
+
+
+def test_an_answer_with_no_raw_form_is_json_or_406_if_only_raw_is_accepted(
+    client: TestClient, repo: FakeRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def two_outputs(request: Any) -> tuple[Any, float]:
+        return {"logits": request * 2, "mask": request > 0}, 0.0
+
+    monkeypatch.setattr(repo.get("resnet"), "infer_timed", two_outputs)
+    x = np.ones((3, 8, 8), np.float32).tobytes()
+    either = {**RAW, "Accept": "application/octet-stream, application/json;q=0.5"}
+    response = client.post("/predictions/resnet", content=x, headers=either)
+    assert response.status_code == 200 and set(response.json()) == {"logits", "mask"}
+    only_raw = {**RAW, "Accept": "application/octet-stream"}
+    response = client.post("/predictions/resnet", content=x, headers=only_raw)
+    assert_error(response, 406, "has no raw form; accept application/json")

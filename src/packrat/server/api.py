@@ -37,6 +37,12 @@ class Conflict(ServerError):
     status = 409
 
 
+class NotAcceptable(ServerError):
+    """The client accepts no form the answer can take (406)."""
+
+    status = 406
+
+
 class PayloadTooLarge(ServerError):
     """Body over the configured limit (413)."""
 

@@ -187,6 +187,17 @@ def to_json(output: Any) -> Any:
 def _plain_array(output: Any) -> np.ndarray[Any, Any] | None:
     """`output` as a C-contiguous numpy array if it is a tensor or array of >= 1 dimension,
     of a dtype JSON writes natively (bool, int, uint, float up to 64 bits), all finite."""
+    array = _numeric_array(output)
+    if array is None or not array.dtype.isnative:
+        return None
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        return None
+    return np.ascontiguousarray(array)
+
+
+def _numeric_array(output: Any) -> np.ndarray[Any, Any] | None:
+    """`output` as a numpy array (no copy) if it is a tensor or array of >= 1 dimension of
+    bool, int, uint or float up to 64 bits; else None."""
     if isinstance(output, np.ndarray):
         array = output
     elif type(output).__name__ == "Tensor" and hasattr(output, "detach"):
@@ -198,9 +209,44 @@ def _plain_array(output: Any) -> np.ndarray[Any, Any] | None:
         return None
     if array.ndim == 0 or array.dtype.kind not in "biuf" or array.dtype.itemsize > 8:
         return None
-    if not array.dtype.isnative or (array.dtype.kind == "f" and not np.isfinite(array).all()):
+    return array
+
+
+RAW_MEDIA_TYPE = "application/octet-stream"
+_JSON_OR_ANY = frozenset({"application/json", "application/*", "*/*"})
+
+
+class Answer(enum.Enum):
+    """The form of an answer a client's Accept header asks for."""
+
+    JSON = "json"
+    RAW = "raw"  # the output tensor's bytes, as `to_raw` gives them
+    RAW_ONLY = "raw only"  # raw, and JSON is not acceptable either
+
+
+def answer_form(accept: str | None) -> Answer:
+    """What an Accept header asks for: RAW if it names `application/octet-stream` before any
+    JSON type (or `*/*`), RAW_ONLY if it names no JSON type at all, else JSON (also with no
+    header, and for types the server does not write: answers have always been JSON).
+    q-values are not weighed: the first of the two kinds named wins."""
+    for part in (accept or "").split(","):
+        media = part.split(";", 1)[0].strip().lower()
+        if media in _JSON_OR_ANY:
+            return Answer.JSON
+        if media == RAW_MEDIA_TYPE:
+            rest = (accept or "").lower().split(RAW_MEDIA_TYPE, 1)[1]
+            return Answer.RAW if any(kind in rest for kind in _JSON_OR_ANY) else Answer.RAW_ONLY
+    return Answer.JSON
+
+
+def to_raw(output: Any) -> np.ndarray[Any, Any] | None:
+    """A tensor or array output as a C-contiguous little-endian numpy array, whose bytes are the
+    raw answer (the same layout as a raw request); None for any other output (several
+    tensors, bfloat16, a dict): those have only the JSON form."""
+    array = _numeric_array(output)
+    if array is None:
         return None
-    return np.ascontiguousarray(array)
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
 
 
 def numel(output: Any) -> int:

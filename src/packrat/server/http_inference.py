@@ -18,7 +18,7 @@ from starlette.responses import Response
 from packrat import __version__
 from packrat.models.inputs import InputSpec
 from packrat.server import codecs
-from packrat.server.api import ModelRepository, ServedModel, Unavailable
+from packrat.server.api import ModelRepository, NotAcceptable, ServedModel, Unavailable
 from packrat.server.http_admission import AdmissionLimit
 from packrat.server.http_auth import TokenAuth
 from packrat.server.http_body import read_body
@@ -90,10 +90,11 @@ def _torchserve_router(repo: ModelRepository, config: HttpConfig, metrics: Metri
             else:
                 tensor = await run_in_threadpool(_decode, *decode_args)
             output, compute_s = await model.infer_timed(tensor)
+            form = codecs.answer_form(request.headers.get("accept"))
             if codecs.numel(output) > config.inline_encode_values:
-                response = await run_in_threadpool(_encode, output)
+                response = await run_in_threadpool(_encode, output, form)
             else:
-                response = _encode(output)
+                response = _encode(output, form)
             # The model's own time, for clients and browsers' developer tools (W3C Server Timing).
             response.headers["Server-Timing"] = f"compute;dur={compute_s * 1000.0:.3f}"
             return response
@@ -117,7 +118,13 @@ def _torchserve_router(repo: ModelRepository, config: HttpConfig, metrics: Metri
                 summary=summary,
                 operation_id=f"{endpoint.__name__}_{method.lower()}",
                 response_class=Response,
-                responses={200: {"description": "the model's output as JSON (nested lists)"}},
+                responses={
+                    200: {
+                        "description": "the model's output as JSON (nested lists), or with "
+                        "`Accept: application/octet-stream` its raw little-endian bytes, shape "
+                        "and dtype in the X-Tensor-Shape and X-Tensor-Dtype headers"
+                    }
+                },
                 openapi_extra=_PREDICTION_BODY_DOC,
             )
 
@@ -130,7 +137,23 @@ def _decode(
     return codecs.decode(fmt, body, spec, max_image_pixels=max_image_pixels)
 
 
-def _encode(output: Any) -> Response:
+def _encode(output: Any, form: codecs.Answer) -> Response:
+    """The answer in the form asked for: JSON, or the output tensor's raw bytes with its shape
+    and dtype in headers (`X-Tensor-Shape: 128,768`, `X-Tensor-Dtype: float32`), which spares
+    both sides the JSON of a large output (a hidden state of 98,304 floats: about 1.5 MB of
+    text). Raises NotAcceptable if only raw bytes are accepted and the output has no raw form.
+    """
+    if form is not codecs.Answer.JSON:
+        array = codecs.to_raw(output)
+        if array is not None:
+            shape = ",".join(str(d) for d in array.shape)
+            headers = {"X-Tensor-Shape": shape, "X-Tensor-Dtype": array.dtype.name}
+            return Response(array.tobytes(), media_type=codecs.RAW_MEDIA_TYPE, headers=headers)
+        if form is codecs.Answer.RAW_ONLY:
+            raise NotAcceptable(
+                f"the answer ({type(output).__name__}) is not one tensor of a plain dtype, so it "
+                "has no raw form; accept application/json"
+            )
     return JSONBody(codecs.to_json(output))
 
 

@@ -32,7 +32,7 @@ class ErrorBody(BaseModel):
 
 #: `responses=` for routes, so the OpenAPI spec shows the error body.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (400, 401, 404, 409, 413, 415, 500, 503)
+    status: {"model": ErrorBody} for status in (400, 401, 404, 406, 409, 413, 415, 500, 503)
 }
 
 
