@@ -29,6 +29,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Help texts are plain text: with rich markup, "[default: 8]" read as a style tag vanished.
+    rich_markup_mode=None,
 )
 # Piped output (logs, CI) gets wide tables instead of rich's 80-column default.
 out = Console(width=None if sys.stdout.isatty() else 160)
