@@ -42,7 +42,7 @@ class ExportedSource(LocalFileSource):
         """
         import torch
 
-        from packrat.models.tensor_handler import TensorHandler
+        from packrat.models.tensor_handler import TensorHandler, check_one_input
         from packrat.models.tracing import first_line
 
         existing_file(self.path, "exported program")
@@ -55,12 +55,7 @@ class ExportedSource(LocalFileSource):
                 f"cannot load exported program '{self.path}' (is it from torch.export.save?): "
                 f"{first_line(exc)}"
             ) from exc
-        inputs = len(program.graph_signature.user_inputs)
-        if inputs != 1:
-            raise ModelError(
-                f"exported program '{self.path}' takes {inputs} inputs; Packrat serves models "
-                "that take one batch tensor"
-            )
+        check_one_input(len(program.graph_signature.user_inputs), f"exported program '{self.path}'")
         # Exported modules are already in inference form and refuse `.eval()`.
         module = program.module()
         for parameter in module.parameters():

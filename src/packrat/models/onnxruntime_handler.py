@@ -18,7 +18,7 @@ import torch
 from packrat.errors import ModelError
 from packrat.models.backends import Backend, import_runtime
 from packrat.models.inputs import InputSpec, declared_spec
-from packrat.models.tensor_handler import BatchTensorHandler
+from packrat.models.tensor_handler import BatchTensorHandler, check_one_input, check_threads
 from packrat.models.tracing import first_line
 
 logger = logging.getLogger(__name__)
@@ -73,17 +73,12 @@ class OnnxRuntimeHandler(BatchTensorHandler):
         name: str = "model",
         example_seed: int = 0,
     ) -> None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+        check_threads(threads)
         self.path = path
         self.threads = threads
         self.session = _build_session(path, threads)
         inputs = self.session.get_inputs()
-        if len(inputs) != 1:
-            raise ModelError(
-                f"ONNX model '{path}' takes {len(inputs)} inputs; Packrat serves models that "
-                "take one batch tensor"
-            )
+        check_one_input(len(inputs), f"ONNX model '{path}'")
         self._input_name: str = inputs[0].name
         self._output_name: str = self.session.get_outputs()[0].name
         if input_spec is None:
@@ -109,8 +104,7 @@ class OnnxRuntimeHandler(BatchTensorHandler):
         The old session is freed after the new one is built, so memory briefly holds both
         (ResNet-50's weights: ~100 MB).
         """
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+        check_threads(threads)
         if threads == self.threads:
             return
         started = time.perf_counter()

@@ -19,7 +19,7 @@ import torch
 from packrat.errors import ModelError
 from packrat.models.backends import Backend, Precision, check_precision, import_runtime
 from packrat.models.inputs import InputSpec, declared_spec
-from packrat.models.tensor_handler import BatchTensorHandler
+from packrat.models.tensor_handler import BatchTensorHandler, check_one_input, check_threads
 from packrat.models.tracing import first_line
 
 logger = logging.getLogger(__name__)
@@ -64,8 +64,7 @@ class OpenVinoHandler(BatchTensorHandler):
         name: str = "model",
         example_seed: int = 0,
     ) -> None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+        check_threads(threads)
         check_precision(Backend.OPENVINO, precision)
         ov = import_runtime(Backend.OPENVINO)
         self.path = path
@@ -75,11 +74,7 @@ class OpenVinoHandler(BatchTensorHandler):
             self._model = self._core.read_model(str(path))
         except Exception as exc:  # openvino raises RuntimeError and its own types
             raise ModelError(f"cannot read OpenVINO model '{path}': {first_line(exc)}") from exc
-        if len(self._model.inputs) != 1:
-            raise ModelError(
-                f"OpenVINO model '{path}' takes {len(self._model.inputs)} inputs; Packrat "
-                "serves models that take one batch tensor"
-            )
+        check_one_input(len(self._model.inputs), f"OpenVINO model '{path}'")
         declared = _declared_dims(self._model.inputs[0].get_partial_shape())
         _make_batch_dynamic(self._model, path)
         if input_spec is None:
@@ -115,8 +110,7 @@ class OpenVinoHandler(BatchTensorHandler):
         0.15 s to 1 (0.09-0.17 s with other tests running); no batch runs meanwhile. The old
         compiled model is freed after the new one is built, so memory briefly holds both.
         """
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+        check_threads(threads)
         cpus = frozenset(os.sched_getaffinity(0))
         if threads == self.threads and cpus == self.cpus:
             return

@@ -24,6 +24,20 @@ from packrat.models.inputs import InputSpec
 _MAX_OUTPUT_NESTING = 4
 
 
+def check_threads(threads: int) -> None:
+    """ValueError unless a runtime's thread count is at least 1."""
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+
+
+def check_one_input(inputs: int, what: str) -> None:
+    """ModelError naming `what` (e.g. "ONNX model 'm.onnx'") unless it takes one input."""
+    if inputs != 1:
+        raise ModelError(
+            f"{what} takes {inputs} inputs; Packrat serves models that take one batch tensor"
+        )
+
+
 class BatchTensorHandler(Handler):
     """Requests that are tensors of one shape and dtype, stacked into a batch for `inference`.
 
