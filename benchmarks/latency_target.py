@@ -51,7 +51,15 @@ from typing import IO, Any
 
 import numpy as np
 from e2e_stats import Estimate
-from serving import cpu_model, describe, kept_analysis, package_versions, packrat_serve
+from serving import (
+    cpu_model,
+    describe,
+    kept_analysis,
+    metric,
+    package_versions,
+    packrat_serve,
+    scrape,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 METHOD = (__doc__ or "")[(__doc__ or "").index("For each model:") :].strip()
@@ -138,6 +146,7 @@ class Served:
 
     e2e_ms: list[float] = field(default_factory=list)
     compute_ms: list[float] = field(default_factory=list)
+    means_ms: list[dict[str, float]] = field(default_factory=list)  # per round, see SPANS
 
 
 @dataclass
@@ -163,9 +172,12 @@ def converted_ir(cache: Path, model: str) -> Path:
     return found[0]
 
 
-def sequential_posts(url: str, body: bytes, accept: str, requests: int) -> Served:
+def sequential_posts(
+    url: str, body: bytes, accept: str, requests: int, metrics_url: str, model: str
+) -> Served:
     """`requests` POSTs one after another on one keep-alive connection (http.client), after
-    WARMUP_CALLS untimed: each one's e2e time and its Server-Timing compute time."""
+    WARMUP_CALLS untimed: their p50 e2e and Server-Timing compute times, and the means of
+    each span, the server's request and batch times from its /metrics around the timed ones."""
     parts = urllib.parse.urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port)
     headers = {"Content-Type": "application/octet-stream", "Accept": accept}
@@ -173,6 +185,8 @@ def sequential_posts(url: str, body: bytes, accept: str, requests: int) -> Serve
     compute: list[float] = []
     try:
         for i in range(WARMUP_CALLS + requests):
+            if i == WARMUP_CALLS:
+                before = scrape(metrics_url)
             started = time.perf_counter()
             connection.request("POST", parts.path, body=body, headers=headers)
             response = connection.getresponse()
@@ -187,7 +201,21 @@ def sequential_posts(url: str, body: bytes, accept: str, requests: int) -> Serve
                 compute.append(float(timing.group(1)))
     finally:
         connection.close()
-    return Served([statistics.median(e2e)], [statistics.median(compute)])
+    after = scrape(metrics_url)
+    label = f'model="{model}"'
+
+    def mean_ms(name: str) -> float:
+        total = metric(after, f"{name}_sum", label) - metric(before, f"{name}_sum", label)
+        count = metric(after, f"{name}_count", label) - metric(before, f"{name}_count", label)
+        return 1000.0 * total / count
+
+    means = {
+        "e2e": statistics.fmean(e2e),
+        "request": mean_ms("packrat_request_latency_seconds"),
+        "batch": mean_ms("packrat_batch_latency_seconds"),
+        "compute": statistics.fmean(compute),
+    }
+    return Served([statistics.median(e2e)], [statistics.median(compute)], [means])
 
 
 def measure_model(model: str, rounds: int, requests: int, workdir: Path) -> ModelResult:
@@ -215,9 +243,13 @@ def measure_model(model: str, rounds: int, requests: int, workdir: Path) -> Mode
                         ms = statistics.median(reference.time_calls(requests))
                         result.openvino_ms.append(ms)
                         continue
-                    one = sequential_posts(url, body, ANSWERS[system], requests)
+                    one = sequential_posts(
+                        url, body, ANSWERS[system], requests, server.urls["metrics"] + "/metrics",
+                        model,
+                    )  # fmt: skip
                     result.served[system].e2e_ms += one.e2e_ms
                     result.served[system].compute_ms += one.compute_ms
+                    result.served[system].means_ms += one.means_ms
                 line = ", ".join(
                     f"packrat {k} {v.e2e_ms[-1]:.2f} (worker {v.compute_ms[-1]:.2f})"
                     for k, v in result.served.items()
@@ -280,6 +312,26 @@ def render(results: list[ModelResult], command: str, rounds: int, requests: int)
                 f"{statistics.median(rest):.2f} | {cell(ratio, 3)} | "
                 f"{'yes' if ratio.median <= 1.0 else '**no**'} |"
             )
+    lines += [
+        "",
+        "Where the time goes, means over the timed requests, median over rounds (ms): HTTP "
+        "outside the route = client e2e - the server's request time "
+        "(`packrat_request_latency_seconds`); the route outside the batch = request - batch "
+        "time (`packrat_batch_latency_seconds`: reading the body, decoding, the batcher, "
+        "encoding the answer); the batch outside the worker = batch - the worker's `handle` "
+        "(the thread hop, the shared-memory transport and the pipe both ways, the wake-ups).",
+        "",
+        "| model | answer | e2e | HTTP outside the route | route outside the batch | "
+        "batch outside the worker | worker `handle` |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for result in results:
+        for answer, served in result.served.items():
+            spans = [_spans(means) for means in served.means_ms]
+            row = [statistics.median(column) for column in zip(*spans, strict=True)]
+            lines.append(
+                f"| {result.model} | {answer} | " + " | ".join(f"{v:.2f}" for v in row) + " |"
+            )
     lines += ["", "All times in ms: median over rounds [95% CI]. OpenVINO chose:", ""]
     for result in results:
         chosen = ", ".join(f"{k} {v}" for k, v in result.openvino_properties.items())
@@ -296,6 +348,18 @@ def render(results: list[ModelResult], command: str, rounds: int, requests: int)
             f"- {result.model}: " + "; ".join(f"{o:.2f} / {r:.2f} / {j:.2f}" for o, r, j in rows)
         )
     return "\n".join(lines) + "\n"
+
+
+def _spans(means: dict[str, float]) -> tuple[float, float, float, float, float]:
+    """e2e, then its parts: HTTP outside the route, the route outside the batch, the batch
+    outside the worker, the worker's `handle`."""
+    return (
+        means["e2e"],
+        means["e2e"] - means["request"],
+        means["request"] - means["batch"],
+        means["batch"] - means["compute"],
+        means["compute"],
+    )
 
 
 def main() -> None:
