@@ -4,6 +4,8 @@ PACKRAT_CACHE_DIR: where profiles and shared weight files are cached
 (default: $XDG_CACHE_HOME/packrat, else ~/.cache/packrat).
 PACKRAT_BACKEND: the backend models are served on when none is given (default: auto, the
 fastest accurate one; `packrat serve --backend`).
+PACKRAT_CGROUP_ROOT: where the cgroup files are read from (default "/"; tests point it at a
+fake tree laid out like the real one: proc/self/cgroup, proc/self/mountinfo, the mounts).
 """
 
 from __future__ import annotations
@@ -24,3 +26,9 @@ def cache_dir() -> Path:
         return Path(explicit).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "packrat"
+
+
+def cgroup_root() -> Path:
+    """The root under which `/proc/self/cgroup`, `/proc/self/mountinfo` and the cgroup mounts
+    are read: $PACKRAT_CGROUP_ROOT, else "/"."""
+    return Path(os.environ.get("PACKRAT_CGROUP_ROOT") or "/")

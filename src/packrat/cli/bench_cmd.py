@@ -67,10 +67,13 @@ def bench(
         from packrat.profiler.profile_file import load_profile
         from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
         from packrat.progress import progress_bar
-        from packrat.topology import check_cores, read_topology
+        from packrat.topology import check_cores, usable_topology
 
         source = resolve_model(model, input_spec(input_shape, input_dtype))
-        topology = read_topology()
+        usable = usable_topology()
+        if usable.note:
+            err.print(f"packrat: {usable.note}", highlight=False)
+        topology = usable.topology
         grid = int_list(batches, "--batches")
         budget = cores if cores is not None else topology.num_cores
         check_cores(budget, topology)

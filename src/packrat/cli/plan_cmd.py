@@ -35,17 +35,17 @@ def plan(
         from packrat.profiler.profile_file import load_profile
         from packrat.topology import (
             allocate,
-            available_cores,
             format_cpu_list,
-            read_topology,
             synthetic_topology,
+            usable_topology,
         )
 
         prof = load_profile(profile_path, mode=mode)
         table = prof.latency_table()
         chosen = PlanTable(table, cores, batch).plan(cores, batch)
-        local = cores <= available_cores()
-        topo = read_topology() if local else synthetic_topology(sockets=1, cores_per_socket=cores)
+        here = usable_topology().topology
+        local = cores <= here.num_cores
+        topo = here if local else synthetic_topology(sockets=1, cores_per_socket=cores)
         placed = allocate(chosen, topo)
         fat = table.get(cores, batch)
         if as_json:

@@ -116,10 +116,13 @@ def profile(
         from packrat.profiler.profile_file import load_profile
         from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
         from packrat.progress import progress_bar
-        from packrat.topology import check_cores, read_topology
+        from packrat.topology import check_cores, usable_topology
 
         source = resolve_model(model, input_spec(input_shape, input_dtype))
-        topology = read_topology()
+        usable = usable_topology()
+        if usable.note:
+            err.print(f"packrat: {usable.note}", highlight=False)
+        topology = usable.topology
         grid = int_list(batches, "--batches") if batches else powers_of_two(max_batch)
         config = SweepConfig(
             cores=cores if cores is not None else topology.num_cores,

@@ -252,12 +252,15 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
     from packrat.server.http_management import create_management_app
     from packrat.server.metrics import Metrics, create_metrics_app
     from packrat.server.observe import watch
-    from packrat.topology import check_cores, read_topology
+    from packrat.topology import check_cores, usable_topology
 
     if not config.models:
         raise PackratError("no model to serve: name one, or add [[models]] to the config file")
     _one_thread_for_the_front_end()
-    topology = read_topology()
+    usable = usable_topology()
+    if usable.note:
+        err.print(f"packrat: {usable.note}", highlight=False)
+    topology = usable.topology
     default_cores: tuple[int, ...] | None = None
     if config.cores is not None:
         check_cores(config.cores, topology)

@@ -61,7 +61,13 @@ from packrat.server.api import BadRequest, Conflict, NotFound, ServedModel, Serv
 from packrat.server.batcher import DEFAULT_MAX_BATCH_DELAY_MS, BatchingConfig
 from packrat.server.planning import Planning
 from packrat.server.runtime import ModelRuntime
-from packrat.topology import Topology, format_cpu_list, parse_cpu_list, read_topology
+from packrat.topology import (
+    Topology,
+    format_cpu_list,
+    parse_cpu_list,
+    read_topology,
+    usable_topology,
+)
 from packrat.types import Plan, parse_plan
 
 if TYPE_CHECKING:
@@ -531,7 +537,7 @@ def _cached_profile(path: Path) -> Profile | None:
 def _topology(cores: Sequence[int] | None) -> Topology:
     """The physical cores of `cores` (CPU ids), or of every CPU this process may use."""
     if cores is None:
-        return read_topology()
+        return usable_topology().topology
     allowed = os.sched_getaffinity(0)
     outside = sorted(set(cores) - allowed)
     if outside:

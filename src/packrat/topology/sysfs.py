@@ -158,7 +158,8 @@ def _records_or_fallback(
     return {c: _CpuRecord(c, None, None, None, None) for c in cpus}
 
 
-def _affinity() -> set[int]:
+def affinity() -> set[int]:
+    """The CPUs this process may run on (its affinity mask)."""
     try:
         return set(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux: every CPU the OS reports
@@ -183,7 +184,7 @@ def read_topology(
     """
     cpu_root = Path(sysfs_root)
     nodes = Path(node_root) if node_root is not None else cpu_root.parent / "node"
-    allowed_cpus = _affinity() if allowed is None else set(allowed)
+    allowed_cpus = affinity() if allowed is None else set(allowed)
     topology = build_topology(_records_or_fallback(cpu_root, nodes, allowed_cpus), allowed_cpus)
     if topology is None:
         raise TopologyError(
@@ -191,11 +192,6 @@ def read_topology(
             f"is an online CPU under {cpu_root}"
         )
     return topology
-
-
-def available_cores() -> int:
-    """Physical cores this process may use (affinity mask applied)."""
-    return read_topology().num_cores
 
 
 def check_cores(requested: int, topology: Topology | None = None) -> None:
