@@ -14,7 +14,9 @@ from packrat.errors import PackratError
 
 if TYPE_CHECKING:
     from packrat.bench.loadgen.schedule import OpenLoop
+    from packrat.optimizer.table import LatencyTable
     from packrat.sim import SimConfig, SimResult
+    from packrat.sim.capacity import CapacityPlan
 
 PROGRESS_FROM_REQUESTS = 200_000
 """Simulations with fewer requests take under a second: no progress bar."""
@@ -127,13 +129,28 @@ def simulate(
     mode: Annotated[
         str, typer.Option("--mode", help="Published CSVs: script (TorchScript) or eager rows.")
     ] = "script",
+    target_p99_ms: Annotated[
+        float | None,
+        typer.Option(
+            "--target-p99",
+            help="Capacity planning: how many nodes of T cores serve --rate with p99 under "
+            "this many ms and no 503 (each node gets a random share of the requests).",
+        ),
+    ] = None,
+    max_nodes: Annotated[
+        int, typer.Option("--max-nodes", help="With --target-p99: the most nodes to try.")
+    ] = 1000,
+    plot_path: Annotated[
+        Path | None,
+        typer.Option("--plot", help="With --target-p99: write p99 per node count as a PNG."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Simulate a Packrat server: arrivals, dynamic batching, plans and policy, in seconds.
 
     Runs the server's own batching rules, optimizer, placement, split and plan policy over
     simulated time, with each instance taking its profiled latency. T may exceed this
-    machine's cores.
+    machine's cores. With --target-p99, finds how many such nodes serve --rate.
     """
 
     def body() -> None:
@@ -170,8 +187,25 @@ def simulate(
             seed=seed,
             interpolate=interpolate,
         )
-        load = _load(arrivals, rate_rps, duration_s, steps_text, trace_path, seed)
         table = profile.latency_table()
+        if target_p99_ms is None and plot_path is not None:
+            raise PackratError("--plot draws a capacity plan: give --target-p99 too")
+        if target_p99_ms is not None:
+            if rate_rps is None or steps_text is not None or trace_path is not None:
+                raise PackratError("--target-p99 needs --rate (and no --steps or --trace)")
+            title = f"{profile.model_name}, policy {policy}"
+            found = _capacity(table, config, rate_rps, target_p99_ms, max_nodes)
+            if as_json:
+                print(json.dumps({"model": profile.model_name, **found.to_json()}))
+            else:
+                _print_capacity(found, title)
+            if plot_path is not None:
+                from packrat.sim.capacity_plot import plot_capacity
+
+                plot_capacity(found, plot_path, title)
+                err.print(f"plot: {plot_path}")
+            return
+        load = _load(arrivals, rate_rps, duration_s, steps_text, trace_path, seed)
         if load.num_requests >= PROGRESS_FROM_REQUESTS and not as_json:
             with progress_bar(err) as progress:
                 result = simulate_profile(table, config, load, progress)
@@ -183,6 +217,47 @@ def simulate(
         _print(result, f"{profile.model_name} on T={cores} cores, policy {policy}")
 
     guard(body)
+
+
+def _capacity(
+    table: LatencyTable,
+    config: SimConfig,
+    rate_rps: float,
+    target_p99_ms: float,
+    max_nodes: int,
+) -> CapacityPlan:
+    from packrat.sim import SimError
+    from packrat.sim.capacity import nodes_for
+
+    try:
+        return nodes_for(table, config, rate_rps, target_p99_ms, max_nodes=max_nodes)
+    except SimError as exc:
+        raise PackratError(str(exc)) from None
+
+
+def _print_capacity(plan: CapacityPlan, title: str) -> None:
+    table = Table(title=f"{title}: nodes of {plan.cores} cores for {plan.rate_rps:g} req/s")
+    for column in ("nodes", "req/s per node", "requests", "503", "p50 ms", "p99 ms", "meets"):
+        table.add_column(column, justify="right")
+    for count in plan.tried:
+        table.add_row(
+            str(count.nodes),
+            f"{count.rate_per_node_rps:.1f}",
+            str(count.requests),
+            str(count.refused),
+            f"{count.p50_ms:.1f}",
+            f"{count.p99_ms:.1f}",
+            "yes" if count.meets else "no",
+        )
+    out.print(table)
+    if plan.nodes is None:
+        most = plan.tried[-1].nodes
+        out.print(f"no count up to {most} nodes keeps p99 under {plan.target_p99_ms:g} ms")
+    else:
+        out.print(
+            f"{plan.nodes} nodes of {plan.cores} cores serve {plan.rate_rps:g} req/s with p99 "
+            f"under {plan.target_p99_ms:g} ms and no 503 (one node's random share simulated)"
+        )
 
 
 def _load(
