@@ -43,7 +43,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -59,6 +59,10 @@ from packrat.server.http_auth import check_token
 from packrat.server.listen import Bound, Listener, bind, serve
 from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
 from packrat.types import parse_plan
+
+if TYPE_CHECKING:
+    from packrat.progress import Progress
+    from packrat.server.metrics import Metrics
 
 
 @dataclass(frozen=True)
@@ -251,53 +255,18 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
     from packrat.server.http_inference import create_inference_app
     from packrat.server.http_management import create_management_app
     from packrat.server.metrics import Metrics, create_metrics_app
-    from packrat.server.observe import watch
-    from packrat.topology import check_cores, usable_topology
 
     if not config.models:
         raise PackratError("no model to serve: name one, or add [[models]] to the config file")
-    _one_thread_for_the_front_end()
-    usable = usable_topology()
-    if usable.note:
-        err.print(f"packrat: {usable.note}", highlight=False)
-    topology = usable.topology
-    default_cores: tuple[int, ...] | None = None
-    if config.cores is not None:
-        check_cores(config.cores, topology)
-        default_cores = topology.cpu_ids()[: config.cores]
+    default_cores = prepare(config, err)
     # Read before any model loads: a bad token file fails at once, not after profiling.
     http = HttpConfig(token=api_token(config), max_in_flight=config.max_in_flight)
     bound: list[Bound] = [bind(listener) for listener in config.listeners()]
     metrics = Metrics()
-    defaults = RepositoryDefaults(
-        cores=default_cores,
-        max_batch_size=config.max_batch_size,
-        max_batch_delay_ms=config.max_batch_delay_ms,
-        max_queue=config.max_queue,
-        max_queue_wait_ms=config.max_queue_wait_ms,
-        policy=PolicyKind.parse(config.policy),
-        estimator=config.estimator,
-    )
     with progress_bar(err) as bar:
-        repo = Repository(
-            defaults,
-            model_store=config.model_store,
-            engine_config=EngineConfig(
-                keep_freed_memory=config.keep_freed_memory,
-                batch_timeout_s=float(config.batch_timeout_s),
-            ),
-            progress=bar,
-            on_start=lambda runtime: watch(runtime, metrics),
-            profile_kind=config.profile_kind,
-        )
         try:
-            for model in config.models:
-                if model.cores is None and default_cores is not None:
-                    model = replace(model, cores=default_cores)
-                runtime = await repo.register_model(model, progress=bar)
-                out.print(_describe(runtime.describe()), highlight=False, soft_wrap=True)
+            repo = await open_repository(config, default_cores, metrics, bar, out)
         except BaseException:
-            await repo.close()
             for b in bound:
                 b.sock.close()
             raise
@@ -312,6 +281,66 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
         out.print(f"{b.listener.name} API listening on {b.address}", highlight=False)
     await serve(bound, apps, on_drain=repo.drain, on_shutdown=repo.close)
     out.print("packrat: stopped", highlight=False)
+
+
+def prepare(config: LaunchConfig, err: Console) -> tuple[int, ...] | None:
+    """Set up this process to serve: one torch thread for the front end, the usable cores
+    (saying why on `err` if the CPU quota cut them). Returns the cores for models that name
+    none (`config.cores`'s first N), or None for every usable core."""
+    from packrat.topology import check_cores, usable_topology
+
+    _one_thread_for_the_front_end()
+    usable = usable_topology()
+    if usable.note:
+        err.print(f"packrat: {usable.note}", highlight=False)
+    if config.cores is None:
+        return None
+    check_cores(config.cores, usable.topology)
+    return usable.topology.cpu_ids()[: config.cores]
+
+
+async def open_repository(
+    config: LaunchConfig,
+    default_cores: tuple[int, ...] | None,
+    metrics: Metrics,
+    progress: Progress,
+    out: Console,
+) -> Repository:
+    """A repository serving every model of `config` (profiling on first start), its runtimes
+    watched by `metrics`; each model's plan and backend printed on `out`. On failure the
+    models already started are stopped."""
+    from packrat.server.observe import watch
+
+    defaults = RepositoryDefaults(
+        cores=default_cores,
+        max_batch_size=config.max_batch_size,
+        max_batch_delay_ms=config.max_batch_delay_ms,
+        max_queue=config.max_queue,
+        max_queue_wait_ms=config.max_queue_wait_ms,
+        policy=PolicyKind.parse(config.policy),
+        estimator=config.estimator,
+    )
+    repo = Repository(
+        defaults,
+        model_store=config.model_store,
+        engine_config=EngineConfig(
+            keep_freed_memory=config.keep_freed_memory,
+            batch_timeout_s=float(config.batch_timeout_s),
+        ),
+        progress=progress,
+        on_start=lambda runtime: watch(runtime, metrics),
+        profile_kind=config.profile_kind,
+    )
+    try:
+        for model in config.models:
+            if model.cores is None and default_cores is not None:
+                model = replace(model, cores=default_cores)
+            runtime = await repo.register_model(model, progress=progress)
+            out.print(_describe(runtime.describe()), highlight=False, soft_wrap=True)
+    except BaseException:
+        await repo.close()
+        raise
+    return repo
 
 
 TOKEN_ENV = "PACKRAT_TOKEN"
