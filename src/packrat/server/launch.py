@@ -56,8 +56,10 @@ from packrat.profiler.profile_file import KINDS
 from packrat.server.admission import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS
 from packrat.server.batcher import DEFAULT_MAX_BATCH_DELAY_MS
 from packrat.server.http_auth import check_token
+from packrat.server.http_config import HttpConfig
 from packrat.server.listen import Bound, Listener, bind, serve
 from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
+from packrat.server.ts_config import METRICS_COMPAT, TorchServeConfig
 from packrat.types import parse_plan
 
 
@@ -70,6 +72,7 @@ class LaunchConfig:
     management_host: str = "127.0.0.1"
     management_port: int = 8081
     metrics_port: int = 8082
+    metrics_host: str | None = None  # None: the inference API's host
     model_store: Path | None = None
     token_file: Path | None = None  # the API token; else $PACKRAT_TOKEN; else no token
     max_batch_size: int = 8
@@ -77,6 +80,8 @@ class LaunchConfig:
     max_queue: int = DEFAULT_MAX_QUEUE
     max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
     max_in_flight: int = 256  # inference requests in progress, all models; more get 503
+    max_body_bytes: int = HttpConfig.max_body_bytes  # larger request bodies get 413
+    metrics_compat: str = "none"  # "torchserve": TorchServe's metric names beside Packrat's
     cores: int | None = None  # first N usable cores for models without their own
     keep_freed_memory: bool = True
     policy: str = PolicyKind.AUTO.value
@@ -92,9 +97,10 @@ class LaunchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
                 raise PackratError(f"{name} must be a port number 0..65535, got {value!r}")
-        value = self.max_in_flight
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise PackratError(f"max_in_flight must be an integer >= 1, got {value!r}")
+        for name in ("max_in_flight", "max_body_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise PackratError(f"{name} must be an integer >= 1, got {value!r}")
         for name in ("host", "management_host"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise PackratError(
@@ -115,6 +121,11 @@ class LaunchConfig:
             PolicyKind.parse(str(self.policy))
         except ValueError as exc:
             raise PackratError(str(exc)) from None
+        if self.metrics_compat not in METRICS_COMPAT_CHOICES:
+            choices = ", ".join(METRICS_COMPAT_CHOICES)
+            raise PackratError(
+                f"unknown metrics_compat {self.metrics_compat!r}: choose one of {choices}"
+            )
         if self.profile_kind not in KINDS:
             choices = ", ".join(KINDS)
             raise PackratError(
@@ -125,9 +136,11 @@ class LaunchConfig:
         return [
             Listener("inference", self.host, self.port),
             Listener("management", self.management_host, self.management_port),
-            Listener("metrics", self.host, self.metrics_port),
+            Listener("metrics", self.metrics_host or self.host, self.metrics_port),
         ]
 
+
+METRICS_COMPAT_CHOICES = ("none", METRICS_COMPAT)
 
 _SERVER_KEYS = {f.name for f in fields(LaunchConfig)} - {"models"}
 _MODEL_KEYS = {f.name for f in fields(ModelConfig)}
@@ -222,14 +235,7 @@ def with_cli(base: LaunchConfig, models: list[str], **overrides: Any) -> LaunchC
             raise PackratError(f"--estimator: {exc}") from None
     config = replace(base, **given)
     plan_text = overrides.get("plan")
-    per_model: dict[str, Any] = {
-        "max_batch_size": config.max_batch_size,
-        "max_batch_delay_ms": config.max_batch_delay_ms,
-        "max_queue": config.max_queue,
-        "max_queue_wait_ms": config.max_queue_wait_ms,
-        "estimator": config.estimator,
-        "backend": config.backend,
-        "precision": config.precision,
+    per_model: dict[str, Any] = _model_defaults(config) | {
         "profile": overrides.get("profile"),
         "fat": bool(overrides.get("fat")),
     }
@@ -244,10 +250,49 @@ def with_cli(base: LaunchConfig, models: list[str], **overrides: Any) -> LaunchC
     return replace(config, models=config.models + extra)
 
 
+def _model_defaults(config: LaunchConfig) -> dict[str, Any]:
+    """The server-wide settings a model started by name gets unless it sets its own."""
+    return {
+        "max_batch_size": config.max_batch_size,
+        "max_batch_delay_ms": config.max_batch_delay_ms,
+        "max_queue": config.max_queue,
+        "max_queue_wait_ms": config.max_queue_wait_ms,
+        "estimator": config.estimator,
+        "backend": config.backend,
+        "precision": config.precision,
+    }
+
+
+def with_ts_settings(base: LaunchConfig, ts: TorchServeConfig) -> LaunchConfig:
+    """`base` (e.g. from --config) with a TorchServe config.properties' server settings."""
+    try:
+        return replace(base, **ts.server)
+    except TypeError as exc:
+        raise PackratError(f"TorchServe config: {exc}") from None
+
+
+def with_ts_models(config: LaunchConfig, ts: TorchServeConfig) -> LaunchConfig:
+    """`config` with the models a config.properties loads (load_models), each with its own
+    `models` settings over `config`'s server-wide ones (after the command line's)."""
+    defaults = _model_defaults(config)
+    try:
+        extra = tuple(
+            ModelConfig(
+                spec=entry.spec,
+                name=entry.name,
+                version=entry.version,
+                **(defaults | dict(entry.settings)),
+            )
+            for entry in ts.models
+        )
+    except ValueError as exc:
+        raise PackratError(f"TorchServe config: {exc}") from None
+    return replace(config, models=config.models + extra)
+
+
 async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
     """Load every model (profiling on first start), bind the listeners, serve until a signal."""
     from packrat.progress import progress_bar
-    from packrat.server.http_config import HttpConfig
     from packrat.server.http_inference import create_inference_app
     from packrat.server.http_management import create_management_app
     from packrat.server.metrics import Metrics, create_metrics_app
@@ -263,7 +308,11 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
         check_cores(config.cores, topology)
         default_cores = topology.cpu_ids()[: config.cores]
     # Read before any model loads: a bad token file fails at once, not after profiling.
-    http = HttpConfig(token=api_token(config), max_in_flight=config.max_in_flight)
+    http = HttpConfig(
+        token=api_token(config),
+        max_in_flight=config.max_in_flight,
+        max_body_bytes=config.max_body_bytes,
+    )
     bound: list[Bound] = [bind(listener) for listener in config.listeners()]
     metrics = Metrics()
     defaults = RepositoryDefaults(

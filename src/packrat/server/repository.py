@@ -99,6 +99,9 @@ class ModelConfig:
         answers match torch's fp32 ones, or a backend by name (torch, onnxruntime,
         openvino); precision "auto" allows bf16 where the CPU runs it natively, "fp32"
         keeps exact fp32, "bf16" asks for it (within the error budget).
+    batch_timeout_s: seconds a worker may take on one batch before it is replaced (its
+        requests get 503); None: the server's (`EngineConfig.batch_timeout_s`). TorchServe's
+        responseTimeout.
     """
 
     spec: str
@@ -116,6 +119,7 @@ class ModelConfig:
     estimator: EstimatorConfig = dataclasses.field(default_factory=EstimatorConfig)
     backend: str = dataclasses.field(default_factory=default_backend)
     precision: str = "auto"
+    batch_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         if not self.spec:
@@ -145,6 +149,13 @@ class ModelConfig:
             candidates(self.backend, self.precision, bf16_native=True)
         except PackratError as exc:
             raise ValueError(f"ModelConfig: {exc}") from None
+        timeout = self.batch_timeout_s
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
+        ):
+            raise ValueError(
+                f"ModelConfig.batch_timeout_s must be a positive number of seconds, got {timeout!r}"
+            )
         if self.policy is not None and not isinstance(self.policy, PolicyKind):
             object.__setattr__(self, "policy", PolicyKind.parse(str(self.policy)))
 
@@ -437,7 +448,11 @@ class Repository:
             plan,
             table,
             batching=config.batching,
-            engine_config=self._engine_config,
+            engine_config=self._engine_config
+            if config.batch_timeout_s is None
+            else dataclasses.replace(
+                self._engine_config, batch_timeout_s=float(config.batch_timeout_s)
+            ),
             planning=planning,
             policy=policy,
             estimator=config.estimator,
