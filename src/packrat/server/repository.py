@@ -57,7 +57,15 @@ from packrat.profiler.stats import SamplingPolicy
 from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
 from packrat.progress import NullProgress, Progress
 from packrat.server.admission import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS
-from packrat.server.api import BadRequest, Conflict, NotFound, ServedModel, ServerError, Unavailable
+from packrat.server.api import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    RegisterOptions,
+    ServedModel,
+    ServerError,
+    Unavailable,
+)
 from packrat.server.batcher import DEFAULT_MAX_BATCH_DELAY_MS, BatchingConfig
 from packrat.server.planning import Planning
 from packrat.server.runtime import ModelRuntime
@@ -203,7 +211,7 @@ class RepositoryDefaults:
 
 class Repository:
     """Served models by name and version (`ModelRepository`); a name's default version is the
-    first one registered that is still served.
+    one `set_default` last chose, else the first one registered, that is still served.
 
     model_store: the directory model files must be in (see the module docstring).
     engine_config: every model's pool settings. progress: where `register()` reports profiling.
@@ -259,14 +267,20 @@ class Repository:
         """Every served version, by name then registration order."""
         return [runtime for name in sorted(self._models) for runtime in self._models[name].values()]
 
-    async def register(self, spec: str, *, name: str | None = None) -> ModelRuntime:
-        """Serve `spec` with the repository's defaults; the HTTP management API's entry.
+    async def register(
+        self, spec: str, *, name: str | None = None, options: RegisterOptions | None = None
+    ) -> ModelRuntime:
+        """Serve `spec` with the repository's defaults, `options` over them; the HTTP
+        management API's entry.
 
         Files must be in the model store. Raises BadRequest if the spec cannot be resolved,
-        the name is taken or invalid, or the model fails to profile, plan or start.
+        the name is taken or invalid, an option is out of range, or the model fails to
+        profile, plan or start.
         """
         try:
             config = self._defaults.model_config(spec, name)
+            if options is not None:
+                config = dataclasses.replace(config, **options.given())
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
         return await self._register(config, self._progress, files_anywhere=False)
@@ -278,6 +292,14 @@ class Repository:
         `progress`). Raises BadRequest as `register` does; files may be anywhere unless a
         model store is configured."""
         return await self._register(config, progress or self._progress, files_anywhere=True)
+
+    def set_default(self, name: str, version: str) -> ModelRuntime:
+        """Make `version` the default one of `name` (what requests naming no version get).
+        Raises NotFound."""
+        runtime = self.get(name, version)
+        versions = self._models[name]
+        self._models[name] = {version: runtime} | versions
+        return runtime
 
     async def unregister(self, name: str, version: str | None = None) -> None:
         """Stop one version (every version if `version` is None) after its queued and
@@ -368,7 +390,9 @@ class Repository:
             raise Conflict(f"model '{name}' version '{config.version}' is already served")
         self._starting.add(key)
         try:
-            runtime = await self._build(config, source, name, progress)
+            runtime = await self._build(
+                config, source, name, progress, loaded_at_startup=files_anywhere
+            )
             await runtime.start()
         except ServerError:
             raise
@@ -407,7 +431,13 @@ class Repository:
             raise BadRequest(str(exc)) from exc
 
     async def _build(
-        self, config: ModelConfig, source: ModelSource, name: str, progress: Progress
+        self,
+        config: ModelConfig,
+        source: ModelSource,
+        name: str,
+        progress: Progress,
+        *,
+        loaded_at_startup: bool,
     ) -> ModelRuntime:
         topology = _topology(config.cores)
         self._warn_overlap(name, topology)
@@ -458,6 +488,7 @@ class Repository:
             estimator=config.estimator,
             pool_size=pool_size,
             backend=selection.to_json(),
+            loaded_at_startup=loaded_at_startup,
         )
 
     async def _table(
