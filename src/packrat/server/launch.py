@@ -296,6 +296,7 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
     from packrat.server.http_inference import create_inference_app
     from packrat.server.http_management import create_management_app
     from packrat.server.metrics import Metrics, create_metrics_app
+    from packrat.server.metrics_torchserve import TorchServeMetrics
     from packrat.server.observe import watch
     from packrat.topology import check_cores, read_topology
 
@@ -314,7 +315,7 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
         max_body_bytes=config.max_body_bytes,
     )
     bound: list[Bound] = [bind(listener) for listener in config.listeners()]
-    metrics = Metrics()
+    metrics = Metrics(TorchServeMetrics() if config.metrics_compat == METRICS_COMPAT else None)
     defaults = RepositoryDefaults(
         cores=default_cores,
         max_batch_size=config.max_batch_size,

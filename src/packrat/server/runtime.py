@@ -57,12 +57,14 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class BatchRecord:
     """One batch that ran: requests per instance and seconds each instance spent computing
-    (plan order; 0 for idle or failed instances), and the wall time from dispatch to the
-    last reply (so it includes the pipes to the workers)."""
+    (plan order; 0 for idle or failed instances), the wall time from dispatch to the
+    last reply (so it includes the pipes to the workers), and the seconds each request
+    waited in the queue before the batch was dispatched (arrival order)."""
 
     sizes: tuple[int, ...]
     compute_s: tuple[float, ...]
     wall_s: float
+    queue_s: tuple[float, ...] = ()
 
     @property
     def size(self) -> int:
@@ -603,7 +605,9 @@ class ModelRuntime:
         compute_s = [0.0] * len(sizes)
         for part in parts:
             compute_s[part.instance] = part.compute_s
-        self._record(BatchRecord(tuple(sizes), tuple(compute_s), time.perf_counter() - started))
+        wall_s = time.perf_counter() - started
+        waits_s = self._batcher.running_waits_s
+        self._record(BatchRecord(tuple(sizes), tuple(compute_s), wall_s, waits_s))
         if any(part.lost for part in parts):
             for part in parts:
                 if part.lost:
