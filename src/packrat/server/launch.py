@@ -8,6 +8,7 @@ A TOML file (`packrat serve --config FILE`) looks like:
     management_host = "127.0.0.1"
     management_port = 8081
     metrics_port = 8082
+    metrics_host = "127.0.0.1" # optional; the inference API's host otherwise
     model_store = "models"    # model files load from here only
     token_file = "token.txt"  # both APIs need "Authorization: Bearer <its first line>"
     max_batch_size = 8        # defaults for every model (and for management-API registrations)
@@ -15,6 +16,8 @@ A TOML file (`packrat serve --config FILE`) looks like:
     max_queue = 100           # requests waiting per model; more get 503 + Retry-After
     max_queue_wait_ms = 2000  # once the queue overflowed, it is held to this much (0: not)
     max_in_flight = 256       # inference requests in progress in all; more get 503 at once
+    max_body_bytes = 16777216 # larger request bodies get 413
+    metrics_compat = "none"   # "torchserve": TorchServe's ts_* metrics beside Packrat's
     policy = "auto"           # how plans follow the load: "auto", "follow" or "fixed"
     estimator = { alpha = 0.5, window = 1, cooldown_s = 0.05 }  # "follow"'s (the defaults)
     profile_kind = "isolated" # profiles made on first start: "isolated" or "contention"
@@ -31,9 +34,13 @@ A TOML file (`packrat serve --config FILE`) looks like:
     policy = "follow"         # optional; the [server] policy otherwise
     estimator = { alpha = 0.25, window = 16 }  # optional; the [server] estimator otherwise
     backend = "openvino"      # optional; the [server] backend (and precision) otherwise
+    batch_timeout_s = 60      # optional; the [server] batch_timeout_s otherwise
 
 Command-line options given explicitly override the file's [server] values; models named on the
-command line are served in addition to the file's.
+command line are served in addition to the file's. A TorchServe config.properties
+(`--ts-config`, `packrat.server.ts_config`) sits between the two: its settings override the
+TOML file's (`with_ts_settings`) and the command line overrides them; its models are added
+last (`with_ts_models`), with the server-wide settings the command line left.
 """
 
 from __future__ import annotations

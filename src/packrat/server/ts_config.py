@@ -113,7 +113,7 @@ _MODEL_PARAMS_IGNORED = {
     "deviceIds": "Packrat runs on CPUs",
     "parallelType": "the plan decides how instances split a batch",
     "parallelLevel": "the plan decides how instances split a batch",
-    "jobQueueSize": None,  # mapped; listed so it is not called unknown
+    "runtimeType": "models run Python handlers",
 }
 
 
