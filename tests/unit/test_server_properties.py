@@ -60,3 +60,7 @@ def test_last_value_wins_and_duplicates_are_listed() -> None:
 
 def test_crlf_line_ends() -> None:
     assert parse_properties("a=1\r\nb=\\\r\n  2\r\n") == {"a": "1", "b": "2"}
+
+
+def test_only_java_line_ends_end_lines() -> None:
+    assert parse_properties("a=x\u2028y\x0bz\rb=1") == {"a": "x\u2028y\x0bz", "b": "1"}

@@ -19,10 +19,12 @@ in Java; `duplicates()` lists such keys so the caller can say so.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 from packrat.errors import PackratError
 
+_LINE_ENDS = re.compile(r"\r\n|\r|\n")
 _WHITESPACE = " \t\f"
 _SEPARATORS = "=:"
 _ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}
@@ -59,7 +61,7 @@ def _pairs(text: str) -> Iterator[tuple[str, str]]:
 def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
     """(first physical line number, logical line) for every line that is not blank or a
     comment, continuations joined."""
-    lines = text.splitlines()
+    lines = _LINE_ENDS.split(text)  # not str.splitlines: Java ends lines at \n, \r only
     index = 0
     while index < len(lines):
         start = index
