@@ -109,6 +109,7 @@ def test_openapi_lists_the_management_routes(client: TestClient) -> None:
         "/models/{model_name}/{version}/cores",
         "/models/{model_name}/switches",
         "/models/{model_name}/{version}/switches",
+        "/models/{model_name}/{version}/set-default",
     }
     assert set(paths["/models"]) == {"get", "post"}
     assert set(paths["/models/{model_name}/plan"]) == {"put"}

@@ -26,6 +26,27 @@ def serve(
         Path | None,
         typer.Option("--config", help="TOML file with [server] settings and [[models]] entries."),
     ] = None,
+    ts_config_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--ts-config",
+            help="TorchServe config.properties to serve from: its addresses, model_store, "
+            "load_models, models (batchSize, maxBatchDelay, responseTimeout), job_queue_size, "
+            "default_response_timeout, max_request_size and metrics_mode; every other key is "
+            "ignored with a warning (docs/torchserve-config.md). Command-line options win over "
+            "it, and it wins over --config's [server]; its models are served beside the others.",
+        ),
+    ] = None,
+    metrics_compat: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-compat",
+            help="'torchserve' adds TorchServe's metrics (ts_inference_requests_total, "
+            "ts_inference_latency_microseconds, ts_queue_latency_microseconds) beside "
+            "Packrat's on /metrics; 'none' [default: none].",
+            show_default=False,
+        ),
+    ] = None,
     cores: Annotated[
         int | None,
         typer.Option("--cores", "-T", help="Use the first T usable cores [default: all]."),
@@ -187,11 +208,24 @@ def serve(
     """
 
     def body() -> None:
-        from packrat.server.launch import LaunchConfig, launch, load_config_file, with_cli
+        from packrat.server.launch import (
+            LaunchConfig,
+            launch,
+            load_config_file,
+            with_cli,
+            with_ts_models,
+            with_ts_settings,
+        )
         from packrat.server.listen import run_event_loop
+        from packrat.server.ts_config import read_ts_config
 
         base = load_config_file(config_path) if config_path is not None else LaunchConfig()
-        names = models or ([] if base.models else [DEFAULT_MODEL])
+        ts = read_ts_config(ts_config_path) if ts_config_path is not None else None
+        if ts is not None:
+            for warning in ts.warnings:
+                err.print(f"packrat: warning: {warning}", highlight=False, markup=False)
+            base = with_ts_settings(base, ts)
+        names = models or ([] if base.models or (ts and ts.models) else [DEFAULT_MODEL])
         config = with_cli(
             base,
             names,
@@ -218,7 +252,10 @@ def serve(
             profile_kind=profile_kind,
             batch_timeout_s=batch_timeout_s,
             token_file=token_file,
+            metrics_compat=metrics_compat,
         )
+        if ts is not None:
+            config = with_ts_models(config, ts)
         run_event_loop(launch(config, out=out, err=err))
 
     guard(body)

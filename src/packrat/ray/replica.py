@@ -19,7 +19,13 @@ import os
 from typing import Any
 
 from packrat.progress import NullProgress
-from packrat.server.launch import LaunchConfig, api_token, open_repository, prepare
+from packrat.server.launch import (
+    LaunchConfig,
+    http_config,
+    new_metrics,
+    open_repository,
+    prepare,
+)
 from packrat.server.listen import Bound, Listener, bind
 
 logger = logging.getLogger(__name__)
@@ -34,13 +40,10 @@ class PackratReplica:
     ) -> None:
         from rich.console import Console
 
-        from packrat.server.http_config import HttpConfig
-        from packrat.server.metrics import Metrics
-
         console = Console(stderr=True, highlight=False, soft_wrap=True)
         self._config = config
-        self._http = HttpConfig(token=api_token(config), max_in_flight=config.max_in_flight)
-        self._metrics = Metrics()
+        self._http = http_config(config)
+        self._metrics = new_metrics(config)
         cores = prepare(config, console)
         self._repo = await open_repository(config, cores, self._metrics, NullProgress(), console)
         self._metrics_bound: Bound | None = None
@@ -84,7 +87,9 @@ class PackratReplica:
         from packrat.server.metrics import create_metrics_app
 
         self._metrics_bound = bind(
-            Listener("metrics", self._config.host, self._config.metrics_port)
+            Listener(
+                "metrics", self._config.metrics_host or self._config.host, self._config.metrics_port
+            )
         )
         config = uvicorn.Config(
             create_metrics_app(self._metrics), log_level="warning", access_log=False

@@ -7,6 +7,7 @@ tested with fakes; `packrat.server.runtime` implements them over real instance p
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from packrat.errors import PackratError
@@ -74,6 +75,20 @@ class InferenceFailed(ServerError):
     status = 500
 
 
+@dataclass(frozen=True)
+class RegisterOptions:
+    """Settings a registration gives its model over the server's defaults (None: the
+    default): TorchServe's batch_size, max_batch_delay (ms) and response_timeout (s)."""
+
+    max_batch_size: int | None = None
+    max_batch_delay_ms: float | None = None
+    batch_timeout_s: float | None = None
+
+    def given(self) -> dict[str, Any]:
+        """The settings given, by ModelConfig field name."""
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
 class ServedModel(Protocol):
     """One model version being served, as the HTTP layer sees it."""
 
@@ -118,11 +133,17 @@ class ModelRepository(Protocol):
 
     def models(self) -> list[ServedModel]: ...
 
-    async def register(self, spec: str, *, name: str | None = None) -> ServedModel:
-        """Load and start a model from a zoo name or a file in the model store.
+    async def register(
+        self, spec: str, *, name: str | None = None, options: RegisterOptions | None = None
+    ) -> ServedModel:
+        """Load and start a model from a zoo name or a file in the model store, with
+        `options` over the server's default settings.
 
-        Raises BadRequest for a spec that cannot be resolved, Conflict for a name and
-        version already served."""
+        Raises BadRequest for a spec that cannot be resolved or options out of range,
+        Conflict for a name and version already served."""
+
+    def set_default(self, name: str, version: str) -> ServedModel:
+        """Make `version` the one requests naming no version get; raises NotFound."""
 
     async def unregister(self, name: str, version: str | None = None) -> None:
         """Stop a model after its in-flight requests finish; raises NotFound."""

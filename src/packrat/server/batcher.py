@@ -132,6 +132,7 @@ class Batcher(Generic[Req, Resp]):
         self._task: asyncio.Task[None] | None = None
         self._running: list[_Pending[Req, Resp]] = []
         self._running_since: float | None = None  # event-loop time the running batch began
+        self._running_waits_s: tuple[float, ...] = ()
         self._admission = Admission(
             self._config.max_batch_size,
             self._config.max_queue,
@@ -154,6 +155,12 @@ class Batcher(Generic[Req, Resp]):
     def overloaded(self) -> bool:
         """Whether the queue overflowed and has not drained since (see `Admission`)."""
         return self._admission.overloaded
+
+    @property
+    def running_waits_s(self) -> tuple[float, ...]:
+        """Seconds each request of the batch now running waited in the queue, from its
+        arrival to the batch's dispatch (empty while none runs); `run_batch` may read it."""
+        return self._running_waits_s
 
     @property
     def in_flight(self) -> int:
@@ -301,6 +308,7 @@ class Batcher(Generic[Req, Resp]):
     async def _dispatch(self, batch: list[_Pending[Req, Resp]]) -> None:
         self._running = batch
         started = self._running_since = asyncio.get_running_loop().time()
+        self._running_waits_s = tuple(started - p.enqueued_s for p in batch)
         if self._on_batch is not None:
             try:
                 self._on_batch(len(batch))
@@ -317,7 +325,7 @@ class Batcher(Generic[Req, Resp]):
             results = [exc] * len(batch)
         for pending, result in zip(batch, results, strict=True):
             _answer(pending, result)
-        self._running, self._running_since = [], None
+        self._running, self._running_since, self._running_waits_s = [], None, ()
         self._admission.times.record(len(batch), asyncio.get_running_loop().time() - started)
 
     def _shed(self, count: int) -> None:

@@ -75,7 +75,7 @@ def _torchserve_router(repo: ModelRepository, config: HttpConfig, metrics: Metri
         return JSONBody({"status": "Healthy"})
 
     async def predict(request: Request, model: ServedModel) -> Response:
-        with metrics.time_request(model.name):
+        with metrics.time_request(model.name, model.version):
             if not model.ready:
                 raise Unavailable(f"model {model.name!r} is not ready")
             body = await read_body(request, config.max_body_bytes)

@@ -1,8 +1,11 @@
 """The management app: TorchServe's management API over a model repository.
 
-`GET /models` lists models, `GET /models/{name}[/{version}|/all]` describes them (plan,
-policy, recent switches, instances and their cores, batching), `POST /models?url=...` registers
-a zoo model or a file in the model store, `DELETE /models/{name}[/{version}]` unregisters.
+`GET /models` lists models, `GET /models/{name}[/{version}|/all]` describes them
+(TorchServe's fields, `ts_describe`, then Packrat's: plan, policy, recent switches, instances
+and their cores, batching), `POST /models?url=...` registers a zoo model or a file in the model
+store with TorchServe's parameters (`ts_register`), `PUT /models/{name}/{version}/set-default`
+sets the default version, `PUT /models/{name}[/{version}]?min_worker=...` answers that the
+plan decides the workers, `DELETE /models/{name}[/{version}]` unregisters.
 `GET /models/{name}[/{version}]/switches` lists the model's changes of plan (the last 10,000).
 
 Packrat's own: `PUT /models/{name}[/{version}]/plan` with `{"plan": "<2,1,4>"}` (or "fat")
@@ -17,6 +20,7 @@ With a token configured (`HttpConfig.token`), every route requires it
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -30,6 +34,10 @@ from packrat.server.api import BadRequest, ModelRepository, ServedModel
 from packrat.server.http_auth import TokenAuth
 from packrat.server.http_config import HttpConfig
 from packrat.server.responses import ERROR_RESPONSES, install_error_handlers
+from packrat.server.ts_describe import torchserve_fields
+from packrat.server.ts_register import read_registration, scale_status
+
+logger = logging.getLogger(__name__)
 
 
 class PlanChange(BaseModel):
@@ -127,13 +135,48 @@ def _management_router(repo: ModelRepository) -> APIRouter:
     async def describe_version(model_name: str, version: str) -> list[dict[str, Any]]:
         return [_describe(repo.get(model_name, version))]
 
-    @router.post("/models", summary="Register a model")
+    @router.post("/models", summary="Register a model (TorchServe's parameters)")
     async def register(
         url: str = Query(..., min_length=1, description="a zoo name or a file in the store"),
         model_name: str | None = Query(None, min_length=1, description="name to serve it as"),
-    ) -> dict[str, str]:
-        model = await repo.register(url, name=model_name)
-        return {"status": f'Model "{model.name}" Version: {model.version} registered'}
+        batch_size: int | None = Query(None, description="largest batch"),
+        max_batch_delay: int | None = Query(None, description="ms a batch waits for more"),
+        response_timeout: int | None = Query(None, description="s a worker may take a batch"),
+        initial_workers: int | None = Query(None, description="ignored: the plan decides"),
+        synchronous: bool | None = Query(None, description="registration is synchronous"),
+        runtime: str | None = Query(None, description="python only"),
+        handler: str | None = Query(None, description="refused: models bring their own"),
+        s3_sse_kms: bool | None = Query(None, description="true is refused: no downloads"),
+        startup_timeout: int | None = Query(None, description="ignored"),
+    ) -> dict[str, Any]:
+        asked = read_registration(
+            batch_size=batch_size,
+            max_batch_delay=max_batch_delay,
+            response_timeout=response_timeout,
+            initial_workers=initial_workers,
+            synchronous=synchronous,
+            runtime=runtime,
+            handler=handler,
+            s3_sse_kms=s3_sse_kms,
+            startup_timeout=startup_timeout,
+        )
+        model = await repo.register(url, name=model_name, options=asked.options)
+        reply: dict[str, Any] = {
+            "status": f'Model "{model.name}" Version: {model.version} registered'
+        }
+        if asked.warnings:
+            for warning in asked.warnings:
+                logger.warning("registering %s: %s", model.name, warning)
+            reply["warnings"] = list(asked.warnings)
+        return reply
+
+    @router.put("/models/{model_name}/{version}/set-default", summary="Set the default version")
+    async def set_default(model_name: str, version: str) -> dict[str, str]:
+        repo.set_default(model_name, version)
+        return {
+            "status": f'Default version successfully updated for model "{model_name}" '
+            f'to "{version}"'
+        }
 
     @router.get("/models/{model_name}/{version}/switches", summary="A version's changes of plan")
     async def version_switches(model_name: str, version: str) -> list[Mapping[str, Any]]:
@@ -173,6 +216,31 @@ def _management_router(repo: ModelRepository) -> APIRouter:
     ) -> dict[str, Any]:
         return _changed(await repo.set_cores(model_name, change.cores, version))
 
+    @router.put("/models/{model_name}", summary="Scale workers: the plan decides")
+    async def scale(
+        model_name: str,
+        min_worker: int | None = Query(None, description="ignored: the plan decides"),
+        max_worker: int | None = Query(None, description="ignored: the plan decides"),
+        synchronous: bool | None = Query(None),
+        timeout: int | None = Query(None),
+    ) -> dict[str, str]:
+        model = repo.get(model_name)
+        count = len(model.describe().get("instances") or [])
+        return {"status": scale_status(model_name, None, count, min_worker, max_worker)}
+
+    @router.put("/models/{model_name}/{version}", summary="Scale a version's workers")
+    async def scale_version(
+        model_name: str,
+        version: str,
+        min_worker: int | None = Query(None, description="ignored: the plan decides"),
+        max_worker: int | None = Query(None, description="ignored: the plan decides"),
+        synchronous: bool | None = Query(None),
+        timeout: int | None = Query(None),
+    ) -> dict[str, str]:
+        model = repo.get(model_name, version)
+        count = len(model.describe().get("instances") or [])
+        return {"status": scale_status(model_name, version, count, min_worker, max_worker)}
+
     @router.delete("/models/{model_name}", summary="Unregister a model")
     async def unregister(model_name: str) -> dict[str, str]:
         await repo.unregister(model_name)
@@ -187,8 +255,11 @@ def _management_router(repo: ModelRepository) -> APIRouter:
 
 
 def _describe(model: ServedModel) -> dict[str, Any]:
-    header = {"modelName": model.name, "modelVersion": model.version, "ready": model.ready}
-    return header | dict(model.describe())
+    """TorchServe's describe fields (`ts_describe`), then Packrat's own."""
+    description = dict(model.describe())
+    header = {"modelName": model.name, "modelVersion": model.version}
+    ts = torchserve_fields(description, _url(model, description))
+    return header | ts | {"ready": model.ready} | description
 
 
 def _changed(model: ServedModel) -> dict[str, Any]:
@@ -200,10 +271,11 @@ def _changed(model: ServedModel) -> dict[str, Any]:
     return {"status": status, "model": description}
 
 
-def _url(model: ServedModel) -> str:
+def _url(model: ServedModel, description: Mapping[str, Any] | None = None) -> str:
     """Where the model came from: the description's "url", else its "model"."source" (what
     the runtime records), else the model's name."""
-    description = model.describe()
+    if description is None:
+        description = model.describe()
     url = description.get("url")
     source = description.get("model")
     if not isinstance(url, str) and isinstance(source, Mapping):

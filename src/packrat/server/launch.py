@@ -8,6 +8,7 @@ A TOML file (`packrat serve --config FILE`) looks like:
     management_host = "127.0.0.1"
     management_port = 8081
     metrics_port = 8082
+    metrics_host = "127.0.0.1" # optional; the inference API's host otherwise
     model_store = "models"    # model files load from here only
     token_file = "token.txt"  # both APIs need "Authorization: Bearer <its first line>"
     max_batch_size = 8        # defaults for every model (and for management-API registrations)
@@ -15,6 +16,8 @@ A TOML file (`packrat serve --config FILE`) looks like:
     max_queue = 100           # requests waiting per model; more get 503 + Retry-After
     max_queue_wait_ms = 2000  # once the queue overflowed, it is held to this much (0: not)
     max_in_flight = 256       # inference requests in progress in all; more get 503 at once
+    max_body_bytes = 16777216 # larger request bodies get 413
+    metrics_compat = "none"   # "torchserve": TorchServe's ts_* metrics beside Packrat's
     policy = "auto"           # how plans follow the load: "auto", "follow" or "fixed"
     estimator = { alpha = 0.5, window = 1, cooldown_s = 0.05 }  # "follow"'s (the defaults)
     profile_kind = "isolated" # profiles made on first start: "isolated" or "contention"
@@ -31,9 +34,13 @@ A TOML file (`packrat serve --config FILE`) looks like:
     policy = "follow"         # optional; the [server] policy otherwise
     estimator = { alpha = 0.25, window = 16 }  # optional; the [server] estimator otherwise
     backend = "openvino"      # optional; the [server] backend (and precision) otherwise
+    batch_timeout_s = 60      # optional; the [server] batch_timeout_s otherwise
 
 Command-line options given explicitly override the file's [server] values; models named on the
-command line are served in addition to the file's.
+command line are served in addition to the file's. A TorchServe config.properties
+(`--ts-config`, `packrat.server.ts_config`) sits between the two: its settings override the
+TOML file's (`with_ts_settings`) and the command line overrides them; its models are added
+last (`with_ts_models`), with the server-wide settings the command line left.
 """
 
 from __future__ import annotations
@@ -56,8 +63,10 @@ from packrat.profiler.profile_file import KINDS
 from packrat.server.admission import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS
 from packrat.server.batcher import DEFAULT_MAX_BATCH_DELAY_MS
 from packrat.server.http_auth import check_token
+from packrat.server.http_config import HttpConfig
 from packrat.server.listen import Bound, Listener, bind, serve
 from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
+from packrat.server.ts_config import METRICS_COMPAT, TorchServeConfig
 from packrat.types import parse_plan
 
 if TYPE_CHECKING:
@@ -74,6 +83,7 @@ class LaunchConfig:
     management_host: str = "127.0.0.1"
     management_port: int = 8081
     metrics_port: int = 8082
+    metrics_host: str | None = None  # None: the inference API's host
     model_store: Path | None = None
     token_file: Path | None = None  # the API token; else $PACKRAT_TOKEN; else no token
     max_batch_size: int = 8
@@ -81,6 +91,8 @@ class LaunchConfig:
     max_queue: int = DEFAULT_MAX_QUEUE
     max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
     max_in_flight: int = 256  # inference requests in progress, all models; more get 503
+    max_body_bytes: int = HttpConfig.max_body_bytes  # larger request bodies get 413
+    metrics_compat: str = "none"  # "torchserve": TorchServe's metric names beside Packrat's
     cores: int | None = None  # first N usable cores for models without their own
     keep_freed_memory: bool = True
     policy: str = PolicyKind.AUTO.value
@@ -96,9 +108,10 @@ class LaunchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
                 raise PackratError(f"{name} must be a port number 0..65535, got {value!r}")
-        value = self.max_in_flight
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise PackratError(f"max_in_flight must be an integer >= 1, got {value!r}")
+        for name in ("max_in_flight", "max_body_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise PackratError(f"{name} must be an integer >= 1, got {value!r}")
         for name in ("host", "management_host"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise PackratError(
@@ -119,6 +132,11 @@ class LaunchConfig:
             PolicyKind.parse(str(self.policy))
         except ValueError as exc:
             raise PackratError(str(exc)) from None
+        if self.metrics_compat not in METRICS_COMPAT_CHOICES:
+            choices = ", ".join(METRICS_COMPAT_CHOICES)
+            raise PackratError(
+                f"unknown metrics_compat {self.metrics_compat!r}: choose one of {choices}"
+            )
         if self.profile_kind not in KINDS:
             choices = ", ".join(KINDS)
             raise PackratError(
@@ -129,9 +147,11 @@ class LaunchConfig:
         return [
             Listener("inference", self.host, self.port),
             Listener("management", self.management_host, self.management_port),
-            Listener("metrics", self.host, self.metrics_port),
+            Listener("metrics", self.metrics_host or self.host, self.metrics_port),
         ]
 
+
+METRICS_COMPAT_CHOICES = ("none", METRICS_COMPAT)
 
 _SERVER_KEYS = {f.name for f in fields(LaunchConfig)} - {"models"}
 _MODEL_KEYS = {f.name for f in fields(ModelConfig)}
@@ -226,14 +246,7 @@ def with_cli(base: LaunchConfig, models: list[str], **overrides: Any) -> LaunchC
             raise PackratError(f"--estimator: {exc}") from None
     config = replace(base, **given)
     plan_text = overrides.get("plan")
-    per_model: dict[str, Any] = {
-        "max_batch_size": config.max_batch_size,
-        "max_batch_delay_ms": config.max_batch_delay_ms,
-        "max_queue": config.max_queue,
-        "max_queue_wait_ms": config.max_queue_wait_ms,
-        "estimator": config.estimator,
-        "backend": config.backend,
-        "precision": config.precision,
+    per_model: dict[str, Any] = _model_defaults(config) | {
         "profile": overrides.get("profile"),
         "fat": bool(overrides.get("fat")),
     }
@@ -248,21 +261,60 @@ def with_cli(base: LaunchConfig, models: list[str], **overrides: Any) -> LaunchC
     return replace(config, models=config.models + extra)
 
 
+def _model_defaults(config: LaunchConfig) -> dict[str, Any]:
+    """The server-wide settings a model started by name gets unless it sets its own."""
+    return {
+        "max_batch_size": config.max_batch_size,
+        "max_batch_delay_ms": config.max_batch_delay_ms,
+        "max_queue": config.max_queue,
+        "max_queue_wait_ms": config.max_queue_wait_ms,
+        "estimator": config.estimator,
+        "backend": config.backend,
+        "precision": config.precision,
+    }
+
+
+def with_ts_settings(base: LaunchConfig, ts: TorchServeConfig) -> LaunchConfig:
+    """`base` (e.g. from --config) with a TorchServe config.properties' server settings."""
+    try:
+        return replace(base, **ts.server)
+    except TypeError as exc:
+        raise PackratError(f"TorchServe config: {exc}") from None
+
+
+def with_ts_models(config: LaunchConfig, ts: TorchServeConfig) -> LaunchConfig:
+    """`config` with the models a config.properties loads (load_models), each with its own
+    `models` settings over `config`'s server-wide ones (after the command line's)."""
+    defaults = _model_defaults(config)
+    try:
+        extra = tuple(
+            ModelConfig(
+                spec=entry.spec,
+                name=entry.name,
+                version=entry.version,
+                **(defaults | dict(entry.settings)),
+            )
+            for entry in ts.models
+        )
+    except ValueError as exc:
+        raise PackratError(f"TorchServe config: {exc}") from None
+    return replace(config, models=config.models + extra)
+
+
 async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
     """Load every model (profiling on first start), bind the listeners, serve until a signal."""
     from packrat.progress import progress_bar
-    from packrat.server.http_config import HttpConfig
     from packrat.server.http_inference import create_inference_app
     from packrat.server.http_management import create_management_app
-    from packrat.server.metrics import Metrics, create_metrics_app
+    from packrat.server.metrics import create_metrics_app
 
     if not config.models:
         raise PackratError("no model to serve: name one, or add [[models]] to the config file")
     default_cores = prepare(config, err)
     # Read before any model loads: a bad token file fails at once, not after profiling.
-    http = HttpConfig(token=api_token(config), max_in_flight=config.max_in_flight)
+    http = http_config(config)
     bound: list[Bound] = [bind(listener) for listener in config.listeners()]
-    metrics = Metrics()
+    metrics = new_metrics(config)
     with progress_bar(err) as bar:
         try:
             repo = await open_repository(config, default_cores, metrics, bar, out)
@@ -281,6 +333,23 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
         out.print(f"{b.listener.name} API listening on {b.address}", highlight=False)
     await serve(bound, apps, on_drain=repo.drain, on_shutdown=repo.close)
     out.print("packrat: stopped", highlight=False)
+
+
+def http_config(config: LaunchConfig) -> HttpConfig:
+    """The HTTP edges' settings; reads the API token (PackratError if it is unusable)."""
+    return HttpConfig(
+        token=api_token(config),
+        max_in_flight=config.max_in_flight,
+        max_body_bytes=config.max_body_bytes,
+    )
+
+
+def new_metrics(config: LaunchConfig) -> Metrics:
+    """Packrat's metrics, with TorchServe's names beside them if `metrics_compat` asks."""
+    from packrat.server.metrics import Metrics
+    from packrat.server.metrics_torchserve import TorchServeMetrics
+
+    return Metrics(TorchServeMetrics() if config.metrics_compat == METRICS_COMPAT else None)
 
 
 def prepare(config: LaunchConfig, err: Console) -> tuple[int, ...] | None:

@@ -19,6 +19,9 @@ Series (label `model` is the model name):
   packrat_backend_accuracy{model,candidate,measure}   each candidate compared with torch's
                                                 fp32 outputs at start-up: min_cosine,
                                                 max_abs_error, top1_agreement (gauge)
+
+With a `TorchServeMetrics` (`--metrics-compat torchserve`), TorchServe's ts_* series too,
+from the same events (`packrat.server.metrics_torchserve`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from prometheus_client import (
 from starlette.responses import Response
 
 from packrat.server.api import ServerError
+from packrat.server.metrics_torchserve import TorchServeMetrics
 from packrat.server.responses import install_error_handlers
 
 LATENCY_BUCKETS_S = (
@@ -64,8 +68,9 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 class Metrics:
     """The metrics of one server, in their own registry (`self.registry`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, torchserve: TorchServeMetrics | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.torchserve = torchserve
         self._requests = Counter(
             "packrat_requests",
             "Inference requests answered, by HTTP status code.",
@@ -147,14 +152,25 @@ class Metrics:
         self._plans: dict[str, str] = {}
         self._backends: dict[str, list[tuple[str, ...]]] = {}  # model -> its series' labels
 
-    def observe_request(self, model: str, code: int, seconds: float) -> None:
-        """One inference request of `model` answered with HTTP status `code` after
-        `seconds` (arrival to response)."""
+    def observe_request(
+        self, model: str, code: int, seconds: float, version: str | None = None
+    ) -> None:
+        """One inference request of `model` (`version`: the one that served it; None: not
+        known, TorchServe's "default") answered with HTTP status `code` after `seconds`
+        (arrival to response)."""
         self._requests.labels(model, str(code)).inc()
         self._latency.labels(model).observe(seconds)
+        if self.torchserve is not None:
+            self.torchserve.observe_request(model, version or "default", code, seconds)
+
+    def observe_queue(self, model: str, version: str, waits_s: Sequence[float]) -> None:
+        """The requests of one batch of `model` `version` waited `waits_s` seconds each
+        between arrival in its queue and the batch's dispatch."""
+        if self.torchserve is not None:
+            self.torchserve.observe_queue(model, version, waits_s)
 
     @contextmanager
-    def time_request(self, model: str) -> Iterator[None]:
+    def time_request(self, model: str, version: str | None = None) -> Iterator[None]:
         """Record the request handled inside the block: status 200 if it completes, the
         ServerError's status if one escapes, 500 for any other exception."""
         start = perf_counter()
@@ -166,7 +182,7 @@ class Metrics:
             code = exc.status
             raise
         finally:
-            self.observe_request(model, code, perf_counter() - start)
+            self.observe_request(model, code, perf_counter() - start, version)
 
     def observe_batch(
         self,
@@ -240,8 +256,11 @@ class Metrics:
             self._queue_depth.remove(model)
 
     def exposition(self) -> bytes:
-        """All series in the Prometheus text format."""
-        return generate_latest(self.registry)
+        """All series in the Prometheus text format (TorchServe's after Packrat's)."""
+        text = generate_latest(self.registry)
+        if self.torchserve is not None:
+            text += self.torchserve.exposition()
+        return text
 
 
 def metrics_router(metrics: Metrics) -> APIRouter:

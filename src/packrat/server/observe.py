@@ -19,6 +19,7 @@ def watch(runtime: ModelRuntime, metrics: Metrics) -> None:
 
     def on_batch(record: BatchRecord) -> None:
         metrics.observe_batch(name, record.sizes, record.compute_s, record.wall_s)
+        metrics.observe_queue(name, runtime.version, record.queue_s)
         metrics.set_queue_depth(name, runtime.queue_depth)
 
     def on_switch(switch: Switch) -> None:

@@ -57,7 +57,15 @@ from packrat.profiler.stats import SamplingPolicy
 from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
 from packrat.progress import NullProgress, Progress
 from packrat.server.admission import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS
-from packrat.server.api import BadRequest, Conflict, NotFound, ServedModel, ServerError, Unavailable
+from packrat.server.api import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    RegisterOptions,
+    ServedModel,
+    ServerError,
+    Unavailable,
+)
 from packrat.server.batcher import DEFAULT_MAX_BATCH_DELAY_MS, BatchingConfig
 from packrat.server.planning import Planning
 from packrat.server.runtime import ModelRuntime
@@ -105,6 +113,9 @@ class ModelConfig:
         answers match torch's fp32 ones, or a backend by name (torch, onnxruntime,
         openvino); precision "auto" allows bf16 where the CPU runs it natively, "fp32"
         keeps exact fp32, "bf16" asks for it (within the error budget).
+    batch_timeout_s: seconds a worker may take on one batch before it is replaced (its
+        requests get 503); None: the server's (`EngineConfig.batch_timeout_s`). TorchServe's
+        responseTimeout.
     """
 
     spec: str
@@ -122,6 +133,7 @@ class ModelConfig:
     estimator: EstimatorConfig = dataclasses.field(default_factory=EstimatorConfig)
     backend: str = dataclasses.field(default_factory=default_backend)
     precision: str = "auto"
+    batch_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         if not self.spec:
@@ -151,6 +163,13 @@ class ModelConfig:
             candidates(self.backend, self.precision, bf16_native=True)
         except PackratError as exc:
             raise ValueError(f"ModelConfig: {exc}") from None
+        timeout = self.batch_timeout_s
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
+        ):
+            raise ValueError(
+                f"ModelConfig.batch_timeout_s must be a positive number of seconds, got {timeout!r}"
+            )
         if self.policy is not None and not isinstance(self.policy, PolicyKind):
             object.__setattr__(self, "policy", PolicyKind.parse(str(self.policy)))
 
@@ -198,7 +217,7 @@ class RepositoryDefaults:
 
 class Repository:
     """Served models by name and version (`ModelRepository`); a name's default version is the
-    first one registered that is still served.
+    one `set_default` last chose, else the first one registered, that is still served.
 
     model_store: the directory model files must be in (see the module docstring).
     engine_config: every model's pool settings. progress: where `register()` reports profiling.
@@ -254,14 +273,20 @@ class Repository:
         """Every served version, by name then registration order."""
         return [runtime for name in sorted(self._models) for runtime in self._models[name].values()]
 
-    async def register(self, spec: str, *, name: str | None = None) -> ModelRuntime:
-        """Serve `spec` with the repository's defaults; the HTTP management API's entry.
+    async def register(
+        self, spec: str, *, name: str | None = None, options: RegisterOptions | None = None
+    ) -> ModelRuntime:
+        """Serve `spec` with the repository's defaults, `options` over them; the HTTP
+        management API's entry.
 
         Files must be in the model store. Raises BadRequest if the spec cannot be resolved,
-        the name is taken or invalid, or the model fails to profile, plan or start.
+        the name is taken or invalid, an option is out of range, or the model fails to
+        profile, plan or start.
         """
         try:
             config = self._defaults.model_config(spec, name)
+            if options is not None:
+                config = dataclasses.replace(config, **options.given())
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
         return await self._register(config, self._progress, files_anywhere=False)
@@ -273,6 +298,14 @@ class Repository:
         `progress`). Raises BadRequest as `register` does; files may be anywhere unless a
         model store is configured."""
         return await self._register(config, progress or self._progress, files_anywhere=True)
+
+    def set_default(self, name: str, version: str) -> ModelRuntime:
+        """Make `version` the default one of `name` (what requests naming no version get).
+        Raises NotFound."""
+        runtime = self.get(name, version)
+        versions = self._models[name]
+        self._models[name] = {version: runtime} | versions
+        return runtime
 
     async def unregister(self, name: str, version: str | None = None) -> None:
         """Stop one version (every version if `version` is None) after its queued and
@@ -363,7 +396,9 @@ class Repository:
             raise Conflict(f"model '{name}' version '{config.version}' is already served")
         self._starting.add(key)
         try:
-            runtime = await self._build(config, source, name, progress)
+            runtime = await self._build(
+                config, source, name, progress, loaded_at_startup=files_anywhere
+            )
             await runtime.start()
         except ServerError:
             raise
@@ -402,7 +437,13 @@ class Repository:
             raise BadRequest(str(exc)) from exc
 
     async def _build(
-        self, config: ModelConfig, source: ModelSource, name: str, progress: Progress
+        self,
+        config: ModelConfig,
+        source: ModelSource,
+        name: str,
+        progress: Progress,
+        *,
+        loaded_at_startup: bool,
     ) -> ModelRuntime:
         topology = _topology(config.cores)
         self._warn_overlap(name, topology)
@@ -443,12 +484,17 @@ class Repository:
             plan,
             table,
             batching=config.batching,
-            engine_config=self._engine_config,
+            engine_config=self._engine_config
+            if config.batch_timeout_s is None
+            else dataclasses.replace(
+                self._engine_config, batch_timeout_s=float(config.batch_timeout_s)
+            ),
             planning=planning,
             policy=policy,
             estimator=config.estimator,
             pool_size=pool_size,
             backend=selection.to_json(),
+            loaded_at_startup=loaded_at_startup,
         )
 
     async def _table(

@@ -30,6 +30,7 @@ import dataclasses
 import enum
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,12 +57,14 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class BatchRecord:
     """One batch that ran: requests per instance and seconds each instance spent computing
-    (plan order; 0 for idle or failed instances), and the wall time from dispatch to the
-    last reply (so it includes the pipes to the workers)."""
+    (plan order; 0 for idle or failed instances), the wall time from dispatch to the
+    last reply (so it includes the pipes to the workers), and the seconds each request
+    waited in the queue before the batch was dispatched (arrival order)."""
 
     sizes: tuple[int, ...]
     compute_s: tuple[float, ...]
     wall_s: float
+    queue_s: tuple[float, ...] = ()
 
     @property
     def size(self) -> int:
@@ -152,8 +155,12 @@ class ModelRuntime:
         estimator: EstimatorConfig | None = None,
         pool_size: int | None = None,
         backend: Mapping[str, Any] | None = None,
+        loaded_at_startup: bool = False,
     ) -> None:
         self._name = name
+        self._loaded_at_startup = loaded_at_startup
+        self._batch_timeout_s = (engine_config or EngineConfig()).batch_timeout_s
+        self._started_at_unix_s: float | None = None
         self._backend = dict(backend) if backend is not None else None
         self._version = version
         self._source = source
@@ -259,6 +266,8 @@ class ModelRuntime:
             "ready": self.ready,
             "degraded": self.degraded,
             "instances_restarted": self._restarts_total,
+            "started_at_unix_s": self._started_at_unix_s,
+            "loaded_at_startup": self._loaded_at_startup,
             "model": {
                 "source": self._source.name,
                 "content_hash": None if self._identity is None else self._identity.content_hash,
@@ -277,6 +286,7 @@ class ModelRuntime:
                     "batch": instance.batch,
                     "cores": list(instance.cores),
                     "pid": pids[k] if k < len(pids) else None,
+                    "rss_bytes": _rss_bytes(pids[k]) if k < len(pids) else None,
                 }
                 for k, instance in enumerate(plan.instances)
             ],
@@ -286,6 +296,8 @@ class ModelRuntime:
                 "max_queue": config.max_queue,
                 "max_queue_wait_ms": config.max_queue_wait_ms,
                 "overloaded": self._batcher.overloaded,
+                "queue_depth": self._batcher.queue_depth,
+                "batch_timeout_s": self._batch_timeout_s,
             },
             "split": "profile" if self._table is not None else "thread share",
             "policy": self.policy,
@@ -317,6 +329,7 @@ class ModelRuntime:
             self._state = RuntimeState.STOPPED
             raise
         self._state = RuntimeState.RUNNING
+        self._started_at_unix_s = time.time()
         logger.info("model %s serving with plan %s", self._label, self._engine.plan.describe())
 
     async def stop(self, drain: bool = True) -> None:
@@ -592,7 +605,9 @@ class ModelRuntime:
         compute_s = [0.0] * len(sizes)
         for part in parts:
             compute_s[part.instance] = part.compute_s
-        self._record(BatchRecord(tuple(sizes), tuple(compute_s), time.perf_counter() - started))
+        wall_s = time.perf_counter() - started
+        waits_s = self._batcher.running_waits_s
+        self._record(BatchRecord(tuple(sizes), tuple(compute_s), wall_s, waits_s))
         if any(part.lost for part in parts):
             for part in parts:
                 if part.lost:
@@ -716,6 +731,18 @@ def _inferred_input_spec(example: Any) -> InputSpec | None:
         return InputSpec(tuple(int(d) for d in shape), str(dtype).removeprefix("torch."))
     except (ModelError, TypeError, ValueError):
         return None
+
+
+def _rss_bytes(pid: int) -> int | None:
+    """Resident memory of process `pid` in bytes (Linux /proc), None if unreadable."""
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[1]) * _PAGE_BYTES
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 def _finite_or_none(value: float) -> float | None:

@@ -155,7 +155,7 @@ def create_v2_router(repo: ModelRepository, config: HttpConfig, metrics: Metrics
         return _readiness(repo.get(model_name, version))
 
     async def run(request: Request, model: ServedModel) -> Response:
-        with metrics.time_request(model.name):
+        with metrics.time_request(model.name, model.version):
             if not model.ready:
                 raise Unavailable(f"model {model.name!r} is not ready")
             body = await read_body(request, config.max_body_bytes)
