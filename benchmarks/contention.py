@@ -56,8 +56,8 @@ from packrat.optimizer import PlanTable
 from packrat.optimizer.table import LatencyTable
 from packrat.pool.config import EngineConfig
 from packrat.profiler.profile_file import Profile, load_profile
-from packrat.profiler.stats import CellStats, merge_passes
 from packrat.profiler.sweep import powers_of_two
+from packrat.stats import CellStats, merge_passes
 from packrat.topology import allocate, read_topology
 from packrat.types import Plan, parse_plan
 

@@ -32,10 +32,10 @@ from packrat.bench.offline import BenchConfig, LayoutMemory, Measurement, run_be
 from packrat.models.resolve import resolve_model
 from packrat.profiler.cache import default_profile_path
 from packrat.profiler.profile_file import load_profile
-from packrat.profiler.stats import SamplingPolicy
 from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
 from packrat.progress import progress_bar
 from packrat.server.repository import QUICK_POLICY
+from packrat.stats import SamplingPolicy
 from packrat.topology import read_topology
 
 BENCH_POLICY = SamplingPolicy(warmup_runs=1, min_runs=2, max_runs=10, rel_ci=0.05, max_time_s=2.0)

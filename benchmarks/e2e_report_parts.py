@@ -12,7 +12,7 @@ from e2e_stats import ModelRuns, gap, micro_summaries
 
 from packrat.bench.offline import Measurement
 from packrat.bench.report import mean_speedup
-from packrat.profiler.stats import t95
+from packrat.stats import t95
 
 if TYPE_CHECKING:
     from e2e import Session

@@ -33,7 +33,7 @@ from e2e_runs import SystemRun, burst_latencies_ms
 
 from packrat.bench.offline import Measurement
 from packrat.bench.report import BatchSummary, summarize_batches
-from packrat.profiler.stats import CellStats, t95
+from packrat.stats import CellStats, t95
 
 if TYPE_CHECKING:
     from e2e import ModelSession

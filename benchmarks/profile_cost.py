@@ -6,7 +6,7 @@
 replays a pruned sweep (`packrat.profiler.prune`) against each published table and counts the
 cells it measures against the paper's 176; checks that the optimal plans from the pruned
 profile equal those from the full one; simulates adaptive sampling
-(`packrat.profiler.stats.should_stop`, default SamplingPolicy) on each measured cell to count
+(`packrat.stats.should_stop`, default SamplingPolicy) on each measured cell to count
 timed runs; estimates profiling time as the sum of simulated run latencies plus warm-up runs,
 against the paper's way (10 warm-up and 100 timed runs per cell: the defaults of the authors'
 harness, msr-fiddle/packrat run.py and benchmarks/*.py; the published CSVs do not record it).
@@ -53,7 +53,7 @@ from packrat.profiler.prune import (
     replay_sweep,
     violations,
 )
-from packrat.profiler.stats import SamplingPolicy, should_stop
+from packrat.stats import SamplingPolicy, should_stop
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT.parent / "shared" / "paper-profiles"

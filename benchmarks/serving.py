@@ -40,8 +40,8 @@ from packrat.bench.loadgen import (
 )
 from packrat.models.base import ModelSource
 from packrat.profiler.profile_file import Profile, load_profile
-from packrat.profiler.stats import SamplingPolicy
 from packrat.profiler.sweep import SweepConfig, profile_model
+from packrat.stats import SamplingPolicy
 
 T = TypeVar("T")
 START_TIMEOUT_S = 300.0

@@ -23,7 +23,7 @@ from packrat.errors import WorkerError
 from packrat.pool import Engine, EngineConfig, EngineState
 from packrat.pool.affinity import affinity_of_process, child_pids, process_is_gone
 from packrat.pool.weights import ensure_weights_file, weights_file
-from packrat.profiler.stats import SamplingPolicy
+from packrat.stats import SamplingPolicy
 from packrat.types import InstanceSpec, Plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))

@@ -12,7 +12,7 @@ import pytest
 from packrat.errors import TopologyError, WorkerError
 from packrat.pool import Engine, EngineConfig, EngineState
 from packrat.pool.affinity import child_pids, process_is_gone
-from packrat.profiler.stats import SamplingPolicy
+from packrat.stats import SamplingPolicy
 from packrat.types import InstanceSpec, Plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))

@@ -9,7 +9,7 @@ import pytest
 
 from packrat.bench.offline import Measurement
 from packrat.bench.report import mean_speedup, summarize_batches, write_csv, write_plot
-from packrat.profiler.stats import CellStats
+from packrat.stats import CellStats
 
 
 def _m(batch: int, label: str, roles: tuple[str, ...], mean: float, ci: float = 1.0) -> Measurement:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from packrat.cli import app
 from packrat.profiler.profile_file import Profile, save_profile
-from packrat.profiler.stats import CellStats
+from packrat.stats import CellStats
 
 runner = CliRunner()
 

@@ -10,7 +10,7 @@ import pytest
 
 from packrat.errors import PlanError, TopologyError, WorkerError
 from packrat.pool import Engine, EngineState
-from packrat.profiler.stats import SamplingPolicy
+from packrat.stats import SamplingPolicy
 from packrat.types import InstanceSpec, Plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))

@@ -24,7 +24,7 @@ from packrat.pool.messages import (
     WorkerInfo,
     WorkerSpec,
 )
-from packrat.profiler.stats import SamplingPolicy
+from packrat.stats import SamplingPolicy
 
 
 class _Source:

@@ -23,7 +23,7 @@ from packrat.pool.messages import (
     WorkerInfo,
 )
 from packrat.pool.worker import handle_command, measure_inference, send_reply, serve
-from packrat.profiler.stats import SamplingPolicy
+from packrat.stats import SamplingPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 import pool_handlers  # noqa: E402

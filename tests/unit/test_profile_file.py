@@ -14,7 +14,7 @@ from packrat.profiler.profile_file import (
     read_published_csv,
     save_profile,
 )
-from packrat.profiler.stats import CellStats
+from packrat.stats import CellStats
 
 PAPER = Path(__file__).resolve().parents[1] / "fixtures" / "paper-profiles"
 

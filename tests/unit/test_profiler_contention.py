@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from packrat.profiler.contention import contended_plan, measure_contended, neighbours
-from packrat.profiler.stats import SamplingPolicy
+from packrat.stats import SamplingPolicy
 
 
 class FakeEngine:

@@ -12,8 +12,8 @@ import pytest
 from packrat.models.base import ModelIdentity
 from packrat.profiler.profile_file import load_profile
 from packrat.profiler.prune import PruneConfig, replay_sweep
-from packrat.profiler.stats import SamplingPolicy
 from packrat.profiler.sweep import EveryCell, SweepConfig, profile_model
+from packrat.stats import SamplingPolicy
 from packrat.topology import synthetic_topology
 from packrat.types import Plan
 

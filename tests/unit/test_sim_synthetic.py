@@ -8,9 +8,9 @@ import pytest
 
 from packrat.optimizer.table import LatencyTable
 from packrat.profiler.profile_file import Profile, load_profile
-from packrat.profiler.stats import CellStats
 from packrat.sim import SimError, fit_profile, synthetic_profile
 from packrat.sim.synthetic import fitted_threads
+from packrat.stats import CellStats
 
 PUBLISHED = Path(__file__).resolve().parents[1] / "fixtures" / "paper-profiles"
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from packrat.profiler.stats import (
+from packrat.stats import (
     SamplingPolicy,
     ci_half_width,
     merge_passes,

@@ -19,8 +19,8 @@ from packrat.models.base import ModelSource
 from packrat.optimizer import PlanTable
 from packrat.pool.config import EngineConfig
 from packrat.profiler.profile_file import Profile
-from packrat.profiler.stats import CellStats, SamplingPolicy, should_stop, summarize
 from packrat.progress import NullProgress, Progress
+from packrat.stats import CellStats, SamplingPolicy, should_stop, summarize
 from packrat.topology import Topology, allocate, check_cores
 from packrat.types import InstanceSpec, Plan
 

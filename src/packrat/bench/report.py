@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packrat.bench.offline import Measurement
-from packrat.profiler.stats import CellStats
+from packrat.stats import CellStats
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from packrat.errors import PackratError
 
 if TYPE_CHECKING:
     from packrat.profiler.profile_file import Profile
-    from packrat.profiler.stats import SamplingPolicy
+    from packrat.stats import SamplingPolicy
 
 
 @app.command()
@@ -173,7 +173,7 @@ def profile(
 def sampling_policy(rel_ci: float, max_runs: int, max_time_s: float) -> SamplingPolicy:
     """The stopping rule of the options; fewer --max-runs than the usual least runs (5) lower
     that least number too. PackratError for values out of range."""
-    from packrat.profiler.stats import SamplingPolicy
+    from packrat.stats import SamplingPolicy
 
     least = min(SamplingPolicy().min_runs, max_runs)
     try:

@@ -68,7 +68,7 @@ from packrat.pool.process import (
 from packrat.pool.split import batch_slices
 from packrat.pool.weights import ensure_weights_file
 from packrat.pool.worker import run_worker
-from packrat.profiler.stats import SamplingPolicy
+from packrat.stats import SamplingPolicy
 from packrat.types import InstanceSpec, Plan
 
 logger = logging.getLogger(__name__)

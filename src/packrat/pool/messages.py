@@ -19,7 +19,7 @@ from typing import Any
 
 from packrat.models.base import ModelSource
 from packrat.pool.arena import ArenaPair
-from packrat.profiler.stats import SamplingPolicy
+from packrat.stats import SamplingPolicy
 
 
 class FailurePhase(enum.Enum):

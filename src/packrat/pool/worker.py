@@ -45,7 +45,7 @@ from packrat.pool.messages import (
     WorkerSpec,
 )
 from packrat.pool.weights import map_shared_weights
-from packrat.profiler.stats import SamplingPolicy, should_stop
+from packrat.stats import SamplingPolicy, should_stop
 
 logger = logging.getLogger(__name__)
 

@@ -49,9 +49,9 @@ from packrat.models.torchscript import TorchScriptSource
 from packrat.models.zoo import ZooSource
 from packrat.pool.config import EngineConfig
 from packrat.profiler.backend_choice import Candidate, Trial, choose
-from packrat.profiler.stats import SamplingPolicy
 from packrat.profiler.sweep import measure_cells
 from packrat.progress import NullProgress, Progress
+from packrat.stats import SamplingPolicy
 from packrat.topology import Topology, machine_info, runs_bf16_natively
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
-from packrat.profiler.stats import SamplingPolicy, should_stop
+from packrat.stats import SamplingPolicy, should_stop
 from packrat.types import InstanceSpec, Plan
 
 

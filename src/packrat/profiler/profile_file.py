@@ -39,7 +39,7 @@ from typing import Any
 
 from packrat.errors import ProfileError
 from packrat.optimizer.table import LatencyTable
-from packrat.profiler.stats import CellStats
+from packrat.stats import CellStats
 
 FORMAT = "packrat-profile"
 VERSION = 1

@@ -37,8 +37,8 @@ from packrat.pool.config import EngineConfig
 from packrat.profiler.contention import contended_plan, measure_contended
 from packrat.profiler.profile_file import Profile, save_profile
 from packrat.profiler.prune import CellPlanner, Order, PruneConfig, Skip
-from packrat.profiler.stats import CellStats, SamplingPolicy, summarize
 from packrat.progress import NullProgress, Progress
+from packrat.stats import CellStats, SamplingPolicy, summarize
 from packrat.topology import Topology, allocate, check_cores, machine_info, read_topology
 from packrat.types import Plan
 

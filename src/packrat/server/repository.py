@@ -53,7 +53,6 @@ from packrat.pool.config import EngineConfig
 from packrat.profiler.backend_select import candidates, select_backend
 from packrat.profiler.cache import default_profile_path
 from packrat.profiler.profile_file import Profile, load_profile
-from packrat.profiler.stats import SamplingPolicy
 from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
 from packrat.progress import NullProgress, Progress
 from packrat.server.admission import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS
@@ -69,6 +68,7 @@ from packrat.server.api import (
 from packrat.server.batcher import DEFAULT_MAX_BATCH_DELAY_MS, BatchingConfig
 from packrat.server.planning import Planning
 from packrat.server.runtime import ModelRuntime
+from packrat.stats import SamplingPolicy
 from packrat.topology import (
     Topology,
     format_cpu_list,

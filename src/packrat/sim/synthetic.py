@@ -24,8 +24,8 @@ import numpy.typing as npt
 
 from packrat.optimizer.table import LatencyTable
 from packrat.profiler.profile_file import Profile
-from packrat.profiler.stats import CellStats
 from packrat.sim.service import SimError
+from packrat.stats import CellStats
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""When to stop sampling a cell, and how to summarize its samples. Pure functions, no torch.
+"""When to stop sampling a cell, and how to summarize its samples: pure statistics shared by the
+profiler, the workers that time cells (`packrat.pool.worker`), the simulator and the benchmarks.
+No torch.
 
 A cell is sampled until the 95% confidence interval of its mean latency is within
 +-`rel_ci` of the mean (Student's t interval), or until a cap on runs or time is reached.
