@@ -18,8 +18,8 @@ from packrat.bench.loadgen import (
     read_trace,
     steps,
 )
-from packrat.bench.loadgen.schedule import check
 from packrat.errors import PackratError
+from packrat.workload.schedule import check
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -145,7 +145,7 @@ def test_trace_csv_with_t_s_column(tmp_path: Path) -> None:
     path.write_text("id,t_s\na,0.25\nb,1.5\n")
     np.testing.assert_array_equal(read_trace(path).arrivals_s, [0.25, 1.5])
     (tmp_path / "no.csv").write_text("id,time\na,1\n")
-    with pytest.raises(PackratError, match="t_s column"):
+    with pytest.raises(PackratError, match="t_s or scheduled_s column"):
         read_trace(tmp_path / "no.csv")
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from packrat.bench.loadgen.schedule import OpenLoop, Phase
 from packrat.optimizer.table import LatencyTable
 from packrat.server.batcher import BatchingConfig
 from packrat.sim import SimConfig, SimResult, Timing, bursts, poisson_load, simulate_profile
+from packrat.workload.schedule import OpenLoop, Phase
 
 # Two cores; with these latencies (ms) the optimal plans are <1,2,1> for a batch of 1 and
 # <2,1,4> for a batch of 8, and the fat instance is <1,2,8>.

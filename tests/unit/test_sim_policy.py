@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from packrat.bench.loadgen.schedule import OpenLoop, Phase
 from packrat.controller.estimator import EstimatorConfig
 from packrat.controller.policy import FollowLoad, PerBatch
 from packrat.optimizer.table import LatencyTable
@@ -22,6 +21,7 @@ from packrat.sim import (
     simulate_profile,
     stepped,
 )
+from packrat.workload.schedule import OpenLoop, Phase
 
 CELLS = {
     (1, 1): 50.0, (1, 2): 70.0, (1, 4): 120.0, (1, 8): 230.0,

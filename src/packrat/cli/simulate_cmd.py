@@ -13,10 +13,10 @@ from packrat.cli.app import app, err, guard, out
 from packrat.errors import PackratError
 
 if TYPE_CHECKING:
-    from packrat.bench.loadgen.schedule import OpenLoop
     from packrat.optimizer.table import LatencyTable
     from packrat.sim import SimConfig, SimResult
     from packrat.sim.capacity import CapacityPlan
+    from packrat.workload.schedule import OpenLoop
 
 PROGRESS_FROM_REQUESTS = 200_000
 """Simulations with fewer requests take under a second: no progress bar."""

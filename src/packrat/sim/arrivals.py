@@ -1,10 +1,10 @@
 """When requests arrive at the simulated server: the load generator's open-loop schedules.
 
-Poisson, stepped and trace arrivals are made by `packrat.bench.loadgen.schedule` itself, so a
-seed gives the simulator the very arrival times `packrat loadgen` sends (which is what
-`benchmarks/simulate_validate.py` relies on). Only the bounds differ: a simulation may run for
-days of simulated time. `bursts` adds what the load generator does as a closed loop: groups
-of requests sent at once, far enough apart that each finds the server idle.
+Poisson, stepped and trace arrivals are made by `packrat.workload.schedule`, which the load
+generator uses too, so a seed gives the simulator the very arrival times `packrat loadgen`
+sends (which is what `benchmarks/simulate_validate.py` relies on). Only the bounds differ: a
+simulation may run for days of simulated time. `bursts` adds what the load generator does as a
+closed loop: groups of requests sent at once, far enough apart that each finds the server idle.
 """
 
 from __future__ import annotations
@@ -14,18 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from packrat.bench.loadgen.report import read_csv
-from packrat.bench.loadgen.schedule import (
+from packrat.errors import PackratError
+from packrat.workload.schedule import (
     Bounds,
     OpenLoop,
     Phase,
-    from_offsets,
     parse_steps,
     poisson,
     read_trace,
     steps,
 )
-from packrat.errors import PackratError
 
 SIM_BOUNDS = Bounds(max_requests=50_000_000, max_duration_s=30 * 24 * 3600.0)
 """Simulated time is cheap: up to 50 million requests and 30 days."""
@@ -46,14 +44,6 @@ def stepped(text: str, seed: int = 0) -> OpenLoop:
 def trace(path: Path) -> OpenLoop:
     """Arrival offsets from a file: seconds one a line, a CSV with a `t_s` column, or a CSV
     written by `packrat loadgen` (the requests' `scheduled_s`)."""
-    try:
-        with path.open() as f:
-            header = f.readline()
-    except OSError as exc:
-        raise PackratError(f"cannot read trace {path}: {exc.strerror or exc}") from None
-    if "scheduled_s" in header.split(","):
-        records = read_csv(path)
-        return from_offsets([r.scheduled_s for r in records], f"trace {path}", SIM_BOUNDS)
     return read_trace(path, SIM_BOUNDS)
 
 

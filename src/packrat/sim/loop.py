@@ -23,12 +23,12 @@ import math
 
 import numpy as np
 
-from packrat.bench.loadgen.schedule import OpenLoop
 from packrat.progress import NullProgress, Progress
 from packrat.server.admission import Admission, BatchTimes
 from packrat.server.batcher import BatchingConfig
 from packrat.sim.model import SimModel
 from packrat.sim.results import SimResult
+from packrat.workload.schedule import OpenLoop
 
 PROGRESS_EVERY = 2048
 """Batches between two progress reports."""

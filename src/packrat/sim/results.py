@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from packrat.bench.loadgen.result import LatencyStats
-from packrat.bench.loadgen.schedule import OpenLoop
+from packrat.workload.latency import LatencyStats
+from packrat.workload.schedule import OpenLoop
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from packrat.bench.loadgen.schedule import OpenLoop
 from packrat.controller.estimator import EstimatorConfig
 from packrat.optimizer.table import LatencyTable
 from packrat.progress import Progress
@@ -24,6 +23,7 @@ from packrat.sim.model import SimModel, choose_plan
 from packrat.sim.results import SimResult
 from packrat.sim.service import ServiceModel, SimError, Timing
 from packrat.topology import synthetic_topology
+from packrat.workload.schedule import OpenLoop
 
 
 @dataclass(frozen=True)

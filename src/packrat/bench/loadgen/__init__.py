@@ -21,14 +21,23 @@ from packrat.bench.loadgen.report import (
     write_json,
 )
 from packrat.bench.loadgen.result import (
-    LatencyStats,
     LoadResult,
     LoadSummary,
     PhaseSummary,
     RequestRecord,
 )
 from packrat.bench.loadgen.run import LoadOptions, run_load, run_load_async
-from packrat.bench.loadgen.schedule import (
+from packrat.bench.loadgen.switches import (
+    AroundSwitch,
+    RequestSet,
+    SwitchImpact,
+    SwitchSpan,
+    around_switches,
+    in_flight_during_any,
+    switch_impact,
+)
+from packrat.workload.latency import LatencyStats
+from packrat.workload.schedule import (
     Bounds,
     ClosedLoop,
     OpenLoop,
@@ -39,15 +48,6 @@ from packrat.bench.loadgen.schedule import (
     poisson,
     read_trace,
     steps,
-)
-from packrat.bench.loadgen.switches import (
-    AroundSwitch,
-    RequestSet,
-    SwitchImpact,
-    SwitchSpan,
-    around_switches,
-    in_flight_during_any,
-    switch_impact,
 )
 
 __all__ = [

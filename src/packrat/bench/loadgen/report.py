@@ -16,8 +16,8 @@ from rich.table import Table
 
 from packrat.bench.loadgen.client import Protocol, Target
 from packrat.bench.loadgen.result import LoadResult, LoadSummary, PhaseSummary, RequestRecord
-from packrat.bench.loadgen.schedule import Phase
 from packrat.errors import PackratError
+from packrat.workload.schedule import Phase
 
 FORMAT = "packrat-loadgen/1"
 CSV_COLUMNS = (

@@ -12,11 +12,10 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-import numpy as np
-
 from packrat.bench.loadgen.client import Target
-from packrat.bench.loadgen.schedule import Phase
 from packrat.errors import PackratError
+from packrat.workload.latency import LatencyStats
+from packrat.workload.schedule import Phase
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,26 +49,6 @@ class RequestRecord:
         if self.sent_s is None:
             return None
         return (self.done_s - self.scheduled_s) * 1000.0
-
-
-@dataclass(frozen=True)
-class LatencyStats:
-    """Latency of successful requests, ms (numpy's default linear-interpolated percentiles)."""
-
-    count: int
-    mean_ms: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-
-    @staticmethod
-    def of(latencies_ms: list[float]) -> LatencyStats | None:
-        if not latencies_ms:
-            return None
-        a = np.asarray(latencies_ms, dtype=np.float64)
-        p50, p90, p99 = (float(v) for v in np.percentile(a, [50, 90, 99]))
-        return LatencyStats(a.size, float(a.mean()), p50, p90, p99, float(a.max()))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ import httpx
 
 from packrat.bench.loadgen.client import NOT_SENT, Payload, Reply, Target, send
 from packrat.bench.loadgen.result import LoadResult, RequestRecord
-from packrat.bench.loadgen.schedule import (
+from packrat.errors import PackratError
+from packrat.progress import NullProgress, Progress
+from packrat.workload.schedule import (
     DEFAULT_BOUNDS,
     Bounds,
     ClosedLoop,
@@ -28,8 +30,6 @@ from packrat.bench.loadgen.schedule import (
     Schedule,
     check,
 )
-from packrat.errors import PackratError
-from packrat.progress import NullProgress, Progress
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from packrat.bench.loadgen.result import LatencyStats, RequestRecord
+from packrat.bench.loadgen.result import RequestRecord
 from packrat.errors import PackratError
+from packrat.workload.latency import LatencyStats
 
 
 @dataclass(frozen=True)

@@ -210,7 +210,8 @@ def from_offsets(
 
 def read_trace(path: Path, bounds: Bounds = DEFAULT_BOUNDS) -> OpenLoop:
     """Arrival offsets from a file: one number of seconds per line (blank lines and `#`
-    comments skipped), or a CSV file with a header holding a `t_s` column."""
+    comments skipped), or a CSV file with a header holding a `t_s` column, or the requests'
+    `scheduled_s` column of a CSV written by `packrat loadgen`."""
     try:
         lines = path.read_text().splitlines()
     except OSError as exc:
@@ -220,9 +221,10 @@ def read_trace(path: Path, bounds: Bounds = DEFAULT_BOUNDS) -> OpenLoop:
     try:
         if rows and not _is_number(rows[0].split(",")[0]):
             reader = csv.DictReader(rows)
-            if "t_s" not in (reader.fieldnames or []):
-                raise PackratError(f"{what}: a CSV trace needs a t_s column")
-            values = [float(row["t_s"]) for row in reader]
+            columns = [c for c in ("t_s", "scheduled_s") if c in (reader.fieldnames or [])]
+            if not columns:
+                raise PackratError(f"{what}: a CSV trace needs a t_s or scheduled_s column")
+            values = [float(row[columns[0]]) for row in reader]
         else:
             values = [float(row) for row in rows]
     except ValueError as exc:
