@@ -103,10 +103,10 @@ def parse_batches(text: str) -> list[int]:
 def prepare_model(model: str, batches: list[int], workdir: Path) -> ModelRun:
     """Choose the backend, profile and plan as `packrat serve` does; convert for the single-
     process systems; write the setup file their processes read (WORKDIR/MODEL/setup.json)."""
+    from packrat.controller.planning import Planning
     from packrat.models import ZooSource
     from packrat.profiler.backend_select import select_backend
     from packrat.progress import progress_bar
-    from packrat.server.planning import Planning
     from packrat.topology import read_topology
 
     source = ZooSource(model)

@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from packrat.controller.batching import BatchingConfig
 from packrat.profiler.profile_file import load_profile
-from packrat.server.batcher import BatchingConfig
 from packrat.sim import SimConfig, make_planning
 from packrat.sim.capacity import CapacityPlan, nodes_for
 

@@ -50,9 +50,9 @@ from pathlib import Path
 import numpy as np
 from serving import kept_analysis
 
+from packrat.controller.batching import BatchingConfig
 from packrat.controller.estimator import EstimatorConfig
 from packrat.profiler.profile_file import load_profile
-from packrat.server.batcher import BatchingConfig
 from packrat.sim import SimConfig, Timing, make_planning, simulate_profile, stepped
 
 REPO = Path(__file__).resolve().parents[1]

@@ -44,9 +44,9 @@ from pathlib import Path
 
 from serving import kept_analysis
 
+from packrat.controller.batching import BatchingConfig
 from packrat.optimizer.table import LatencyTable
 from packrat.profiler.profile_file import load_profile
-from packrat.server.batcher import BatchingConfig
 from packrat.sim import (
     AmdahlFit,
     SimConfig,

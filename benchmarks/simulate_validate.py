@@ -70,10 +70,10 @@ from packrat.bench.loadgen import (
     run_load,
     write_csv,
 )
+from packrat.controller.batching import BatchingConfig
 from packrat.optimizer.table import LatencyTable
 from packrat.profiler.profile_file import Profile, load_profile
 from packrat.profiler.sweep import powers_of_two
-from packrat.server.batcher import BatchingConfig
 from packrat.sim import (
     SimConfig,
     SimResult,

@@ -14,12 +14,12 @@ from typing import Any, TypeVar
 
 import pytest
 
+from packrat.controller.batching import BatchingConfig
+from packrat.controller.planning import Planning
 from packrat.controller.policy import PolicyConfig, PolicyKind
 from packrat.errors import WorkerError
 from packrat.pool import EngineConfig
 from packrat.server.api import Unavailable
-from packrat.server.batcher import BatchingConfig
-from packrat.server.planning import Planning
 from packrat.server.runtime import ModelRuntime, RuntimeState
 from packrat.topology import read_topology
 from packrat.types import InstanceSpec, Plan

@@ -13,9 +13,10 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
 
-from packrat.server.admission import QUEUE_FULL_RETRY_AFTER_S
+from packrat.controller.admission import QUEUE_FULL_RETRY_AFTER_S
+from packrat.controller.batching import BatchingConfig
 from packrat.server.api import Unavailable
-from packrat.server.batcher import Batcher, BatchingConfig
+from packrat.server.batcher import Batcher
 
 T = TypeVar("T")
 

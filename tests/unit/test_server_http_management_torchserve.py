@@ -72,9 +72,9 @@ def test_parameters_without_meaning_are_accepted_with_warnings(client: TestClien
         ({"handler": "my_handler:handle"}, "handler cannot be set"),
         ({"s3_sse_kms": "true"}, "never downloads"),
         ({"runtime": "LSP"}, "runtime 'LSP' is not supported"),
-        ({"batch_size": 0}, "batch_size must be at least 1"),
-        ({"max_batch_delay": -5}, "max_batch_delay must be >= 0"),
-        ({"response_timeout": 0}, "response_timeout must be at least 1"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"max_batch_delay": -5}, "max_batch_delay"),
+        ({"response_timeout": -5}, "response_timeout"),
         ({"batch_size": "four"}, "batch_size"),
     ],
 )
@@ -104,9 +104,9 @@ def test_scale_workers_answers_that_the_plan_decides(client: TestClient) -> None
     assert "plan decides" in status and "(2 now)" in status and "min_worker=3 ignored" in status
     versioned = client.put("/models/double/2.0", params={"min_worker": 1}).json()["status"]
     assert "model: double, version: 2.0" in versioned
-    _error(
-        client.put("/models/double", params={"min_worker": 3, "max_worker": 1}), 400, "max_worker"
-    )
+    both = client.put("/models/double", params={"min_worker": 3, "max_worker": 1})
+    assert both.status_code == 200 and "max_worker=1 ignored" in both.json()["status"]
+    _error(client.put("/models/double", params={"min_worker": -1}), 400, "min_worker")
     _error(client.put("/models/nope", params={"min_worker": 1}), 404, "nope")
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 from starlette.testclient import TestClient
 
-from packrat.server.batcher import Batcher, BatchingConfig
+from packrat.controller.batching import BatchingConfig
+from packrat.server.batcher import Batcher
 from packrat.server.http_config import HttpConfig
 from packrat.server.http_inference import create_inference_app
 from packrat.server.metrics import Metrics

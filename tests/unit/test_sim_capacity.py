@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from packrat.cli import app
+from packrat.controller.batching import BatchingConfig
 from packrat.optimizer.table import LatencyTable
 from packrat.profiler.profile_file import load_profile
-from packrat.server.batcher import BatchingConfig
 from packrat.sim import SimConfig, SimError
 from packrat.sim.capacity import nodes_for
 

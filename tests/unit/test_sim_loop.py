@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
+from packrat.controller.batching import BatchingConfig
 from packrat.optimizer.table import LatencyTable
-from packrat.server.batcher import BatchingConfig
 from packrat.sim import SimConfig, SimResult, Timing, bursts, poisson_load, simulate_profile
 from packrat.workload.schedule import OpenLoop, Phase
 

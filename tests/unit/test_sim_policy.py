@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from packrat.controller.batching import BatchingConfig
 from packrat.controller.estimator import EstimatorConfig
 from packrat.controller.policy import FollowLoad, PerBatch
 from packrat.optimizer.table import LatencyTable
-from packrat.server.batcher import BatchingConfig
 from packrat.sim import (
     SimConfig,
     SimError,

@@ -154,10 +154,10 @@ def simulate(
     """
 
     def body() -> None:
+        from packrat.controller.batching import BatchingConfig
         from packrat.controller.estimator import EstimatorConfig
         from packrat.profiler.profile_file import load_profile
         from packrat.progress import progress_bar
-        from packrat.server.batcher import BatchingConfig
         from packrat.sim import SimConfig, Timing, simulate_profile, synthetic_profile
 
         profile = load_profile(profile_path, mode=mode)

@@ -16,73 +16,23 @@ import asyncio
 import collections
 import contextlib
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from packrat.server.admission import (
-    DEFAULT_MAX_QUEUE,
-    DEFAULT_MAX_QUEUE_WAIT_MS,
+from packrat.controller.admission import (
     QUEUE_FULL_RETRY_AFTER_S,
     Admission,
     BatchTimes,
     expected_wait_ms,
 )
+from packrat.controller.batching import BatchingConfig
 from packrat.server.api import Unavailable
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 logger = logging.getLogger(__name__)
-
-
-DEFAULT_MAX_BATCH_DELAY_MS = 0.0
-"""A batch leaves as soon as the model is free, with whatever is queued then (as Triton's
-dynamic batcher by default): under load requests queue while a batch runs, so batches grow
-with the load by themselves, and a lone request never waits for company that is not coming.
-A delay adds to every request's latency when the load is light (one client: all of it)."""
-
-
-@dataclass(frozen=True)
-class BatchingConfig:
-    """How one model's requests are batched.
-
-    max_batch_size: most requests in one batch (>= 1).
-    max_batch_delay_ms: longest a batch waits for more requests after its first one arrived,
-        in milliseconds (>= 0; 0 dispatches whatever is waiting at once).
-    max_queue: most requests waiting (not counting the running batch); more are refused
-        with Unavailable, and the model is overloaded until its queue drains.
-    max_queue_wait_ms: while the model is overloaded, its queue is held to what this many ms
-        of batches serve: queued / max_batch_size full batches at the expected time of a full
-        batch, plus what is left of the running batch (`packrat.server.admission`). 0: not
-        held, `max_queue` alone bounds it.
-    """
-
-    max_batch_size: int = 8
-    max_batch_delay_ms: float = DEFAULT_MAX_BATCH_DELAY_MS
-    max_queue: int = DEFAULT_MAX_QUEUE
-    max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
-
-    def __post_init__(self) -> None:
-        for name in ("max_batch_size", "max_queue"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"BatchingConfig.{name} must be an int >= 1, got {value!r}")
-        wait = self.max_queue_wait_ms
-        if isinstance(wait, bool) or not isinstance(wait, int | float) or not wait >= 0:
-            raise ValueError(
-                f"BatchingConfig.max_queue_wait_ms must be a number >= 0, got {wait!r}"
-            )
-        delay = self.max_batch_delay_ms
-        if (
-            isinstance(delay, bool)
-            or not isinstance(delay, int | float)
-            or not (math.isfinite(delay) and delay >= 0)
-        ):
-            raise ValueError(
-                f"BatchingConfig.max_batch_delay_ms must be a finite number >= 0, got {delay!r}"
-            )
 
 
 @dataclass(eq=False)  # identity equality: a queue entry is removed by identity
@@ -104,7 +54,7 @@ class Batcher(Generic[Req, Resp]):
     is called with the size of every batch just before it runs. `predict_s(size)`, if given,
     is how long a batch of `size` should take (e.g. by the model's profile; None where it
     cannot say), the first estimate of a batch's time for admission (`BatchTimes`).
-    Admission is `packrat.server.admission`'s rule: a full queue refuses and overloads the
+    Admission is `packrat.controller.admission`'s rule: a full queue refuses and overloads the
     model, whose queue is then held to `max_queue_wait_ms` of batches until it drains (a batch
     leaves it empty with no request refused meanwhile).
 

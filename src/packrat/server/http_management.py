@@ -139,14 +139,18 @@ def _management_router(repo: ModelRepository) -> APIRouter:
     async def register(
         url: str = Query(..., min_length=1, description="a zoo name or a file in the store"),
         model_name: str | None = Query(None, min_length=1, description="name to serve it as"),
-        batch_size: int | None = Query(None, description="largest batch"),
-        max_batch_delay: int | None = Query(None, description="ms a batch waits for more"),
-        response_timeout: int | None = Query(None, description="s a worker may take a batch"),
-        initial_workers: int | None = Query(None, description="ignored: the plan decides"),
+        batch_size: int | None = Query(None, ge=1, description="largest batch"),
+        max_batch_delay: int | None = Query(None, ge=0, description="ms a batch waits for more"),
+        response_timeout: int | None = Query(
+            None, ge=-1, description="s a worker may take a batch; -1 or 0: the server's"
+        ),
+        initial_workers: int | None = Query(None, ge=0, description="ignored: the plan decides"),
         synchronous: bool | None = Query(None, description="registration is synchronous"),
-        runtime: str | None = Query(None, description="python only"),
-        handler: str | None = Query(None, description="refused: models bring their own"),
-        s3_sse_kms: bool | None = Query(None, description="true is refused: no downloads"),
+        # TorchServe's, refused with a 400 that says why (runtime: python only; handler: a
+        # model brings its own; s3_sse_kms=true: Packrat never downloads): not in the schema.
+        runtime: str | None = Query(None, include_in_schema=False),
+        handler: str | None = Query(None, include_in_schema=False),
+        s3_sse_kms: bool | None = Query(None, include_in_schema=False),
         startup_timeout: int | None = Query(None, description="ignored"),
     ) -> dict[str, Any]:
         asked = read_registration(
@@ -219,8 +223,8 @@ def _management_router(repo: ModelRepository) -> APIRouter:
     @router.put("/models/{model_name}", summary="Scale workers: the plan decides")
     async def scale(
         model_name: str,
-        min_worker: int | None = Query(None, description="ignored: the plan decides"),
-        max_worker: int | None = Query(None, description="ignored: the plan decides"),
+        min_worker: int | None = Query(None, ge=0, description="ignored: the plan decides"),
+        max_worker: int | None = Query(None, ge=0, description="ignored: the plan decides"),
         synchronous: bool | None = Query(None),
         timeout: int | None = Query(None),
     ) -> dict[str, str]:
@@ -232,8 +236,8 @@ def _management_router(repo: ModelRepository) -> APIRouter:
     async def scale_version(
         model_name: str,
         version: str,
-        min_worker: int | None = Query(None, description="ignored: the plan decides"),
-        max_worker: int | None = Query(None, description="ignored: the plan decides"),
+        min_worker: int | None = Query(None, ge=0, description="ignored: the plan decides"),
+        max_worker: int | None = Query(None, ge=0, description="ignored: the plan decides"),
         synchronous: bool | None = Query(None),
         timeout: int | None = Query(None),
     ) -> dict[str, str]:

@@ -55,13 +55,13 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from packrat.config import default_backend
+from packrat.controller.admission import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS
+from packrat.controller.batching import DEFAULT_MAX_BATCH_DELAY_MS
 from packrat.controller.estimator import EstimatorConfig
 from packrat.controller.policy import PolicyKind
 from packrat.errors import PackratError
 from packrat.pool.config import EngineConfig
 from packrat.profiler.profile_file import KINDS
-from packrat.server.admission import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS
-from packrat.server.batcher import DEFAULT_MAX_BATCH_DELAY_MS
 from packrat.server.http_auth import check_token
 from packrat.server.http_config import HttpConfig
 from packrat.server.listen import Bound, Listener, bind, serve

@@ -42,7 +42,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from packrat.config import default_backend
+from packrat.controller.admission import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS
+from packrat.controller.batching import DEFAULT_MAX_BATCH_DELAY_MS, BatchingConfig
 from packrat.controller.estimator import EstimatorConfig
+from packrat.controller.planning import Planning
 from packrat.controller.policy import PolicyConfig, PolicyKind
 from packrat.errors import ModelError, PackratError, ProfileError, WorkerError
 from packrat.models.base import ModelIdentity, ModelSource
@@ -55,7 +58,6 @@ from packrat.profiler.cache import default_profile_path
 from packrat.profiler.profile_file import Profile, load_profile
 from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
 from packrat.progress import NullProgress, Progress
-from packrat.server.admission import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS
 from packrat.server.api import (
     BadRequest,
     Conflict,
@@ -65,8 +67,6 @@ from packrat.server.api import (
     ServerError,
     Unavailable,
 )
-from packrat.server.batcher import DEFAULT_MAX_BATCH_DELAY_MS, BatchingConfig
-from packrat.server.planning import Planning
 from packrat.server.runtime import ModelRuntime
 from packrat.stats import SamplingPolicy
 from packrat.topology import (

@@ -36,8 +36,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from packrat.controller.batching import BatchingConfig
 from packrat.controller.estimator import EstimatorConfig
+from packrat.controller.planning import Planning
 from packrat.controller.policy import PlanPolicy, PolicyConfig, PolicyKind
+from packrat.controller.split_sizes import best_split, proportional_split
 from packrat.errors import ModelError, PackratError, WorkerError
 from packrat.models.base import ModelIdentity, ModelSource
 from packrat.models.inputs import InputSpec
@@ -45,9 +48,7 @@ from packrat.optimizer.table import LatencyTable
 from packrat.pool.config import EngineConfig
 from packrat.pool.engine import Engine, EngineState, SubBatch
 from packrat.server.api import BadRequest, InferenceFailed, Unavailable
-from packrat.server.batcher import Batcher, BatchingConfig
-from packrat.server.planning import Planning
-from packrat.server.split import best_split, proportional_split
+from packrat.server.batcher import Batcher
 from packrat.topology import format_cpu_list
 from packrat.types import Plan
 

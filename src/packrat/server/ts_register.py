@@ -61,9 +61,9 @@ def read_registration(
         raise BadRequest(f"batch_size must be at least 1, got {batch_size}")
     if max_batch_delay is not None and max_batch_delay < 0:
         raise BadRequest(f"max_batch_delay must be >= 0 ms, got {max_batch_delay}")
-    # TorchServe reads -1 as "the server's default".
-    if response_timeout is not None and response_timeout != -1 and response_timeout < 1:
-        raise BadRequest(f"response_timeout must be at least 1 s, got {response_timeout}")
+    # TorchServe reads -1 as "the server's default"; 0 (no time at all) is read the same way.
+    if response_timeout is not None and response_timeout < -1:
+        raise BadRequest(f"response_timeout must be at least 1 s (or -1), got {response_timeout}")
     warnings = []
     if initial_workers is not None:
         warnings.append(
@@ -77,7 +77,7 @@ def read_registration(
         max_batch_size=batch_size,
         max_batch_delay_ms=None if max_batch_delay is None else float(max_batch_delay),
         batch_timeout_s=None
-        if response_timeout is None or response_timeout == -1
+        if response_timeout is None or response_timeout <= 0
         else float(response_timeout),
     )
     return Registration(options, tuple(warnings))
@@ -95,8 +95,6 @@ def scale_status(
     for label, value in (("min_worker", min_worker), ("max_worker", max_worker)):
         if value is not None and value < 0:
             raise BadRequest(f"{label} must be >= 0, got {value}")
-    if min_worker is not None and max_worker is not None and max_worker < min_worker:
-        raise BadRequest("max_worker cannot be less than min_worker.")
     which = f"model: {name}" + (f", version: {version}" if version is not None else "")
     asked = ", ".join(
         f"{label}={value}"

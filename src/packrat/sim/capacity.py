@@ -19,8 +19,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from packrat.controller.planning import Planning
 from packrat.optimizer.table import LatencyTable
-from packrat.server.planning import Planning
 from packrat.sim.arrivals import poisson_load
 from packrat.sim.run import SimConfig, make_planning, simulate_profile
 from packrat.sim.service import SimError

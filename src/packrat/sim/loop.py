@@ -3,7 +3,7 @@
 The semantics are the server's (`packrat.server.batcher`), event for event:
 
 - requests queue in FIFO order; each is admitted or refused (503) on arrival by the batcher's
-  own rule (`packrat.server.admission.Admission`: `max_queue`, and while the model is
+  own rule (`packrat.controller.admission.Admission`: `max_queue`, and while the model is
   overloaded the expected wait at the recent times of batches of each size against
   `max_queue_wait_ms`, with the requests past it shed from the back of the queue);
 - one batch runs at a time; when none runs, the next is dispatched as soon as
@@ -23,9 +23,9 @@ import math
 
 import numpy as np
 
+from packrat.controller.admission import Admission, BatchTimes
+from packrat.controller.batching import BatchingConfig
 from packrat.progress import NullProgress, Progress
-from packrat.server.admission import Admission, BatchTimes
-from packrat.server.batcher import BatchingConfig
 from packrat.sim.model import SimModel
 from packrat.sim.results import SimResult
 from packrat.workload.schedule import OpenLoop

@@ -14,9 +14,9 @@ import math
 from dataclasses import dataclass, field
 
 from packrat.controller.estimator import EstimatorConfig
+from packrat.controller.planning import Planning
 from packrat.controller.policy import PlanPolicy, PolicyConfig, PolicyKind
 from packrat.errors import PackratError
-from packrat.server.planning import Planning
 from packrat.sim.service import ServiceModel, SimError
 from packrat.types import Plan, parse_plan
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from packrat.controller.batching import BatchingConfig
 from packrat.controller.estimator import EstimatorConfig
+from packrat.controller.planning import Planning
 from packrat.optimizer.table import LatencyTable
 from packrat.progress import Progress
-from packrat.server.batcher import BatchingConfig
-from packrat.server.planning import Planning
 from packrat.sim.loop import simulate
 from packrat.sim.model import SimModel, choose_plan
 from packrat.sim.results import SimResult

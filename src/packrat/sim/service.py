@@ -1,8 +1,8 @@
 """How long a simulated batch takes on a plan: the server's split, the profile's latencies.
 
 A batch of n on a plan's instances is split as the server splits it (`best_split` over the
-same latency table, `packrat.server.split`), and takes the slowest busy instance's profiled
-latency L(t_j, n_j), each optionally scaled by its own lognormal noise (instances are
+same latency table, `packrat.controller.split_sizes`), and takes the slowest busy instance's
+profiled latency L(t_j, n_j), each optionally scaled by its own lognormal noise (instances are
 independent, so the slowest of many noisy instances is slower than one: the stragglers that
 make wide plans pay), plus a fixed per-batch overhead (HTTP, pipes to the workers, the
 split). A split the profile cannot cover (the server then splits by thread share and predicts
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from packrat.controller.split_sizes import best_split
 from packrat.errors import PackratError
 from packrat.optimizer.table import LatencyTable
-from packrat.server.split import best_split
 from packrat.types import Plan
 
 DEFAULT_OVERHEAD_MS = 1.0

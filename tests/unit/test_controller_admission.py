@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from packrat.server.admission import Admission, BatchTimes, expected_wait_ms
+from packrat.controller.admission import Admission, BatchTimes, expected_wait_ms
 
 
 def _times(**by_size: float) -> BatchTimes:

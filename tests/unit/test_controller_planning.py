@@ -6,9 +6,9 @@ import math
 
 import pytest
 
+from packrat.controller.planning import Planning
 from packrat.errors import PlanError, TopologyError
 from packrat.optimizer.table import LatencyTable
-from packrat.server.planning import Planning
 from packrat.topology import synthetic_topology
 from packrat.types import InstanceSpec, Plan, parse_plan
 

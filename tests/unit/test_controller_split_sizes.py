@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
+from packrat.controller.split_sizes import best_split, proportional_split
 from packrat.optimizer.table import LatencyTable
-from packrat.server.split import best_split, proportional_split
 
 
 def _table(cells: dict[tuple[int, int], float]) -> LatencyTable:
