@@ -8,6 +8,8 @@ A TOML file (`packrat serve --config FILE`) looks like:
     management_host = "127.0.0.1"
     management_port = 8081
     metrics_port = 8082
+    grpc_port = 8001          # the Open Inference Protocol over gRPC, on `host`
+    grpc = true               # false: no gRPC server
     model_store = "models"    # model files load from here only
     token_file = "token.txt"  # both APIs need "Authorization: Bearer <its first line>"
     max_batch_size = 8        # defaults for every model (and for management-API registrations)
@@ -43,7 +45,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -60,6 +62,10 @@ from packrat.server.listen import Bound, Listener, bind, serve
 from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
 from packrat.types import parse_plan
 
+if TYPE_CHECKING:
+    from packrat.server.grpc_listen import GrpcServer
+    from packrat.server.http_config import HttpConfig
+
 
 @dataclass(frozen=True)
 class LaunchConfig:
@@ -70,6 +76,8 @@ class LaunchConfig:
     management_host: str = "127.0.0.1"
     management_port: int = 8081
     metrics_port: int = 8082
+    grpc_port: int = 8001  # KServe v2 over gRPC, on `host` (Triton's port)
+    grpc: bool = True  # False: no gRPC server
     model_store: Path | None = None
     token_file: Path | None = None  # the API token; else $PACKRAT_TOKEN; else no token
     max_batch_size: int = 8
@@ -88,13 +96,15 @@ class LaunchConfig:
     models: tuple[ModelConfig, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        for name in ("port", "management_port", "metrics_port"):
+        for name in ("port", "management_port", "metrics_port", "grpc_port"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
                 raise PackratError(f"{name} must be a port number 0..65535, got {value!r}")
         value = self.max_in_flight
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise PackratError(f"max_in_flight must be an integer >= 1, got {value!r}")
+        if not isinstance(self.grpc, bool):
+            raise PackratError(f"grpc must be true or false, got {self.grpc!r}")
         for name in ("host", "management_host"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise PackratError(
@@ -265,6 +275,7 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
     # Read before any model loads: a bad token file fails at once, not after profiling.
     http = HttpConfig(token=api_token(config), max_in_flight=config.max_in_flight)
     bound: list[Bound] = [bind(listener) for listener in config.listeners()]
+    grpc_server = _bind_grpc(config, http, bound)
     metrics = Metrics()
     defaults = RepositoryDefaults(
         cores=default_cores,
@@ -297,6 +308,8 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
             await repo.close()
             for b in bound:
                 b.sock.close()
+            if grpc_server is not None:
+                await grpc_server.stop(None)
             raise
     apps = {
         "inference": create_inference_app(repo, http, metrics),
@@ -307,8 +320,34 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
         out.print("inference and management APIs require the API token", highlight=False)
     for b in bound:
         out.print(f"{b.listener.name} API listening on {b.address}", highlight=False)
-    await serve(bound, apps, on_drain=repo.drain, on_shutdown=repo.close)
+
+    async def shutdown() -> None:
+        if grpc_server is not None:  # after the drain: its calls have had their answers
+            await grpc_server.stop()
+        await repo.close()
+
+    if grpc_server is not None:
+        from packrat.server.grpc_service import create_grpc_handlers
+
+        await grpc_server.start(create_grpc_handlers(repo, http, metrics))
+        out.print(f"grpc API listening on {grpc_server.address}", highlight=False)
+    await serve(bound, apps, on_drain=repo.drain, on_shutdown=shutdown)
     out.print("packrat: stopped", highlight=False)
+
+
+def _bind_grpc(config: LaunchConfig, http: HttpConfig, bound: list[Bound]) -> GrpcServer | None:
+    """The gRPC server bound on the inference host (None if turned off); importing grpc only
+    when it serves. Closes the HTTP sockets if it cannot bind."""
+    if not config.grpc:
+        return None
+    from packrat.server.grpc_listen import bind_grpc
+
+    try:
+        return bind_grpc(config.host, config.grpc_port, max_message_bytes=http.max_body_bytes)
+    except PackratError:
+        for b in bound:
+            b.sock.close()
+        raise
 
 
 TOKEN_ENV = "PACKRAT_TOKEN"
