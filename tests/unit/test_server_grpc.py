@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from packrat.server.api import (
     Unavailable,
     UnsupportedMediaType,
 )
-from packrat.server.grpc_listen import bind_grpc
+from packrat.server.grpc_listen import GrpcServer, bind_grpc
 from packrat.server.grpc_service import SERVICE, create_grpc_handlers
 from packrat.server.grpc_status import status_code
 from packrat.server.grpc_v2 import grpc_predict_v2_pb2 as pb
@@ -202,8 +203,18 @@ def test_outputs_come_back_raw_in_the_order_asked() -> None:
         )
 
 
+@dataclass
+class Running:
+    address: str
+    server: GrpcServer
+    loop: asyncio.AbstractEventLoop
+
+    def stop(self, grace_s: float) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(grace_s), self.loop).result(timeout=30)
+
+
 @contextmanager
-def running_service(repo: FakeRepository, config: HttpConfig) -> Iterator[str]:
+def running_service(repo: FakeRepository, config: HttpConfig) -> Iterator[Running]:
     """The service over `repo` on a free port, on an event loop of its own thread."""
     loop = asyncio.new_event_loop()
 
@@ -216,7 +227,7 @@ def running_service(repo: FakeRepository, config: HttpConfig) -> Iterator[str]:
     thread.start()
     server = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=10)
     try:
-        yield server.address
+        yield Running(server.address, server, loop)
     finally:
         asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
@@ -261,8 +272,8 @@ def repo() -> FakeRepository:
 @pytest.fixture(scope="module")
 def client(repo: FakeRepository) -> Iterator[Client]:
     config = HttpConfig(max_infer_rows=100, token=TOKEN)
-    with running_service(repo, config) as address:
-        yield Client(address, TOKEN)
+    with running_service(repo, config) as running:
+        yield Client(running.address, TOKEN)
 
 
 def test_health_readiness_and_metadata(client: Client) -> None:
@@ -362,8 +373,8 @@ def test_token_guards_all_but_health(client: Client) -> None:
 
 def test_in_flight_calls_beyond_the_limit_are_refused_at_once() -> None:
     repo = FakeRepository(FakeModel("double", "1", delay_s=0.5))
-    with running_service(repo, HttpConfig(max_in_flight=1)) as address:
-        infer = Client(address).rpc("ModelInfer", pb.ModelInferResponse)
+    with running_service(repo, HttpConfig(max_in_flight=1)) as running:
+        infer = Client(running.address).rpc("ModelInfer", pb.ModelInferResponse)
         first = infer.future(infer_request(np.zeros((1, 3), np.float32)), timeout=10)
         while repo.get("double").in_flight == 0:
             threading.Event().wait(0.005)
@@ -372,6 +383,23 @@ def test_in_flight_calls_beyond_the_limit_are_refused_at_once() -> None:
         assert refused.value.code() == Code.UNAVAILABLE
         assert "limit of 1 gRPC requests" in str(refused.value.details())
         assert first.result().outputs[0].shape == [1, 3]
+
+
+def test_stop_lets_calls_in_progress_finish_and_refuses_new_ones() -> None:
+    repo = FakeRepository(FakeModel("double", "1", delay_s=0.3))
+    with running_service(repo, HttpConfig()) as running:
+        infer = Client(running.address).rpc("ModelInfer", pb.ModelInferResponse)
+        x = np.ones((2, 3), np.float32)
+        in_progress = infer.future(infer_request(x), timeout=10)
+        while repo.get("double").in_flight < 2:
+            threading.Event().wait(0.005)
+        running.stop(grace_s=5)  # returns once the call has finished
+        assert in_progress.done()
+        answer = in_progress.result().raw_output_contents[0]
+        assert np.frombuffer(answer, np.float32).tolist() == [2.0] * 6
+        with pytest.raises(grpc.RpcError) as refused:
+            infer(infer_request(x), timeout=10)
+        assert refused.value.code() == Code.UNAVAILABLE
 
 
 def test_serving_commands_do_not_import_grpc_until_they_serve() -> None:
