@@ -346,6 +346,12 @@ def test_a_refused_request_says_when_to_retry(client: Client, repo: FakeReposito
     assert ("retry-after", "1") in tuple(error.trailing_metadata() or ())
 
 
+def test_a_message_over_the_body_limit_is_refused_by_grpc(client: Client) -> None:
+    too_big = infer_request(np.zeros((1, 3), np.float32))
+    too_big.raw_input_contents[0] = b"\0" * (HttpConfig().max_body_bytes + 1)
+    assert client.error("ModelInfer", too_big).code() == Code.RESOURCE_EXHAUSTED
+
+
 def test_triton_only_rpcs_are_unimplemented_with_a_hint(client: Client) -> None:
     error = client.error("ModelConfig", pb.ModelMetadataRequest(name="double"))
     assert error.code() == Code.UNIMPLEMENTED
