@@ -410,7 +410,7 @@ def test_stop_lets_calls_in_progress_finish_and_refuses_new_ones() -> None:
 
 def test_serving_commands_do_not_import_grpc_until_they_serve() -> None:
     code = (
-        "import sys, packrat.cli.app, packrat.server.launch, packrat.server.http_inference; "
+        "import sys, packrat.cli, packrat.server.launch, packrat.server.http_inference; "
         "assert 'grpc' not in sys.modules, 'grpc imported'"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

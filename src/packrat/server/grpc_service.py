@@ -36,15 +36,7 @@ from packrat.server.metrics import Metrics
 
 SERVICE = "inference.GRPCInferenceService"
 RETRY_AFTER_S = 1
-#: The RPCs served; the health checks need no token, like HTTP's.
-SERVED = (
-    "ServerLive",
-    "ServerReady",
-    "ModelReady",
-    "ServerMetadata",
-    "ModelMetadata",
-    "ModelInfer",
-)
+#: The health checks need no token, like HTTP's.
 OPEN_RPCS = frozenset({"ServerLive", "ServerReady"})
 #: What to use instead of Triton's RPCs that Packrat does not serve.
 INSTEAD = {
@@ -83,7 +75,7 @@ def create_grpc_handlers(
         )
         for name, (message, rpc) in rpcs.items()
     }
-    return [grpc.method_handlers_generic_handler(SERVICE, handlers), _NotServed()]
+    return [grpc.method_handlers_generic_handler(SERVICE, handlers), _NotServed(tuple(rpcs))]
 
 
 def _serialize(message: Any) -> bytes:
@@ -180,13 +172,16 @@ async def _check_token(context: Context, expected: bytes) -> None:
 class _NotServed(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no types
     """Triton's RPCs beyond the protocol: UNIMPLEMENTED, saying what to use instead."""
 
+    def __init__(self, served: tuple[str, ...]) -> None:
+        self._served = served
+
     def service(self, handler_call_details: Any) -> Any:
         service, _, name = str(handler_call_details.method).lstrip("/").partition("/")
         if service != SERVICE:
             return None  # grpc answers UNIMPLEMENTED "Method not found!"
         message = (
             f"{name} is not served: Packrat serves the Open Inference Protocol's RPCs "
-            f"({', '.join(SERVED)}), not Triton's extensions"
+            f"({', '.join(self._served)}), not Triton's extensions"
         )
         if name in INSTEAD:
             message += f"; {INSTEAD[name]}"
