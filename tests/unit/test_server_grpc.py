@@ -266,6 +266,7 @@ def repo() -> FakeRepository:
         FakeModel("double", "2"),
         FakeModel("bert", "1", TOKENS),
         FakeModel("loading", "1", ready=False),
+        FakeModel("anything", "1", None),
     )
 
 
@@ -310,6 +311,16 @@ def test_infer_raw_and_typed_give_the_same_answer(client: Client) -> None:
         answer = np.frombuffer(response.raw_output_contents[0], np.float32).reshape(4, 3)
         np.testing.assert_array_equal(answer, x * 2)
     assert raw.model_version == "2" and typed.model_version == "1"
+
+
+def test_many_typed_values_decode_off_the_event_loop_alike(client: Client) -> None:
+    values = np.linspace(-1, 1, 20_000, dtype=np.float32)  # 80 kB: over inline_decode_bytes
+    request = typed_request([1, values.size], "FP32", fp32_contents=values.tolist())
+    request.model_name = "anything"
+    response = client("ModelInfer", request, pb.ModelInferResponse)
+    np.testing.assert_array_equal(
+        np.frombuffer(response.raw_output_contents[0], np.float32), values * 2
+    )
 
 
 @pytest.mark.parametrize(
