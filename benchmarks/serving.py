@@ -80,7 +80,7 @@ def packrat_serve(
     started still alive after that is killed."""
     env = {**os.environ, "PACKRAT_CACHE_DIR": str(workdir / "cache"), "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "packrat.cli", "serve", model, *options, "--port", "0",
-               "--management-port", "0", "--metrics-port", "0"]  # fmt: skip
+               "--management-port", "0", "--metrics-port", "0", "--grpc-port", "0"]  # fmt: skip
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
     server = PackratServer({}, log)

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 _ADDRESS = re.compile(r"^(inference|management|metrics) API listening on (http://\S+)$", re.M)
+_GRPC_ADDRESS = re.compile(r"^grpc API listening on (\S+)$", re.M)
 
 
 @dataclass
@@ -38,6 +39,11 @@ class RunningServer:
         return self.urls["metrics"]
 
     @property
+    def grpc(self) -> str:
+        """The gRPC API's `host:port` (as tritonclient.grpc takes it); KeyError if off."""
+        return self.urls["grpc"]
+
+    @property
     def output(self) -> str:
         return self.log.read_text()
 
@@ -57,7 +63,8 @@ class RunningServer:
 def packrat_serve(
     *args: str, workdir: Path, start_timeout_s: float = 240.0
 ) -> Iterator[RunningServer]:
-    """`packrat serve ARGS` with every port 0 on 127.0.0.1; yields once /ping answers 200.
+    """`packrat serve ARGS` with every port 0 on 127.0.0.1 (gRPC's too, unless ARGS hold
+    --no-grpc); yields once /ping answers 200.
 
     The cache (profiles, weights) and the log live in `workdir`.
     """
@@ -74,6 +81,8 @@ def packrat_serve(
         "0",
         "--metrics-port",
         "0",
+        "--grpc-port",
+        "0",
     ]
     log = workdir / f"serve-{time.monotonic_ns()}.log"
     with log.open("wb") as sink:
@@ -81,12 +90,17 @@ def packrat_serve(
     server = RunningServer(process, log, {})
     try:
         deadline = time.monotonic() + start_timeout_s
-        while len(server.urls) < 3:
+        apis = 3 if "--no-grpc" in args else 4
+        while len(server.urls) < apis:
             if process.poll() is not None:
                 raise RuntimeError(f"packrat serve exited early:\n{server.output}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"packrat serve did not start:\n{server.output}")
-            server.urls = dict(_ADDRESS.findall(server.output))
+            output = server.output
+            server.urls = dict(_ADDRESS.findall(output))
+            grpc = _GRPC_ADDRESS.search(output)
+            if grpc is not None:
+                server.urls["grpc"] = grpc.group(1)
             time.sleep(0.1)
         while httpx.get(server.inference + "/ping").status_code != 200:
             if time.monotonic() > deadline:

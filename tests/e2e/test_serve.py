@@ -7,8 +7,10 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -108,6 +110,71 @@ def test_kserve_v2_with_tritonclient(server: RunningServer) -> None:
     out = result.as_numpy(meta["outputs"][0]["name"])
     np.testing.assert_allclose(out[1], reference(batch[1]), rtol=1e-4, atol=1e-4)
     assert out.shape[0] == 2
+
+
+def test_kserve_v2_over_grpc_with_tritonclient(server: RunningServer) -> None:
+    """The gRPC API answers as the HTTP one; Triton's extensions are UNIMPLEMENTED."""
+    import tritonclient.grpc as triton
+    from tritonclient.utils import InferenceServerException
+
+    assert "grpc API listening on 127.0.0.1:" in server.output
+    with triton.InferenceServerClient(server.grpc) as client:
+        assert client.is_server_live() and client.is_server_ready()
+        assert client.is_model_ready("tiny-resnet") and client.is_model_ready("tiny-resnet", "1")
+        assert client.get_server_metadata(as_json=True)["name"] == "packrat"
+        meta = client.get_model_metadata("tiny-resnet", as_json=True)
+        assert meta["inputs"] == [
+            {"name": "input0", "datatype": "FP32", "shape": ["-1", *map(str, SHAPE)]}
+        ]
+        batch = np.stack([image(22), image(23), image(24)])
+        inp = triton.InferInput("x", list(batch.shape), "FP32")
+        inp.set_data_from_numpy(batch)  # raw_input_contents, as tritonclient always sends
+        result = client.infer("tiny-resnet", [inp], request_id="r1")
+        assert result.get_response().id == "r1"
+        tensor = {"name": "x", "shape": list(batch.shape), "datatype": "FP32"}
+        body = {"inputs": [tensor | {"data": batch.ravel().tolist()}]}
+        http = httpx.post(server.inference + "/v2/models/tiny-resnet/infer", json=body)
+        (output,) = http.json()["outputs"]
+        answer = result.as_numpy("output0")
+        assert answer.shape == tuple(output["shape"]) == (3, 10)
+        expected = np.array(output["data"]).reshape(3, 10)
+        np.testing.assert_allclose(answer, expected, rtol=1e-5, atol=1e-6)
+        with pytest.raises(InferenceServerException) as missing:
+            client.infer("no-such-model", [inp])
+        assert missing.value.status() == "StatusCode.NOT_FOUND"
+        with pytest.raises(InferenceServerException) as config:
+            client.get_model_config("tiny-resnet")
+        assert config.value.status() == "StatusCode.UNIMPLEMENTED"
+
+
+def test_48_concurrent_grpc_requests_all_answered_correctly(server: RunningServer) -> None:
+    import tritonclient.grpc as triton
+
+    handler = ZooSource("tiny-resnet").load()
+    inputs = [image(30 + i) for i in range(48)]
+    results: dict[int, Any] = {}
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def on_answer(i: int) -> Callable[[Any, Any], None]:
+        def callback(result: Any, error: Any) -> None:
+            with lock:
+                results[i] = error if error is not None else result.as_numpy("output0")
+                if len(results) == len(inputs):
+                    done.set()
+
+        return callback
+
+    with triton.InferenceServerClient(server.grpc) as client:
+        for i, x in enumerate(inputs):
+            inp = triton.InferInput("x", [1, *SHAPE], "FP32")
+            inp.set_data_from_numpy(x[None])
+            client.async_infer("tiny-resnet", [inp], callback=on_answer(i))
+        assert done.wait(timeout=60), f"{len(results)} of {len(inputs)} answered"
+    expected = handler.handle([torch.from_numpy(x) for x in inputs])
+    for i in range(len(inputs)):
+        assert isinstance(results[i], np.ndarray), results[i]
+        np.testing.assert_allclose(results[i][0], np.asarray(expected[i]), rtol=1e-4, atol=1e-4)
 
 
 def test_management_describe_register_unregister(server: RunningServer) -> None:

@@ -126,6 +126,22 @@ def serve(
     metrics_port: Annotated[
         int | None, typer.Option("--metrics-port", help="Metrics port [default: 8082].")
     ] = None,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(
+            "--grpc-port",
+            help="KServe v2 gRPC port on the inference address, 0 for any [default: 8001].",
+            show_default=False,
+        ),
+    ] = None,
+    grpc: Annotated[
+        bool | None,
+        typer.Option(
+            "--grpc/--no-grpc",
+            help="Serve KServe v2 over gRPC too (tritonclient.grpc) [default: on].",
+            show_default=False,
+        ),
+    ] = None,
     profile_path: Annotated[
         Path | None,
         typer.Option("--profile", "-p", help="Profile to plan with (one model only)."),
@@ -199,7 +215,7 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Serve models: TorchServe inference and management APIs, KServe v2, Prometheus metrics.
+    """Serve models: TorchServe inference and management APIs, KServe v2 (HTTP, gRPC), metrics.
 
     Each model is profiled on first start (cached) and run on pinned instances; requests are
     batched dynamically, and each batch runs on the optimizer's plan for its size (--policy),
@@ -242,6 +258,8 @@ def serve(
             management_host=management_host,
             management_port=management_port,
             metrics_port=metrics_port,
+            grpc_port=grpc_port,
+            grpc=grpc,
             model_store=model_store,
             keep_freed_memory=keep_freed_memory,
             profile=profile_path,

@@ -9,6 +9,8 @@ A TOML file (`packrat serve --config FILE`) looks like:
     management_port = 8081
     metrics_port = 8082
     metrics_host = "127.0.0.1" # optional; the inference API's host otherwise
+    grpc_port = 8001          # the Open Inference Protocol over gRPC, on `host`
+    grpc = true               # false: no gRPC server
     model_store = "models"    # model files load from here only
     token_file = "token.txt"  # both APIs need "Authorization: Bearer <its first line>"
     max_batch_size = 8        # defaults for every model (and for management-API registrations)
@@ -71,6 +73,7 @@ from packrat.types import parse_plan
 
 if TYPE_CHECKING:
     from packrat.progress import Progress
+    from packrat.server.grpc_listen import GrpcServer
     from packrat.server.metrics import Metrics
 
 
@@ -84,6 +87,8 @@ class LaunchConfig:
     management_port: int = 8081
     metrics_port: int = 8082
     metrics_host: str | None = None  # None: the inference API's host
+    grpc_port: int = 8001  # KServe v2 over gRPC, on `host` (Triton's port)
+    grpc: bool = True  # False: no gRPC server
     model_store: Path | None = None
     token_file: Path | None = None  # the API token; else $PACKRAT_TOKEN; else no token
     max_batch_size: int = 8
@@ -104,7 +109,7 @@ class LaunchConfig:
     models: tuple[ModelConfig, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        for name in ("port", "management_port", "metrics_port"):
+        for name in ("port", "management_port", "metrics_port", "grpc_port"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
                 raise PackratError(f"{name} must be a port number 0..65535, got {value!r}")
@@ -112,6 +117,8 @@ class LaunchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise PackratError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.grpc, bool):
+            raise PackratError(f"grpc must be true or false, got {self.grpc!r}")
         for name in ("host", "management_host"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise PackratError(
@@ -314,6 +321,7 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
     # Read before any model loads: a bad token file fails at once, not after profiling.
     http = http_config(config)
     bound: list[Bound] = [bind(listener) for listener in config.listeners()]
+    grpc_server = _bind_grpc(config, http, bound)
     metrics = new_metrics(config)
     with progress_bar(err) as bar:
         try:
@@ -321,6 +329,8 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
         except BaseException:
             for b in bound:
                 b.sock.close()
+            if grpc_server is not None:
+                await grpc_server.stop(None)
             raise
     apps = {
         "inference": create_inference_app(repo, http, metrics),
@@ -331,7 +341,18 @@ async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
         out.print("inference and management APIs require the API token", highlight=False)
     for b in bound:
         out.print(f"{b.listener.name} API listening on {b.address}", highlight=False)
-    await serve(bound, apps, on_drain=repo.drain, on_shutdown=repo.close)
+
+    async def shutdown() -> None:
+        if grpc_server is not None:  # after the drain: its calls have had their answers
+            await grpc_server.stop()
+        await repo.close()
+
+    if grpc_server is not None:
+        from packrat.server.grpc_service import create_grpc_handlers
+
+        await grpc_server.start(create_grpc_handlers(repo, http, metrics))
+        out.print(f"grpc API listening on {grpc_server.address}", highlight=False)
+    await serve(bound, apps, on_drain=repo.drain, on_shutdown=shutdown)
     out.print("packrat: stopped", highlight=False)
 
 
@@ -410,6 +431,21 @@ async def open_repository(
         await repo.close()
         raise
     return repo
+
+
+def _bind_grpc(config: LaunchConfig, http: HttpConfig, bound: list[Bound]) -> GrpcServer | None:
+    """The gRPC server bound on the inference host (None if turned off); importing grpc only
+    when it serves. Closes the HTTP sockets if it cannot bind."""
+    if not config.grpc:
+        return None
+    from packrat.server.grpc_listen import bind_grpc
+
+    try:
+        return bind_grpc(config.host, config.grpc_port, max_message_bytes=http.max_body_bytes)
+    except PackratError:
+        for b in bound:
+            b.sock.close()
+        raise
 
 
 TOKEN_ENV = "PACKRAT_TOKEN"

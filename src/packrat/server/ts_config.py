@@ -36,6 +36,9 @@ METRICS_COMPAT = "torchserve"
 _MODEL_SUFFIXES = (".mar", ".pt", ".ts", ".torchscript", ".pt2", ".py", ".onnx", ".xml")
 """Files `load_models=all` loads from the model store (with archive folders)."""
 
+_NOT_TS_GRPC = (
+    "TorchServe's own gRPC API is not served; Packrat serves KServe v2 over gRPC (--grpc-port)"
+)
 _IGNORED = {
     "default_workers_per_model": "the plan decides how many instances run",
     "number_of_netty_threads": "the HTTP front end is one asyncio event loop",
@@ -75,10 +78,10 @@ _IGNORED = {
     "certificate_file": "TLS is not supported: terminate it in a proxy",
     "private_key_file": "TLS is not supported: terminate it in a proxy",
     "enable_grpc_ssl": "TLS is not supported",
-    "grpc_inference_address": "use packrat serve --grpc-port where available",
-    "grpc_management_address": "use packrat serve --grpc-port where available",
-    "grpc_inference_port": "use packrat serve --grpc-port where available",
-    "grpc_management_port": "use packrat serve --grpc-port where available",
+    "grpc_inference_address": _NOT_TS_GRPC,
+    "grpc_management_address": _NOT_TS_GRPC,
+    "grpc_inference_port": _NOT_TS_GRPC,
+    "grpc_management_port": _NOT_TS_GRPC,
     "grpc_inference_max_connection_age_ms": "not configurable",
     "grpc_management_max_connection_age_ms": "not configurable",
     "grpc_inference_max_connection_age_grace_ms": "not configurable",

@@ -7,15 +7,12 @@ is, with its default binary data. An infer request with input shape `[n, *shape]
 requests, each submitted to the model on its own so they batch with other clients'
 requests, and their outputs are stacked back into `[n, ...]` tensors.
 
-Models take one input, named "input0" in metadata (requests may name it anything); outputs
-are named as `codecs.stack_outputs` says ("output0" for a single tensor).
+What HTTP and gRPC share (datatypes, checks, the split into requests, metadata) is in
+`packrat.server.oip`; this module decodes and encodes the HTTP forms.
 """
 
 from __future__ import annotations
 
-import asyncio
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,9 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from packrat import __version__
 from packrat.models.inputs import InputSpec
-from packrat.server import codecs
+from packrat.server import codecs, oip
 from packrat.server.api import BadRequest, ModelRepository, ServedModel, Unavailable
 from packrat.server.http_body import read_body
 from packrat.server.http_config import HttpConfig
@@ -36,20 +32,9 @@ from packrat.server.responses import ERROR_RESPONSES, JSONBody, json_bytes
 if TYPE_CHECKING:
     import torch
 
-#: Protocol datatype -> torch dtype name, for inputs; outputs may also be BOOL.
-DATATYPES = {
-    "FP64": "float64",
-    "FP32": "float32",
-    "FP16": "float16",
-    "BF16": "bfloat16",
-    "INT64": "int64",
-    "INT32": "int32",
-    "INT16": "int16",
-    "INT8": "int8",
-    "UINT8": "uint8",
-}
-_OUTPUT_DATATYPES = {dtype: name for name, dtype in DATATYPES.items()} | {"bool": "BOOL"}
-INPUT_NAME = "input0"
+DATATYPES = oip.DATATYPES
+INPUT_NAME = oip.INPUT_NAME
+model_metadata_of = oip.model_metadata
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
@@ -118,7 +103,7 @@ def create_v2_router(repo: ModelRepository, config: HttpConfig, metrics: Metrics
 
     @router.get("", summary="Server metadata")
     async def server_metadata() -> dict[str, Any]:
-        return {"name": "packrat", "version": __version__, "extensions": ["binary_tensor_data"]}
+        return oip.server_metadata(["binary_tensor_data"])
 
     @router.get("/health/live", summary="Liveness: 200 while the server runs")
     async def live() -> dict[str, bool]:
@@ -130,12 +115,9 @@ def create_v2_router(repo: ModelRepository, config: HttpConfig, metrics: Metrics
         "replaces a lost instance)",
     )
     async def ready() -> dict[str, bool]:
-        waiting = sorted({model.name for model in repo.models() if not model.ready})
-        if waiting:
-            raise Unavailable(f"models not ready: {', '.join(waiting)}")
-        degraded = sorted({model.name for model in repo.models() if model.degraded})
-        if degraded:
-            raise Unavailable(f"models replacing a lost instance: {', '.join(degraded)}")
+        reason = oip.not_ready_reason(repo)
+        if reason is not None:
+            raise Unavailable(reason)
         return {"ready": True}
 
     @router.get("/models/{model_name}", summary="Model metadata")
@@ -165,7 +147,7 @@ def create_v2_router(repo: ModelRepository, config: HttpConfig, metrics: Metrics
                 batch = await run_in_threadpool(_parse, *args)
             else:
                 batch = _parse(*args)
-            stacked = codecs.stack_outputs(await _infer_all(model, batch.rows))
+            stacked = await oip.infer_all(model, batch.rows)
             if sum(t.numel() for t in stacked.values()) > config.inline_encode_values:
                 return await run_in_threadpool(_respond, model, batch, stacked)
             return _respond(model, batch, stacked)
@@ -185,25 +167,6 @@ def _readiness(model: ServedModel) -> dict[str, Any]:
     if not model.ready:
         raise Unavailable(f"model {model.name!r} version {model.version!r} is not ready")
     return {"name": model.name, "version": model.version, "ready": True}
-
-
-def model_metadata_of(repo: ModelRepository, model: ServedModel) -> dict[str, Any]:
-    """The v2 metadata of `model`, listing every version of its name that `repo` serves."""
-    spec = model.input_spec
-    inputs = [] if spec is None else [_input_metadata(spec)]
-    return {
-        "name": model.name,
-        "versions": sorted({m.version for m in repo.models() if m.name == model.name}),
-        "platform": "packrat",
-        "inputs": inputs,
-        # ServedModel declares no output spec; the zoo's models return float32 tensors.
-        "outputs": [{"name": "output0", "datatype": "FP32", "shape": [-1]}],
-    }
-
-
-def _input_metadata(spec: InputSpec) -> dict[str, Any]:
-    datatype = _OUTPUT_DATATYPES[spec.dtype]
-    return {"name": INPUT_NAME, "datatype": datatype, "shape": [-1, *spec.shape]}
 
 
 def _header_length(value: str | None, body_length: int) -> int | None:
@@ -234,8 +197,7 @@ def _parse(
         raise BadRequest(f"the model takes one input tensor, got {len(names)}: {names}")
     tensor = request.inputs[0]
     binary = view[header_length:] if header_length is not None else None
-    if tensor.shape and tensor.shape[0] > max_rows:
-        raise BadRequest(f"batch size {tensor.shape[0]} is over the limit of {max_rows} rows")
+    oip.check_batch_size(tensor.shape, max_rows)
     rows = _rows(tensor, binary, spec)
     outputs = None
     if request.outputs is not None:
@@ -248,31 +210,12 @@ def _rows(
 ) -> list[torch.Tensor]:
     """The input tensor split into its requests, each owning its memory: the runtime may
     send a request to another process, and a view would drag the whole batch along."""
-    dtype = DATATYPES.get(tensor.datatype)
-    if dtype is None:
-        raise BadRequest(
-            f"input {tensor.name!r} datatype {tensor.datatype!r} is not supported "
-            f"(use one of {', '.join(DATATYPES)})"
-        )
-    shape = tuple(tensor.shape)
-    if any(dim < 0 for dim in shape) or shape[0] < 1:
-        raise BadRequest(f"input {tensor.name!r} shape {list(shape)} needs a batch size >= 1")
-    if spec is not None:
-        if dtype != spec.dtype:
-            raise BadRequest(
-                f"input {tensor.name!r} is {tensor.datatype}; the model takes "
-                f"{_OUTPUT_DATATYPES[spec.dtype]}"
-            )
-        if shape[1:] != spec.shape:
-            raise BadRequest(
-                f"input {tensor.name!r} shape {list(shape)} is not [n, *{list(spec.shape)}]"
-            )
+    dtype, shape = oip.check_input(tensor.name, tensor.datatype, tensor.shape, spec)
     size = tensor.parameters.get("binary_data_size")
     if size is None:
         if tensor.data is None:
             raise BadRequest(f"input {tensor.name!r} has neither data nor binary_data_size")
-        batch = codecs.tensor_from_data(tensor.data, shape, dtype, spec)
-        return [row.clone() for row in batch.unbind(0)]
+        return oip.rows_from_values(tensor.data, shape, dtype, spec)
     if binary is None or not isinstance(size, int) or isinstance(size, bool):
         raise BadRequest(
             f"input {tensor.name!r} has binary_data_size but the request has no "
@@ -280,41 +223,21 @@ def _rows(
         )
     if size != len(binary):
         raise BadRequest(f"binary_data_size {size} != the {len(binary)} bytes after the JSON")
-    row_bytes = math.prod(shape[1:]) * codecs.ITEMSIZE[dtype]
-    if row_bytes * shape[0] != size:
-        raise BadRequest(
-            f"input {tensor.name!r} is {size} bytes; {tensor.datatype} {list(shape)} is "
-            f"{row_bytes * shape[0]} bytes"
-        )
-    rows = (binary[i * row_bytes : (i + 1) * row_bytes] for i in range(shape[0]))
-    return [codecs.tensor_from_bytes(row, shape[1:], dtype, spec) for row in rows]
-
-
-async def _infer_all(model: ServedModel, rows: Sequence[torch.Tensor]) -> list[Any]:
-    """Every row through the model concurrently; the first failure is raised once all are
-    done, so no result or exception is left unobserved."""
-    results = await asyncio.gather(*(model.infer(row) for row in rows), return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return list(results)
+    return oip.rows_from_bytes(tensor.name, tensor.datatype, binary, shape, spec)
 
 
 def _respond(model: ServedModel, batch: _Batch, stacked: dict[str, torch.Tensor]) -> Response:
-    wanted = batch.outputs if batch.outputs is not None else dict.fromkeys(stacked)
-    unknown = sorted(set(wanted) - set(stacked))
-    if unknown:
-        raise BadRequest(f"unknown outputs {unknown}; the model returns {sorted(stacked)}")
+    wanted = None if batch.outputs is None else list(batch.outputs)
     outputs: list[dict[str, Any]] = []
     chunks: list[bytes] = []
-    for name, binary in wanted.items():
-        tensor = stacked[name]
+    for name, tensor in oip.select_outputs(stacked, wanted).items():
         entry: dict[str, Any] = {
             "name": name,
-            "datatype": _OUTPUT_DATATYPES.get(codecs.dtype_name(tensor), "FP32"),
+            "datatype": oip.output_datatype(tensor),
             "shape": list(tensor.shape),
         }
-        if binary or (batch.outputs is None and batch.binary_default):
+        binary = batch.binary_default if batch.outputs is None else batch.outputs[name]
+        if binary:
             chunks.append(codecs.tensor_bytes(tensor))
             entry["parameters"] = {"binary_data_size": len(chunks[-1])}
         else:
