@@ -16,6 +16,7 @@ import yaml
 from packrat.cli import app
 from packrat.ray.app import replica_settings
 from packrat.server.http_inference import create_inference_app
+from packrat.server.launch import named_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 from server_fakes import FakeRepository  # noqa: E402
@@ -119,6 +120,8 @@ def test_kserve_serving_runtime() -> None:
     assert runtime["spec"]["protocolVersions"] == ["v2"]
     (container,) = runtime["spec"]["containers"]
     args = [arg.replace("{{.Name}}", "resnet50") for arg in container["args"]]
+    # The model: the InferenceService's name for what the storage initializer left in /mnt/models.
+    assert named_spec(args[0]) == ("resnet50", "/mnt/models")
     ports = listening_ports(args)
     check_probes(container, ports["--port"])
     named = {p["name"]: p["containerPort"] for p in container["ports"]}

@@ -87,11 +87,6 @@ def test_missing_path_names_the_zoo(tmp_path: Path) -> None:
         resolve_model(str(tmp_path / "nope.pt"))
 
 
-def test_directory_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match="not a file"):
-        resolve_model(str(tmp_path))
-
-
 def test_unknown_suffix_is_refused(tmp_path: Path) -> None:
     (tmp_path / "m.tflite").write_bytes(b"x")
     with pytest.raises(ModelError, match="unknown format: .*.onnx, .xml"):
@@ -148,3 +143,19 @@ def test_importing_and_resolving_does_not_import_torch(tmp_path: Path) -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_directory_stands_for_its_one_model_file(tmp_path: Path) -> None:
+    (tmp_path / "model.onnx").write_bytes(b"not read here")
+    (tmp_path / "README.txt").write_text("ignored")
+    source = resolve_model(str(tmp_path))
+    assert isinstance(source, OnnxFileSource) and source.path == tmp_path / "model.onnx"
+
+
+def test_a_directory_with_no_model_or_several_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="holds no model file"):
+        resolve_model(str(tmp_path))
+    (tmp_path / "a.onnx").write_bytes(b"")
+    (tmp_path / "b.pt").write_bytes(b"")
+    with pytest.raises(ModelError, match=r"several model files \(a.onnx, b.pt\)"):
+        resolve_model(str(tmp_path))

@@ -165,3 +165,15 @@ def test_estimator_settings_from_the_file_and_the_command_line(tmp_path: Path) -
     assert with_cli(LaunchConfig(), ["gpt2"]).models[0].estimator == EstimatorConfig()
     with pytest.raises(PackratError, match="--estimator: estimator setting 'windw=2'"):
         with_cli(LaunchConfig(), ["gpt2"], estimator="windw=2")
+
+
+def test_name_equals_model_serves_it_under_that_name(tmp_path: Path) -> None:
+    odd = tmp_path / "a=b.onnx"  # an existing file is a file, whatever its name
+    odd.write_bytes(b"")
+    config = with_cli(LaunchConfig(), ["resnet=resnet50", "gpt2", str(odd), "kserve=/mnt/models"])
+    assert [(m.name, m.spec) for m in config.models] == [
+        ("resnet", "resnet50"),
+        (None, "gpt2"),
+        (None, str(odd)),
+        ("kserve", "/mnt/models"),
+    ]

@@ -18,7 +18,8 @@ def serve(
     models: Annotated[
         list[str] | None,
         typer.Argument(
-            help=f"Zoo names or model files to serve (default: {DEFAULT_MODEL}).",
+            help=f"Zoo names or model files to serve (default: {DEFAULT_MODEL}); NAME=MODEL "
+            "serves MODEL under NAME.",
             show_default=False,
         ),
     ] = None,

@@ -2,7 +2,8 @@
 
 A zoo name wins over a file of the same name (write `./resnet50` for the file). Files are
 recognized by suffix: .pt/.ts/.torchscript (TorchScript), .pt2 (torch.export), .py (handler
-file), .onnx (ONNX Runtime) and .xml (OpenVINO IR, its .bin beside it). URLs are refused:
+file), .onnx (ONNX Runtime) and .xml (OpenVINO IR, its .bin beside it). A directory stands
+for the one model file in it (KServe's /mnt/models). URLs are refused:
 Packrat never fetches a model, because a model file is code that runs with the server's
 permissions; download it, check it, and pass the local path.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import NoReturn
 
 from packrat.errors import ModelError
 from packrat.models.base import ModelSource
@@ -26,6 +28,9 @@ PROGRAM_SUFFIXES = (".pt2",)
 HANDLER_SUFFIXES = (".py",)
 ONNX_SUFFIXES = (".onnx",)
 OPENVINO_SUFFIXES = (".xml",)
+MODEL_SUFFIXES = (
+    TORCHSCRIPT_SUFFIXES + PROGRAM_SUFFIXES + HANDLER_SUFFIXES + ONNX_SUFFIXES + OPENVINO_SUFFIXES
+)
 
 # scheme://... as in RFC 3986 (http, https, s3, gs, hf, file, ...).
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -54,7 +59,9 @@ def resolve_model(spec: str, input_spec: InputSpec | None = None) -> ModelSource
         raise ModelError(
             f"model '{spec}' is neither a zoo model ({examples}, ...) nor an existing file"
         )
-    if not path.is_file():
+    if path.is_dir():
+        path = _the_model_in(path)
+    elif not path.is_file():
         raise ModelError(f"model '{spec}' is not a file")
     suffix = path.suffix.lower()
     if suffix in TORCHSCRIPT_SUFFIXES:
@@ -69,6 +76,24 @@ def resolve_model(spec: str, input_spec: InputSpec | None = None) -> ModelSource
         if input_spec is not None:
             raise ModelError(f"handler file '{spec}' defines its own inputs; drop --input-shape")
         return HandlerFileSource(path)
-    torch_files = TORCHSCRIPT_SUFFIXES + PROGRAM_SUFFIXES + HANDLER_SUFFIXES
-    known = ", ".join(torch_files + ONNX_SUFFIXES + OPENVINO_SUFFIXES)
+    _unknown_format(spec)
+
+
+def _the_model_in(directory: Path) -> Path:
+    """The one model file in `directory` (as KServe's storage initializer leaves a model in
+    /mnt/models); ModelError if it holds none or several."""
+    known = MODEL_SUFFIXES
+    found = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in known)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ModelError(
+            f"directory '{directory}' holds no model file (one ending {', '.join(known)})"
+        )
+    names = ", ".join(p.name for p in found)
+    raise ModelError(f"directory '{directory}' holds several model files ({names}): name one")
+
+
+def _unknown_format(spec: str) -> NoReturn:
+    known = ", ".join(MODEL_SUFFIXES)
     raise ModelError(f"model file '{spec}' has an unknown format: expected a name ending {known}")

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -262,7 +263,10 @@ def with_cli(base: LaunchConfig, models: list[str], **overrides: Any) -> LaunchC
     try:
         if plan_text is not None:
             per_model["plan"] = parse_plan(plan_text)
-        extra = tuple(ModelConfig(spec=spec, **per_model) for spec in models)
+        extra = tuple(
+            ModelConfig(spec=spec, name=name, **per_model)
+            for name, spec in (named_spec(model) for model in models)
+        )
     except ValueError as exc:
         raise PackratError(str(exc)) from None
     return replace(config, models=config.models + extra)
@@ -287,6 +291,19 @@ def with_ts_settings(base: LaunchConfig, ts: TorchServeConfig) -> LaunchConfig:
         return replace(base, **ts.server)
     except TypeError as exc:
         raise PackratError(f"TorchServe config: {exc}") from None
+
+
+_NAMED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,127})=(.+)$")
+
+
+def named_spec(model: str) -> tuple[str | None, str]:
+    """A model argument as (served name, spec): `NAME=SPEC` serves SPEC under NAME (as
+    `torchserve --models name=file.mar` and KServe's `{{.Name}}=/mnt/models`), anything else
+    is a spec served under its own name. A path that exists is always a spec, `=` or not."""
+    match = _NAMED.match(model)
+    if match is None or Path(model).exists():
+        return None, model
+    return match.group(1), match.group(2)
 
 
 def with_ts_models(config: LaunchConfig, ts: TorchServeConfig) -> LaunchConfig:
