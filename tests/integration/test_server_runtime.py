@@ -471,8 +471,8 @@ def test_plans_are_made_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> N
     """Filling the optimizer's table and making plans takes seconds on 128 cores: registration,
     release to a policy and a change of cores make them in a thread, and the policy's asks
     at every batch are lookups, so the event loop never plans."""
+    from packrat.controller import planning as planning_module
     from packrat.optimizer import PlanTable
-    from packrat.server import planning as planning_module
 
     planned_on: list[int] = []
 

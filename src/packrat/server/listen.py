@@ -57,6 +57,10 @@ class Bound:
         return int(self.sock.getsockname()[1])
 
 
+BACKLOG = 2048
+"""Connections the kernel queues before the server accepts them (uvicorn's default)."""
+
+
 def bind(listener: Listener) -> Bound:
     """A bound socket for `listener`; PackratError naming the address if it cannot bind."""
     family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
@@ -72,6 +76,9 @@ def bind(listener: Listener) -> Bound:
             f"cannot listen for the {listener.name} API on {listener.host}:{listener.port}: "
             f"{exc.strerror}"
         ) from None
+    # Listening from here on, so a client that read "listening on" is queued, not refused,
+    # until the server accepts (uvicorn listens again with the same backlog when it starts).
+    sock.listen(BACKLOG)
     sock.set_inheritable(True)
     return Bound(listener, sock)
 
