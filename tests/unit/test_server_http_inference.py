@@ -358,3 +358,27 @@ def test_an_answer_with_no_raw_form_is_json_or_406_if_only_raw_is_accepted(
     only_raw = {**RAW, "Accept": "application/octet-stream"}
     response = client.post("/predictions/resnet", content=x, headers=only_raw)
     assert_error(response, 406, "has no raw form; accept application/json")
+
+
+def test_predict_multipart_reads_the_data_field(client: TestClient) -> None:
+    """`curl -F data=@kitten.jpg`: the `data` field is decoded as if it were the body."""
+    out = io.BytesIO()
+    Image.new("RGB", (10, 10), (0, 255, 0)).save(out, format="JPEG")
+    files = {
+        "other": ("x.txt", b"ignored", "text/plain"),
+        "data": ("kitten.jpg", out.getvalue(), "image/jpeg"),
+    }
+    response = client.post("/predictions/resnet", files=files)
+    assert response.status_code == 200, response.text
+    assert np.array(response.json()).shape == (3, 8, 8)
+    json_field = {"body": (None, b"[1, 2, 3]", "application/json")}
+    assert client.post("/predictions/double", files=json_field).json() == [2, 4, 6]
+
+
+def test_predict_malformed_multipart_is_400(client: TestClient) -> None:
+    response = client.post(
+        "/predictions/double",
+        content=b"--x\r\nno headers end",
+        headers={"content-type": "multipart/form-data"},
+    )
+    assert_error(response, 400, "boundary")

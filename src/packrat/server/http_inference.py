@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from packrat import __version__
 from packrat.models.inputs import InputSpec
-from packrat.server import codecs
+from packrat.server import codecs, multipart
 from packrat.server.api import ModelRepository, NotAcceptable, ServedModel, Unavailable
 from packrat.server.http_admission import AdmissionLimit
 from packrat.server.http_auth import TokenAuth
@@ -80,6 +80,10 @@ def _torchserve_router(repo: ModelRepository, config: HttpConfig, metrics: Metri
                 raise Unavailable(f"model {model.name!r} is not ready")
             body = await read_body(request, config.max_body_bytes)
             content_type = request.headers.get("content-type")
+            if content_type is not None and multipart.is_multipart(content_type):
+                # `curl -F data=@x.jpg`: the input field is decoded as if it were the body.
+                part = multipart.input_part(multipart.parse_form(content_type, body))
+                body, content_type = part.data, part.content_type
             fmt = codecs.body_format(content_type, body, model.input_spec)
             inline = fmt is codecs.BodyFormat.RAW or (
                 fmt is not codecs.BodyFormat.IMAGE and len(body) <= config.inline_decode_bytes
