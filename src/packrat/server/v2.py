@@ -8,9 +8,7 @@ requests, each submitted to the model on its own so they batch with other client
 requests, and their outputs are stacked back into `[n, ...]` tensors.
 
 Models take one input, named "input0" in metadata (requests may name it anything); outputs
-are named as `codecs.stack_outputs` says ("output0" for a single tensor). Triton's model
-configuration extension (`/config`) is in `packrat.server.v2_config`, which also learns the
-outputs the metadata lists.
+are named as `codecs.stack_outputs` says ("output0" for a single tensor).
 """
 
 from __future__ import annotations
