@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -45,7 +45,7 @@ class PerfAnalyzer:
     """The installed binary and the environment it runs in."""
 
     binary: Path
-    env: dict[str, str]
+    env: dict[str, str] = field(repr=False)  # the whole environment: not for logs
 
     def run(self, *args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
         """`perf_analyzer ARGS`; its exit code, stdout and stderr (never raises on failure)."""
