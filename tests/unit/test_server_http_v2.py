@@ -270,3 +270,73 @@ def test_bfloat16_binary_output(repo: FakeRepository) -> None:
     assert json.loads(response.content[:length])["outputs"][0]["datatype"] == "BF16"
     raw = bytearray(response.content[length:])
     assert torch.frombuffer(raw, dtype=torch.bfloat16).tolist() == [3.0, 4.0]
+
+
+class ConfiguredModel(FakeModel):
+    """A FakeModel that describes its batching and backend as the runtime does."""
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "backend": {"backend": "openvino", "precision": "bf16"},
+            "batching": {"max_batch_size": 4, "max_batch_delay_ms": 2.5},
+        }
+
+
+def test_model_configuration(client: TestClient, repo: FakeRepository) -> None:
+    """Triton's model configuration: batch dimension out of dims, the plan's instances."""
+    assert "model_configuration" in client.get("/v2").json()["extensions"]
+    repo.add(ConfiguredModel("configured", "1", InputSpec((2, 5), "float32")))
+    config = client.get("/v2/models/configured/config").json()
+    assert config["name"] == "configured" and config["backend"] == "openvino"
+    assert config["max_batch_size"] == 4
+    assert config["input"] == [
+        {
+            "name": "input0",
+            "data_type": "TYPE_FP32",
+            "format": "FORMAT_NONE",
+            "dims": [2, 5],
+            "is_shape_tensor": False,
+            "allow_ragged_batch": False,
+            "optional": False,
+        }
+    ]
+    assert [(o["name"], o["data_type"], o["dims"]) for o in config["output"]] == [
+        ("output0", "TYPE_FP32", [2, 5])
+    ]
+    assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 2500
+    group = config["instance_group"]
+    assert [(g["kind"], g["count"]) for g in group] == [("KIND_CPU", 2)]
+    parameters = config["parameters"]
+    assert parameters["packrat_plan"] == {"string_value": "2x2 for batch 8"}
+    assert "plan decides" in parameters["packrat_instance_group"]["string_value"]
+    bert = client.get("/v2/models/bert/versions/1/config").json()
+    assert bert["input"][0]["data_type"] == "TYPE_INT64" and bert["input"][0]["dims"] == [4]
+    assert bert["output"][0]["data_type"] == "TYPE_INT64" and bert["max_batch_size"] == 8
+    assert_error(client.get("/v2/models/nope/config"), 404, "nope")
+    assert_error(client.get("/v2/models/double/versions/7/config"), 404, "7")
+
+
+def test_outputs_are_learned_once_from_an_example_request(
+    client: TestClient, repo: FakeRepository
+) -> None:
+    """Metadata and configuration name the outputs the model returns; one probe serves both,
+    and a model that cannot answer yet (not ready, no input spec) gets the placeholder."""
+    model = repo.get("double", "2")
+    model.ready = False
+    versioned = "/v2/models/double/versions/2"
+    assert client.get(versioned).json()["outputs"] == [
+        {"name": "output0", "datatype": "FP32", "shape": [-1, -1]}
+    ]
+    assert client.get(versioned + "/config").json()["output"][0]["dims"] == [-1]
+    assert model.requests == []
+    model.ready = True
+    for _ in range(3):
+        assert client.get(versioned).json()["outputs"] == [
+            {"name": "output0", "datatype": "FP32", "shape": [-1, 3]}
+        ]
+        assert client.get(versioned + "/config").json()["output"][0]["dims"] == [3]
+    assert len(model.requests) == 1
+    spec_less = client.get("/v2/models/anything/config").json()
+    assert spec_less["input"] == [] and spec_less["output"][0]["dims"] == [-1]
+    assert repo.get("anything").requests == []

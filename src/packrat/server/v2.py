@@ -28,6 +28,8 @@ from packrat.server.http_body import read_body
 from packrat.server.http_config import HttpConfig
 from packrat.server.metrics import Metrics
 from packrat.server.responses import ERROR_RESPONSES, JSONBody, json_bytes
+from packrat.server.v2_config import EXTENSION as CONFIG_EXTENSION
+from packrat.server.v2_config import OutputProbe, create_config_router
 
 if TYPE_CHECKING:
     import torch
@@ -100,10 +102,11 @@ class _Batch:
 def create_v2_router(repo: ModelRepository, config: HttpConfig, metrics: Metrics) -> APIRouter:
     """The v2 routes over `repo`, recording inference requests in `metrics`."""
     router = APIRouter(prefix="/v2", tags=["v2"], responses=ERROR_RESPONSES)
+    probe = OutputProbe()  # what each model returns, for metadata and configuration
 
     @router.get("", summary="Server metadata")
     async def server_metadata() -> dict[str, Any]:
-        return oip.server_metadata(["binary_tensor_data"])
+        return oip.server_metadata(["binary_tensor_data", CONFIG_EXTENSION])
 
     @router.get("/health/live", summary="Liveness: 200 while the server runs")
     async def live() -> dict[str, bool]:
@@ -122,11 +125,17 @@ def create_v2_router(repo: ModelRepository, config: HttpConfig, metrics: Metrics
 
     @router.get("/models/{model_name}", summary="Model metadata")
     async def model_metadata(model_name: str) -> dict[str, Any]:
-        return model_metadata_of(repo, repo.get(model_name))
+        return await with_outputs(repo.get(model_name))
 
     @router.get("/models/{model_name}/versions/{version}", summary="Model version metadata")
     async def version_metadata(model_name: str, version: str) -> dict[str, Any]:
-        return model_metadata_of(repo, repo.get(model_name, version))
+        return await with_outputs(repo.get(model_name, version))
+
+    async def with_outputs(model: ServedModel) -> dict[str, Any]:
+        # The outputs the model returns, named as the configuration names them.
+        metadata = model_metadata_of(repo, model)
+        metadata["outputs"] = [output.metadata() for output in await probe.outputs(model)]
+        return metadata
 
     @router.get("/models/{model_name}/ready", summary="Model readiness: 200, or 503")
     async def model_ready(model_name: str) -> dict[str, Any]:
@@ -160,6 +169,7 @@ def create_v2_router(repo: ModelRepository, config: HttpConfig, metrics: Metrics
     async def infer_version(request: Request, model_name: str, version: str) -> Response:
         return await run(request, repo.get(model_name, version))
 
+    router.include_router(create_config_router(repo, probe))
     return router
 
 
