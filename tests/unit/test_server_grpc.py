@@ -367,7 +367,7 @@ def test_triton_only_rpcs_are_unimplemented_with_a_hint(client: Client) -> None:
     error = client.error("ModelConfig", pb.ModelMetadataRequest(name="double"))
     assert error.code() == Code.UNIMPLEMENTED
     assert "ModelConfig is not served" in str(error.details())
-    assert "GET /models/{name}" in str(error.details())
+    assert "GET /v2/models/{name}/config" in str(error.details())
     stream = client.channel.stream_stream(f"/{SERVICE}/ModelStreamInfer")
     with pytest.raises(grpc.RpcError) as streamed:
         list(stream(iter([b""]), metadata=client.metadata, timeout=10))

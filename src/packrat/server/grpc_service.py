@@ -41,7 +41,7 @@ OPEN_RPCS = frozenset({"ServerLive", "ServerReady"})
 #: What to use instead of Triton's RPCs that Packrat does not serve.
 INSTEAD = {
     "ModelStreamInfer": "call ModelInfer (tritonclient: infer or async_infer)",
-    "ModelConfig": "the management API describes a model: GET /models/{name}",
+    "ModelConfig": "the HTTP inference port serves it: GET /v2/models/{name}/config",
     "ModelStatistics": "Prometheus metrics are served on the metrics port: GET /metrics",
     "RepositoryIndex": "the management API lists models: GET /models",
     "RepositoryModelLoad": "the management API registers models: POST /models?url=...",
