@@ -29,7 +29,14 @@ from packrat.ray import build_app  # noqa: E402
 
 MODEL = "tiny-resnet"
 SHAPE = (3, 32, 32)
-ARGS = {"model": MODEL, "num_replicas": "2", "max_batch_size": "4", "backend": "torch"}
+# A pinned plan: each replica starts without profiling (planning is tested on its own).
+ARGS = {
+    "model": MODEL,
+    "num_replicas": "2",
+    "max_batch_size": "4",
+    "backend": "torch",
+    "plan": "<1,1,4>",
+}
 
 
 def free_port() -> int:
