@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
@@ -73,8 +74,8 @@ def input_spec(shape: str | None, dtype: str) -> InputSpec | None:
 ModelArg = Annotated[
     str,
     typer.Argument(
-        help="A zoo name (see `packrat zoo`), a TorchScript .pt, a torch.export .pt2 "
-        "or a handler .py file."
+        help="A zoo name (see `packrat zoo`), a TorchScript .pt, a torch.export .pt2, an "
+        ".onnx or OpenVINO .xml file, a handler .py file or a TorchServe .mar archive."
     ),
 ]
 CoresOpt = Annotated[
@@ -91,6 +92,15 @@ ShapeOpt = Annotated[
     ),
 ]
 DtypeOpt = Annotated[str, typer.Option("--input-dtype", help="Per-request input dtype.")]
+SampleOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--sample-request",
+        help="A request body to profile a TorchServe archive with, e.g. an image "
+        "[default: the archive's sample*/example* extra file, or its only image].",
+        show_default=False,
+    ),
+]
 MallocOpt = Annotated[
     bool,
     typer.Option(

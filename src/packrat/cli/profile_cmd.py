@@ -13,6 +13,7 @@ from packrat.cli.app import (
     DtypeOpt,
     MallocOpt,
     ModelArg,
+    SampleOpt,
     ShapeOpt,
     app,
     err,
@@ -61,6 +62,7 @@ def profile(
     ] = 30.0,
     input_shape: ShapeOpt = None,
     input_dtype: DtypeOpt = "float32",
+    sample_request: SampleOpt = None,
     keep_freed_memory: MallocOpt = True,
     every_cell: Annotated[
         bool,
@@ -118,7 +120,7 @@ def profile(
         from packrat.progress import progress_bar
         from packrat.topology import check_cores, usable_topology
 
-        source = resolve_model(model, input_spec(input_shape, input_dtype))
+        source = resolve_model(model, input_spec(input_shape, input_dtype), sample_request)
         usable = usable_topology()
         if usable.note:
             err.print(f"packrat: {usable.note}", highlight=False)

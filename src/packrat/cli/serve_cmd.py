@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from packrat.cli.app import app, err, guard, out
+from packrat.cli.app import SampleOpt, app, err, guard, out
 from packrat.controller.estimator import EstimatorConfig
 
 DEFAULT_MODEL = "resnet50"
@@ -147,6 +147,7 @@ def serve(
         Path | None,
         typer.Option("--profile", "-p", help="Profile to plan with (one model only)."),
     ] = None,
+    sample_request: SampleOpt = None,
     plan: Annotated[
         str | None,
         typer.Option("--plan", help="Run this plan instead of the optimal one, e.g. '<2,1,8>'."),
@@ -264,6 +265,7 @@ def serve(
             model_store=model_store,
             keep_freed_memory=keep_freed_memory,
             profile=profile_path,
+            sample_request=sample_request,
             plan=plan,
             fat=fat or None,
             policy=policy,

@@ -89,9 +89,15 @@ class Handler(ABC):
 
 
 class ModelSource(ABC):
-    """Where a model comes from. Picklable; imports torch only in `load`."""
+    """Where a model comes from. Picklable; imports torch only in `load`.
+
+    takes_raw_requests: whether the model's handler takes requests as the client sent them
+    (a TorchServe archive's handler: `packrat.models.torchserve_request`) rather than tensors
+    the server decoded from the body (every other format).
+    """
 
     name: str
+    takes_raw_requests: bool = False
 
     @abstractmethod
     def identity(self) -> ModelIdentity:

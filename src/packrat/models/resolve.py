@@ -2,8 +2,9 @@
 
 A zoo name wins over a file of the same name (write `./resnet50` for the file). Files are
 recognized by suffix: .pt/.ts/.torchscript (TorchScript), .pt2 (torch.export), .py (handler
-file), .onnx (ONNX Runtime) and .xml (OpenVINO IR, its .bin beside it). A directory stands
-for the one model file in it (KServe's /mnt/models). URLs are refused:
+file), .onnx (ONNX Runtime), .xml (OpenVINO IR, its .bin beside it) and .mar (a TorchServe
+archive, served by its own handler). A directory holding MAR-INF/ is an unpacked archive; any
+other directory stands for the one model file in it (KServe's /mnt/models). URLs are refused:
 Packrat never fetches a model, because a model file is code that runs with the server's
 permissions; download it, check it, and pass the local path.
 """
@@ -21,6 +22,8 @@ from packrat.models.handler_file import HandlerFileSource
 from packrat.models.inputs import InputSpec
 from packrat.models.runtime_source import OnnxFileSource, OpenVinoFileSource
 from packrat.models.torchscript import TorchScriptSource
+from packrat.models.torchserve_archive import ARCHIVE_SUFFIXES, is_archive_dir
+from packrat.models.torchserve_source import ArchiveSource
 from packrat.models.zoo import ZOO, ZooSource
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".torchscript")
@@ -29,19 +32,28 @@ HANDLER_SUFFIXES = (".py",)
 ONNX_SUFFIXES = (".onnx",)
 OPENVINO_SUFFIXES = (".xml",)
 MODEL_SUFFIXES = (
-    TORCHSCRIPT_SUFFIXES + PROGRAM_SUFFIXES + HANDLER_SUFFIXES + ONNX_SUFFIXES + OPENVINO_SUFFIXES
+    TORCHSCRIPT_SUFFIXES
+    + PROGRAM_SUFFIXES
+    + HANDLER_SUFFIXES
+    + ONNX_SUFFIXES
+    + OPENVINO_SUFFIXES
+    + ARCHIVE_SUFFIXES
 )
 
 # scheme://... as in RFC 3986 (http, https, s3, gs, hf, file, ...).
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-def resolve_model(spec: str, input_spec: InputSpec | None = None) -> ModelSource:
+def resolve_model(
+    spec: str, input_spec: InputSpec | None = None, sample_request: Path | None = None
+) -> ModelSource:
     """The source for a zoo name or a local model file.
 
     input_spec: the per-request input for a TorchScript, .pt2, .onnx or .xml file (overriding
-        any stored or declared in it); ModelError if given for a zoo model or handler file,
-        which define their own.
+        any stored or declared in it); ModelError if given for a zoo model, handler file or
+        archive, which define their own.
+    sample_request: a request body to profile a TorchServe archive with (default: the one the
+        archive carries); ModelError if given for any other model.
     Raises ModelError for URLs, paths that do not exist, directories and unknown suffixes.
     """
     if _URL.match(spec):
@@ -49,6 +61,16 @@ def resolve_model(spec: str, input_spec: InputSpec | None = None) -> ModelSource
             f"refusing to load model from URL '{spec}': Packrat loads local files only; "
             "download it and pass the path"
         )
+    source = _resolve(spec, input_spec, sample_request)
+    if sample_request is not None and not isinstance(source, ArchiveSource):
+        raise ModelError(
+            f"--sample-request is for TorchServe archives; '{spec}' is not one (its example "
+            "inputs are known)"
+        )
+    return source
+
+
+def _resolve(spec: str, input_spec: InputSpec | None, sample_request: Path | None) -> ModelSource:
     if spec in ZOO:
         if input_spec is not None:
             raise ModelError(f"zoo model '{spec}' has a fixed input; drop --input-shape")
@@ -60,10 +82,15 @@ def resolve_model(spec: str, input_spec: InputSpec | None = None) -> ModelSource
             f"model '{spec}' is neither a zoo model ({examples}, ...) nor an existing file"
         )
     if path.is_dir():
-        path = _the_model_in(path)
+        if not is_archive_dir(path):
+            path = _the_model_in(path)
     elif not path.is_file():
         raise ModelError(f"model '{spec}' is not a file")
     suffix = path.suffix.lower()
+    if path.is_dir() or suffix in ARCHIVE_SUFFIXES:
+        if input_spec is not None:
+            raise ModelError(f"TorchServe archive '{spec}' takes raw requests; drop --input-shape")
+        return ArchiveSource(path, sample_request)
     if suffix in TORCHSCRIPT_SUFFIXES:
         return TorchScriptSource(path, input_spec)
     if suffix in PROGRAM_SUFFIXES:

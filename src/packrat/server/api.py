@@ -103,6 +103,11 @@ class ServedModel(Protocol):
         """Per-request input (shape without the batch dimension, dtype); None if unknown."""
 
     @property
+    def takes_raw_requests(self) -> bool:
+        """Whether requests reach the model as the client sent them (`TorchServeRequest`,
+        answered with a `TorchServeReply`): a TorchServe archive's handler."""
+
+    @property
     def ready(self) -> bool:
         """Taking requests."""
 

@@ -127,6 +127,7 @@ class _Service:
         with self._metrics.time_request(model.name):
             if not model.ready:
                 raise Unavailable(f"model {model.name!r} is not ready")
+            oip.check_tensor_model(model)
             args = (request, model.input_spec, self._config.max_infer_rows)
             # Raw bytes are wrapped, not parsed; many typed values take a while to check.
             if request.raw_input_contents or request.ByteSize() <= self._config.inline_decode_bytes:

@@ -1,7 +1,9 @@
 """The inference app: TorchServe's inference API, the Open Inference Protocol, and metrics.
 
 TorchServe routes: `GET /ping`, `POST|PUT /predictions/{model}[/{version}]` with one request
-in the body (see `packrat.server.codecs` for the formats) and the model's output as JSON; the
+in the body (see `packrat.server.codecs` for the formats) and the model's output as JSON, or
+for a TorchServe archive the request as its handler reads it and its answer as TorchServe
+writes it (`packrat.server.ts_requests`); the
 response's `Server-Timing: compute;dur=MS` header says how long the model computed on the
 sub-batch that held the request (its handler's time in the worker).
 The v2 routes are in `packrat.server.v2`; `GET /metrics` in `packrat.server.metrics`.
@@ -17,7 +19,7 @@ from starlette.responses import Response
 
 from packrat import __version__
 from packrat.models.inputs import InputSpec
-from packrat.server import codecs, multipart
+from packrat.server import codecs, multipart, ts_requests
 from packrat.server.api import ModelRepository, NotAcceptable, ServedModel, Unavailable
 from packrat.server.http_admission import AdmissionLimit
 from packrat.server.http_auth import TokenAuth
@@ -79,6 +81,11 @@ def _torchserve_router(repo: ModelRepository, config: HttpConfig, metrics: Metri
             if not model.ready:
                 raise Unavailable(f"model {model.name!r} is not ready")
             body = await read_body(request, config.max_body_bytes)
+            if model.takes_raw_requests:  # a TorchServe archive: its handler reads the request
+                reply, compute_s = await model.infer_timed(ts_requests.from_http(request, body))
+                response = ts_requests.to_response(reply)
+                response.headers["Server-Timing"] = f"compute;dur={compute_s * 1000.0:.3f}"
+                return response
             content_type = request.headers.get("content-type")
             if content_type is not None and multipart.is_multipart(content_type):
                 # `curl -F data=@x.jpg`: the input field is decoded as if it were the body.

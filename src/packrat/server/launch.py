@@ -37,6 +37,7 @@ A TOML file (`packrat serve --config FILE`) looks like:
     estimator = { alpha = 0.25, window = 16 }  # optional; the [server] estimator otherwise
     backend = "openvino"      # optional; the [server] backend (and precision) otherwise
     batch_timeout_s = 60      # optional; the [server] batch_timeout_s otherwise
+    sample_request = "kitten.jpg"  # optional; a TorchServe archive's profiling request
 
 Command-line options given explicitly override the file's [server] values; models named on the
 command line are served in addition to the file's. A TorchServe config.properties
@@ -223,8 +224,9 @@ def _model(entry: Any, path: Path, index: int, inherited: dict[str, Any]) -> Mod
     try:
         if "plan" in values:
             values["plan"] = parse_plan(str(values["plan"]))
-        if "profile" in values:
-            values["profile"] = (path.parent / str(values["profile"])).resolve()
+        for key in ("profile", "sample_request"):  # relative to the file
+            if key in values:
+                values[key] = (path.parent / str(values[key])).resolve()
         if "cores" in values:
             values["cores"] = tuple(int(c) for c in values["cores"])
         if "estimator" in values:
@@ -256,10 +258,15 @@ def with_cli(base: LaunchConfig, models: list[str], **overrides: Any) -> LaunchC
     plan_text = overrides.get("plan")
     per_model: dict[str, Any] = _model_defaults(config) | {
         "profile": overrides.get("profile"),
+        "sample_request": overrides.get("sample_request"),
         "fat": bool(overrides.get("fat")),
     }
-    if per_model["profile"] is not None and len(models) + len(config.models) != 1:
-        raise PackratError("--profile applies to one model; use [[models]] in --config for more")
+    for key in ("profile", "sample_request"):
+        if per_model[key] is not None and len(models) + len(config.models) != 1:
+            option = "--" + key.replace("_", "-")
+            raise PackratError(
+                f"{option} applies to one model; use [[models]] in --config for more"
+            )
     try:
         if plan_text is not None:
             per_model["plan"] = parse_plan(plan_text)

@@ -82,6 +82,16 @@ def _input_metadata(spec: InputSpec) -> dict[str, Any]:
     return {"name": INPUT_NAME, "datatype": datatype, "shape": [-1, *spec.shape]}
 
 
+def check_tensor_model(model: ServedModel) -> None:
+    """BadRequest if `model` takes raw TorchServe requests, which carry no tensors."""
+    if model.takes_raw_requests:
+        raise BadRequest(
+            f"model {model.name!r} is a TorchServe archive served by its own handler: send its "
+            f"requests as TorchServe clients do (POST /predictions/{model.name}); the Open "
+            "Inference Protocol carries tensors"
+        )
+
+
 def check_batch_size(shape: Sequence[int], max_rows: int) -> None:
     """BadRequest if an input of `shape` holds more than `max_rows` requests."""
     if shape and shape[0] > max_rows:

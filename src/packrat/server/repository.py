@@ -50,6 +50,8 @@ from packrat.controller.policy import PolicyConfig, PolicyKind
 from packrat.errors import ModelError, PackratError, ProfileError, WorkerError
 from packrat.models.base import ModelIdentity, ModelSource
 from packrat.models.resolve import resolve_model
+from packrat.models.torchserve_archive import is_archive_dir
+from packrat.models.torchserve_source import ArchiveSource
 from packrat.models.zoo import ZOO
 from packrat.optimizer.table import LatencyTable
 from packrat.pool.config import EngineConfig
@@ -67,6 +69,7 @@ from packrat.server.api import (
     ServerError,
     Unavailable,
 )
+from packrat.server.archive_settings import with_archive_settings
 from packrat.server.runtime import ModelRuntime
 from packrat.stats import SamplingPolicy
 from packrat.topology import (
@@ -116,6 +119,11 @@ class ModelConfig:
     batch_timeout_s: seconds a worker may take on one batch before it is replaced (its
         requests get 503); None: the server's (`EngineConfig.batch_timeout_s`). TorchServe's
         responseTimeout.
+    sample_request: a request body file to profile a TorchServe archive with (default: the
+        one the archive carries; see `packrat.models.torchserve_source`).
+
+    A TorchServe archive's model-config.yaml sets batch_size, max_batch_delay_ms and
+    batch_timeout_s over these, as in TorchServe (`packrat.server.archive_settings`).
     """
 
     spec: str
@@ -134,6 +142,7 @@ class ModelConfig:
     backend: str = dataclasses.field(default_factory=default_backend)
     precision: str = "auto"
     batch_timeout_s: float | None = None
+    sample_request: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.spec:
@@ -387,7 +396,9 @@ class Repository:
     ) -> ModelRuntime:
         if self._closed:
             raise Unavailable("the model repository is closed")
-        source = self._resolve(config.spec, files_anywhere=files_anywhere)
+        source = self._resolve(config, files_anywhere=files_anywhere)
+        if isinstance(source, ArchiveSource):
+            config = await asyncio.to_thread(with_archive_settings, config, source)
         name = config.name or _default_name(config.spec)
         if not _NAME.match(name):
             raise BadRequest(f"model name {name!r} is not valid; give one with letters and digits")
@@ -413,11 +424,12 @@ class Repository:
         _call(self._on_start, runtime)
         return runtime
 
-    def _resolve(self, spec: str, *, files_anywhere: bool) -> ModelSource:
-        """The source for `spec`, with model files confined to the model store."""
+    def _resolve(self, config: ModelConfig, *, files_anywhere: bool) -> ModelSource:
+        """The source for `config.spec`, with model files confined to the model store."""
+        spec, sample = config.spec, config.sample_request
         try:
             if spec in ZOO or "://" in spec:  # resolve_model refuses URLs with its own message
-                return resolve_model(spec)
+                return resolve_model(spec, sample_request=sample)
             store = self._model_store
             if store is None:
                 if not files_anywhere:
@@ -425,14 +437,14 @@ class Repository:
                         f"model '{spec}' is not a zoo model, and no model store is configured "
                         "to load files from"
                     )
-                return resolve_model(spec)
+                return resolve_model(spec, sample_request=sample)
             root = store.expanduser().resolve()
             path = (root / Path(spec).expanduser()).resolve()
             if not path.is_relative_to(root):
                 raise BadRequest(f"model file '{spec}' is outside the model store")
-            if not path.is_file():  # say so without showing the server's paths
+            if not (path.is_file() or is_archive_dir(path)):  # without the server's paths
                 raise BadRequest(f"model '{spec}' is neither a zoo model nor a file in the store")
-            return resolve_model(str(path))
+            return resolve_model(str(path), sample_request=sample)
         except ModelError as exc:
             raise BadRequest(str(exc)) from exc
 
@@ -614,7 +626,7 @@ def _parse_plan(text: str, runtime: ModelRuntime) -> Plan:
 
 
 def _default_name(spec: str) -> str:
-    return spec if spec in ZOO else Path(spec).stem
+    return spec if spec in ZOO else Path(spec.rstrip("/")).stem
 
 
 if TYPE_CHECKING:

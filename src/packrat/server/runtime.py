@@ -218,6 +218,11 @@ class ModelRuntime:
         return self._input_spec
 
     @property
+    def takes_raw_requests(self) -> bool:
+        """Whether requests reach the handler as the client sent them (a TorchServe archive)."""
+        return self._source.takes_raw_requests
+
+    @property
     def ready(self) -> bool:
         """Started, not stopping, and taking requests: every instance alive, or a lost one
         being replaced (`degraded`; requests wait for it)."""
@@ -274,6 +279,7 @@ class ModelRuntime:
                 "content_hash": None if self._identity is None else self._identity.content_hash,
             },
             "input_spec": None if self._input_spec is None else self._input_spec.to_json(),
+            "requests": "torchserve" if self.takes_raw_requests else "tensor",
             "backend": self._backend,
             "plan": {
                 "describe": plan.describe(),
@@ -321,7 +327,7 @@ class ModelRuntime:
         try:
             self._identity = await asyncio.to_thread(self._source.identity)
             await asyncio.to_thread(self._engine.start)
-            if self._input_spec is None:
+            if self._input_spec is None and not self.takes_raw_requests:
                 examples = await asyncio.to_thread(self._engine.example_requests, 1)
                 self._input_spec = _inferred_input_spec(examples[0]) if examples else None
             await self._batcher.start()

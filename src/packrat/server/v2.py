@@ -149,6 +149,7 @@ def create_v2_router(repo: ModelRepository, config: HttpConfig, metrics: Metrics
         with metrics.time_request(model.name, model.version):
             if not model.ready:
                 raise Unavailable(f"model {model.name!r} is not ready")
+            oip.check_tensor_model(model)
             body = await read_body(request, config.max_body_bytes)
             header_length = _header_length(request.headers.get(HEADER_LENGTH), len(body))
             args = (body, header_length, model.input_spec, config.max_infer_rows)

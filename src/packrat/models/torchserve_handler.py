@@ -1,0 +1,210 @@
+"""A TorchServe handler, run unchanged inside a Packrat worker.
+
+TorchServe's own loader (`ts.model_loader.TsModelLoader`, from the optional `torchserve`
+package: `pip install 'packrat[torchserve]'`) imports the archive's handler exactly as
+TorchServe's worker does: a handler file `module.py[:entry]` from the archive's folder, or a
+built-in handler name (`image_classifier`, `text_classifier`, ...) from `ts.torch_handler`.
+It builds the `ts.context.Context` the handler reads (model_dir, manifest, system_properties,
+model_yaml_config) and calls the handler's `initialize(context)`. Then, for each sub-batch of
+the plan, the worker calls the handler's `handle(data, context)` with the requests' inputs and
+their headers set on the context, as TorchServe's `Service.predict` does, and turns each
+answer into TorchServe's bytes (`TorchServeReply`).
+
+What differs from TorchServe: Packrat sets the worker's threads and CPU affinity, and the
+context's metrics record nothing (handlers may call any of TorchServe's metric methods; they
+are accepted and dropped: Packrat's own metrics time every batch). TorchServe's vision
+handlers import torchvision, which must be importable beside torch wherever they run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from packrat.errors import ModelError
+from packrat.models.base import Handler
+from packrat.models.torchserve_archive import ArchiveManifest
+from packrat.models.torchserve_request import JSON_TYPE, TorchServeReply, TorchServeRequest
+
+if TYPE_CHECKING:
+    from packrat.models.torchserve_source import SampleRequest
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'packrat[torchserve]'"
+
+
+class TorchServeHandler(Handler):
+    """The archive in `model_dir` behind Packrat's handler interface.
+
+    `preprocess` passes the requests through; `inference` runs the TorchServe handler's whole
+    `handle` (its own preprocess, model and postprocess: what a request costs, so what the
+    profiler times); `postprocess` writes each answer as TorchServe would.
+    """
+
+    def __init__(
+        self, model_dir: Path, manifest: ArchiveManifest, sample: SampleRequest | None
+    ) -> None:
+        self._model_dir = model_dir
+        self._manifest = manifest
+        self._sample = sample
+        self._service: Any = None
+
+    def initialize(self) -> None:
+        """Import and initialize the archive's handler with TorchServe's loader, from the
+        archive's folder (its working directory and first import path, as in TorchServe)."""
+        try:
+            with _quiet_import():
+                from ts.model_loader import TsModelLoader
+                from ts.torch_handler import base_handler  # noqa: F401 - imported quietly
+        except ImportError as error:
+            raise ModelError(
+                f"serving a TorchServe archive needs TorchServe's handler package ({error}); "
+                f"{INSTALL_HINT}"
+            ) from error
+        os.chdir(self._model_dir)
+        if str(self._model_dir) not in sys.path:
+            sys.path.insert(0, str(self._model_dir))
+        try:
+            self._service = TsModelLoader().load(
+                self._manifest.model_name,
+                str(self._model_dir),
+                self._manifest.handler,
+                gpu_id=None,
+                batch_size=1,
+                metrics_cache=NoMetrics(),
+            )
+        except Exception as error:  # a user's handler may raise anything
+            hint = ""
+            if "torchvision" in f"{type(error).__name__}: {error}":
+                hint = (
+                    "; TorchServe's vision handlers need torchvision importable beside torch "
+                    "(on this machine's torch build it is not)"
+                )
+            raise ModelError(
+                f"the archive's handler '{self._manifest.handler}' failed to load: "
+                f"{type(error).__name__}: {error}{hint}"
+            ) from error
+
+    def preprocess(self, requests: list[TorchServeRequest]) -> list[TorchServeRequest]:
+        return requests
+
+    def inference(self, batch: list[TorchServeRequest]) -> list[Any]:
+        """The handler's `handle(data, context)` on the batch, its requests' ids and headers
+        on the context; a PredictionException becomes the status it names for every request,
+        as in TorchServe."""
+        from ts.context import RequestProcessor
+        from ts.utils.util import PredictionException
+
+        context = self._service.context
+        ids = {i: request.request_id for i, request in enumerate(batch)}
+        context.request_ids = ids
+        context.request_processor = [RequestProcessor(dict(r.headers)) for r in batch]
+        context.metrics.request_ids = ids
+        try:
+            outputs = self._service._entry_point([r.inputs for r in batch], context)
+        except PredictionException as error:
+            return [_Failure(error.error_code, error.message)] * len(batch)
+        if not isinstance(outputs, list):
+            raise ModelError(
+                f"the TorchServe handler returned a {type(outputs).__name__}, not a list of one "
+                "answer per request (TorchServe answers 503: Invalid model predict output)"
+            )
+        return outputs
+
+    def postprocess(self, outputs: list[Any]) -> list[TorchServeReply]:
+        context = self._service.context
+        return [_reply(output, context, i) for i, output in enumerate(outputs)]
+
+    def example_requests(self, batch_size: int) -> list[TorchServeRequest]:
+        """Copies of the sample request; ModelError if the archive has none and none was given."""
+        if self._sample is None:
+            raise ModelError(
+                f"TorchServe archive '{self._manifest.model_name}' has no sample request to "
+                "profile with: pass --sample-request FILE (a request body, e.g. an image), or "
+                "add one to the archive with --extra-files sample_request.jpg"
+            )
+        return self._sample.requests(batch_size)
+
+
+@contextlib.contextmanager
+def _quiet_import() -> Iterator[None]:
+    """Importing TorchServe's BaseHandler logs a warning for each optional accelerator it
+    lacks (TensorRT, IPEX, ...) and OpenVINO's torch backend warns about a deprecated torch
+    setting: noise in every worker's log that says nothing about this model."""
+    logger = logging.getLogger("ts.torch_handler.base_handler")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+class _Failure:
+    """A PredictionException's status and message, for every request of its batch."""
+
+    def __init__(self, code: int, message: str) -> None:
+        self.code = code
+        self.message = message
+
+
+def _reply(output: Any, context: Any, index: int) -> TorchServeReply:
+    """One answer as TorchServe's backend writes it (`create_predict_response`), with the
+    status, content type and headers the handler set for this request."""
+    if isinstance(output, _Failure):
+        error = {"code": output.code, "type": "PredictionException", "message": output.message}
+        text = json.dumps(error, indent=2)
+        return TorchServeReply(text.encode(), JSON_TYPE, output.code, output.message)
+    headers = dict(context.get_response_headers(index))
+    content_type = headers.pop("content-type", None) or None
+    code, phrase = context.get_response_status(index)
+    status = 200 if code is None else int(code)
+    if isinstance(output, bytes | bytearray):
+        body = bytes(output)
+    elif isinstance(output, str):
+        body = output.encode("utf-8")
+    elif type(output).__name__ == "Tensor":
+        import io
+
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(output, buffer)
+        body = buffer.getvalue()
+    else:
+        try:
+            body = json.dumps(output, indent=2).encode("utf-8")
+        except TypeError:
+            log.warning("cannot serialize the handler's output %s", type(output).__name__)
+            return TorchServeReply(b"Unsupported model output data type.", None, 503)
+        content_type = content_type or JSON_TYPE
+    return TorchServeReply(body, content_type, status, phrase or "", headers)
+
+
+class NoMetrics:
+    """TorchServe's metrics cache for handlers, recording nothing: every method a handler may
+    call (`add_time`, `add_counter`, `add_metric`, `get_metric(...).add_or_update`, ...)
+    exists and returns something callable in turn."""
+
+    request_ids: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        return _NoMetric()
+
+
+class _NoMetric:
+    def __call__(self, *args: Any, **kwargs: Any) -> _NoMetric:
+        return self
+
+    def __getattr__(self, name: str) -> _NoMetric:
+        return self

@@ -1,0 +1,173 @@
+"""TorchServe handlers run unchanged behind Packrat's handler interface, with TorchServe's own
+loader and context: inputs and headers in, answers out as TorchServe writes them."""
+
+from __future__ import annotations
+
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from packrat.errors import ModelError
+from packrat.models.resolve import resolve_model
+from packrat.models.torchserve_archive import read_manifest
+from packrat.models.torchserve_request import TorchServeReply, TorchServeRequest, build_request
+from packrat.models.torchserve_source import ArchiveSource, find_sample
+
+pytest.importorskip("ts", reason="TorchServe's handler package (packrat[torchserve])")
+
+# A function entry point, as TorchServe allows (`handler: module.py:handle`), exercising what
+# handlers do with the context: headers, statuses, content types and metrics.
+HANDLER = """
+import torch
+from ts.utils.util import PredictionException
+
+def handle(data, context):
+    if data is None:  # TorchServe's initialize call
+        context.metrics.add_counter("Loaded", 1)
+        return None
+    context.metrics.add_time("Seen", 1.0, None, "ms")
+    context.metrics.get_metric("Custom", "counter").add_or_update(1, [])
+    answers = []
+    for i, row in enumerate(data):
+        value = row.get("data") or row.get("body")
+        kind = bytes(row.get("kind", b"json")).decode()
+        if value == "fail":
+            raise PredictionException("told to fail", 418)
+        if kind == "text":
+            answers.append("text:" + value)
+        elif kind == "bytes":
+            context.set_response_content_type(i, "application/x-raw")
+            answers.append(bytes(value))
+        elif kind == "tensor":
+            answers.append(torch.arange(3))
+        elif kind == "status":
+            context.set_response_status(201, "Made", idx=i)
+            context.set_response_header(i, "x-made", "yes")
+            answers.append({"made": True})
+        elif kind == "object":
+            answers.append(object())
+        elif kind == "notalist":
+            return "oops"
+        else:
+            answers.append({"size": len(value), "trace": context.get_request_header(i, "x-trace")})
+    return answers
+"""
+
+
+def _archive(folder: Path, module: str, *, sample: bool = False) -> Path:
+    manifest = {"model": {"modelName": "fn", "handler": f"{module}.py:handle",
+                          "modelVersion": "1.0"}, "runtime": "python"}  # fmt: skip
+    (folder / "MAR-INF").mkdir(parents=True)
+    (folder / "MAR-INF" / "MANIFEST.json").write_text(json.dumps(manifest))
+    (folder / f"{module}.py").write_text(HANDLER)
+    if sample:
+        (folder / "sample_request.txt").write_text("hello")
+    return folder
+
+
+@pytest.fixture
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Loading changes the process's directory and import path, as a TorchServe worker's."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+
+def _request(value: bytes, kind: str, content_type: str = "text/plain") -> TorchServeRequest:
+    return build_request(
+        [("kind", kind.encode(), ""), ("body", value, content_type)], {"X-Trace": "t1"}, "r"
+    )
+
+
+def test_answers_are_written_as_torchserve_writes_them(tmp_path: Path, isolated: None) -> None:
+    handler = ArchiveSource(_archive(tmp_path / "a", "fn_answers")).load()
+    handler.initialize()
+    requests = [
+        _request(b"abc", "json"),
+        _request(b"abc", "text"),
+        _request(b"\x00\x01", "bytes", "application/octet-stream"),
+        _request(b"x", "status"),
+        _request(b"x", "tensor"),
+    ]
+    replies = handler.handle(requests)
+    assert all(isinstance(reply, TorchServeReply) for reply in replies)
+    json_reply, text, raw, made, tensor = replies
+    assert json_reply.body == json.dumps({"size": 3, "trace": "t1"}, indent=2).encode()
+    assert (json_reply.status, json_reply.content_type) == (200, "application/json")
+    assert (text.body, text.content_type) == (b"text:abc", None)
+    assert (raw.body, raw.content_type) == (b"\x00\x01", "application/x-raw")
+    assert (made.status, made.phrase, made.headers) == (201, "Made", {"x-made": "yes"})
+    assert tensor.body.startswith(b"PK")  # torch.save's zip format
+
+
+def test_handler_failures_are_answered_or_refused(tmp_path: Path, isolated: None) -> None:
+    handler = ArchiveSource(_archive(tmp_path / "a", "fn_failures")).load()
+    handler.initialize()
+    failed = handler.handle([_request(b"fail", "text"), _request(b"ok", "text")])
+    assert [reply.status for reply in failed] == [418, 418]  # the whole batch, as TorchServe
+    assert json.loads(failed[0].body)["message"] == "told to fail"
+    (unwritable,) = handler.handle([_request(b"x", "object")])
+    assert (unwritable.status, unwritable.body) == (503, b"Unsupported model output data type.")
+    with pytest.raises(ModelError, match="not a list"):
+        handler.handle([_request(b"x", "notalist")])
+
+
+def test_profiling_uses_the_sample_request_or_says_how_to_give_one(
+    tmp_path: Path, isolated: None
+) -> None:
+    bare = ArchiveSource(_archive(tmp_path / "bare", "fn_bare")).load()
+    with pytest.raises(ModelError, match="--sample-request"):
+        bare.example_requests(2)
+    folder = _archive(tmp_path / "sampled", "fn_sampled", sample=True)
+    handler = ArchiveSource(folder).load()
+    handler.initialize()
+    requests = handler.example_requests(3)
+    assert [r.inputs for r in requests] == [{"body": "hello"}] * 3  # text/plain from .txt
+    assert len(handler.handle(requests)) == 3
+    given = tmp_path / "given.json"
+    given.write_text('{"data": [1]}')
+    explicit = ArchiveSource(folder, sample_request=given).load()
+    assert explicit.example_requests(1)[0].inputs == {"body": {"data": [1]}}
+
+
+def test_a_missing_handler_package_or_module_is_a_model_error(
+    tmp_path: Path, isolated: None
+) -> None:
+    folder = _archive(tmp_path / "a", "fn_present")
+    (folder / "fn_present.py").unlink()
+    with pytest.raises(ModelError, match="failed to load"):
+        ArchiveSource(folder).load().initialize()
+
+
+def test_the_sample_is_an_extra_file_named_so_or_the_only_image(tmp_path: Path) -> None:
+    folder = _archive(tmp_path / "a", "fn_sample")
+    read = read_manifest(folder)
+    assert find_sample(folder, read) is None
+    (folder / "kitten.jpg").write_bytes(b"\xff\xd8\xff")
+    assert find_sample(folder, read) == folder / "kitten.jpg"
+    (folder / "dog.png").write_bytes(b"png")
+    assert find_sample(folder, read) is None  # two images: which one is ambiguous
+    (folder / "example.json").write_text("{}")
+    assert find_sample(folder, read) == folder / "example.json"
+
+
+def test_archives_resolve_by_suffix_or_layout_and_hash_their_sample(tmp_path: Path) -> None:
+    folder = _archive(tmp_path / "unpacked", "fn_resolve")
+    mar = tmp_path / "store" / "packed.mar"
+    mar.parent.mkdir()
+    with zipfile.ZipFile(mar, "w") as zipped:
+        for path in folder.rglob("*"):
+            if path.is_file():
+                zipped.write(path, path.relative_to(folder).as_posix())
+    for spec in (folder, mar, mar.parent):  # a folder holding one .mar: KServe's layout
+        source = resolve_model(str(spec))
+        assert isinstance(source, ArchiveSource) and source.name == "fn"
+    sample = tmp_path / "s.txt"
+    sample.write_text("a")
+    plain = resolve_model(str(mar)).identity()
+    with_sample = resolve_model(str(mar), sample_request=sample).identity()
+    assert plain.content_hash != with_sample.content_hash
+    with pytest.raises(ModelError, match="--sample-request is for TorchServe archives"):
+        resolve_model("tiny-resnet", sample_request=sample)
