@@ -3,6 +3,7 @@ loader and context: inputs and headers in, answers out as TorchServe writes them
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import zipfile
@@ -171,3 +172,17 @@ def test_archives_resolve_by_suffix_or_layout_and_hash_their_sample(tmp_path: Pa
     assert plain.content_hash != with_sample.content_hash
     with pytest.raises(ModelError, match="--sample-request is for TorchServe archives"):
         resolve_model("tiny-resnet", sample_request=sample)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("torchvision") is not None, reason="torchvision imports here"
+)
+def test_a_vision_builtin_without_torchvision_says_what_it_needs(
+    tmp_path: Path, isolated: None
+) -> None:
+    folder = _archive(tmp_path / "a", "fn_unused")
+    manifest = json.loads((folder / "MAR-INF" / "MANIFEST.json").read_text())
+    manifest["model"]["handler"] = "image_classifier"  # a built-in, found in ts.torch_handler
+    (folder / "MAR-INF" / "MANIFEST.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="vision handlers need torchvision"):
+        ArchiveSource(folder).load().initialize()
