@@ -170,7 +170,7 @@ def in_process_child(model: str, requests: int) -> dict[str, Any]:
     import torch
 
     from packrat.models import ZooSource
-    from packrat.server import codecs
+    from packrat.server import codecs, output_codecs
     from packrat.server.responses import JSONBody
 
     cores = len(os.sched_getaffinity(0))
@@ -207,7 +207,7 @@ def in_process_child(model: str, requests: int) -> dict[str, Any]:
         "handle_idle": handle_idle.__dict__,
         "body_join": timed_ms(receive, 500).__dict__,
         "decode": timed_ms(decode, 500).__dict__,
-        "encode": timed_ms(lambda: JSONBody(codecs.to_json(output)), 500).__dict__,
+        "encode": timed_ms(lambda: JSONBody(output_codecs.to_json(output)), 500).__dict__,
         "pipe_round_trip": pipe_round_trip(x, output, 300).__dict__,
         "thread_hop": thread_hop(500).__dict__,
         **engine_round_trip(model, requests),

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from packrat.models.inputs import InputSpec
-from packrat.server import codecs
+from packrat.server import codecs, output_codecs
 from packrat.server.api import BadRequest, InferenceFailed, ServerError, UnsupportedMediaType
 from packrat.server.codecs import BodyFormat
 from packrat.server.responses import json_bytes
@@ -232,7 +232,7 @@ def test_json_for_a_spec_less_model_takes_its_shape_from_the_nesting() -> None:
 
 
 def _as_json(output: object) -> object:
-    return json.loads(json_bytes(codecs.to_json(output)))
+    return json.loads(json_bytes(output_codecs.to_json(output)))
 
 
 def test_outputs_to_json() -> None:
@@ -242,17 +242,17 @@ def test_outputs_to_json() -> None:
     assert _as_json(torch.tensor([True, False])) == [True, False]
     assert _as_json(np.arange(6).reshape(2, 3).T) == [[0, 3], [1, 4], [2, 5]]
     assert _as_json(np.array([1, 2], dtype=">i4")) == [1, 2]  # not native: the slow path
-    assert codecs.to_json(None) is None
+    assert output_codecs.to_json(None) is None
     with pytest.raises(InferenceFailed, match="object"):
-        codecs.to_json(object())
+        output_codecs.to_json(object())
 
 
 def test_finite_numeric_outputs_become_arrays_and_others_lists() -> None:
-    assert isinstance(codecs.to_json(torch.zeros(3)), np.ndarray)
-    assert isinstance(codecs.to_json(torch.zeros(3, requires_grad=True)), np.ndarray)
-    assert isinstance(codecs.to_json(torch.tensor([1.0, math.inf])), list)
-    assert isinstance(codecs.to_json(torch.tensor(2.5)), float)  # 0-d: a scalar
-    assert isinstance(codecs.to_json(torch.zeros(2, dtype=torch.bfloat16)), list)
+    assert isinstance(output_codecs.to_json(torch.zeros(3)), np.ndarray)
+    assert isinstance(output_codecs.to_json(torch.zeros(3, requires_grad=True)), np.ndarray)
+    assert isinstance(output_codecs.to_json(torch.tensor([1.0, math.inf])), list)
+    assert isinstance(output_codecs.to_json(torch.tensor(2.5)), float)  # 0-d: a scalar
+    assert isinstance(output_codecs.to_json(torch.zeros(2, dtype=torch.bfloat16)), list)
 
 
 @given(st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False), max_size=50))
@@ -263,23 +263,25 @@ def test_float32_outputs_round_trip_exactly(values: list[float]) -> None:
 
 
 def test_non_finite_values_are_written_like_torchserve() -> None:
-    body = json_bytes(codecs.to_json({"x": torch.tensor([1.0, math.nan, -math.inf]), "n": None}))
+    body = json_bytes(
+        output_codecs.to_json({"x": torch.tensor([1.0, math.nan, -math.inf]), "n": None})
+    )
     assert body == b'{"x":[1.0,NaN,-Infinity],"n":null}'
     assert json_bytes([np.array([math.inf])]) == b"[[Infinity]]"
     assert json_bytes({"big": 2**70}) == b'{"big":1180591620717411303424}'
 
 
 def test_numel_counts_tensor_values() -> None:
-    assert codecs.numel(torch.zeros(4, 5)) == 20
-    assert codecs.numel([torch.zeros(2), {"x": np.zeros(3)}, 1.0]) == 6
+    assert output_codecs.numel(torch.zeros(4, 5)) == 20
+    assert output_codecs.numel([torch.zeros(2), {"x": np.zeros(3)}, 1.0]) == 6
 
 
 def test_stack_outputs_names_and_stacks_them() -> None:
-    stacked = codecs.stack_outputs([torch.tensor([1.0]), torch.tensor([2.0])])
+    stacked = output_codecs.stack_outputs([torch.tensor([1.0]), torch.tensor([2.0])])
     assert list(stacked) == ["output0"] and stacked["output0"].tolist() == [[1.0], [2.0]]
-    pairs = codecs.stack_outputs([(torch.zeros(2), torch.ones(1))] * 3)
+    pairs = output_codecs.stack_outputs([(torch.zeros(2), torch.ones(1))] * 3)
     assert {name: t.shape for name, t in pairs.items()} == {"output0": (3, 2), "output1": (3, 1)}
-    assert list(codecs.stack_outputs([{"logits": torch.zeros(1)}])) == ["logits"]
+    assert list(output_codecs.stack_outputs([{"logits": torch.zeros(1)}])) == ["logits"]
 
 
 @pytest.mark.parametrize(
@@ -288,15 +290,15 @@ def test_stack_outputs_names_and_stacks_them() -> None:
 )
 def test_unstackable_outputs_are_inference_failures(outputs: list[object]) -> None:
     with pytest.raises(InferenceFailed):
-        codecs.stack_outputs(outputs)
+        output_codecs.stack_outputs(outputs)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16", "int64", "uint8"])
 def test_tensor_bytes_round_trip(dtype: str) -> None:
     tensor = torch.arange(6).to(getattr(torch, dtype)).reshape(2, 3)
-    data = codecs.tensor_bytes(tensor)
+    data = output_codecs.tensor_bytes(tensor)
     assert len(data) == 6 * codecs.ITEMSIZE[dtype]
-    assert codecs.dtype_name(tensor) == dtype
+    assert output_codecs.dtype_name(tensor) == dtype
     assert torch.equal(codecs.tensor_from_bytes(data, (2, 3), dtype, None), tensor)
 
 
@@ -368,29 +370,29 @@ def test_json_and_raw_decode_to_the_same_tensor(values: list[float]) -> None:
 @pytest.mark.parametrize(
     ("accept", "form"),
     [
-        (None, codecs.Answer.JSON),
-        ("", codecs.Answer.JSON),
-        ("text/html", codecs.Answer.JSON),  # nothing the server writes: JSON, as always
-        ("application/json", codecs.Answer.JSON),
-        ("*/*", codecs.Answer.JSON),
-        ("application/json, application/octet-stream", codecs.Answer.JSON),
-        ("application/octet-stream", codecs.Answer.RAW_ONLY),
-        ("Application/Octet-Stream; q=1", codecs.Answer.RAW_ONLY),
-        ("application/octet-stream, */*;q=0.1", codecs.Answer.RAW),
-        ("text/plain, application/octet-stream, application/json", codecs.Answer.RAW),
+        (None, output_codecs.Answer.JSON),
+        ("", output_codecs.Answer.JSON),
+        ("text/html", output_codecs.Answer.JSON),  # nothing the server writes: JSON, as always
+        ("application/json", output_codecs.Answer.JSON),
+        ("*/*", output_codecs.Answer.JSON),
+        ("application/json, application/octet-stream", output_codecs.Answer.JSON),
+        ("application/octet-stream", output_codecs.Answer.RAW_ONLY),
+        ("Application/Octet-Stream; q=1", output_codecs.Answer.RAW_ONLY),
+        ("application/octet-stream, */*;q=0.1", output_codecs.Answer.RAW),
+        ("text/plain, application/octet-stream, application/json", output_codecs.Answer.RAW),
     ],
 )
 def test_answer_form_is_the_first_of_raw_or_json_the_accept_header_names(
-    accept: str | None, form: codecs.Answer
+    accept: str | None, form: output_codecs.Answer
 ) -> None:
-    assert codecs.answer_form(accept) is form
+    assert output_codecs.answer_form(accept) is form
 
 
 def test_to_raw_gives_little_endian_c_order_or_none_without_a_raw_form() -> None:
     big = np.arange(6, dtype=">i4").reshape(2, 3).T  # big-endian, not C-contiguous
-    raw = codecs.to_raw(big)
+    raw = output_codecs.to_raw(big)
     assert raw is not None and raw.dtype == np.dtype("<i4") and raw.flags.c_contiguous
     assert raw.tobytes() == np.ascontiguousarray(big, "<i4").tobytes()
-    assert codecs.to_raw(torch.ones(2, dtype=torch.bfloat16)) is None
-    assert codecs.to_raw({"a": np.ones(2)}) is None
-    assert codecs.to_raw(np.float32(1.0)) is None  # 0-d: no shape to send
+    assert output_codecs.to_raw(torch.ones(2, dtype=torch.bfloat16)) is None
+    assert output_codecs.to_raw({"a": np.ones(2)}) is None
+    assert output_codecs.to_raw(np.float32(1.0)) is None  # 0-d: no shape to send

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from packrat.models.inputs import InputSpec
-from packrat.server import codecs, oip
+from packrat.server import oip, output_codecs
 from packrat.server.api import BadRequest, ServedModel
 from packrat.server.grpc_v2 import grpc_predict_v2_pb2 as pb
 
@@ -105,7 +105,7 @@ def infer_response(
         response.outputs.add(
             name=name, datatype=oip.output_datatype(tensor), shape=list(tensor.shape)
         )
-        response.raw_output_contents.append(codecs.tensor_bytes(tensor))
+        response.raw_output_contents.append(output_codecs.tensor_bytes(tensor))
     return response
 
 

@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from packrat import __version__
 from packrat.models.inputs import InputSpec
-from packrat.server import codecs, multipart, ts_requests
+from packrat.server import codecs, multipart, output_codecs, ts_requests
 from packrat.server.api import ModelRepository, NotAcceptable, ServedModel, Unavailable
 from packrat.server.http_admission import AdmissionLimit
 from packrat.server.http_auth import TokenAuth
@@ -101,8 +101,8 @@ def _torchserve_router(repo: ModelRepository, config: HttpConfig, metrics: Metri
             else:
                 tensor = await run_in_threadpool(_decode, *decode_args)
             output, compute_s = await model.infer_timed(tensor)
-            form = codecs.answer_form(request.headers.get("accept"))
-            if codecs.numel(output) > config.inline_encode_values:
+            form = output_codecs.answer_form(request.headers.get("accept"))
+            if output_codecs.numel(output) > config.inline_encode_values:
                 response = await run_in_threadpool(_encode, output, form)
             else:
                 response = _encode(output, form)
@@ -148,24 +148,26 @@ def _decode(
     return codecs.decode(fmt, body, spec, max_image_pixels=max_image_pixels)
 
 
-def _encode(output: Any, form: codecs.Answer) -> Response:
+def _encode(output: Any, form: output_codecs.Answer) -> Response:
     """The answer in the form asked for: JSON, or the output tensor's raw bytes with its shape
     and dtype in headers (`X-Tensor-Shape: 128,768`, `X-Tensor-Dtype: float32`), which spares
     both sides the JSON of a large output (a hidden state of 98,304 floats: about 1.5 MB of
     text). Raises NotAcceptable if only raw bytes are accepted and the output has no raw form.
     """
-    if form is not codecs.Answer.JSON:
-        array = codecs.to_raw(output)
+    if form is not output_codecs.Answer.JSON:
+        array = output_codecs.to_raw(output)
         if array is not None:
             shape = ",".join(str(d) for d in array.shape)
             headers = {"X-Tensor-Shape": shape, "X-Tensor-Dtype": array.dtype.name}
-            return Response(array.tobytes(), media_type=codecs.RAW_MEDIA_TYPE, headers=headers)
-        if form is codecs.Answer.RAW_ONLY:
+            return Response(
+                array.tobytes(), media_type=output_codecs.RAW_MEDIA_TYPE, headers=headers
+            )
+        if form is output_codecs.Answer.RAW_ONLY:
             raise NotAcceptable(
                 f"the answer ({type(output).__name__}) is not one tensor of a plain dtype, so it "
                 "has no raw form; accept application/json"
             )
-    return JSONBody(codecs.to_json(output))
+    return JSONBody(output_codecs.to_json(output))
 
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}

@@ -9,7 +9,7 @@ the same mistakes with the same messages (as `packrat.server.api`'s errors, whic
 transport maps to its own status codes in one place).
 
 Models take one input, named "input0" in metadata (requests may name it anything); outputs
-are named as `codecs.stack_outputs` says ("output0" for a single tensor).
+are named as `output_codecs.stack_outputs` says ("output0" for a single tensor).
 
 torch is imported inside the functions that build tensors, as `codecs` does.
 """
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from packrat import __version__
 from packrat.models.inputs import InputSpec
-from packrat.server import codecs
+from packrat.server import codecs, output_codecs
 from packrat.server.api import BadRequest, ModelRepository, ServedModel
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ async def infer_all(model: ServedModel, rows: Sequence[torch.Tensor]) -> dict[st
     for result in results:
         if isinstance(result, BaseException):
             raise result
-    return codecs.stack_outputs(list(results))
+    return output_codecs.stack_outputs(list(results))
 
 
 def select_outputs(
@@ -176,4 +176,4 @@ def select_outputs(
 
 def output_datatype(tensor: torch.Tensor) -> str:
     """The protocol datatype of an output tensor (FP32 for a dtype the protocol lacks)."""
-    return OUTPUT_DATATYPES.get(codecs.dtype_name(tensor), "FP32")
+    return OUTPUT_DATATYPES.get(output_codecs.dtype_name(tensor), "FP32")

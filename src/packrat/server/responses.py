@@ -50,7 +50,7 @@ def json_bytes(content: Any) -> bytes:
 
     Written by orjson, which formats numpy arrays natively (float32 in its shortest
     round-tripping form). Like TorchServe, NaN and Infinity are written as such rather than
-    failing; orjson would write them as null, so content holding any (rare: `codecs.to_json`
+    failing; orjson would write them as null, so content holding any (rare: `output_codecs.to_json`
     turns only finite outputs into arrays) goes through the standard library instead, as does
     anything orjson refuses (integers over 64 bits, non-native byte order).
     """

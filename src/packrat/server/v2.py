@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from packrat.models.inputs import InputSpec
-from packrat.server import codecs, oip
+from packrat.server import oip, output_codecs
 from packrat.server.api import BadRequest, ModelRepository, ServedModel, Unavailable
 from packrat.server.http_body import read_body
 from packrat.server.http_config import HttpConfig
@@ -249,10 +249,10 @@ def _respond(model: ServedModel, batch: _Batch, stacked: dict[str, torch.Tensor]
         }
         binary = batch.binary_default if batch.outputs is None else batch.outputs[name]
         if binary:
-            chunks.append(codecs.tensor_bytes(tensor))
+            chunks.append(output_codecs.tensor_bytes(tensor))
             entry["parameters"] = {"binary_data_size": len(chunks[-1])}
         else:
-            entry["data"] = codecs.to_json(tensor.reshape(-1))
+            entry["data"] = output_codecs.to_json(tensor.reshape(-1))
         outputs.append(entry)
     content: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
     if batch.id is not None:

@@ -28,7 +28,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from packrat.server import codecs
+from packrat.server import output_codecs
 from packrat.server.api import ModelRepository, ServedModel, ServerError
 from packrat.server.responses import ERROR_RESPONSES
 
@@ -104,13 +104,13 @@ class OutputProbe:
             if found is None:
                 try:
                     answer = await model.infer(spec.example_requests(1)[0])
-                    stacked = codecs.stack_outputs([answer])
+                    stacked = output_codecs.stack_outputs([answer])
                 except ServerError:
                     return (PLACEHOLDER_OUTPUT,)
                 found = tuple(
                     TensorLayout(
                         name,
-                        _DATATYPES.get(codecs.dtype_name(tensor), "FP32"),
+                        _DATATYPES.get(output_codecs.dtype_name(tensor), "FP32"),
                         tuple(tensor.shape[1:]),
                     )
                     for name, tensor in stacked.items()
