@@ -6,6 +6,10 @@ PACKRAT_BACKEND: the backend models are served on when none is given (default: a
 fastest accurate one; `packrat serve --backend`).
 PACKRAT_CGROUP_ROOT: where the cgroup files are read from (default "/"; tests point it at a
 fake tree laid out like the real one: proc/self/cgroup, proc/self/mountinfo, the mounts).
+PACKRAT_TOKEN: the API token `packrat serve` requires when no token file is given.
+
+(The process also *sets* variables for libraries that read them: HF_HUB_OFFLINE in the CLI,
+GRPC_ENABLE_FORK_SUPPORT before grpc loads, the OpenMP/MKL thread counts in each worker.)
 """
 
 from __future__ import annotations
@@ -32,3 +36,13 @@ def cgroup_root() -> Path:
     """The root under which `/proc/self/cgroup`, `/proc/self/mountinfo` and the cgroup mounts
     are read: $PACKRAT_CGROUP_ROOT, else "/"."""
     return Path(os.environ.get("PACKRAT_CGROUP_ROOT") or "/")
+
+
+TOKEN_ENV = "PACKRAT_TOKEN"
+
+
+def env_token() -> str | None:
+    """$PACKRAT_TOKEN stripped, None if unset or empty (one of only spaces is kept, as "",
+    for the caller to refuse rather than serve without a token)."""
+    value = os.environ.get(TOKEN_ENV)
+    return value.strip() if value else None

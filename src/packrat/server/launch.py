@@ -49,7 +49,6 @@ last (`with_ts_models`), with the server-wide settings the command line left.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -58,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from packrat.config import default_backend
+from packrat.config import TOKEN_ENV, default_backend, env_token
 from packrat.controller.admission import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS
 from packrat.controller.batching import DEFAULT_MAX_BATCH_DELAY_MS
 from packrat.controller.estimator import EstimatorConfig
@@ -472,7 +471,6 @@ def _bind_grpc(config: LaunchConfig, http: HttpConfig, bound: list[Bound]) -> Gr
         raise
 
 
-TOKEN_ENV = "PACKRAT_TOKEN"
 
 
 def api_token(config: LaunchConfig) -> str | None:
@@ -488,8 +486,8 @@ def api_token(config: LaunchConfig) -> str | None:
         except OSError as exc:
             raise PackratError(f"cannot read token file {where}: {exc.strerror}") from None
         token = lines[0].strip() if lines else ""
-    elif os.environ.get(TOKEN_ENV):
-        token = os.environ[TOKEN_ENV].strip()
+    else:
+        token = env_token()
     if token is None:
         return None
     try:
