@@ -186,3 +186,11 @@ def test_a_vision_builtin_without_torchvision_says_what_it_needs(
     (folder / "MAR-INF" / "MANIFEST.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="vision handlers need torchvision"):
         ArchiveSource(folder).load().initialize()
+
+
+def test_without_torchserve_installed_the_error_says_how_to_install_it(
+    tmp_path: Path, isolated: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ts.model_loader", None)  # import fails: not installed
+    with pytest.raises(ModelError, match=r"packrat\[torchserve\]"):
+        ArchiveSource(_archive(tmp_path / "a", "fn_missing")).load().initialize()
