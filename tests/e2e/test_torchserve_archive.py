@@ -76,7 +76,7 @@ def test_an_archive_answers_as_torchserve_and_splits_its_batches(
 
     plan = ("--plan", "<2,1,2>")  # two instances: a batch of 4 is split 2 + 2
     args = (str(store / f"{MODEL}.mar"), *plan, "--no-grpc")
-    with packrat_serve(*args, workdir=tmp_path / "packrat") as server:
+    with packrat_serve(*args, workdir=tmp_path) as server:
         ours = _ask(server.inference)
         url = f"{server.inference}/predictions/{MODEL}"
         with ThreadPoolExecutor(8) as pool:
@@ -100,7 +100,7 @@ def test_a_store_archive_profiles_on_its_sample_and_registers_by_url(tmp_path: P
     config = {"batchSize": 2, "maxBatchDelay": 5}
     build_image_archive("tiny-resnet", "tinyres", store, image_size=32, config=config)
     args = ("tinyres.mar", "--model-store", str(store), "--no-grpc")
-    with packrat_serve(*args, workdir=tmp_path / "packrat") as server:
+    with packrat_serve(*args, workdir=tmp_path) as server:
         url = f"{server.inference}/predictions/tinyres"
         body = httpx.post(url, content=IMAGES[0], timeout=60.0)
         form = httpx.post(url, files={"data": ("k.jpg", IMAGES[0], "image/jpeg")}, timeout=60.0)
