@@ -85,6 +85,9 @@ def _request(value: bytes, kind: str, content_type: str = "text/plain") -> Torch
 def test_answers_are_written_as_torchserve_writes_them(tmp_path: Path, isolated: None) -> None:
     handler = ArchiveSource(_archive(tmp_path / "a", "fn_answers")).load()
     handler.initialize()
+    # OpenVINO's torch.compile backend was kept out of BaseHandler's import (seconds per
+    # worker), and nothing stops a handler from importing it later.
+    assert sys.modules.get("openvino.torch", "not imported") is not None
     requests = [
         _request(b"abc", "json"),
         _request(b"abc", "text"),

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'packrat[torchserve]'"
+OPENVINO_TORCH = "openvino.torch"
 
 
 class TorchServeHandler(Handler):
@@ -61,7 +62,7 @@ class TorchServeHandler(Handler):
         """Import and initialize the archive's handler with TorchServe's loader, from the
         archive's folder (its working directory and first import path, as in TorchServe)."""
         try:
-            with _quiet_import():
+            with _quiet_import(skip_openvino=not self._compiles_with_openvino()):
                 from ts.model_loader import TsModelLoader
                 from ts.torch_handler import base_handler  # noqa: F401 - imported quietly
         except ImportError as error:
@@ -92,6 +93,15 @@ class TorchServeHandler(Handler):
                 f"the archive's handler '{self._manifest.handler}' failed to load: "
                 f"{type(error).__name__}: {error}{hint}"
             ) from error
+
+    def _compiles_with_openvino(self) -> bool:
+        """Whether the archive's model-config.yaml may ask torch.compile for OpenVINO."""
+        if self._manifest.config_file is None:
+            return False
+        try:
+            return "openvino" in (self._model_dir / self._manifest.config_file).read_text()
+        except OSError:
+            return False  # TorchServe's loader reports the unreadable file
 
     def preprocess(self, requests: list[TorchServeRequest]) -> list[TorchServeRequest]:
         return requests
@@ -135,19 +145,30 @@ class TorchServeHandler(Handler):
 
 
 @contextlib.contextmanager
-def _quiet_import() -> Iterator[None]:
-    """Importing TorchServe's BaseHandler logs a warning for each optional accelerator it
-    lacks (TensorRT, IPEX, ...) and OpenVINO's torch backend warns about a deprecated torch
-    setting: noise in every worker's log that says nothing about this model."""
+def _quiet_import(*, skip_openvino: bool) -> Iterator[None]:
+    """Import TorchServe's BaseHandler without its noise and, unless the model compiles with
+    OpenVINO, without OpenVINO's torch.compile backend.
+
+    BaseHandler logs a warning for each optional accelerator it lacks (TensorRT, IPEX, ...),
+    and imports `openvino.torch` whenever OpenVINO is installed (as it is beside Packrat),
+    which loads torch._dynamo: 7 s more per worker on a 2-core machine, for a backend only a
+    model-config.yaml `pt2: {backend: openvino}` uses. `skip_openvino` makes that one import
+    fail, as if OpenVINO were absent, then lets later imports of it work again.
+    """
     logger = logging.getLogger("ts.torch_handler.base_handler")
     level = logger.level
     logger.setLevel(logging.ERROR)
+    blocked = skip_openvino and OPENVINO_TORCH not in sys.modules
+    if blocked:
+        sys.modules[OPENVINO_TORCH] = None  # type: ignore[assignment]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             yield
     finally:
         logger.setLevel(level)
+        if blocked and sys.modules.get(OPENVINO_TORCH, 0) is None:
+            del sys.modules[OPENVINO_TORCH]
 
 
 class _Failure:

@@ -471,8 +471,6 @@ def _bind_grpc(config: LaunchConfig, http: HttpConfig, bound: list[Bound]) -> Gr
         raise
 
 
-
-
 def api_token(config: LaunchConfig) -> str | None:
     """The bearer token both APIs require: the first line of `token_file`, else the
     PACKRAT_TOKEN environment variable, else None (no token). PackratError if the file
