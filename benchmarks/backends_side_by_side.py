@@ -45,7 +45,7 @@ Rounds are the replicates (the machine's speed drifts by 10-30% within minutes):
 round, for every batch size, every system runs 2 untimed and `--runs` timed batches, in an
 order that rotates from one batch size to the next and from round to round. Per round and
 system the median batch is taken; over rounds, the median of those and the 95% CI of their
-geometric mean (`e2e_stats.Estimate`). Best / packrat is paired by round: the fastest
+geometric mean (`harness.stats.Estimate`). Best / packrat is paired by round: the fastest
 single-process system's median in that round over Packrat's (above 1: Packrat is faster).
 
 The machine's peak: `torch.matmul` of n x n matrices, fp32 and bf16, on every physical core,
@@ -72,7 +72,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from backends_children import plan_to_json, run_system, run_torch_numbers
 from backends_report import SYSTEMS, ModelRun, Session, write_report
-from serving import rotated
+
+from harness.rounds import rotated
 
 if TYPE_CHECKING:
     from packrat.models.base import ModelSource

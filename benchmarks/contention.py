@@ -47,8 +47,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from serving import cpu_model, kept_analysis, package_versions, profile_pass
-
 from packrat.bench.candidates import homogeneous
 from packrat.bench.offline import BenchConfig, on_cores, time_infer
 from packrat.models.base import ModelSource
@@ -60,6 +58,9 @@ from packrat.profiler.sweep import powers_of_two
 from packrat.stats import CellStats, merge_passes
 from packrat.topology import allocate, read_topology
 from packrat.types import Plan, parse_plan
+
+from harness.report import cpu_model, kept_analysis, package_versions
+from harness.rounds import profile_pass
 
 KINDS = ("isolated", "contention")
 TARGET = 0.05  # contention-aware predictions within 5% of measured

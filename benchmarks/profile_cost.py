@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from serving import ANALYSIS_MARKER, kept_analysis
 
 from packrat.optimizer import LatencyTable, PlanTable
 from packrat.profiler.profile_file import Profile, load_profile
@@ -54,6 +53,8 @@ from packrat.profiler.prune import (
     violations,
 )
 from packrat.stats import SamplingPolicy, should_stop
+
+from harness.report import ANALYSIS_MARKER, kept_analysis
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT.parent / "shared" / "paper-profiles"

@@ -77,19 +77,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-from serving import (
-    PackratServer,
-    PhaseProgress,
-    cpu_model,
-    describe,
-    kept_analysis,
-    metric,
-    package_versions,
-    packrat_serve,
-    payload_for,
-    scrape,
-    warm_up,
-)
 
 from packrat.bench.loadgen import (
     AroundSwitch,
@@ -115,6 +102,10 @@ from packrat.bench.loadgen import (
     write_json,
 )
 from packrat.topology import read_topology
+
+from harness.client import PhaseProgress, describe, metric, payload_for, scrape, warm_up
+from harness.report import cpu_model, kept_analysis, package_versions
+from harness.serve import PackratServer, packrat_serve
 
 REPO = Path(__file__).resolve().parents[1]
 SERVERS = ("auto", "follow", "fat", "plan", "fixed")

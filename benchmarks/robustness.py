@@ -52,15 +52,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from serving import (
-    cpu_model,
-    describe,
-    kept_analysis,
-    package_versions,
-    packrat_serve,
-    payload_for,
-    warm_up,
-)
 
 from packrat.bench.loadgen import (
     ClosedLoop,
@@ -77,6 +68,10 @@ from packrat.bench.loadgen import (
 )
 from packrat.bench.resources import parent_pid, shared_memory_entries, snapshot
 from packrat.topology import read_topology
+
+from harness.client import describe, payload_for, warm_up
+from harness.report import cpu_model, kept_analysis, package_versions
+from harness.serve import packrat_serve
 
 REPO = Path(__file__).resolve().parents[1]
 PSS_GROWTH_TARGET = 0.05

@@ -61,15 +61,18 @@ from typing import Any
 
 import httpx
 import numpy as np
-from serving import cpu_model, kept_analysis, metric, package_versions, packrat_serve, scrape
-from torchserve_run import (
+
+from harness.client import metric, scrape
+from harness.report import cpu_model, kept_analysis, package_versions
+from harness.serve import packrat_serve
+from harness.torchserve import (
     TorchServeModel,
     ensure_ts_venv,
     export_and_archive,
     log_evidence,
     torchserve,
 )
-from torchserve_run import versions as torchserve_versions
+from harness.torchserve import versions as torchserve_versions
 
 REPO = Path(__file__).resolve().parents[1]
 RAW = {"Content-Type": "application/octet-stream"}

@@ -42,8 +42,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving import kept_analysis
-
 from packrat.controller.batching import BatchingConfig
 from packrat.optimizer.table import LatencyTable
 from packrat.profiler.profile_file import load_profile
@@ -58,6 +56,8 @@ from packrat.sim import (
     simulate_profile,
     synthetic_profile,
 )
+
+from harness.report import kept_analysis
 
 REPO = Path(__file__).resolve().parents[1]
 MACHINES = (("cloudlab-c6420", 16), ("skylake2x", 18))
