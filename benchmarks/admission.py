@@ -38,10 +38,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving import cpu_model, describe, kept_analysis, package_versions, packrat_serve, payload_for
-
 from packrat.bench.loadgen import ClosedLoop, LoadOptions, Target, run_load, write_csv
 from packrat.topology import read_topology
+
+from harness.client import describe, payload_for
+from harness.report import cpu_model, kept_analysis, package_versions
+from harness.serve import packrat_serve
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_QUEUE = 100  # the server's default --max-queue

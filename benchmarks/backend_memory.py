@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from serving import cpu_model, kept_analysis, package_versions
+from harness.report import cpu_model, kept_analysis, package_versions
 
 REPO = Path(__file__).resolve().parents[1]
 MiB = 1024 * 1024

@@ -45,7 +45,7 @@ Rounds are the replicates (the machine's speed drifts by 10-30% within minutes):
 round, for every batch size, every system runs 2 untimed and `--runs` timed batches, in an
 order that rotates from one batch size to the next and from round to round. Per round and
 system the median batch is taken; over rounds, the median of those and the 95% CI of their
-geometric mean (`e2e_stats.Estimate`). Best / packrat is paired by round: the fastest
+geometric mean (`harness.stats.Estimate`). Best / packrat is paired by round: the fastest
 single-process system's median in that round over Packrat's (above 1: Packrat is faster).
 
 The machine's peak: `torch.matmul` of n x n matrices, fp32 and bf16, on every physical core,
@@ -60,7 +60,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import statistics
 import subprocess
 import sys
@@ -70,15 +69,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from backends_children import plan_to_json, run_system, run_torch_numbers
-from backends_report import SYSTEMS, ModelRun, Session, write_report
-from serving import rotated
+from harness.backends.children import run_system, run_torch_numbers
+from harness.backends.report import SYSTEMS, ModelRun, Session, write_report
+from harness.backends.setup import prepare_model
+from harness.rounds import rotated
 
 if TYPE_CHECKING:
-    from packrat.models.base import ModelSource
-    from packrat.profiler.profile_file import Profile
-    from packrat.progress import Progress
-    from packrat.topology import Topology
+    pass
 
 REPO = Path(__file__).resolve().parents[1]
 METHOD = (__doc__ or "")[(__doc__ or "").index("For each model,") :].strip()
@@ -95,98 +92,6 @@ def parse_batches(text: str) -> list[int]:
     if not found or min(found) < 1:
         raise SystemExit(f"--batches {text!r}: give positive batch sizes, e.g. 1-64 or 1,2,4")
     return sorted(found)
-
-
-# --- what packrat serve would run ---------------------------------------------------------------
-
-
-def prepare_model(model: str, batches: list[int], workdir: Path) -> ModelRun:
-    """Choose the backend, profile and plan as `packrat serve` does; convert for the single-
-    process systems; write the setup file their processes read (WORKDIR/MODEL/setup.json)."""
-    from packrat.controller.planning import Planning
-    from packrat.models import ZooSource
-    from packrat.profiler.backend_select import select_backend
-    from packrat.progress import progress_bar
-    from packrat.topology import read_topology
-
-    source = ZooSource(model)
-    topology = read_topology()
-    largest = max(batches)
-    with progress_bar() as bar:
-        selection = select_backend(source, "auto", "auto", topology, largest, progress=bar)
-        profile, profile_path = serve_profile(selection.source, topology, largest, bar)
-    planning = Planning(topology, profile.latency_table().interpolated(), largest)
-    plans = {b: planning.optimal(b) for b in batches}
-    folder = workdir / model
-    folder.mkdir(parents=True, exist_ok=True)
-    setup: dict[str, Any] = {
-        "model": model,
-        "cores": topology.num_cores,
-        "batches": batches,
-        "plans": {b: plan_to_json(p) for b, p in plans.items()},
-        "pool_size": max(len(p.instances) for p in plans.values()),
-        "packrat_source": str(folder / "packrat-source.pkl"),
-    }
-    (folder / "packrat-source.pkl").write_bytes(pickle.dumps(selection.source))
-    unavailable = converted_files(source, setup)
-    (folder / "setup.json").write_text(json.dumps(setup, indent=1))
-    run = ModelRun(
-        model=model,
-        served=str(selection.candidate),
-        reason=selection.reason,
-        profile=str(profile_path),
-        batches=batches,
-        plans={b: p.describe() for b, p in plans.items()},
-        predicted_ms={b: p.latency_ms for b, p in plans.items()},
-        unavailable=unavailable,
-    )
-    print(f"{model}: served on {run.served}; plans from {profile_path}", flush=True)
-    return run
-
-
-def serve_profile(
-    source: ModelSource, topology: Topology, largest: int, progress: Progress
-) -> tuple[Profile, Path]:
-    """The profile `packrat serve --max-batch-size LARGEST` plans with (as
-    `Repository._table` makes it): the cached one, completed where it lacks cells."""
-    from packrat.profiler.cache import default_profile_path
-    from packrat.profiler.profile_file import load_profile
-    from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
-    from packrat.server.repository import QUICK_POLICY
-
-    path = default_profile_path(source.identity(), topology)
-    cached = load_profile(path) if path.exists() else None
-    sweep = SweepConfig(
-        topology.num_cores,
-        powers_of_two(largest),
-        QUICK_POLICY,
-        asked=tuple(range(1, largest + 1)),
-    )
-    if cached is not None and not sweep.needs_measuring(cached):
-        return cached, path
-    profile = profile_model(
-        source, sweep, out=path, existing=cached, topology=topology, progress=progress
-    )
-    return profile, path
-
-
-def converted_files(source: ModelSource, setup: dict[str, Any]) -> dict[str, str]:
-    """Put the fp32 ONNX and OpenVINO conversions' paths into `setup` (cached conversions);
-    return the systems that cannot run, with why."""
-    from packrat.errors import ModelError
-    from packrat.models.backends import Backend, Precision
-    from packrat.models.convert import convert_source
-
-    unavailable = {}
-    wanted = {"onnx": Backend.ONNXRUNTIME, "openvino_xml": Backend.OPENVINO}
-    users = {"onnx": ["ort-default"], "openvino_xml": ["ov-latency", "ov-throughput"]}
-    for key, backend in wanted.items():
-        try:
-            setup[key] = str(convert_source(source, backend, Precision.FP32).path)
-        except ModelError as exc:
-            unavailable.update({system: f"no {backend.value} conversion: {exc}"
-                                for system in users[key]})  # fmt: skip
-    return unavailable
 
 
 def torch_numbers(models: list[str], sizes: list[int], workdir: Path) -> dict[str, Any]:
@@ -208,7 +113,7 @@ def torch_numbers(models: list[str], sizes: list[int], workdir: Path) -> dict[st
 
 
 class Child:
-    """One system's process for one model (benchmarks/backends_children.py), timing batches
+    """One system's process for one model (benchmarks/harness/backends/children.py), timing batches
     on request; its stderr goes to WORKDIR/MODEL/SYSTEM.log."""
 
     def __init__(self, system: str, folder: Path) -> None:

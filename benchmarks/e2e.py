@@ -37,7 +37,7 @@ For each model:
    2026-11-28 ran a "2.7 req/s" phase at 3.87), seeded by --seed, the round and the rate:
    every system gets the same times in a round, each round new ones. Latency counts from
    each request's scheduled send time. After each phase, a Packrat server's plan, switches
-   (management API) and batch sizes (metrics) are recorded (benchmarks/e2e_plans.py).
+   (management API) and batch sizes (metrics) are recorded (benchmarks/harness/e2e/plans.py).
 
 Servers are started afresh in every round rather than kept up across rounds: five servers up
 at once would hold five models' workers and TorchServe's JVMs in memory while only one is
@@ -68,24 +68,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-from e2e_plots import write_plots
-from e2e_report import render
-from e2e_runs import LoadPlan, System, SystemRun, load_runs, run_system, say, systems
-from e2e_stats import ModelRuns
-from serving import cpu_model, kept_analysis, package_versions, rotated
-from torchserve_run import ensure_ts_venv, export_and_archive
-from torchserve_run import versions as torchserve_versions
 
 from packrat.optimizer import PlanTable
 from packrat.optimizer.table import LatencyTable
@@ -93,46 +83,19 @@ from packrat.profiler.profile_file import load_profile
 from packrat.profiler.sweep import powers_of_two
 from packrat.topology import read_topology
 
+from harness.e2e.plots import write_plots
+from harness.e2e.report import render
+from harness.e2e.running import run_system
+from harness.e2e.runs import LoadPlan, System, SystemRun, load_runs, say, systems
+from harness.e2e.session import ModelSession, Session, load_session, save_session
+from harness.e2e.stats import ModelRuns
+from harness.report import cpu_model, kept_analysis, package_versions
+from harness.rounds import rotated
+from harness.torchserve import ensure_ts_venv, export_and_archive
+from harness.torchserve import versions as torchserve_versions
+
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("resnet50", "bert-base", "gpt2")
-
-
-@dataclass
-class ModelSession:
-    """What the run found for one model besides its servers' runs."""
-
-    model: str
-    capacity_rps: float  # the fat instance at the largest batch, from the profile
-    rates_rps: list[float]
-    micro_file: str  # the microbenchmark's JSON, relative to the work directory
-    # Per burst size N: Packrat's plan for N and its latency, and the fat
-    # instance's, from the profile (ms).
-    predicted: dict[int, dict[str, Any]] = field(default_factory=dict)
-    # Per batch size b = 1..--max-batch-size, as `packrat serve` plans (the profile
-    # interpolated between its batch sizes): the optimal plan and its latency, and the fat
-    # instance's, ms; what auto's switch rule weighs.
-    every_batch: dict[int, dict[str, Any]] = field(default_factory=dict)
-    order: list[list[str]] = field(default_factory=list)  # System.key, per round
-    seconds: dict[str, float] = field(default_factory=dict)  # per stage
-    # The machine's 1-minute load average at the end of each stage: about 2 (our own work on
-    # 2 cores) on a quiet machine; more means other processes competed for the cores.
-    load_avg: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class Session:
-    """The run as a whole: its command, when, where, options, versions, and each model's
-    findings."""
-
-    command: str
-    measured: str
-    options: dict[str, Any]
-    versions: dict[str, str]
-    cores: int
-    machine: str = ""
-    models: list[ModelSession] = field(default_factory=list)
-    total_s: float = math.nan
-    notes: list[str] = field(default_factory=list)
 
 
 def parse_args() -> argparse.Namespace:
@@ -322,20 +285,6 @@ def problems(run: SystemRun, system: System) -> list[str]:
     if run.leftover_pids:
         found.append(f"{where}: processes {run.leftover_pids} outlived the server (killed).")
     return found
-
-
-def save_session(session: Session, workdir: Path) -> None:
-    (workdir / "session.json").write_text(json.dumps(asdict(session), indent=1, default=str))
-
-
-def load_session(workdir: Path) -> Session:
-    raw = json.loads((workdir / "session.json").read_text())
-    models = []
-    for m in raw.pop("models"):
-        m["predicted"] = {int(k): v for k, v in m["predicted"].items()}
-        m["every_batch"] = {int(k): v for k, v in m.get("every_batch", {}).items()}
-        models.append(ModelSession(**m))
-    return Session(**raw, models=models)
 
 
 def _ints(text: str) -> list[int]:

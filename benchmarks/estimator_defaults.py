@@ -48,12 +48,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from serving import kept_analysis
 
 from packrat.controller.batching import BatchingConfig
 from packrat.controller.estimator import EstimatorConfig
 from packrat.profiler.profile_file import load_profile
 from packrat.sim import SimConfig, Timing, make_planning, simulate_profile, stepped
+
+from harness.report import kept_analysis
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "paper-profiles" / "cloudlab-c6420"

@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from serving import describe, packrat_serve
+
+from harness.client import describe
+from harness.serve import packrat_serve
 
 _GRPC_ADDRESS = re.compile(r"^grpc API listening on (\S+)$", re.M)
 WARM_UP = 10

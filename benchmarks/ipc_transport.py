@@ -51,7 +51,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import IO, Any
 
-from e2e_stats import Estimate
+from harness.stats import Estimate
 
 REPO = Path(__file__).resolve().parents[1]
 HANDLER = Path(__file__).resolve().parent / "ipc_transport_handler.py"

@@ -27,7 +27,7 @@ Both stay up for the whole run, one idle while the other is measured. Rounds are
 replicates (the machine drifts 10-30% within minutes): each round times `--requests` calls of
 each, after 20 untimed, in an order that rotates. Per round: the p50 of each; the target
 ratio e2e p50 / (1.10 x OpenVINO p50 + 1 ms), paired in the round. Over rounds: median and
-95% CI of the geometric mean (`e2e_stats.Estimate`).
+95% CI of the geometric mean (`harness.stats.Estimate`).
 """
 
 from __future__ import annotations
@@ -50,16 +50,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from e2e_stats import Estimate
-from serving import (
-    cpu_model,
-    describe,
-    kept_analysis,
-    metric,
-    package_versions,
-    packrat_serve,
-    scrape,
-)
+
+from harness.client import describe, metric, scrape
+from harness.report import cpu_model, kept_analysis, package_versions
+from harness.serve import packrat_serve
+from harness.stats import Estimate
 
 REPO = Path(__file__).resolve().parents[1]
 METHOD = (__doc__ or "")[(__doc__ or "").index("For each model:") :].strip()

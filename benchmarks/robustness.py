@@ -40,34 +40,20 @@ minutes to profile the model on the first run in a work directory (--profile FIL
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
-import statistics
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from serving import (
-    cpu_model,
-    describe,
-    kept_analysis,
-    package_versions,
-    packrat_serve,
-    payload_for,
-    warm_up,
-)
 
 from packrat.bench.loadgen import (
-    ClosedLoop,
     LoadOptions,
     LoadResult,
     Payload,
-    PhaseSummary,
     Target,
     plot_timeline,
     run_load,
@@ -75,166 +61,30 @@ from packrat.bench.loadgen import (
     write_csv,
     write_json,
 )
-from packrat.bench.resources import parent_pid, shared_memory_entries, snapshot
+from packrat.bench.resources import shared_memory_entries, snapshot
 from packrat.topology import read_topology
+
+from harness.client import describe, payload_for, warm_up
+from harness.report import kept_analysis
+from harness.robustness.measure import (
+    RECOVERY_FACTOR,
+    Sample,
+    Sampler,
+    capacity_rps,
+    minute_medians,
+    recovery_s,
+    server_pid,
+)
+from harness.robustness.report import header, memory_rows, mib, ms, phase_table
+from harness.serve import packrat_serve
 
 REPO = Path(__file__).resolve().parents[1]
 PSS_GROWTH_TARGET = 0.05
 SETTLE_S = 5.0
-RECOVERY_FACTOR = 1.5  # latency is "back" once a 2 s window's p50 is within this of before
-
-
-@dataclass(frozen=True)
-class Sample:
-    """The server's process tree at `at_s` seconds into the load."""
-
-    at_s: float
-    processes: int
-    rss_bytes: int
-    pss_bytes: int
-    fds: int
-
-
-class Sampler:
-    """Snapshots of a process tree every `period_s` seconds, in a thread, until stopped."""
-
-    def __init__(self, pid: int, period_s: float = 1.0) -> None:
-        self.samples: list[Sample] = []
-        self._pid, self._period_s = pid, period_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._start = time.monotonic()
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            tree = snapshot(self._pid)
-            at_s = time.monotonic() - self._start
-            self.samples.append(
-                Sample(at_s, tree.processes, tree.rss_bytes, tree.pss_bytes, tree.fds)
-            )
-            self._stop.wait(self._period_s)
 
 
 def say(text: str) -> None:
     print(f"[robustness] {text}", flush=True)
-
-
-def server_pid(urls: dict[str, str], model: str) -> int:
-    """The server process: the parent of its first instance."""
-    pid = parent_pid(int(describe(urls, model)["instances"][0]["pid"]))
-    if pid is None:
-        raise SystemExit("cannot find the server process")
-    return pid
-
-
-def capacity_rps(target: Target, payload: Payload, clients: int, seconds: float) -> float:
-    """Answers per second of a closed loop of `clients` for about `seconds`."""
-    result = run_load(target, ClosedLoop(clients, duration_s=seconds), LoadOptions(payload))
-    summary = result.summary().overall
-    if summary.failures:
-        raise SystemExit(f"capacity probe failed: {summary.failures}")
-    return summary.throughput_rps
-
-
-def mib(value: float) -> str:
-    return f"{value / 2**20:.0f}"
-
-
-def ms(value: float | None) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:.0f}"
-
-
-def header(title: str, args: argparse.Namespace, command: str, capacity: float) -> list[str]:
-    versions = ", ".join(f"{k} {v}" for k, v in package_versions().items())
-    cores = read_topology().num_cores
-    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return [
-        f"# {title}",
-        "",
-        f"Measured {when} on {cpu_model()}, {cores} usable cores; {versions}.",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Server: `packrat serve {args.model} --max-batch-size {args.max_batch_size} "
-        f"--max-batch-delay {args.max_batch_delay:g} --max-queue {args.max_queue}` (default "
-        f"policy). Capacity, measured first (closed loop of {2 * args.max_batch_size} clients, "
-        f"{args.probe_s:g} s): **{capacity:.1f} requests/s**.",
-        "",
-    ]
-
-
-def memory_rows(samples: list[Sample], during: list[Sample]) -> list[str]:
-    """Check rows: PSS and RSS of the tree at the start, the peak `during`, and the end."""
-    rows = []
-    for label, field in (("PSS", "pss_bytes"), ("RSS summed over the processes", "rss_bytes")):
-        start, end = getattr(samples[0], field), getattr(samples[-1], field)
-        peak = max((getattr(s, field) for s in during), default=start)
-        target = "flat" if label == "PSS" else "-"
-        rows.append(
-            f"| {label} of the server and its workers: before / flood peak / after, MiB "
-            f"| {target} | {mib(start)} / {mib(peak)} / {mib(end)} |"
-        )
-    return rows
-
-
-def minute_medians(samples: list[Sample]) -> tuple[float, float]:
-    """Median PSS of the samples in the first and in the last 60 s."""
-    end_s = samples[-1].at_s
-    first = [s.pss_bytes for s in samples if s.at_s <= samples[0].at_s + 60.0]
-    last = [s.pss_bytes for s in samples if s.at_s >= end_s - 60.0]
-    return statistics.median(first), statistics.median(last)
-
-
-def phase_table(summaries: tuple[PhaseSummary, ...], result: LoadResult) -> list[str]:
-    lines = [
-        "| phase | sent | 200 | 503 | other failures | p50 / p99 of the 200s, ms "
-        "| sent late, p99 ms |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for summary in summaries:
-        mine = [r for r in result.records if r.phase == summary.name]
-        refused = sum(r.status == 503 for r in mine)
-        other = sum(not r.ok and r.status != 503 for r in mine)
-        stats = summary.latency
-        latency = "-" if stats is None else f"{ms(stats.p50_ms)} / {ms(stats.p99_ms)}"
-        lags = sorted(1000 * (r.sent_s - r.scheduled_s) for r in mine if r.sent_s is not None)
-        lag = ms(lags[min(len(lags) - 1, int(0.99 * len(lags)))]) if lags else "-"
-        lines.append(
-            f"| {summary.name} | {summary.sent} | {summary.succeeded} | {refused} | {other} "
-            f"| {latency} | {lag} |"
-        )
-    lines += [
-        "",
-        "Sent late: how long after its scheduled time the load generator sent a request "
-        "(latency counts from the scheduled time); large values mean the load generator, on "
-        "the same cores, could not keep up.",
-    ]
-    return lines
-
-
-def recovery_s(result: LoadResult, flood_end_s: float, baseline_p50_ms: float) -> float | None:
-    """Seconds after the flood's end until a 2 s window of answered requests has its p50
-    within RECOVERY_FACTOR of `baseline_p50_ms`; None if it never does."""
-    done = sorted(
-        (r.scheduled_s, r.latency_ms)
-        for r in result.records
-        if r.ok and r.latency_ms is not None and r.scheduled_s >= flood_end_s
-    )
-    start, end_s = flood_end_s, result.phases[-1].end_s
-    while start < end_s:
-        window = sorted(lat for at, lat in done if start <= at < start + 2.0)
-        if window and window[len(window) // 2] <= RECOVERY_FACTOR * baseline_p50_ms:
-            return start - flood_end_s
-        start += 0.5
-    return None
 
 
 def flood(args: argparse.Namespace, urls: dict[str, str], command: str) -> str:

@@ -51,15 +51,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from serving import (
-    cpu_model,
-    describe,
-    kept_analysis,
-    packrat_serve,
-    payload_for,
-    profile_pass,
-    warm_up,
-)
 
 from packrat.bench.loadgen import (
     ClosedLoop,
@@ -83,6 +74,11 @@ from packrat.sim import (
     simulate_profile,
     stepped,
 )
+
+from harness.client import describe, payload_for, warm_up
+from harness.report import cpu_model, kept_analysis
+from harness.rounds import profile_pass
+from harness.serve import packrat_serve
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 900.0  # the first start profiles the model

@@ -5,7 +5,8 @@ import torch (workers import it after pinning themselves).
 """
 
 from packrat.pool.config import EngineConfig, default_weights_dir
-from packrat.pool.engine import Engine, EngineState
+from packrat.pool.core import EngineState
+from packrat.pool.engine import Engine
 from packrat.pool.memory import MemoryReport, ProcessMemory, memory_report
 from packrat.pool.messages import Ready, WorkerInfo
 from packrat.pool.split import batch_slices, split_sizes

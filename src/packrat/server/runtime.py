@@ -46,7 +46,8 @@ from packrat.models.base import ModelIdentity, ModelSource
 from packrat.models.inputs import InputSpec
 from packrat.optimizer.table import LatencyTable
 from packrat.pool.config import EngineConfig
-from packrat.pool.engine import Engine, EngineState, SubBatch
+from packrat.pool.core import EngineState
+from packrat.pool.engine import Engine, SubBatch
 from packrat.server.api import BadRequest, InferenceFailed, Unavailable
 from packrat.server.batcher import Batcher
 from packrat.topology import format_cpu_list

@@ -1,17 +1,9 @@
 """The end-to-end suite's numbers (benchmarks/e2e.py): per-round values, their median and 95%
 confidence interval over rounds, and speedups paired by round.
 
-Rounds are the replicates. The requests of one phase in one round are not independent samples
-of a system's latency: they share the machine's speed in those seconds (it drifts by 10-30%
-within minutes), the server's state and one draw of arrival times; a bootstrap over pooled
-requests would take a phase's luck for precision. So every statistic (a phase's p50, a mean
-burst latency) is computed per round, and summarized over the rounds by:
-
-- the median of the per-round values;
-- a 95% confidence interval: Student's t interval on the logarithms of the per-round values
-  (that of their geometric mean; t = 4.30 with 3 rounds, so intervals are wide), exponentiated
-  back, which keeps latencies and ratios positive and treats 0.5x and 2x alike;
-- the per-round values themselves.
+Every statistic (a phase's p50, a mean burst latency) is computed per round, and summarized
+over the rounds as an `Estimate` (harness/stats.py: the median, the 95% confidence interval of
+the geometric mean, and the rounds' own values).
 
 A speedup of auto over another system is paired: the other system's value over auto's in the
 same round (same arrival times, the same minutes of the machine), then summarized as above.
@@ -24,49 +16,16 @@ import json
 import math
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from e2e_plans import PhasePlans
-from e2e_runs import SystemRun, burst_latencies_ms
 
 from packrat.bench.offline import Measurement
 from packrat.bench.report import BatchSummary, summarize_batches
-from packrat.stats import CellStats, t95
+from packrat.stats import CellStats
 
-if TYPE_CHECKING:
-    from e2e import ModelSession
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A statistic over rounds: each round's value in round order (nan where the round has
-    none), their median, and the 95% CI of their geometric mean (nan with fewer than 2)."""
-
-    values: tuple[float, ...]
-    median: float
-    low: float
-    high: float
-
-    @staticmethod
-    def of(values: Sequence[float]) -> Estimate:
-        finite = [v for v in values if math.isfinite(v) and v > 0]
-        if not finite:
-            return Estimate(tuple(values), math.nan, math.nan, math.nan)
-        median = statistics.median(finite)
-        if len(finite) < 2:
-            return Estimate(tuple(values), median, math.nan, math.nan)
-        logs = [math.log(v) for v in finite]
-        half = t95(len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
-        centre = statistics.fmean(logs)
-        return Estimate(tuple(values), median, math.exp(centre - half), math.exp(centre + half))
-
-    @property
-    def count(self) -> int:
-        """Rounds with a value."""
-        return sum(math.isfinite(v) for v in self.values)
-
+from harness.e2e.plans import PhasePlans
+from harness.e2e.runs import SystemRun, burst_latencies_ms
+from harness.e2e.session import ModelSession
+from harness.stats import Estimate
 
 Value = Callable[[SystemRun], float]
 """One number from one run (one system in one round); nan if it has none."""

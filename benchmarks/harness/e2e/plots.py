@@ -9,13 +9,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from e2e_runs import System
-from e2e_stats import Estimate, ModelRuns, burst_ms, micro_summaries, rate_stat
-
-if TYPE_CHECKING:
-    from e2e import Session
+from harness.e2e.runs import System
+from harness.e2e.session import Session
+from harness.e2e.stats import ModelRuns, burst_ms, micro_summaries, rate_stat
+from harness.stats import Estimate
 
 PLOTS = {
     "rates": "latency-vs-rate.png",

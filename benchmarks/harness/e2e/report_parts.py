@@ -1,21 +1,21 @@
-"""The end-to-end report's fixed parts (benchmarks/e2e_report.py renders the figures): how it
-was measured, the microbenchmark, the servers, TorchServe's log lines, where the time went."""
+"""The end-to-end report's fixed parts (harness/e2e/report.py renders the figures): how it
+was measured, which plan auto runs and why, the microbenchmark, the servers, TorchServe's log
+lines, where the time went."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from e2e_runs import WARM_BATCHES, System, SystemRun
-from e2e_stats import ModelRuns, gap, micro_summaries
+from typing import Any
 
 from packrat.bench.offline import Measurement
 from packrat.bench.report import mean_speedup
+from packrat.controller.policy import SWITCH_MARGIN
 from packrat.stats import t95
 
-if TYPE_CHECKING:
-    from e2e import Session
+from harness.e2e.runs import WARM_BATCHES, System, SystemRun
+from harness.e2e.session import Session
+from harness.e2e.stats import ModelRuns, gap, micro_summaries
 
 
 def method(session: Session, chosen: list[System]) -> list[str]:
@@ -235,3 +235,61 @@ def _ci(m: Measurement) -> str:
 
 def _pct(value: float) -> str:
     return "-" if not math.isfinite(value) else f"{value:+.1%}"
+
+
+def switch_rule(session: Session) -> list[str]:
+    """Why auto runs the plans it runs: its switch rule, and the profile's gains per batch."""
+    lines = [
+        "## Which plan `auto` runs",
+        "",
+        "`auto` starts on the optimizer's plan for the largest batch, then at each batch of b "
+        "requests it switches to the optimizer's plan for b only when the profile says the "
+        "batch would finish sooner on the new plan by more than the switch cost (a moving "
+        "average of the switches measured, from 1 ms) plus "
+        f"{SWITCH_MARGIN:.0%} of the new plan's predicted latency (`SWITCH_MARGIN = "
+        f"{SWITCH_MARGIN}` in `packrat/controller/policy.py`: the first batch on re-threaded "
+        "workers runs slower than the profile says). Two plans with the same instances are "
+        "one plan (no switch; the batch is split over them). So once on the fat plan, auto "
+        f"leaves it for a batch of b only if L(fat, b) / L(best plan, b) > {1 + SWITCH_MARGIN:.2f}"
+        " + switch cost / L(best plan, b). By each model's profile (interpolated between its "
+        "batch sizes, as the server plans):",
+        "",
+        "| model | b with a plan better than fat | largest L(fat) / L(plan), at b | "
+        "can auto leave the fat plan? |",
+        "| --- | --- | ---: | --- |",
+    ]
+    for model in session.models:
+        gains = {b: g for b, p in model.every_batch.items() if math.isfinite(g := gain(p))}
+        better = [b for b, g in gains.items() if g > 1.0 + 1e-9]
+        if not gains:
+            continue
+        top = max(gains, key=lambda b: gains[b])
+        plan = model.every_batch[top]["plan"]
+        leaves = [b for b, g in gains.items() if g > 1.0 + SWITCH_MARGIN]
+        verdict = (
+            f"yes, for b = {numbers(leaves)}"
+            if leaves
+            else f"no: no plan is {SWITCH_MARGIN:.0%} faster for any b up to {max(gains)}"
+        )
+        lines.append(
+            f"| {model.model} | {numbers(better) or 'none'} | {gains[top]:.3f}x (b = {top}, "
+            f"`{plan}`) | {verdict} |"
+        )
+    lines += [
+        "",
+        "Where auto cannot leave the fat plan and starts on it (or reaches it at its "
+        "first batch of 1, in the warm-up bursts), it runs the fat plan throughout: the "
+        "tables below say in which phases and rounds it did.",
+        "",
+    ]
+    return lines
+
+
+def gain(predicted: dict[str, Any]) -> float:
+    """The fat instance's predicted latency over the plan's (nan without the fat one's)."""
+    fat = predicted.get("fat_ms")
+    return fat / predicted["plan_ms"] if fat else math.nan
+
+
+def numbers(items: list[int]) -> str:
+    return ", ".join(str(i) for i in items)

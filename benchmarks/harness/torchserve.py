@@ -2,8 +2,6 @@
 exported to TorchScript and archived with benchmarks/torchserve/raw_tensor_handler.py, and a
 server on free loopback ports with the model registered (workers, batch size, batch delay),
 always stopped and checked to leave no process behind.
-
-The scripts import it by name: `python benchmarks/X.py` puts this folder on sys.path.
 """
 
 from __future__ import annotations
@@ -20,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from serving import descendants, reap
 
-REPO = Path(__file__).resolve().parents[1]
+from harness.serve import descendants, reap
+
+REPO = Path(__file__).resolve().parents[2]
 HANDLER = REPO / "benchmarks" / "torchserve" / "raw_tensor_handler.py"
 TS_PACKAGES = ("torch==2.13.0", "torchserve==0.12.0", "torch-model-archiver==0.12.0")
 # TorchServe's worker imports these without declaring them: without them it dies at start and

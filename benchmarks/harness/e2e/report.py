@@ -1,10 +1,10 @@
 """The end-to-end suite's report (Markdown), from its session and saved runs.
 
-Every figure is per round first, then summarized over the rounds (benchmarks/e2e_stats.py):
+Every figure is per round first, then summarized over the rounds (harness/e2e/stats.py):
 the median, a 95% confidence interval, and the rounds' own values. Speedup of Packrat (auto)
 over a system = the system's value / auto's in the same round (above 1: Packrat faster). Where
 auto ran the same plan as another Packrat system throughout a phase, the report says so
-(benchmarks/e2e_plans.py): those rows measure one plan twice.
+(harness/e2e/plans.py): those rows measure one plan twice.
 """
 
 from __future__ import annotations
@@ -12,14 +12,24 @@ from __future__ import annotations
 import math
 import statistics
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from e2e_plans import PhasePlans, plans_text, same_plan_rounds, shape_name
-from e2e_plots import PLOTS
-from e2e_report_parts import evidence, method, micro_section, servers, timing
-from e2e_runs import System
-from e2e_stats import (
-    Estimate,
+from packrat.bench.report import mean_speedup
+
+from harness.e2e.plans import PhasePlans, plans_text, same_plan_rounds, shape_name
+from harness.e2e.plots import PLOTS
+from harness.e2e.report_parts import (
+    evidence,
+    gain,
+    method,
+    micro_section,
+    numbers,
+    servers,
+    switch_rule,
+    timing,
+)
+from harness.e2e.runs import System
+from harness.e2e.session import ModelSession, Session
+from harness.e2e.stats import (
     ModelRuns,
     PlansOf,
     burst_ms,
@@ -30,12 +40,7 @@ from e2e_stats import (
     rate_plans,
     rate_stat,
 )
-
-from packrat.bench.report import mean_speedup
-from packrat.controller.policy import SWITCH_MARGIN
-
-if TYPE_CHECKING:
-    from e2e import ModelSession, Session
+from harness.stats import Estimate
 
 
 def render(
@@ -62,7 +67,7 @@ def render(
         ),  # fmt: skip
         "",
         *method(session, chosen),
-        *_switch_rule(session),
+        *switch_rule(session),
         *_headline(session, runs, chosen, workdir),
         *micro_section(session, workdir, PLOTS["micro"]),
     ]
@@ -74,59 +79,6 @@ def render(
     if session.notes:
         out += ["## Notes from the run", "", *(f"- {note}" for note in session.notes), ""]
     return "\n".join(out)
-
-
-def _switch_rule(session: Session) -> list[str]:
-    """Why auto runs the plans it runs: its switch rule, and the profile's gains per batch."""
-    lines = [
-        "## Which plan `auto` runs",
-        "",
-        "`auto` starts on the optimizer's plan for the largest batch, then at each batch of b "
-        "requests it switches to the optimizer's plan for b only when the profile says the "
-        "batch would finish sooner on the new plan by more than the switch cost (a moving "
-        "average of the switches measured, from 1 ms) plus "
-        f"{SWITCH_MARGIN:.0%} of the new plan's predicted latency (`SWITCH_MARGIN = "
-        f"{SWITCH_MARGIN}` in `packrat/controller/policy.py`: the first batch on re-threaded "
-        "workers runs slower than the profile says). Two plans with the same instances are "
-        "one plan (no switch; the batch is split over them). So once on the fat plan, auto "
-        f"leaves it for a batch of b only if L(fat, b) / L(best plan, b) > {1 + SWITCH_MARGIN:.2f}"
-        " + switch cost / L(best plan, b). By each model's profile (interpolated between its "
-        "batch sizes, as the server plans):",
-        "",
-        "| model | b with a plan better than fat | largest L(fat) / L(plan), at b | "
-        "can auto leave the fat plan? |",
-        "| --- | --- | ---: | --- |",
-    ]
-    for model in session.models:
-        gains = {b: g for b, p in model.every_batch.items() if math.isfinite(g := _gain(p))}
-        better = [b for b, g in gains.items() if g > 1.0 + 1e-9]
-        if not gains:
-            continue
-        top = max(gains, key=lambda b: gains[b])
-        plan = model.every_batch[top]["plan"]
-        leaves = [b for b, g in gains.items() if g > 1.0 + SWITCH_MARGIN]
-        verdict = (
-            f"yes, for b = {_list(leaves)}"
-            if leaves
-            else f"no: no plan is {SWITCH_MARGIN:.0%} faster for any b up to {max(gains)}"
-        )
-        lines.append(
-            f"| {model.model} | {_list(better) or 'none'} | {gains[top]:.3f}x (b = {top}, "
-            f"`{plan}`) | {verdict} |"
-        )
-    lines += [
-        "",
-        "Where auto cannot leave the fat plan and starts on it (or reaches it at its "
-        "first batch of 1, in the warm-up bursts), it runs the fat plan throughout: the "
-        "tables below say in which phases and rounds it did.",
-        "",
-    ]
-    return lines
-
-
-def _gain(predicted: dict[str, Any]) -> float:
-    fat = predicted.get("fat_ms")
-    return fat / predicted["plan_ms"] if fat else math.nan
 
 
 def _headline(
@@ -290,7 +242,7 @@ def _burst_section(
     ]
     for n, pred in sorted(model.predicted.items()):
         cells = [_est(found.speedup(k, burst_ms(n)), "x") for k in others]
-        lines.append(f"| {n} | `{pred['plan']}` | {_x(_gain(pred))} | " + " | ".join(cells) + " |")
+        lines.append(f"| {n} | `{pred['plan']}` | {_x(gain(pred))} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
 
@@ -323,7 +275,7 @@ def _same_plan_notes(
         where = (
             f"in every one of its {what} and all {found.rounds} rounds"
             if every
-            else "; ".join(f"at {label} in round{_s(r)} {_list(r)}" for label, r in same.items())
+            else "; ".join(f"at {label} in round{_s(r)} {numbers(r)}" for label, r in same.items())
         )
         notes.append(
             f"**Same plan: auto and {system.name}.** auto ran {ran} throughout, with no "
@@ -404,10 +356,6 @@ def _num(value: float) -> str:
 
 def _int(value: float) -> int:
     return int(value) if math.isfinite(value) else 0
-
-
-def _list(items: list[int]) -> str:
-    return ", ".join(str(i) for i in items)
 
 
 def _s(items: list[int]) -> str:

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from serving import describe, metric, scrape
+
+from harness.client import describe, metric, scrape
 
 Shape = tuple[int, ...]
 """The threads of each instance of a plan, largest first: (2,) is the fat plan on 2 cores."""

@@ -4,7 +4,7 @@ the plot beside it (per model: latency against batch size for every system, and 
 single-process system over Packrat, with 95% CIs).
 
 Every latency is per round first (the median batch of a system's timed batches), then
-summarized over rounds by `e2e_stats.Estimate`: the median and the 95% CI of the geometric
+summarized over rounds by `harness.stats.Estimate`: the median and the 95% CI of the geometric
 mean. Best / packrat is paired by round: in each round the fastest single-process system's
 median over Packrat's.
 """
@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e2e_stats import Estimate
-from serving import cpu_model, kept_analysis, package_versions
+from harness.report import cpu_model, kept_analysis, package_versions
+from harness.stats import Estimate
 
 SYSTEMS = ("packrat", "ov-latency", "ov-throughput", "ort-default", "torch-fat")
 SINGLE = SYSTEMS[1:]

@@ -1,0 +1,1 @@
+"""The helpers of benchmarks/backends_side_by_side.py."""

@@ -1,0 +1,108 @@
+"""What `packrat serve` would run for a model of benchmarks/backends_side_by_side.py: the
+backend it chooses, the profile and the plan per batch size, and the conversions the
+single-process systems run; written to the setup file the systems' processes read."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.backends.children import plan_to_json
+from harness.backends.report import ModelRun
+
+if TYPE_CHECKING:
+    from packrat.models.base import ModelSource
+    from packrat.profiler.profile_file import Profile
+    from packrat.progress import Progress
+    from packrat.topology import Topology
+
+
+def prepare_model(model: str, batches: list[int], workdir: Path) -> ModelRun:
+    """Choose the backend, profile and plan as `packrat serve` does; convert for the single-
+    process systems; write the setup file their processes read (WORKDIR/MODEL/setup.json)."""
+    from packrat.controller.planning import Planning
+    from packrat.models import ZooSource
+    from packrat.profiler.backend_select import select_backend
+    from packrat.progress import progress_bar
+    from packrat.topology import read_topology
+
+    source = ZooSource(model)
+    topology = read_topology()
+    largest = max(batches)
+    with progress_bar() as bar:
+        selection = select_backend(source, "auto", "auto", topology, largest, progress=bar)
+        profile, profile_path = serve_profile(selection.source, topology, largest, bar)
+    planning = Planning(topology, profile.latency_table().interpolated(), largest)
+    plans = {b: planning.optimal(b) for b in batches}
+    folder = workdir / model
+    folder.mkdir(parents=True, exist_ok=True)
+    setup: dict[str, Any] = {
+        "model": model,
+        "cores": topology.num_cores,
+        "batches": batches,
+        "plans": {b: plan_to_json(p) for b, p in plans.items()},
+        "pool_size": max(len(p.instances) for p in plans.values()),
+        "packrat_source": str(folder / "packrat-source.pkl"),
+    }
+    (folder / "packrat-source.pkl").write_bytes(pickle.dumps(selection.source))
+    unavailable = converted_files(source, setup)
+    (folder / "setup.json").write_text(json.dumps(setup, indent=1))
+    run = ModelRun(
+        model=model,
+        served=str(selection.candidate),
+        reason=selection.reason,
+        profile=str(profile_path),
+        batches=batches,
+        plans={b: p.describe() for b, p in plans.items()},
+        predicted_ms={b: p.latency_ms for b, p in plans.items()},
+        unavailable=unavailable,
+    )
+    print(f"{model}: served on {run.served}; plans from {profile_path}", flush=True)
+    return run
+
+
+def serve_profile(
+    source: ModelSource, topology: Topology, largest: int, progress: Progress
+) -> tuple[Profile, Path]:
+    """The profile `packrat serve --max-batch-size LARGEST` plans with (as
+    `Repository._table` makes it): the cached one, completed where it lacks cells."""
+    from packrat.profiler.cache import default_profile_path
+    from packrat.profiler.profile_file import load_profile
+    from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
+    from packrat.server.repository import QUICK_POLICY
+
+    path = default_profile_path(source.identity(), topology)
+    cached = load_profile(path) if path.exists() else None
+    sweep = SweepConfig(
+        topology.num_cores,
+        powers_of_two(largest),
+        QUICK_POLICY,
+        asked=tuple(range(1, largest + 1)),
+    )
+    if cached is not None and not sweep.needs_measuring(cached):
+        return cached, path
+    profile = profile_model(
+        source, sweep, out=path, existing=cached, topology=topology, progress=progress
+    )
+    return profile, path
+
+
+def converted_files(source: ModelSource, setup: dict[str, Any]) -> dict[str, str]:
+    """Put the fp32 ONNX and OpenVINO conversions' paths into `setup` (cached conversions);
+    return the systems that cannot run, with why."""
+    from packrat.errors import ModelError
+    from packrat.models.backends import Backend, Precision
+    from packrat.models.convert import convert_source
+
+    unavailable = {}
+    wanted = {"onnx": Backend.ONNXRUNTIME, "openvino_xml": Backend.OPENVINO}
+    users = {"onnx": ["ort-default"], "openvino_xml": ["ov-latency", "ov-throughput"]}
+    for key, backend in wanted.items():
+        try:
+            setup[key] = str(convert_source(source, backend, Precision.FP32).path)
+        except ModelError as exc:
+            unavailable.update({system: f"no {backend.value} conversion: {exc}"
+                                for system in users[key]})  # fmt: skip
+    return unavailable

@@ -1,0 +1,1 @@
+"""The helpers of the end-to-end suite, benchmarks/e2e.py."""

@@ -1,0 +1,1 @@
+"""The helpers of benchmarks/profile_cost.py."""

@@ -1,0 +1,1 @@
+"""The helpers of benchmarks/robustness.py."""
