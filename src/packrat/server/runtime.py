@@ -41,6 +41,7 @@ from packrat.controller.estimator import EstimatorConfig
 from packrat.controller.planning import Planning
 from packrat.controller.policy import PlanPolicy, PolicyConfig, PolicyKind
 from packrat.controller.split_sizes import best_split, proportional_split
+from packrat.controller.step import Action, Reason, step
 from packrat.errors import ModelError, PackratError, WorkerError
 from packrat.models.base import ModelIdentity, ModelSource
 from packrat.models.inputs import InputSpec
@@ -108,10 +109,6 @@ RestartListener = Callable[[int], None]
 SWITCH_LOG = 10_000
 """Switches kept for `switch_log()` (all are counted); `describe()` shows the last few."""
 DESCRIBED_SWITCHES = 10
-SPAWN_RETRY_S = 60.0
-"""After a switch whose new workers failed to start, how long the policy's plans that would
-start workers again are passed over (the running plan serves): a failed start takes up to the
-engine's start timeout, and every batch must not wait for another one."""
 
 
 class RuntimeState(enum.Enum):
@@ -523,9 +520,11 @@ class ModelRuntime:
             raise BadRequest(f"model {self._label} cannot {what}: it was started without planning")
         return self._planning
 
-    async def _switch(self, plan: Plan, reason: str) -> Switch | None:
-        """Run `plan` from the next batch on. Called with the plan lock held (between
-        batches). Returns the switch made, None if the instances stay as they are.
+    async def _switch(self, plan: Plan, reason: str, cause: Reason | None = None) -> Switch | None:
+        """Run `plan` from the next batch on, because of `reason` (words for the log and the
+        switch log; `cause`: the per-batch step's, None for a change asked from outside).
+        Called with the plan lock held (between batches). Returns the switch made, None if
+        the instances stay as they are.
 
         Raises WorkerError (logged) if the switch failed: the old plan keeps serving if its
         new workers failed to start, else the pool is broken (`Engine.reconfigure`)."""
@@ -549,7 +548,7 @@ class ModelRuntime:
         self._switches.append(switch)
         self._switches_total += 1
         # Per-batch switches come at every batch; others are rare and worth a line each.
-        level = logging.DEBUG if reason.startswith("batch of") else logging.INFO
+        level = logging.DEBUG if cause is Reason.BATCH_SIZE else logging.INFO
         logger.log(
             level,
             "model %s: plan %s -> %s (%s) in %.1f ms (%d workers retuned, %d started)",
@@ -579,21 +578,20 @@ class ModelRuntime:
             return await self._run_split(requests)
 
     async def _follow(self, batch: int) -> None:
-        """Switch to the plan the policy proposes for this batch, if any."""
+        """Apply the per-batch step (`packrat.controller.step`) to this batch."""
         assert self._policy is not None
         waiting = batch + self._batcher.queue_depth
-        current = self._engine.plan
         _, current_ms = self.split(batch)
-        now = time.monotonic()
-        proposal = self._policy.propose(batch, waiting, now, current, current_ms)
-        if proposal is None:
-            return
-        needs_workers = len(proposal.plan.instances) > len(self._engine.pool_pids)
-        failed_s = self._spawn_failed_s
-        if needs_workers and failed_s is not None and now - failed_s < SPAWN_RETRY_S:
+        decided = step(
+            self._policy, batch, waiting, time.monotonic(), self._engine.plan, current_ms,
+            workers=len(self._engine.pool_pids), spawn_failed_s=self._spawn_failed_s,
+        )  # fmt: skip
+        if decided.action is Action.REPLAN:
+            self._engine.replan(decided.plan)
+        if decided.action is not Action.SWITCH:
             return
         try:
-            switch = await self._switch(proposal.plan, proposal.reason)
+            switch = await self._switch(decided.plan, decided.proposal, decided.reason)
         except WorkerError:
             if self._engine.state is EngineState.RUNNING:  # its new workers failed to start
                 self._spawn_failed_s = time.monotonic()

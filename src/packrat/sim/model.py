@@ -1,9 +1,10 @@
 """The simulated served model: its plan, its policy, and what each batch costs.
 
-`SimModel.run_batch` is `ModelRuntime._run_batch` without processes: ask the policy (the
-server's own `PlanPolicy`, from `packrat.controller.policy`) whether this batch should run on
-another plan, pay the switch if the instances change (and tell the policy, as the server does),
-then time the batch on the plan's instances (`ServiceModel`). Plans come from the server's
+`SimModel.run_batch` is the server's batch function without processes: the server's own
+per-batch step (`packrat.controller.step`) over the server's own `PlanPolicy` decides whether
+this batch runs on another plan; the simulator pays the switch if the instances change (and
+tells the policy, as the server does), then times the batch on the plan's instances
+(`ServiceModel`). Plans come from the server's
 `Planning` (optimizer, allocation), chosen as `packrat serve` chooses them (`choose_plan`).
 """
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from packrat.controller.estimator import EstimatorConfig
 from packrat.controller.planning import Planning
 from packrat.controller.policy import PlanPolicy, PolicyConfig, PolicyKind
+from packrat.controller.step import Action, step
 from packrat.errors import PackratError
 from packrat.sim.service import ServiceModel, SimError
 from packrat.types import Plan, parse_plan
@@ -109,14 +111,13 @@ class SimModel:
         policy = self.chosen.policy
         if policy is not None:
             _, current_ms = self.service.split(self.plan, batch)
-            proposal = policy.propose(batch, waiting, now_s, self.plan, current_ms)
-            if proposal is not None:
-                if proposal.plan.layout != self.plan.layout:
-                    switch_s = self.switch_s
-                    self._move_to(proposal.plan, now_s)
-                    policy.switched(switch_s, now_s + switch_s)
-                else:  # same instances (the server's `Engine.replan`): nothing to pay
-                    self._move_to(proposal.plan, now_s, switched=False)
+            decided = step(policy, batch, waiting, now_s, self.plan, current_ms)
+            if decided.action is Action.SWITCH:
+                switch_s = self.switch_s
+                self._move_to(decided.plan, now_s)
+                policy.switched(switch_s, now_s + switch_s)
+            elif decided.action is Action.REPLAN:  # the server's `Engine.replan`: nothing to pay
+                self._move_to(decided.plan, now_s, switched=False)
         return switch_s + self.service.batch_s(self.plan, batch)
 
     def predicted_s(self, batch: int) -> float | None:
