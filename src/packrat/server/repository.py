@@ -45,8 +45,9 @@ from packrat.config import default_backend
 from packrat.controller.admission import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS
 from packrat.controller.batching import DEFAULT_MAX_BATCH_DELAY_MS, BatchingConfig
 from packrat.controller.estimator import EstimatorConfig
+from packrat.controller.plan_choice import ChoiceKind, PlanChoice, first_plan
 from packrat.controller.planning import Planning
-from packrat.controller.policy import PolicyConfig, PolicyKind
+from packrat.controller.policy import PolicyKind
 from packrat.errors import ModelError, PackratError, ProfileError, WorkerError
 from packrat.models.base import ModelIdentity, ModelSource
 from packrat.models.resolve import resolve_model
@@ -187,6 +188,15 @@ class ModelConfig:
         return BatchingConfig(
             self.max_batch_size, self.max_batch_delay_ms, self.max_queue, self.max_queue_wait_ms
         )
+
+    def plan_choice(self, default_policy: PolicyKind) -> PlanChoice:
+        """The first plan this config asks for: the plan pinned, the fat instance, or its
+        policy (`default_policy` if it names none)."""
+        if self.plan is not None:
+            return PlanChoice(ChoiceKind.PLAN, self.plan)
+        if self.fat:
+            return PlanChoice(ChoiceKind.FAT)
+        return PlanChoice.following(self.policy or default_policy)
 
 
 @dataclass(frozen=True)
@@ -477,23 +487,16 @@ class Repository:
         if table is not None:  # plan and split every batch size, not only the profiled ones
             table = table.interpolated()
         planning = Planning(topology, table, config.max_batch_size)
-        policy, pool_size = None, None
-        if config.plan is not None:
-            plan = planning.place(config.plan)
-        elif config.fat:
-            plan = planning.fat()
-        else:
-            # Planning takes up to seconds (128 cores, batches to 1024): not on the event loop.
-            plan = await asyncio.to_thread(planning.optimal, config.max_batch_size)
-            kind = config.policy or self._defaults.policy
-            policy = PolicyConfig(kind, config.estimator)
-            if kind is not PolicyKind.FIXED:
-                pool_size = await asyncio.to_thread(planning.pool_size)
+        choice = config.plan_choice(self._defaults.policy)
+        # Planning takes up to seconds (128 cores, batches to 1024): not on the event loop.
+        first = await asyncio.to_thread(
+            functools.partial(first_plan, planning, choice, config.estimator, size_pool=True)
+        )
         return ModelRuntime(
             name,
             config.version,
             source,
-            plan,
+            first.plan,
             table,
             batching=config.batching,
             engine_config=self._engine_config
@@ -502,9 +505,9 @@ class Repository:
                 self._engine_config, batch_timeout_s=float(config.batch_timeout_s)
             ),
             planning=planning,
-            policy=policy,
+            policy=first.policy,
             estimator=config.estimator,
-            pool_size=pool_size,
+            pool_size=first.pool_size,
             backend=selection.to_json(),
             loaded_at_startup=loaded_at_startup,
         )
