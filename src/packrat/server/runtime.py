@@ -40,7 +40,7 @@ from packrat.controller.batching import BatchingConfig
 from packrat.controller.estimator import EstimatorConfig
 from packrat.controller.planning import Planning
 from packrat.controller.policy import PlanPolicy, PolicyConfig, PolicyKind
-from packrat.controller.split_sizes import best_split, proportional_split
+from packrat.controller.split_sizes import MemoizedSplit
 from packrat.controller.step import Action, Reason, step
 from packrat.errors import ModelError, PackratError, WorkerError
 from packrat.models.base import ModelIdentity, ModelSource
@@ -163,7 +163,6 @@ class ModelRuntime:
         self._version = version
         self._source = source
         self._table = table
-        self._threads = [instance.threads for instance in plan.instances]
         self._engine = Engine(
             source,
             plan,
@@ -191,9 +190,9 @@ class ModelRuntime:
         self._state = RuntimeState.NEW
         self._identity: ModelIdentity | None = None
         self._input_spec = _declared_input_spec(source)
-        self._splits: dict[int, tuple[list[int], float]] = {}
+        self._splits = MemoizedSplit(table)
         self._listeners: list[BatchListener] = []
-        self._busy_s = [0.0] * len(self._threads)
+        self._busy_s = [0.0] * len(plan.instances)
         self._last_batch_sizes: tuple[int, ...] = ()
         self._batches_total = 0
         self._requests_total = 0
@@ -412,14 +411,7 @@ class ModelRuntime:
     def split(self, batch: int) -> tuple[list[int], float]:
         """Requests per instance for a batch of `batch`, and its predicted latency in ms
         (inf if the profile cannot predict it, nan without a profile). Memoized."""
-        cached = self._splits.get(batch)
-        if cached is None:
-            if self._table is not None:
-                cached = best_split(self._table, self._threads, batch)
-            else:
-                cached = proportional_split(self._threads, batch), math.nan
-            self._splits[batch] = cached
-        return cached
+        return self._splits.split([i.threads for i in self._engine.plan.instances], batch)
 
     def _predicted_batch_s(self, batch: int) -> float | None:
         """How long a batch of `batch` should take on the plan now running, by the profile,
@@ -538,9 +530,8 @@ class ModelRuntime:
         except WorkerError as exc:
             logger.error("model %s: switching plans (%s) failed: %s", self._label, reason, exc)
             raise
-        self._threads = [instance.threads for instance in plan.instances]
-        self._busy_s = (self._busy_s + [0.0] * len(self._threads))[: len(self._threads)]
-        self._splits.clear()
+        count = len(plan.instances)
+        self._busy_s = (self._busy_s + [0.0] * count)[:count]
         switch = Switch(
             old.describe(), plan.describe(), reason, at_unix_s, done.took_s, done.retuned,
             done.spawned,
