@@ -56,6 +56,8 @@ from packrat.models.torchserve_source import ArchiveSource
 from packrat.models.zoo import ZOO
 from packrat.optimizer.table import LatencyTable
 from packrat.pool.config import EngineConfig
+from packrat.pool.engine import Engine
+from packrat.pool.protocol import PoolFactory
 from packrat.profiler.backend_select import candidates, select_backend
 from packrat.profiler.cache import default_profile_path
 from packrat.profiler.profile_file import Profile, load_profile
@@ -243,6 +245,7 @@ class Repository:
     profile_kind: how a model without a cached profile is profiled at registration:
         "isolated" (each cell alone) or "contention" (beside copies of itself); the two are
         cached apart.
+    pool_factory: makes each model's instance pool (default: worker processes, `Engine`).
     on_start, on_stop: called with each runtime once it serves (before `register*` returns)
         and once it has stopped (unregistered or closed), e.g. to attach and drop metrics; an
         exception they raise is logged.
@@ -258,6 +261,7 @@ class Repository:
         on_start: RuntimeHook | None = None,
         on_stop: RuntimeHook | None = None,
         profile_kind: str = "isolated",
+        pool_factory: PoolFactory = Engine,
     ) -> None:
         self._defaults = defaults if defaults is not None else RepositoryDefaults()
         self._model_store = model_store
@@ -266,6 +270,7 @@ class Repository:
         self._on_start = on_start
         self._on_stop = on_stop
         self._contention = profile_kind == "contention"
+        self._pool_factory = pool_factory
         self._models: dict[str, dict[str, ModelRuntime]] = {}
         self._starting: set[tuple[str, str]] = set()
         self._closed = False
@@ -492,6 +497,17 @@ class Repository:
         first = await asyncio.to_thread(
             functools.partial(first_plan, planning, choice, config.estimator, size_pool=True)
         )
+        engine_config = self._engine_config
+        if config.batch_timeout_s is not None:
+            timeout_s = float(config.batch_timeout_s)
+            engine_config = dataclasses.replace(engine_config, batch_timeout_s=timeout_s)
+        pool = self._pool_factory(
+            source,
+            first.plan,
+            engine_config,
+            pool_size=first.pool_size,
+            visible_cores=topology.cpu_ids(),
+        )
         return ModelRuntime(
             name,
             config.version,
@@ -499,15 +515,11 @@ class Repository:
             first.plan,
             table,
             batching=config.batching,
-            engine_config=self._engine_config
-            if config.batch_timeout_s is None
-            else dataclasses.replace(
-                self._engine_config, batch_timeout_s=float(config.batch_timeout_s)
-            ),
+            engine_config=engine_config,
             planning=planning,
             policy=first.policy,
             estimator=config.estimator,
-            pool_size=first.pool_size,
+            pool=pool,
             backend=selection.to_json(),
             loaded_at_startup=loaded_at_startup,
         )

@@ -48,6 +48,7 @@ from packrat.models.inputs import InputSpec
 from packrat.optimizer.table import LatencyTable
 from packrat.pool.config import EngineConfig
 from packrat.pool.engine import Engine, EngineState, SubBatch
+from packrat.pool.protocol import InstancePool
 from packrat.server.api import BadRequest, InferenceFailed, Unavailable
 from packrat.server.batcher import Batcher
 from packrat.topology import format_cpu_list
@@ -130,8 +131,9 @@ class ModelRuntime:
     planning: where other plans come from (needed to follow the load, and for `pin`,
         `release` and `move`); policy: how the plan follows the load (`PolicyConfig`), None
         for a pinned plan; estimator: the estimator's settings when released to "follow"
-        (default: the policy's). pool_size: workers to start (spares beyond the plan's
-        instances).
+        (default: the policy's). pool: the instances, serving `plan` (`InstancePool`; default:
+        an `Engine` of `pool_size` workers, spares beyond the plan's instances, under
+        `engine_config`).
 
     Metrics hooks: `add_listener(fn)` for a `BatchRecord` per batch, and the counters
     `queue_depth`, `in_flight`, `last_batch_sizes`, `busy_s`, `batches_total`,
@@ -152,6 +154,7 @@ class ModelRuntime:
         policy: PolicyConfig | None = None,
         estimator: EstimatorConfig | None = None,
         pool_size: int | None = None,
+        pool: InstancePool | None = None,
         backend: Mapping[str, Any] | None = None,
         loaded_at_startup: bool = False,
     ) -> None:
@@ -163,12 +166,16 @@ class ModelRuntime:
         self._version = version
         self._source = source
         self._table = table
-        self._engine = Engine(
-            source,
-            plan,
-            engine_config,
-            pool_size=pool_size,
-            visible_cores=None if planning is None else planning.topology.cpu_ids(),
+        self._engine: InstancePool = (
+            pool
+            if pool is not None
+            else Engine(
+                source,
+                plan,
+                engine_config,
+                pool_size=pool_size,
+                visible_cores=None if planning is None else planning.topology.cpu_ids(),
+            )
         )
         self._planning = planning
         self._policy_config = policy
