@@ -430,7 +430,7 @@ def test_pin_release_and_move_cores_while_requests_run() -> None:
                 await repository.set_cores("tiny-resnet", [second])
             await repository.set_plan("tiny-resnet", policy="follow")
             assert runtime.policy == "follow" and runtime.plan.describe() == "<2,1,2>"
-            following = runtime._policy  # released after a pin: the model's own settings
+            following = runtime._control.policy  # released after a pin: the model's own settings
             assert isinstance(following, FollowLoad) and following.estimator.config == settings
             await repository.set_cores("tiny-resnet", [second])
             assert runtime.plan.layout == ((1, (second,)),)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from packrat.controller.split_sizes import best_split, proportional_split
+from packrat.controller.split_sizes import MemoizedSplit, best_split, proportional_split
 from packrat.optimizer.table import LatencyTable
 
 
@@ -129,3 +129,13 @@ def test_rejects_bad_arguments() -> None:
         best_split(table, [0], 1)
     with pytest.raises(ValueError, match="batch must be >= 0"):
         proportional_split([1], -1)
+
+
+def test_the_memoized_split_is_the_split_or_the_thread_share_without_a_profile() -> None:
+    table = LatencyTable.from_cells({(1, 1): 10.0, (1, 2): 12.0, (2, 1): 6.0, (2, 2): 9.0})
+    memo = MemoizedSplit(table)
+    first = memo.split([1, 1], 2)
+    assert first == best_split(table, [1, 1], 2) and memo.split((1, 1), 2) is first
+    assert memo.split([2], 2) == best_split(table, [2], 2)
+    sizes, latency_ms = MemoizedSplit(None).split([2, 1], 3)
+    assert sizes == proportional_split([2, 1], 3) and math.isnan(latency_ms)

@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 
+from packrat.controller.plan_choice import ChoiceKind, PlanChoice
+from packrat.controller.policy import PolicyKind
 from packrat.server.api import BadRequest, NotFound, RegisterOptions
 from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
+from packrat.types import parse_plan
 
 
 class _Runtime:
@@ -60,3 +63,14 @@ def test_set_default_chooses_the_version_requests_get(repo: Repository) -> None:
         assert repo.get("m").version == "1"
 
     asyncio.run(main())
+
+
+def test_the_servers_model_config_names_its_choice() -> None:
+    plan = parse_plan("<2,1,4>")
+    assert ModelConfig("m", plan=plan).plan_choice(PolicyKind.AUTO) == PlanChoice(
+        ChoiceKind.PLAN, plan
+    )
+    assert ModelConfig("m", fat=True).plan_choice(PolicyKind.AUTO).kind is ChoiceKind.FAT
+    assert ModelConfig("m").plan_choice(PolicyKind.FOLLOW).kind is ChoiceKind.FOLLOW
+    config = ModelConfig("m", policy=PolicyKind.FIXED)
+    assert config.plan_choice(PolicyKind.FOLLOW).kind is ChoiceKind.FIXED

@@ -70,6 +70,30 @@ def proportional_split(threads: Sequence[int], batch: int) -> list[int]:
     return sizes
 
 
+class MemoizedSplit:
+    """The split the server uses, memoized: `best_split` over `table`, or without a profile
+    (`table` None) the split by thread share with latency nan. The server's runtime and the
+    simulator both split batches with one, asking at every batch."""
+
+    def __init__(self, table: LatencyTable | None) -> None:
+        self._table = table
+        self._splits: dict[tuple[tuple[int, ...], int], tuple[list[int], float]] = {}
+
+    def split(self, threads: Sequence[int], batch: int) -> tuple[list[int], float]:
+        """Requests per instance (of `threads` threads each) and the predicted latency in ms
+        (inf if the profile cannot cover the split, nan without a profile). The list
+        returned is shared with later calls: do not change it."""
+        key = (tuple(threads), batch)
+        cached = self._splits.get(key)
+        if cached is None:
+            if self._table is not None:
+                cached = best_split(self._table, threads, batch)
+            else:
+                cached = proportional_split(threads, batch), math.nan
+            self._splits[key] = cached
+        return cached
+
+
 def _check(threads: Sequence[int], batch: int) -> None:
     if not threads:
         raise ValueError("a split needs at least one instance (threads is empty)")

@@ -4,7 +4,8 @@ and the backend it runs on."""
 from __future__ import annotations
 
 from packrat.server.metrics import Metrics
-from packrat.server.runtime import BatchRecord, ModelRuntime, Switch
+from packrat.server.records import BatchRecord, Switch
+from packrat.server.runtime import ModelRuntime
 
 
 def watch(runtime: ModelRuntime, metrics: Metrics) -> None:

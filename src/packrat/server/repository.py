@@ -2,19 +2,19 @@
 
 `Repository.register_model(ModelConfig(...))` turns a model spec into a running `ModelRuntime`:
 
-1. resolve the spec (`resolve_model`): a zoo name, or a file in the model store;
-2. its profile: `ModelConfig.profile` if given, else the cached one
-   (`default_profile_path`), completed with a quick sweep where cells are missing (batch
-   sizes 1, 2, 4, ... up to max_batch_size, every thread count of its cores; `QUICK_POLICY`;
-   cells that no optimal plan for a batch up to max_batch_size can contain are skipped);
-3. its first plan: the optimal one for all its cores and max_batch_size (`Planning`, with
-   the profile interpolated between the profiled batch sizes: `LatencyTable.interpolated`), unless
-   the config pins a plan or asks for the fat instance (then no profiling is done; a cached
-   profile is still used to split batches);
-4. placement on the model's cores (`allocate`), then start. Unless pinned, the plan then
-   follows the load as the model's policy says (`packrat.controller.policy`; by default each
-   batch runs the optimal plan for its own size), with enough workers started up front for
-   every plan up to max_batch_size to switch in place.
+1. resolve the spec: a zoo name, or a file in the model store (`packrat.server.model_setup`);
+2. its latency table: the profile given, else the cached one, completed with a quick sweep
+   where cells are missing (`model_setup.latency_table`);
+3. its first plan and policy (`packrat.controller.plan_choice.first_plan`): the optimal plan
+   for all its cores and max_batch_size (`Planning`, with the profile interpolated between the
+   profiled batch sizes: `LatencyTable.interpolated`), unless the config pins a plan or asks
+   for the fat instance (then no profiling is done; a cached profile is still used to split
+   batches);
+4. placement on the model's cores (`allocate`), its instance pool (`pool_factory`, by default
+   an `Engine` of worker processes), then start. Unless pinned, the plan then follows the
+   load as the model's policy says (`packrat.controller.policy`; by default each batch runs
+   the optimal plan for its own size), with enough workers started up front for every plan
+   up to max_batch_size to switch in place.
 
 `set_plan` and `set_cores` change a served model's plan, policy or cores (the management API);
 each change goes through the same in-place switch between batches.
@@ -34,31 +34,20 @@ import asyncio
 import dataclasses
 import functools
 import logging
-import os
-import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from packrat.config import default_backend
-from packrat.controller.admission import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS
-from packrat.controller.batching import DEFAULT_MAX_BATCH_DELAY_MS, BatchingConfig
-from packrat.controller.estimator import EstimatorConfig
+from packrat.controller.plan_choice import first_plan
 from packrat.controller.planning import Planning
-from packrat.controller.policy import PolicyConfig, PolicyKind
-from packrat.errors import ModelError, PackratError, ProfileError, WorkerError
-from packrat.models.base import ModelIdentity, ModelSource
-from packrat.models.resolve import resolve_model
-from packrat.models.torchserve_archive import is_archive_dir
+from packrat.controller.policy import PolicyKind
+from packrat.errors import PackratError, WorkerError
+from packrat.models.base import ModelSource
 from packrat.models.torchserve_source import ArchiveSource
-from packrat.models.zoo import ZOO
-from packrat.optimizer.table import LatencyTable
 from packrat.pool.config import EngineConfig
-from packrat.profiler.backend_select import candidates, select_backend
-from packrat.profiler.cache import default_profile_path
-from packrat.profiler.profile_file import Profile, load_profile
-from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
+from packrat.pool.engine import Engine
+from packrat.pool.protocol import PoolFactory
+from packrat.profiler.backend_select import select_backend
 from packrat.progress import NullProgress, Progress
 from packrat.server.api import (
     BadRequest,
@@ -70,158 +59,27 @@ from packrat.server.api import (
     Unavailable,
 )
 from packrat.server.archive_settings import with_archive_settings
-from packrat.server.runtime import ModelRuntime
-from packrat.stats import SamplingPolicy
-from packrat.topology import (
-    Topology,
-    format_cpu_list,
-    parse_cpu_list,
-    read_topology,
-    usable_topology,
+from packrat.server.model_config import MODEL_NAME, ModelConfig, RepositoryDefaults
+from packrat.server.model_setup import (
+    QUICK_POLICY,
+    default_name,
+    latency_table,
+    model_topology,
+    resolve_source,
 )
+from packrat.server.runtime import ModelRuntime
+from packrat.topology import Topology, format_cpu_list, parse_cpu_list
 from packrat.types import Plan, parse_plan
+
+# ModelConfig, RepositoryDefaults and QUICK_POLICY were defined here: they still import from here.
+__all__ = ["QUICK_POLICY", "ModelConfig", "Repository", "RepositoryDefaults", "RuntimeHook"]
 
 if TYPE_CHECKING:
     from packrat.server.api import ModelRepository
 
 logger = logging.getLogger(__name__)
 
-QUICK_POLICY = SamplingPolicy(warmup_runs=1, min_runs=3, max_runs=20, rel_ci=0.05, max_time_s=5)
-"""Sampling for profiles made at registration: seconds per cell, not minutes."""
-
 RuntimeHook = Callable[[ModelRuntime], None]
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # safe in URL paths and file names
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """How to serve one model version.
-
-    spec: a zoo name or a model file (see the module docstring for where files may be).
-    name: the served name; None takes the zoo name or the file's stem. version: its version.
-    cores: CPU ids the model's instances run on; None means every CPU this process may use.
-    max_batch_size, max_batch_delay_ms, max_queue, max_queue_wait_ms: dynamic batching and
-        its admission bounds (`BatchingConfig`);
-        max_batch_size is also the batch the plan is made for.
-    profile: a profile file (JSON or published CSV) to plan with instead of the cache.
-    plan: instances to run instead of the optimal plan (allocated on `cores` if they have
-        no cores yet). fat: run one instance with all cores instead. Either pins the plan.
-    policy: how an unpinned plan follows the load (`PolicyKind`): "auto" runs each batch on
-        the optimal plan for its size, "follow" on the plan for the batch size the estimator
-        sees (with `estimator`'s settings), "fixed" always on the plan for max_batch_size;
-        None takes the repository's default (`RepositoryDefaults.policy`).
-    backend, precision: what the instances run on (`packrat.profiler.backend_select`):
-        "auto" (default: $PACKRAT_BACKEND, else auto) serves on the fastest backend whose
-        answers match torch's fp32 ones, or a backend by name (torch, onnxruntime,
-        openvino); precision "auto" allows bf16 where the CPU runs it natively, "fp32"
-        keeps exact fp32, "bf16" asks for it (within the error budget).
-    batch_timeout_s: seconds a worker may take on one batch before it is replaced (its
-        requests get 503); None: the server's (`EngineConfig.batch_timeout_s`). TorchServe's
-        responseTimeout.
-    sample_request: a request body file to profile a TorchServe archive with (default: the
-        one the archive carries; see `packrat.models.torchserve_source`).
-
-    A TorchServe archive's model-config.yaml sets batch_size, max_batch_delay_ms and
-    batch_timeout_s over these, as in TorchServe (`packrat.server.archive_settings`).
-    """
-
-    spec: str
-    name: str | None = None
-    version: str = "1"
-    cores: tuple[int, ...] | None = None
-    max_batch_size: int = 8
-    max_batch_delay_ms: float = DEFAULT_MAX_BATCH_DELAY_MS
-    max_queue: int = DEFAULT_MAX_QUEUE
-    max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
-    profile: Path | None = None
-    plan: Plan | None = None
-    fat: bool = False
-    policy: PolicyKind | None = None
-    estimator: EstimatorConfig = dataclasses.field(default_factory=EstimatorConfig)
-    backend: str = dataclasses.field(default_factory=default_backend)
-    precision: str = "auto"
-    batch_timeout_s: float | None = None
-    sample_request: Path | None = None
-
-    def __post_init__(self) -> None:
-        if not self.spec:
-            raise ValueError("ModelConfig.spec must name a zoo model or a file, got ''")
-        for field_name in ("name", "version"):
-            value = getattr(self, field_name)
-            if value is not None and not _NAME.match(value):
-                raise ValueError(
-                    f"ModelConfig.{field_name} must be 1-128 letters, digits, '_', '.' or '-' "
-                    f"(not starting with '_', '.' or '-'), got {value!r}"
-                )
-        if self.cores is not None:
-            object.__setattr__(self, "cores", tuple(self.cores))
-            if not self.cores or any(c < 0 for c in self.cores):
-                raise ValueError(
-                    f"ModelConfig.cores must be a non-empty list of CPU ids, got {self.cores}"
-                )
-            if len(set(self.cores)) != len(self.cores):
-                raise ValueError(f"ModelConfig.cores has repeated CPU ids: {list(self.cores)}")
-        try:
-            _ = self.batching  # validates the batching settings
-        except ValueError as exc:
-            raise ValueError(str(exc).replace("BatchingConfig.", "ModelConfig.")) from None
-        if self.plan is not None and self.fat:
-            raise ValueError("ModelConfig.plan and ModelConfig.fat=True exclude each other")
-        try:
-            candidates(self.backend, self.precision, bf16_native=True)
-        except PackratError as exc:
-            raise ValueError(f"ModelConfig: {exc}") from None
-        timeout = self.batch_timeout_s
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
-        ):
-            raise ValueError(
-                f"ModelConfig.batch_timeout_s must be a positive number of seconds, got {timeout!r}"
-            )
-        if self.policy is not None and not isinstance(self.policy, PolicyKind):
-            object.__setattr__(self, "policy", PolicyKind.parse(str(self.policy)))
-
-    @property
-    def batching(self) -> BatchingConfig:
-        return BatchingConfig(
-            self.max_batch_size, self.max_batch_delay_ms, self.max_queue, self.max_queue_wait_ms
-        )
-
-
-@dataclass(frozen=True)
-class RepositoryDefaults:
-    """Settings for models registered by spec alone (`Repository.register`, the HTTP API);
-    `policy` also for models whose config names none."""
-
-    cores: tuple[int, ...] | None = None
-    max_batch_size: int = 8
-    max_batch_delay_ms: float = DEFAULT_MAX_BATCH_DELAY_MS
-    max_queue: int = DEFAULT_MAX_QUEUE
-    max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
-    fat: bool = False
-    policy: PolicyKind = PolicyKind.AUTO
-    estimator: EstimatorConfig = dataclasses.field(default_factory=EstimatorConfig)
-
-    def __post_init__(self) -> None:
-        try:
-            self.model_config("defaults")
-        except ValueError as exc:
-            raise ValueError(str(exc).replace("ModelConfig.", "RepositoryDefaults.")) from None
-
-    def model_config(self, spec: str, name: str | None = None) -> ModelConfig:
-        return ModelConfig(
-            spec=spec,
-            name=name,
-            cores=self.cores,
-            max_batch_size=self.max_batch_size,
-            max_batch_delay_ms=self.max_batch_delay_ms,
-            max_queue=self.max_queue,
-            max_queue_wait_ms=self.max_queue_wait_ms,
-            fat=self.fat,
-            policy=self.policy,
-            estimator=self.estimator,
-        )
 
 
 class Repository:
@@ -233,6 +91,7 @@ class Repository:
     profile_kind: how a model without a cached profile is profiled at registration:
         "isolated" (each cell alone) or "contention" (beside copies of itself); the two are
         cached apart.
+    pool_factory: makes each model's instance pool (default: worker processes, `Engine`).
     on_start, on_stop: called with each runtime once it serves (before `register*` returns)
         and once it has stopped (unregistered or closed), e.g. to attach and drop metrics; an
         exception they raise is logged.
@@ -248,6 +107,7 @@ class Repository:
         on_start: RuntimeHook | None = None,
         on_stop: RuntimeHook | None = None,
         profile_kind: str = "isolated",
+        pool_factory: PoolFactory = Engine,
     ) -> None:
         self._defaults = defaults if defaults is not None else RepositoryDefaults()
         self._model_store = model_store
@@ -256,6 +116,7 @@ class Repository:
         self._on_start = on_start
         self._on_stop = on_stop
         self._contention = profile_kind == "contention"
+        self._pool_factory = pool_factory
         self._models: dict[str, dict[str, ModelRuntime]] = {}
         self._starting: set[tuple[str, str]] = set()
         self._closed = False
@@ -366,7 +227,7 @@ class Repository:
             raise BadRequest(f"cannot read cores {cores!r}: {exc}") from None
         if not ids or any(c < 0 for c in ids):
             raise BadRequest(f"cores must name at least one CPU id >= 0, got {cores!r}")
-        topology = _topology(sorted(ids))
+        topology = model_topology(sorted(ids))
         self._warn_overlap(runtime.name, topology, besides=runtime)
         await _changing(runtime, runtime.move(runtime.planning.on(topology)))
         return runtime
@@ -399,8 +260,8 @@ class Repository:
         source = self._resolve(config, files_anywhere=files_anywhere)
         if isinstance(source, ArchiveSource):
             config = await asyncio.to_thread(with_archive_settings, config, source)
-        name = config.name or _default_name(config.spec)
-        if not _NAME.match(name):
+        name = config.name or default_name(config.spec)
+        if not MODEL_NAME.match(name):
             raise BadRequest(f"model name {name!r} is not valid; give one with letters and digits")
         key = (name, config.version)
         if key in self._starting or config.version in self._models.get(name, {}):
@@ -425,28 +286,7 @@ class Repository:
         return runtime
 
     def _resolve(self, config: ModelConfig, *, files_anywhere: bool) -> ModelSource:
-        """The source for `config.spec`, with model files confined to the model store."""
-        spec, sample = config.spec, config.sample_request
-        try:
-            if spec in ZOO or "://" in spec:  # resolve_model refuses URLs with its own message
-                return resolve_model(spec, sample_request=sample)
-            store = self._model_store
-            if store is None:
-                if not files_anywhere:
-                    raise BadRequest(
-                        f"model '{spec}' is not a zoo model, and no model store is configured "
-                        "to load files from"
-                    )
-                return resolve_model(spec, sample_request=sample)
-            root = store.expanduser().resolve()
-            path = (root / Path(spec).expanduser()).resolve()
-            if not path.is_relative_to(root):
-                raise BadRequest(f"model file '{spec}' is outside the model store")
-            if not (path.is_file() or is_archive_dir(path)):  # without the server's paths
-                raise BadRequest(f"model '{spec}' is neither a zoo model nor a file in the store")
-            return resolve_model(str(path), sample_request=sample)
-        except ModelError as exc:
-            raise BadRequest(str(exc)) from exc
+        return resolve_source(config, self._model_store, files_anywhere=files_anywhere)
 
     async def _build(
         self,
@@ -457,102 +297,51 @@ class Repository:
         *,
         loaded_at_startup: bool,
     ) -> ModelRuntime:
-        topology = _topology(config.cores)
+        topology = model_topology(config.cores)
         self._warn_overlap(name, topology)
         selection = await asyncio.to_thread(
             functools.partial(
-                select_backend,
-                source,
-                config.backend,
-                config.precision,
-                topology,
-                config.max_batch_size,
-                engine_config=self._engine_config,
-                progress=progress,
+                select_backend, source, config.backend, config.precision, topology,
+                config.max_batch_size, engine_config=self._engine_config, progress=progress,
             )
-        )
+        )  # fmt: skip
         source = selection.source
         identity = await asyncio.to_thread(source.identity)
-        table = await self._table(config, source, identity, topology, progress)
+        table = await latency_table(
+            config, source, identity, topology, progress,
+            engine_config=self._engine_config, contention=self._contention,
+        )  # fmt: skip
         if table is not None:  # plan and split every batch size, not only the profiled ones
             table = table.interpolated()
         planning = Planning(topology, table, config.max_batch_size)
-        policy, pool_size = None, None
-        if config.plan is not None:
-            plan = planning.place(config.plan)
-        elif config.fat:
-            plan = planning.fat()
-        else:
-            # Planning takes up to seconds (128 cores, batches to 1024): not on the event loop.
-            plan = await asyncio.to_thread(planning.optimal, config.max_batch_size)
-            kind = config.policy or self._defaults.policy
-            policy = PolicyConfig(kind, config.estimator)
-            if kind is not PolicyKind.FIXED:
-                pool_size = await asyncio.to_thread(planning.pool_size)
+        choice = config.plan_choice(self._defaults.policy)
+        # Planning takes up to seconds (128 cores, batches to 1024): not on the event loop.
+        first = await asyncio.to_thread(
+            functools.partial(first_plan, planning, choice, config.estimator, size_pool=True)
+        )
+        engine_config = self._engine_config
+        if config.batch_timeout_s is not None:
+            timeout_s = float(config.batch_timeout_s)
+            engine_config = dataclasses.replace(engine_config, batch_timeout_s=timeout_s)
+        pool = self._pool_factory(
+            source, first.plan, engine_config, pool_size=first.pool_size,
+            visible_cores=topology.cpu_ids(),
+        )  # fmt: skip
         return ModelRuntime(
             name,
             config.version,
             source,
-            plan,
+            first.plan,
             table,
             batching=config.batching,
-            engine_config=self._engine_config
-            if config.batch_timeout_s is None
-            else dataclasses.replace(
-                self._engine_config, batch_timeout_s=float(config.batch_timeout_s)
-            ),
+            engine_config=engine_config,
             planning=planning,
-            policy=policy,
+            policy=first.policy,
             estimator=config.estimator,
-            pool_size=pool_size,
+            pool=pool,
             backend=selection.to_json(),
             loaded_at_startup=loaded_at_startup,
         )
-
-    async def _table(
-        self,
-        config: ModelConfig,
-        source: ModelSource,
-        identity: ModelIdentity,
-        topology: Topology,
-        progress: Progress,
-    ) -> LatencyTable | None:
-        """The latency table to plan and split with; None only for pinned or fat plans
-        without a cached profile (they are served without profiling)."""
-        if config.profile is not None:
-            return load_profile(config.profile).latency_table()
-        path = default_profile_path(
-            identity,
-            topology,
-            keep_freed_memory=self._engine_config.keep_freed_memory,
-            contention=self._contention,
-        )
-        cached = _cached_profile(path)
-        if config.plan is not None or config.fat:
-            return cached.latency_table() if cached is not None else None
-        sweep = SweepConfig(
-            topology.num_cores,
-            powers_of_two(config.max_batch_size),
-            QUICK_POLICY,
-            contention=self._contention,
-            asked=tuple(range(1, config.max_batch_size + 1)),  # every size it plans for
-        )
-        if cached is not None and not sweep.needs_measuring(cached):
-            return cached.latency_table()
-        logger.info("profiling %s into %s", identity.name, path)
-        profile = await asyncio.to_thread(
-            functools.partial(
-                profile_model,
-                source,
-                sweep,
-                out=path,
-                existing=cached,
-                topology=topology,
-                progress=progress,
-                engine_config=self._engine_config,  # the cache path is keyed by it too
-            )
-        )
-        return profile.latency_table()
 
     def _warn_overlap(
         self, name: str, topology: Topology, besides: ModelRuntime | None = None
@@ -565,10 +354,8 @@ class Repository:
             if shared:
                 logger.warning(
                     "model %s shares CPUs %s with model %s: both will run slower",
-                    name,
-                    format_cpu_list(shared),
-                    runtime.name,
-                )
+                    name, format_cpu_list(shared), runtime.name,
+                )  # fmt: skip
 
 
 def _call(hook: RuntimeHook | None, runtime: ModelRuntime) -> None:
@@ -578,32 +365,6 @@ def _call(hook: RuntimeHook | None, runtime: ModelRuntime) -> None:
         hook(runtime)
     except Exception:
         logger.exception("repository hook failed for model %s:%s", runtime.name, runtime.version)
-
-
-def _cached_profile(path: Path) -> Profile | None:
-    """The profile cached at `path`; None if there is none or it cannot be read (it is then
-    measured again and overwritten)."""
-    if not path.is_file():
-        return None
-    try:
-        return load_profile(path)
-    except ProfileError as exc:
-        logger.warning("ignoring unreadable cached profile: %s", exc)
-        return None
-
-
-def _topology(cores: Sequence[int] | None) -> Topology:
-    """The physical cores of `cores` (CPU ids), or of every CPU this process may use."""
-    if cores is None:
-        return usable_topology().topology
-    allowed = os.sched_getaffinity(0)
-    outside = sorted(set(cores) - allowed)
-    if outside:
-        raise BadRequest(
-            f"cores {format_cpu_list(outside)} are not CPUs this server may use "
-            f"({format_cpu_list(allowed)})"
-        )
-    return read_topology(allowed=set(cores))
 
 
 async def _changing(runtime: ModelRuntime, change: Awaitable[Plan]) -> Plan:
@@ -623,10 +384,6 @@ def _parse_plan(text: str, runtime: ModelRuntime) -> Plan:
         return parse_plan(text)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
-
-
-def _default_name(spec: str) -> str:
-    return spec if spec in ZOO else Path(spec.rstrip("/")).stem
 
 
 if TYPE_CHECKING:

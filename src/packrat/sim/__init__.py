@@ -8,7 +8,7 @@ profile on any number of cores, in seconds. Never imports torch.
 
 from packrat.sim.arrivals import SIM_BOUNDS, bursts, poisson_load, stepped, trace
 from packrat.sim.loop import simulate
-from packrat.sim.model import Choice, ChosenPlan, SimModel, choose_plan
+from packrat.sim.model import ChosenPlan, SimModel, choose_plan
 from packrat.sim.results import Counts, SimResult
 from packrat.sim.run import SimConfig, make_planning, simulate_profile
 from packrat.sim.service import (
@@ -25,7 +25,6 @@ __all__ = [
     "DEFAULT_SWITCH_MS",
     "SIM_BOUNDS",
     "AmdahlFit",
-    "Choice",
     "ChosenPlan",
     "Counts",
     "ServiceModel",

@@ -1,34 +1,26 @@
 """The simulated served model: its plan, its policy, and what each batch costs.
 
-`SimModel.run_batch` is `ModelRuntime._run_batch` without processes: ask the policy (the
-server's own `PlanPolicy`, from `packrat.controller.policy`) whether this batch should run on
-another plan, pay the switch if the instances change (and tell the policy, as the server does),
-then time the batch on the plan's instances (`ServiceModel`). Plans come from the server's
-`Planning` (optimizer, allocation), chosen as `packrat serve` chooses them (`choose_plan`).
+`SimModel.run_batch` is the server's batch function without processes: the server's own
+per-batch step (`packrat.controller.step`) over the server's own `PlanPolicy` decides whether
+this batch runs on another plan; the simulator pays the switch if the instances change (and
+tells the policy, as the server does), then times the batch on the plan's instances
+(`ServiceModel`). Plans come from the server's `Planning` (optimizer, allocation), the first
+chosen as `packrat serve` chooses it (`choose_plan`, over `packrat.controller.plan_choice`).
 """
 
 from __future__ import annotations
 
-import enum
 import math
 from dataclasses import dataclass, field
 
 from packrat.controller.estimator import EstimatorConfig
+from packrat.controller.plan_choice import ChoiceKind, PlanChoice, first_plan
 from packrat.controller.planning import Planning
-from packrat.controller.policy import PlanPolicy, PolicyConfig, PolicyKind
+from packrat.controller.policy import PlanPolicy
+from packrat.controller.step import Action, step
 from packrat.errors import PackratError
 from packrat.sim.service import ServiceModel, SimError
-from packrat.types import Plan, parse_plan
-
-
-class Choice(enum.StrEnum):
-    """What `--policy` names besides a plan: the server's policies, or a pinned plan."""
-
-    AUTO = "auto"  # packrat serve --policy auto (each batch on the plan for its size)
-    FOLLOW = "follow"  # --policy follow (the paper's estimator)
-    FIXED = "fixed"  # --policy fixed (the plan for --max-batch-size)
-    FAT = "fat"  # --fat (one instance, every core)
-    SINGLE = "single"  # --plan '<T,1,ceil(B/T)>' (one single-thread instance per core)
+from packrat.types import Plan
 
 
 @dataclass(frozen=True)
@@ -43,38 +35,27 @@ class ChosenPlan:
 def choose_plan(
     planning: Planning, choice: str, estimator: EstimatorConfig | None = None
 ) -> ChosenPlan:
-    """The first plan and policy of a model served with `choice`: "auto", "follow", "fixed",
-    "fat", "single", or a plan in the paper's notation (e.g. "<2,1,4>"), as `packrat serve`
-    would start it ("follow" with `estimator`'s settings, default `EstimatorConfig()`).
-    Raises SimError for a choice or plan that does not fit."""
+    """The first plan and policy of a model served with `choice` (`PlanChoice.parse`: "auto",
+    "follow", "fixed", "fat", "single", or a plan in the paper's notation such as "<2,1,4>"),
+    as `packrat serve` would start it (`first_plan`; "follow" with `estimator`'s settings,
+    default `EstimatorConfig()`). Raises SimError for a choice or plan that does not fit."""
     text = choice.strip()
-    if text.startswith("<"):
-        try:
-            return ChosenPlan(text, planning.place(parse_plan(text, planning.cores)), None)
-        except (ValueError, PackratError) as exc:
+    try:
+        parsed = PlanChoice.parse(text, planning.cores)
+    except ValueError as exc:
+        if text.startswith("<"):
             raise SimError(f"cannot run plan {text} on {planning.cores} cores: {exc}") from None
+        raise SimError(str(exc)) from None
     try:
-        kind = Choice(text.lower())
-    except ValueError:
-        choices = ", ".join(c.value for c in Choice)
-        raise SimError(
-            f"unknown policy {choice!r}: choose one of {choices}, or a plan such as <2,1,4>"
-        ) from None
-    try:
-        if kind is Choice.FAT:
-            return ChosenPlan(kind.value, planning.fat(), None)
-        if kind is Choice.SINGLE:
-            cores = planning.cores
-            per_instance = math.ceil(planning.max_batch_size / cores)
-            single = parse_plan(f"<{cores},1,{per_instance}>", cores)
-            return ChosenPlan(kind.value, planning.place(single), None)
-        plan = planning.optimal(planning.max_batch_size)
-        policy = PolicyConfig(PolicyKind(kind.value), estimator or EstimatorConfig()).create(
-            planning.optimal, planning.max_batch_size
-        )
-        return ChosenPlan(kind.value, plan, policy)
+        first = first_plan(planning, parsed, estimator)
     except PackratError as exc:
-        raise SimError(f"cannot simulate policy {kind.value}: {exc}") from None
+        if parsed.plan is not None:
+            raise SimError(f"cannot run plan {text} on {planning.cores} cores: {exc}") from None
+        raise SimError(f"cannot simulate policy {parsed.kind.value}: {exc}") from None
+    config = first.policy
+    policy = None if config is None else config.create(planning.optimal, planning.max_batch_size)
+    name = text if parsed.kind is ChoiceKind.PLAN else parsed.kind.value
+    return ChosenPlan(name, first.plan, policy)
 
 
 @dataclass
@@ -109,14 +90,13 @@ class SimModel:
         policy = self.chosen.policy
         if policy is not None:
             _, current_ms = self.service.split(self.plan, batch)
-            proposal = policy.propose(batch, waiting, now_s, self.plan, current_ms)
-            if proposal is not None:
-                if proposal.plan.layout != self.plan.layout:
-                    switch_s = self.switch_s
-                    self._move_to(proposal.plan, now_s)
-                    policy.switched(switch_s, now_s + switch_s)
-                else:  # same instances (the server's `Engine.replan`): nothing to pay
-                    self._move_to(proposal.plan, now_s, switched=False)
+            decided = step(policy, batch, waiting, now_s, self.plan, current_ms)
+            if decided.action is Action.SWITCH:
+                switch_s = self.switch_s
+                self._move_to(decided.plan, now_s)
+                policy.switched(switch_s, now_s + switch_s)
+            elif decided.action is Action.REPLAN:  # the server's `Engine.replan`: nothing to pay
+                self._move_to(decided.plan, now_s, switched=False)
         return switch_s + self.service.batch_s(self.plan, batch)
 
     def predicted_s(self, batch: int) -> float | None:

@@ -1,12 +1,12 @@
 """How long a simulated batch takes on a plan: the server's split, the profile's latencies.
 
-A batch of n on a plan's instances is split as the server splits it (`best_split` over the
-same latency table, `packrat.controller.split_sizes`), and takes the slowest busy instance's
-profiled latency L(t_j, n_j), each optionally scaled by its own lognormal noise (instances are
-independent, so the slowest of many noisy instances is slower than one: the stragglers that
-make wide plans pay), plus a fixed per-batch overhead (HTTP, pipes to the workers, the
-split). A split the profile cannot cover (the server then splits by thread share and predicts
-inf) is timed by interpolating each instance's row of the table.
+A batch of n on a plan's instances is split as the server splits it (the same `MemoizedSplit`
+over the same latency table, `packrat.controller.split_sizes`), and takes the slowest busy
+instance's profiled latency L(t_j, n_j), each optionally scaled by its own lognormal noise
+(instances are independent, so the slowest of many noisy instances is slower than one: the
+stragglers that make wide plans pay), plus a fixed per-batch overhead (HTTP, pipes to the
+workers, the split). A split the profile cannot cover (the server then splits by thread share
+and predicts inf) is timed by interpolating each instance's row of the table.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from packrat.controller.split_sizes import best_split
+from packrat.controller.split_sizes import MemoizedSplit
 from packrat.errors import PackratError
 from packrat.optimizer.table import LatencyTable
 from packrat.types import Plan
@@ -60,7 +60,7 @@ class ServiceModel:
     def __init__(self, table: LatencyTable, timing: Timing, seed: int = 0) -> None:
         self._table = table
         self._timing = timing
-        self._splits: dict[tuple[tuple[int, ...], int], tuple[list[int], float]] = {}
+        self._splits = MemoizedSplit(table)
         self._cells: dict[tuple[tuple[int, ...], int], list[float]] = {}
         self._rng = np.random.default_rng([seed, 1])  # a stream apart from the arrivals'
         sigma2 = math.log1p(timing.noise_cv**2)
@@ -74,13 +74,7 @@ class ServiceModel:
     def split(self, plan: Plan, batch: int) -> tuple[list[int], float]:
         """Requests per instance and the predicted latency in ms, as the server's
         `ModelRuntime.split` gives them (inf where the profile cannot cover the split)."""
-        threads = tuple(instance.threads for instance in plan.instances)
-        key = (threads, batch)
-        cached = self._splits.get(key)
-        if cached is None:
-            cached = best_split(self._table, threads, batch)
-            self._splits[key] = cached
-        return cached
+        return self._splits.split([instance.threads for instance in plan.instances], batch)
 
     def batch_s(self, plan: Plan, batch: int) -> float:
         """Seconds from the batch's start on `plan` to its answers (without any switch)."""

@@ -1,0 +1,91 @@
+"""The JSON a served model describes itself with (`ModelRuntime.describe`, the management
+API): its model, its plan and instances (with each worker's pid and resident memory), and its
+batching."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from packrat.models.base import ModelIdentity, ModelSource
+from packrat.models.inputs import InputSpec
+from packrat.server.batcher import Batcher
+from packrat.types import Plan
+
+
+def describe_model(
+    source: ModelSource,
+    identity: ModelIdentity | None,
+    input_spec: InputSpec | None,
+    backend: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """JSON-ready "model" (its source and content hash, once read), "input_spec",
+    "requests" (what the handler takes) and "backend" of a served model."""
+    return {
+        "model": {
+            "source": source.name,
+            "content_hash": None if identity is None else identity.content_hash,
+        },
+        "input_spec": None if input_spec is None else input_spec.to_json(),
+        "requests": "torchserve" if source.takes_raw_requests else "tensor",
+        "backend": backend,
+    }
+
+
+def describe_plan(plan: Plan, pids: Sequence[int]) -> dict[str, Any]:
+    """JSON-ready "plan" and "instances" of a model serving `plan` with the workers `pids`
+    (plan order; empty before they started)."""
+    return {
+        "plan": {
+            "describe": plan.describe(),
+            "cores": plan.cores,
+            "batch": plan.batch,
+            "predicted_latency_ms": _finite_or_none(plan.latency_ms),
+        },
+        "instances": [
+            {
+                "threads": instance.threads,
+                "batch": instance.batch,
+                "cores": list(instance.cores),
+                "pid": pids[k] if k < len(pids) else None,
+                "rss_bytes": _rss_bytes(pids[k]) if k < len(pids) else None,
+            }
+            for k, instance in enumerate(plan.instances)
+        ],
+    }
+
+
+def describe_batching(
+    batcher: Batcher[Any, Any], batch_timeout_s: float | None, profiled: bool
+) -> dict[str, Any]:
+    """JSON-ready "batching" (the batcher's settings and state, and the workers' batch
+    timeout) and "split" (by the profile if `profiled`, else by thread share)."""
+    config = batcher.config
+    batching = {
+        "max_batch_size": config.max_batch_size,
+        "max_batch_delay_ms": config.max_batch_delay_ms,
+        "max_queue": config.max_queue,
+        "max_queue_wait_ms": config.max_queue_wait_ms,
+        "overloaded": batcher.overloaded,
+        "queue_depth": batcher.queue_depth,
+        "batch_timeout_s": batch_timeout_s,
+    }
+    return {"batching": batching, "split": "profile" if profiled else "thread share"}
+
+
+def _rss_bytes(pid: int) -> int | None:
+    """Resident memory of process `pid` in bytes (Linux /proc), None if unreadable."""
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[1]) * _PAGE_BYTES
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None

@@ -1,0 +1,162 @@
+"""How to serve one model version (`ModelConfig`), and the settings of models registered by
+spec alone (`RepositoryDefaults`): frozen, checked on construction, with errors naming the
+field. The CLI, the TOML configuration and the management API all make these."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from packrat.config import default_backend
+from packrat.controller.admission import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS
+from packrat.controller.batching import DEFAULT_MAX_BATCH_DELAY_MS, BatchingConfig
+from packrat.controller.estimator import EstimatorConfig
+from packrat.controller.plan_choice import ChoiceKind, PlanChoice
+from packrat.controller.policy import PolicyKind
+from packrat.errors import PackratError
+from packrat.profiler.backend_select import candidates
+from packrat.types import Plan
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+"""A valid model name or version: safe in URL paths and file names."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """How to serve one model version.
+
+    spec: a zoo name or a model file (`packrat.server.model_setup` says where files may be).
+    name: the served name; None takes the zoo name or the file's stem. version: its version.
+    cores: CPU ids the model's instances run on; None means every CPU this process may use.
+    max_batch_size, max_batch_delay_ms, max_queue, max_queue_wait_ms: dynamic batching and
+        its admission bounds (`BatchingConfig`);
+        max_batch_size is also the batch the plan is made for.
+    profile: a profile file (JSON or published CSV) to plan with instead of the cache.
+    plan: instances to run instead of the optimal plan (allocated on `cores` if they have
+        no cores yet). fat: run one instance with all cores instead. Either pins the plan.
+    policy: how an unpinned plan follows the load (`PolicyKind`): "auto" runs each batch on
+        the optimal plan for its size, "follow" on the plan for the batch size the estimator
+        sees (with `estimator`'s settings), "fixed" always on the plan for max_batch_size;
+        None takes the repository's default (`RepositoryDefaults.policy`).
+    backend, precision: what the instances run on (`packrat.profiler.backend_select`):
+        "auto" (default: $PACKRAT_BACKEND, else auto) serves on the fastest backend whose
+        answers match torch's fp32 ones, or a backend by name (torch, onnxruntime,
+        openvino); precision "auto" allows bf16 where the CPU runs it natively, "fp32"
+        keeps exact fp32, "bf16" asks for it (within the error budget).
+    batch_timeout_s: seconds a worker may take on one batch before it is replaced (its
+        requests get 503); None: the server's (`EngineConfig.batch_timeout_s`). TorchServe's
+        responseTimeout.
+    sample_request: a request body file to profile a TorchServe archive with (default: the
+        one the archive carries; see `packrat.models.torchserve_source`).
+
+    A TorchServe archive's model-config.yaml sets batch_size, max_batch_delay_ms and
+    batch_timeout_s over these, as in TorchServe (`packrat.server.archive_settings`).
+    """
+
+    spec: str
+    name: str | None = None
+    version: str = "1"
+    cores: tuple[int, ...] | None = None
+    max_batch_size: int = 8
+    max_batch_delay_ms: float = DEFAULT_MAX_BATCH_DELAY_MS
+    max_queue: int = DEFAULT_MAX_QUEUE
+    max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
+    profile: Path | None = None
+    plan: Plan | None = None
+    fat: bool = False
+    policy: PolicyKind | None = None
+    estimator: EstimatorConfig = dataclasses.field(default_factory=EstimatorConfig)
+    backend: str = dataclasses.field(default_factory=default_backend)
+    precision: str = "auto"
+    batch_timeout_s: float | None = None
+    sample_request: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.spec:
+            raise ValueError("ModelConfig.spec must name a zoo model or a file, got ''")
+        for field_name in ("name", "version"):
+            value = getattr(self, field_name)
+            if value is not None and not MODEL_NAME.match(value):
+                raise ValueError(
+                    f"ModelConfig.{field_name} must be 1-128 letters, digits, '_', '.' or '-' "
+                    f"(not starting with '_', '.' or '-'), got {value!r}"
+                )
+        if self.cores is not None:
+            object.__setattr__(self, "cores", tuple(self.cores))
+            if not self.cores or any(c < 0 for c in self.cores):
+                raise ValueError(
+                    f"ModelConfig.cores must be a non-empty list of CPU ids, got {self.cores}"
+                )
+            if len(set(self.cores)) != len(self.cores):
+                raise ValueError(f"ModelConfig.cores has repeated CPU ids: {list(self.cores)}")
+        try:
+            _ = self.batching  # validates the batching settings
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("BatchingConfig.", "ModelConfig.")) from None
+        if self.plan is not None and self.fat:
+            raise ValueError("ModelConfig.plan and ModelConfig.fat=True exclude each other")
+        try:
+            candidates(self.backend, self.precision, bf16_native=True)
+        except PackratError as exc:
+            raise ValueError(f"ModelConfig: {exc}") from None
+        timeout = self.batch_timeout_s
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
+        ):
+            raise ValueError(
+                f"ModelConfig.batch_timeout_s must be a positive number of seconds, got {timeout!r}"
+            )
+        if self.policy is not None and not isinstance(self.policy, PolicyKind):
+            object.__setattr__(self, "policy", PolicyKind.parse(str(self.policy)))
+
+    @property
+    def batching(self) -> BatchingConfig:
+        return BatchingConfig(
+            self.max_batch_size, self.max_batch_delay_ms, self.max_queue, self.max_queue_wait_ms
+        )
+
+    def plan_choice(self, default_policy: PolicyKind) -> PlanChoice:
+        """The first plan this config asks for: the plan pinned, the fat instance, or its
+        policy (`default_policy` if it names none)."""
+        if self.plan is not None:
+            return PlanChoice(ChoiceKind.PLAN, self.plan)
+        if self.fat:
+            return PlanChoice(ChoiceKind.FAT)
+        return PlanChoice.following(self.policy or default_policy)
+
+
+@dataclass(frozen=True)
+class RepositoryDefaults:
+    """Settings for models registered by spec alone (`Repository.register`, the HTTP API);
+    `policy` also for models whose config names none."""
+
+    cores: tuple[int, ...] | None = None
+    max_batch_size: int = 8
+    max_batch_delay_ms: float = DEFAULT_MAX_BATCH_DELAY_MS
+    max_queue: int = DEFAULT_MAX_QUEUE
+    max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
+    fat: bool = False
+    policy: PolicyKind = PolicyKind.AUTO
+    estimator: EstimatorConfig = dataclasses.field(default_factory=EstimatorConfig)
+
+    def __post_init__(self) -> None:
+        try:
+            self.model_config("defaults")
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("ModelConfig.", "RepositoryDefaults.")) from None
+
+    def model_config(self, spec: str, name: str | None = None) -> ModelConfig:
+        return ModelConfig(
+            spec=spec,
+            name=name,
+            cores=self.cores,
+            max_batch_size=self.max_batch_size,
+            max_batch_delay_ms=self.max_batch_delay_ms,
+            max_queue=self.max_queue,
+            max_queue_wait_ms=self.max_queue_wait_ms,
+            fat=self.fat,
+            policy=self.policy,
+            estimator=self.estimator,
+        )

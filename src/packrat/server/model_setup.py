@@ -1,0 +1,152 @@
+"""What registering a model finds out before it can start: its source, its cores, and the
+latency table it is planned and split with.
+
+- The source (`resolve_source`): a zoo name, or a file; with a model store, every file spec
+  must resolve (symlinks followed) inside it, relative specs taken relative to it; without
+  one, files are accepted only from the operator (`files_anywhere`), never from the HTTP API.
+- The cores (`model_topology`): the physical cores of the CPU ids given, all of which this
+  process may use, or of every CPU it may use.
+- The table (`latency_table`): the profile given, else the cached one (`default_profile_path`),
+  completed with a quick sweep where cells are missing (batch sizes 1, 2, 4, ... up to
+  max_batch_size, every thread count of its cores; `QUICK_POLICY`; cells that no optimal plan
+  for a batch up to max_batch_size can contain are skipped). Pinned and fat plans are not
+  profiled: a cached profile is still used to split their batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from packrat.errors import ModelError, ProfileError
+from packrat.models.base import ModelIdentity, ModelSource
+from packrat.models.resolve import resolve_model
+from packrat.models.torchserve_archive import is_archive_dir
+from packrat.models.zoo import ZOO
+from packrat.optimizer.table import LatencyTable
+from packrat.pool.config import EngineConfig
+from packrat.profiler.cache import default_profile_path
+from packrat.profiler.profile_file import Profile, load_profile
+from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
+from packrat.progress import Progress
+from packrat.server.api import BadRequest
+from packrat.server.model_config import ModelConfig
+from packrat.stats import SamplingPolicy
+from packrat.topology import Topology, format_cpu_list, read_topology, usable_topology
+
+logger = logging.getLogger(__name__)
+
+QUICK_POLICY = SamplingPolicy(warmup_runs=1, min_runs=3, max_runs=20, rel_ci=0.05, max_time_s=5)
+"""Sampling for profiles made at registration: seconds per cell, not minutes."""
+
+
+def resolve_source(
+    config: ModelConfig, model_store: Path | None, *, files_anywhere: bool
+) -> ModelSource:
+    """The source for `config.spec`, with model files confined to `model_store`. Raises
+    BadRequest for a spec that does not resolve or a file it may not load."""
+    spec, sample = config.spec, config.sample_request
+    try:
+        if spec in ZOO or "://" in spec:  # resolve_model refuses URLs with its own message
+            return resolve_model(spec, sample_request=sample)
+        if model_store is None:
+            if not files_anywhere:
+                raise BadRequest(
+                    f"model '{spec}' is not a zoo model, and no model store is configured "
+                    "to load files from"
+                )
+            return resolve_model(spec, sample_request=sample)
+        root = model_store.expanduser().resolve()
+        path = (root / Path(spec).expanduser()).resolve()
+        if not path.is_relative_to(root):
+            raise BadRequest(f"model file '{spec}' is outside the model store")
+        if not (path.is_file() or is_archive_dir(path)):  # without the server's paths
+            raise BadRequest(f"model '{spec}' is neither a zoo model nor a file in the store")
+        return resolve_model(str(path), sample_request=sample)
+    except ModelError as exc:
+        raise BadRequest(str(exc)) from exc
+
+
+def default_name(spec: str) -> str:
+    """The name a model is served under when its registration gives none."""
+    return spec if spec in ZOO else Path(spec.rstrip("/")).stem
+
+
+def model_topology(cores: Sequence[int] | None) -> Topology:
+    """The physical cores of `cores` (CPU ids), or of every CPU this process may use.
+    BadRequest for CPUs this process may not use."""
+    if cores is None:
+        return usable_topology().topology
+    allowed = os.sched_getaffinity(0)
+    outside = sorted(set(cores) - allowed)
+    if outside:
+        raise BadRequest(
+            f"cores {format_cpu_list(outside)} are not CPUs this server may use "
+            f"({format_cpu_list(allowed)})"
+        )
+    return read_topology(allowed=set(cores))
+
+
+async def latency_table(
+    config: ModelConfig,
+    source: ModelSource,
+    identity: ModelIdentity,
+    topology: Topology,
+    progress: Progress,
+    *,
+    engine_config: EngineConfig,
+    contention: bool,
+) -> LatencyTable | None:
+    """The latency table to plan and split with; None only for pinned or fat plans
+    without a cached profile (they are served without profiling). A sweep runs in a thread
+    under `engine_config`, beside copies of the model if `contention`, cached apart."""
+    if config.profile is not None:
+        return load_profile(config.profile).latency_table()
+    path = default_profile_path(
+        identity,
+        topology,
+        keep_freed_memory=engine_config.keep_freed_memory,
+        contention=contention,
+    )
+    cached = _cached_profile(path)
+    if config.plan is not None or config.fat:
+        return cached.latency_table() if cached is not None else None
+    sweep = SweepConfig(
+        topology.num_cores,
+        powers_of_two(config.max_batch_size),
+        QUICK_POLICY,
+        contention=contention,
+        asked=tuple(range(1, config.max_batch_size + 1)),  # every size it plans for
+    )
+    if cached is not None and not sweep.needs_measuring(cached):
+        return cached.latency_table()
+    logger.info("profiling %s into %s", identity.name, path)
+    profile = await asyncio.to_thread(
+        functools.partial(
+            profile_model,
+            source,
+            sweep,
+            out=path,
+            existing=cached,
+            topology=topology,
+            progress=progress,
+            engine_config=engine_config,  # the cache path is keyed by it too
+        )
+    )
+    return profile.latency_table()
+
+
+def _cached_profile(path: Path) -> Profile | None:
+    """The profile cached at `path`; None if there is none or it cannot be read (it is then
+    measured again and overwritten)."""
+    if not path.is_file():
+        return None
+    try:
+        return load_profile(path)
+    except ProfileError as exc:
+        logger.warning("ignoring unreadable cached profile: %s", exc)
+        return None

@@ -1,0 +1,116 @@
+"""The repository builds each model's plan, policy and pool, and changes them, over fake
+instance pools (no processes, no model loaded): a fake source, a profile file on one core."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from packrat.pool import EngineConfig, EngineState
+from packrat.profiler.profile_file import Profile, save_profile
+from packrat.server.api import BadRequest
+from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
+from packrat.stats import CellStats
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+from fake_pool import FakePools, FakeSource  # noqa: E402
+
+CPU = min(os.sched_getaffinity(0))
+LATENCY_MS = {1: 10.0, 2: 12.0, 4: 20.0}  # one thread, by batch
+
+
+@pytest.fixture
+def profile(tmp_path: Path) -> Path:
+    cells = {(1, b): CellStats(ms, ms, ms, 0.0, 5) for b, ms in LATENCY_MS.items()}
+    path = tmp_path / "fake.json"
+    save_profile(Profile("fake", "0" * 64, {}, "test", cells), path)
+    return path
+
+
+@pytest.fixture
+def pools(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakePools]:
+    monkeypatch.setenv("PACKRAT_CACHE_DIR", str(tmp_path / "cache"))
+    yield FakePools(lambda threads, batch: LATENCY_MS.get(batch, 20.0))
+
+
+def repository_of(pools: FakePools, monkeypatch: pytest.MonkeyPatch) -> Repository:
+    engine = EngineConfig(batch_timeout_s=30.0)
+    repository = Repository(RepositoryDefaults(), engine_config=engine, pool_factory=pools)
+    monkeypatch.setattr(repository, "_resolve", lambda config, files_anywhere: FakeSource())
+    return repository
+
+
+def config_of(profile: Path | None, **settings: object) -> ModelConfig:
+    return ModelConfig(
+        "fake", cores=(CPU,), max_batch_size=4, max_batch_delay_ms=5.0, profile=profile,
+        backend="torch", precision="fp32", **settings,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def test_a_model_starts_on_its_first_plan_with_a_pool_for_its_policy(
+    pools: FakePools, profile: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def main() -> None:
+        repository = repository_of(pools, monkeypatch)
+        auto = await repository.register_model(config_of(profile, batch_timeout_s=2.0))
+        fixed = await repository.register_model(config_of(profile, name="f", policy="fixed"))
+        fat = await repository.register_model(config_of(None, name="fat", fat=True))
+        try:
+            assert [r.policy for r in (auto, fixed, fat)] == ["auto", "fixed", "pinned"]
+            assert auto.plan.describe() == "<1,1,4>" and auto.plan.layout == ((1, (CPU,)),)
+            assert fat.plan.describe() == "<1,1,4>" and fat.describe()["split"] == "thread share"
+            assert await asyncio.gather(*(auto.infer(float(r)) for r in range(3))) == [
+                0.0, 2.0, 4.0,
+            ]  # fmt: skip
+            assert [p.workers for p in pools.made] == [1, 1, 1]
+            timeouts = [c.batch_timeout_s for c in pools.configs if c is not None]
+            assert timeouts == [2.0, 30.0, 30.0]
+            assert auto.describe()["batching"]["batch_timeout_s"] == 2.0
+        finally:
+            await repository.close()
+        assert all(p.state is EngineState.CLOSED for p in pools.made)
+
+    asyncio.run(main())
+
+
+def test_plans_and_policies_change_through_the_repository(
+    pools: FakePools, profile: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def main() -> None:
+        repository = repository_of(pools, monkeypatch)
+        runtime = await repository.register_model(config_of(profile))
+        try:
+            await repository.set_plan("fake", plan="fat")
+            assert runtime.policy == "pinned" and runtime.plan.describe() == "<1,1,4>"
+            await repository.set_plan("fake", policy="follow")
+            assert runtime.policy == "follow"
+            with pytest.raises(BadRequest, match="unknown plan policy 'fast'"):
+                await repository.set_plan("fake", policy="fast")
+            with pytest.raises(BadRequest, match="needs 2 cores"):
+                await repository.set_plan("fake", plan="<2,1,2>")
+            await repository.set_cores("fake", [CPU])
+            assert runtime.planning.topology.cpu_ids() == (CPU,)
+        finally:
+            await repository.close()
+        assert pools.made[0].reconfigures == []  # every plan had the one instance on CPU
+        assert runtime.switches == ()
+
+    asyncio.run(main())
+
+
+def test_a_pool_that_fails_to_start_fails_the_registration(
+    pools: FakePools, profile: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def main() -> None:
+        repository = repository_of(pools, monkeypatch)
+        pools.fail_starts = 1
+        with pytest.raises(BadRequest, match="cannot serve model 'fake'.*failed to load"):
+            await repository.register_model(config_of(profile))
+        assert repository.runtimes() == []
+
+    asyncio.run(main())
