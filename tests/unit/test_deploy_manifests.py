@@ -16,7 +16,7 @@ import yaml
 from packrat.cli import app
 from packrat.ray.app import replica_settings
 from packrat.server.http_inference import create_inference_app
-from packrat.server.launch import named_spec
+from packrat.server.launch_config import named_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 from server_fakes import FakeRepository  # noqa: E402

@@ -36,6 +36,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 LAYERS = {
     "packrat.cli": 7,
     "packrat.server.launch": 7,
+    "packrat.server.launch_config": 7,
     "packrat.ray": 7,
     "packrat.server": 6,
     "packrat.server.batcher": 5,
@@ -78,9 +79,7 @@ HEAVY = {"torch", "transformers", "onnx", "onnxruntime", "openvino", "fastapi", 
          "uvicorn", "grpc", "httpx", "ray"}  # fmt: skip
 
 # Files over 400 lines, at most as long as they are now; one under 400 leaves the list.
-LONG_FILES = {
-    "server/launch.py": 528,
-}
+LONG_FILES: dict[str, int] = {}
 MAX_LINES = 400
 
 

@@ -37,7 +37,7 @@ from packrat.server.grpc_service import SERVICE, create_grpc_handlers
 from packrat.server.grpc_status import status_code
 from packrat.server.grpc_v2 import grpc_predict_v2_pb2 as pb
 from packrat.server.http_config import HttpConfig
-from packrat.server.launch import LaunchConfig, load_config_file, with_cli
+from packrat.server.launch_config import LaunchConfig, load_config_file, with_cli
 from packrat.server.metrics import Metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))

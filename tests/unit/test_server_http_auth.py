@@ -12,7 +12,8 @@ from packrat.errors import PackratError
 from packrat.server.http_config import HttpConfig
 from packrat.server.http_inference import create_inference_app
 from packrat.server.http_management import create_management_app
-from packrat.server.launch import LaunchConfig, api_token
+from packrat.server.launch import api_token
+from packrat.server.launch_config import LaunchConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 from server_fakes import FakeModel, FakeRepository  # noqa: E402

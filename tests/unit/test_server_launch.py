@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from packrat.errors import PackratError
-from packrat.server.launch import LaunchConfig, load_config_file, with_cli
+from packrat.server.launch_config import LaunchConfig, load_config_file, with_cli
 
 CONFIG = """
 [server]

@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 from packrat.errors import PackratError
-from packrat.server.launch import LaunchConfig, with_cli, with_ts_models, with_ts_settings
+from packrat.server.launch_config import (
+    LaunchConfig,
+    with_cli,
+    with_ts_models,
+    with_ts_settings,
+)
 from packrat.server.ts_config import map_properties, read_ts_config
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "torchserve" / "config.properties"

@@ -226,9 +226,9 @@ def serve(
     """
 
     def body() -> None:
-        from packrat.server.launch import (
+        from packrat.server.launch import launch
+        from packrat.server.launch_config import (
             LaunchConfig,
-            launch,
             load_config_file,
             with_cli,
             with_ts_models,

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from packrat.errors import PackratError
-from packrat.server.launch import LaunchConfig, load_config_file, with_cli
+from packrat.server.launch_config import LaunchConfig, load_config_file, with_cli
 
 DEFAULT_MAX_ONGOING_REQUESTS = 1000
 _MODEL_ARGS = ("model", "models")

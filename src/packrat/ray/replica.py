@@ -19,13 +19,8 @@ import os
 from typing import Any
 
 from packrat.progress import NullProgress
-from packrat.server.launch import (
-    LaunchConfig,
-    http_config,
-    new_metrics,
-    open_repository,
-    prepare,
-)
+from packrat.server.launch import http_config, new_metrics, open_repository, prepare
+from packrat.server.launch_config import LaunchConfig
 from packrat.server.listen import Bound, Listener, bind
 
 logger = logging.getLogger(__name__)

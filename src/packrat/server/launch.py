@@ -1,334 +1,34 @@
-"""Start a server: settings from the CLI and an optional TOML file, models, listeners.
+"""Start a server from its `LaunchConfig` (`packrat.server.launch_config`, which says how the
+command line, a TOML file and a TorchServe config.properties make one): load every model
+(profiling on first start), bind the listeners (HTTP, gRPC), serve until a signal.
 
-A TOML file (`packrat serve --config FILE`) looks like:
-
-    [server]
-    host = "127.0.0.1"        # inference and metrics APIs
-    port = 8080
-    management_host = "127.0.0.1"
-    management_port = 8081
-    metrics_port = 8082
-    metrics_host = "127.0.0.1" # optional; the inference API's host otherwise
-    grpc_port = 8001          # the Open Inference Protocol over gRPC, on `host`
-    grpc = true               # false: no gRPC server
-    model_store = "models"    # model files load from here only
-    token_file = "token.txt"  # both APIs need "Authorization: Bearer <its first line>"
-    max_batch_size = 8        # defaults for every model (and for management-API registrations)
-    max_batch_delay_ms = 0.0  # 0: a batch leaves when the model is free, with what is queued
-    max_queue = 100           # requests waiting per model; more get 503 + Retry-After
-    max_queue_wait_ms = 2000  # once the queue overflowed, it is held to this much (0: not)
-    max_in_flight = 256       # inference requests in progress in all; more get 503 at once
-    max_body_bytes = 16777216 # larger request bodies get 413
-    metrics_compat = "none"   # "torchserve": TorchServe's ts_* metrics beside Packrat's
-    policy = "auto"           # how plans follow the load: "auto", "follow" or "fixed"
-    estimator = { alpha = 0.5, window = 1, cooldown_s = 0.05 }  # "follow"'s (the defaults)
-    profile_kind = "isolated" # profiles made on first start: "isolated" or "contention"
-    batch_timeout_s = 120     # a worker silent this long on a batch is killed and replaced
-    backend = "auto"          # "auto" (fastest accurate), "torch", "onnxruntime", "openvino"
-    precision = "auto"        # "auto" (bf16 where native), "fp32", "bf16"
-
-    [[models]]
-    spec = "resnet50"         # a zoo name or a file
-    name = "resnet"           # optional; the served name
-    cores = [0, 1]            # optional CPU ids; default: every usable core
-    max_batch_size = 16
-    plan = "<2,1,8>"          # optional pinned plan; or fat = true
-    policy = "follow"         # optional; the [server] policy otherwise
-    estimator = { alpha = 0.25, window = 16 }  # optional; the [server] estimator otherwise
-    backend = "openvino"      # optional; the [server] backend (and precision) otherwise
-    batch_timeout_s = 60      # optional; the [server] batch_timeout_s otherwise
-    sample_request = "kitten.jpg"  # optional; a TorchServe archive's profiling request
-
-Command-line options given explicitly override the file's [server] values; models named on the
-command line are served in addition to the file's. A TorchServe config.properties
-(`--ts-config`, `packrat.server.ts_config`) sits between the two: its settings override the
-TOML file's (`with_ts_settings`) and the command line overrides them; its models are added
-last (`with_ts_models`), with the server-wide settings the command line left.
+The Ray Serve replica (`packrat.ray`) reuses the pieces: `prepare`, `open_repository`,
+`http_config`, `new_metrics`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
-import tomllib
-from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from packrat.config import TOKEN_ENV, default_backend, env_token
-from packrat.controller.admission import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS
-from packrat.controller.batching import DEFAULT_MAX_BATCH_DELAY_MS
-from packrat.controller.estimator import EstimatorConfig
+from packrat.config import TOKEN_ENV, env_token
 from packrat.controller.policy import PolicyKind
 from packrat.errors import PackratError
 from packrat.pool.config import EngineConfig
-from packrat.profiler.profile_file import KINDS
 from packrat.server.http_auth import check_token
 from packrat.server.http_config import HttpConfig
-from packrat.server.listen import Bound, Listener, bind, serve
-from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
-from packrat.server.ts_config import METRICS_COMPAT, TorchServeConfig
-from packrat.types import parse_plan
+from packrat.server.launch_config import LaunchConfig
+from packrat.server.listen import Bound, bind, serve
+from packrat.server.repository import Repository, RepositoryDefaults
+from packrat.server.ts_config import METRICS_COMPAT
 
 if TYPE_CHECKING:
     from packrat.progress import Progress
     from packrat.server.grpc_listen import GrpcServer
     from packrat.server.metrics import Metrics
-
-
-@dataclass(frozen=True)
-class LaunchConfig:
-    """Everything `packrat serve` needs; see the module docstring for the file format."""
-
-    host: str = "127.0.0.1"
-    port: int = 8080
-    management_host: str = "127.0.0.1"
-    management_port: int = 8081
-    metrics_port: int = 8082
-    metrics_host: str | None = None  # None: the inference API's host
-    grpc_port: int = 8001  # KServe v2 over gRPC, on `host` (Triton's port)
-    grpc: bool = True  # False: no gRPC server
-    model_store: Path | None = None
-    token_file: Path | None = None  # the API token; else $PACKRAT_TOKEN; else no token
-    max_batch_size: int = 8
-    max_batch_delay_ms: float = DEFAULT_MAX_BATCH_DELAY_MS
-    max_queue: int = DEFAULT_MAX_QUEUE
-    max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
-    max_in_flight: int = 256  # inference requests in progress, all models; more get 503
-    max_body_bytes: int = HttpConfig.max_body_bytes  # larger request bodies get 413
-    metrics_compat: str = "none"  # "torchserve": TorchServe's metric names beside Packrat's
-    cores: int | None = None  # first N usable cores for models without their own
-    keep_freed_memory: bool = True
-    policy: str = PolicyKind.AUTO.value
-    estimator: EstimatorConfig = field(default_factory=EstimatorConfig)  # for "follow"
-    profile_kind: str = "isolated"  # how first-start profiles measure: "isolated", "contention"
-    batch_timeout_s: float = 120.0  # a worker silent this long on a batch is replaced
-    backend: str = field(default_factory=default_backend)  # auto, torch, onnxruntime, openvino
-    precision: str = "auto"  # auto, fp32, bf16
-    models: tuple[ModelConfig, ...] = field(default_factory=tuple)
-
-    def __post_init__(self) -> None:
-        for name in ("port", "management_port", "metrics_port", "grpc_port"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
-                raise PackratError(f"{name} must be a port number 0..65535, got {value!r}")
-        for name in ("max_in_flight", "max_body_bytes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise PackratError(f"{name} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.grpc, bool):
-            raise PackratError(f"grpc must be true or false, got {self.grpc!r}")
-        for name in ("host", "management_host"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise PackratError(
-                    f"{name} must be a host name or address, got {getattr(self, name)!r}"
-                )
-        if isinstance(self.batch_timeout_s, bool) or not (
-            isinstance(self.batch_timeout_s, int | float) and self.batch_timeout_s > 0
-        ):
-            raise PackratError(
-                "batch_timeout_s must be a positive number of seconds, "
-                f"got {self.batch_timeout_s!r}"
-            )
-        if self.cores is not None and (
-            isinstance(self.cores, bool) or not isinstance(self.cores, int) or self.cores < 1
-        ):
-            raise PackratError(f"cores must be a positive number of cores, got {self.cores!r}")
-        try:
-            PolicyKind.parse(str(self.policy))
-        except ValueError as exc:
-            raise PackratError(str(exc)) from None
-        if self.metrics_compat not in METRICS_COMPAT_CHOICES:
-            choices = ", ".join(METRICS_COMPAT_CHOICES)
-            raise PackratError(
-                f"unknown metrics_compat {self.metrics_compat!r}: choose one of {choices}"
-            )
-        if self.profile_kind not in KINDS:
-            choices = ", ".join(KINDS)
-            raise PackratError(
-                f"unknown profile kind {self.profile_kind!r}: choose one of {choices}"
-            )
-
-    def listeners(self) -> list[Listener]:
-        return [
-            Listener("inference", self.host, self.port),
-            Listener("management", self.management_host, self.management_port),
-            Listener("metrics", self.metrics_host or self.host, self.metrics_port),
-        ]
-
-
-METRICS_COMPAT_CHOICES = ("none", METRICS_COMPAT)
-
-_SERVER_KEYS = {f.name for f in fields(LaunchConfig)} - {"models"}
-_MODEL_KEYS = {f.name for f in fields(ModelConfig)}
-
-
-def load_config_file(path: Path) -> LaunchConfig:
-    """Parse a TOML launch file; PackratError naming the file and the bad key or value."""
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise PackratError(f"cannot read config file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise PackratError(f"{path}: not valid TOML ({exc})") from None
-    unknown = set(data) - {"server", "models"}
-    if unknown:
-        raise PackratError(
-            f"{path}: unknown section(s) {sorted(unknown)}; use [server], [[models]]"
-        )
-    server = dict(data.get("server", {}))
-    bad = set(server) - _SERVER_KEYS
-    if bad:
-        raise PackratError(f"{path}: unknown [server] key(s) {sorted(bad)}")
-    for key in ("model_store", "token_file"):
-        if key in server:
-            server[key] = (path.parent / str(server[key])).resolve()
-    if "estimator" in server:
-        try:
-            server["estimator"] = _estimator(server["estimator"])
-        except (TypeError, ValueError) as exc:
-            raise PackratError(f"{path}: [server] {exc}") from None
-    inherited = {k: server[k] for k in _INHERITED if k in server}
-    models = tuple(
-        _model(entry, path, i, inherited) for i, entry in enumerate(data.get("models", []))
-    )
-    try:
-        return LaunchConfig(**server, models=models)
-    except TypeError as exc:
-        raise PackratError(f"{path}: {exc}") from None
-
-
-_INHERITED = (
-    "max_batch_size",
-    "max_batch_delay_ms",
-    "max_queue",
-    "max_queue_wait_ms",
-    "estimator",
-    "backend",
-    "precision",
-)
-"""[server] keys that are defaults for the [[models]] entries that do not set them."""
-
-
-def _model(entry: Any, path: Path, index: int, inherited: dict[str, Any]) -> ModelConfig:
-    where = f"{path}: [[models]] entry {index + 1}"
-    if not isinstance(entry, dict):
-        raise PackratError(f"{where} is not a table")
-    bad = set(entry) - _MODEL_KEYS
-    if bad:
-        raise PackratError(f"{where}: unknown key(s) {sorted(bad)}")
-    values = inherited | dict(entry)
-    try:
-        if "plan" in values:
-            values["plan"] = parse_plan(str(values["plan"]))
-        for key in ("profile", "sample_request"):  # relative to the file
-            if key in values:
-                values[key] = (path.parent / str(values[key])).resolve()
-        if "cores" in values:
-            values["cores"] = tuple(int(c) for c in values["cores"])
-        if "estimator" in values:
-            values["estimator"] = _estimator(values["estimator"])
-        return ModelConfig(**values)
-    except (TypeError, ValueError) as exc:
-        raise PackratError(f"{where}: {exc}") from None
-
-
-def _estimator(value: Any) -> EstimatorConfig:
-    """The estimator's settings from a TOML table (or already read, when inherited)."""
-    if isinstance(value, EstimatorConfig):
-        return value
-    if not isinstance(value, dict):
-        raise ValueError("estimator must be a table: { alpha = ..., window = ..., ... }")
-    return EstimatorConfig(**value)
-
-
-def with_cli(base: LaunchConfig, models: list[str], **overrides: Any) -> LaunchConfig:
-    """`base` with the options given on the command line (None = not given) and the models
-    named there, each with the server-wide batching settings and the pinned plan options."""
-    given = {k: v for k, v in overrides.items() if v is not None and k in _SERVER_KEYS}
-    if isinstance(given.get("estimator"), str):
-        try:
-            given["estimator"] = EstimatorConfig.parse(given["estimator"])
-        except ValueError as exc:
-            raise PackratError(f"--estimator: {exc}") from None
-    config = replace(base, **given)
-    plan_text = overrides.get("plan")
-    per_model: dict[str, Any] = _model_defaults(config) | {
-        "profile": overrides.get("profile"),
-        "sample_request": overrides.get("sample_request"),
-        "fat": bool(overrides.get("fat")),
-    }
-    for key in ("profile", "sample_request"):
-        if per_model[key] is not None and len(models) + len(config.models) != 1:
-            option = "--" + key.replace("_", "-")
-            raise PackratError(
-                f"{option} applies to one model; use [[models]] in --config for more"
-            )
-    try:
-        if plan_text is not None:
-            per_model["plan"] = parse_plan(plan_text)
-        extra = tuple(
-            ModelConfig(spec=spec, name=name, **per_model)
-            for name, spec in (named_spec(model) for model in models)
-        )
-    except ValueError as exc:
-        raise PackratError(str(exc)) from None
-    return replace(config, models=config.models + extra)
-
-
-def _model_defaults(config: LaunchConfig) -> dict[str, Any]:
-    """The server-wide settings a model started by name gets unless it sets its own."""
-    return {
-        "max_batch_size": config.max_batch_size,
-        "max_batch_delay_ms": config.max_batch_delay_ms,
-        "max_queue": config.max_queue,
-        "max_queue_wait_ms": config.max_queue_wait_ms,
-        "estimator": config.estimator,
-        "backend": config.backend,
-        "precision": config.precision,
-    }
-
-
-def with_ts_settings(base: LaunchConfig, ts: TorchServeConfig) -> LaunchConfig:
-    """`base` (e.g. from --config) with a TorchServe config.properties' server settings."""
-    try:
-        return replace(base, **ts.server)
-    except TypeError as exc:
-        raise PackratError(f"TorchServe config: {exc}") from None
-
-
-_NAMED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,127})=(.+)$")
-
-
-def named_spec(model: str) -> tuple[str | None, str]:
-    """A model argument as (served name, spec): `NAME=SPEC` serves SPEC under NAME (as
-    `torchserve --models name=file.mar` and KServe's `{{.Name}}=/mnt/models`), anything else
-    is a spec served under its own name. A path that exists is always a spec, `=` or not."""
-    match = _NAMED.match(model)
-    if match is None or Path(model).exists():
-        return None, model
-    return match.group(1), match.group(2)
-
-
-def with_ts_models(config: LaunchConfig, ts: TorchServeConfig) -> LaunchConfig:
-    """`config` with the models a config.properties loads (load_models), each with its own
-    `models` settings over `config`'s server-wide ones (after the command line's)."""
-    defaults = _model_defaults(config)
-    try:
-        extra = tuple(
-            ModelConfig(
-                spec=entry.spec,
-                name=entry.name,
-                version=entry.version,
-                **(defaults | dict(entry.settings)),
-            )
-            for entry in ts.models
-        )
-    except ValueError as exc:
-        raise PackratError(f"TorchServe config: {exc}") from None
-    return replace(config, models=config.models + extra)
 
 
 async def launch(config: LaunchConfig, *, out: Console, err: Console) -> None:
