@@ -19,7 +19,7 @@ from packrat.pool import EngineConfig
 from packrat.profiler.cache import default_profile_path
 from packrat.profiler.profile_file import Profile, load_profile, save_profile
 from packrat.profiler.sweep import torch_version
-from packrat.server.api import BadRequest, Conflict, InferenceFailed, NotFound, Unavailable
+from packrat.server.errors import BadRequest, Conflict, InferenceFailed, NotFound, Unavailable
 from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
 from packrat.stats import CellStats
 from packrat.topology import format_cpu_list, machine_info, read_topology

@@ -19,7 +19,7 @@ from packrat.controller.planning import Planning
 from packrat.controller.policy import PolicyConfig, PolicyKind
 from packrat.errors import WorkerError
 from packrat.pool import EngineConfig
-from packrat.server.api import Unavailable
+from packrat.server.errors import Unavailable
 from packrat.server.runtime import ModelRuntime, RuntimeState
 from packrat.topology import read_topology
 from packrat.types import InstanceSpec, Plan

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 
 from packrat.controller.admission import QUEUE_FULL_RETRY_AFTER_S
 from packrat.controller.batching import BatchingConfig
-from packrat.server.api import Unavailable
 from packrat.server.batcher import Batcher
+from packrat.server.errors import Unavailable
 
 T = TypeVar("T")
 

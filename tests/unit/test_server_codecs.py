@@ -15,8 +15,8 @@ from PIL import Image
 
 from packrat.models.inputs import InputSpec
 from packrat.server import codecs, output_codecs
-from packrat.server.api import BadRequest, InferenceFailed, ServerError, UnsupportedMediaType
 from packrat.server.codecs import BodyFormat
+from packrat.server.errors import BadRequest, InferenceFailed, ServerError, UnsupportedMediaType
 from packrat.server.responses import json_bytes
 
 FLOAT = InputSpec((2, 3), "float32")

@@ -22,7 +22,7 @@ import torch
 from packrat.errors import PackratError
 from packrat.models.inputs import InputSpec
 from packrat.server import grpc_messages
-from packrat.server.api import (
+from packrat.server.errors import (
     BadRequest,
     Conflict,
     InferenceFailed,

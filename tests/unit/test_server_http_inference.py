@@ -159,7 +159,7 @@ def test_a_model_not_ready_is_503(client: TestClient, repo: FakeRepository) -> N
 
 
 def test_a_full_queue_is_503_with_retry_after(client: TestClient, repo: FakeRepository) -> None:
-    from packrat.server.api import Unavailable
+    from packrat.server.errors import Unavailable
 
     repo.get("double").refusal = Unavailable("the model's queue is full", retry_after_s=1)
     response = client.post("/predictions/double", json=[1, 2, 3])

@@ -178,7 +178,7 @@ def test_metrics_app_serves_its_own_registry() -> None:
 
 
 def test_time_request_records_the_status_of_what_escapes() -> None:
-    from packrat.server.api import NotFound
+    from packrat.server.errors import NotFound
 
     metrics = Metrics()
     with pytest.raises(NotFound), metrics.time_request("m"):

@@ -13,7 +13,7 @@ import pytest
 
 from packrat.pool import EngineConfig, EngineState
 from packrat.profiler.profile_file import Profile, save_profile
-from packrat.server.api import BadRequest
+from packrat.server.errors import BadRequest
 from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
 from packrat.stats import CellStats
 

@@ -10,7 +10,8 @@ import pytest
 
 from packrat.controller.plan_choice import ChoiceKind, PlanChoice
 from packrat.controller.policy import PolicyKind
-from packrat.server.api import BadRequest, NotFound, RegisterOptions
+from packrat.server.api import RegisterOptions
+from packrat.server.errors import BadRequest, NotFound
 from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
 from packrat.types import parse_plan
 

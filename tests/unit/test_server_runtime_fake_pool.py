@@ -19,7 +19,7 @@ from packrat.controller.policy import PolicyConfig, PolicyKind
 from packrat.errors import WorkerError
 from packrat.optimizer.table import LatencyTable
 from packrat.pool import EngineState
-from packrat.server.api import BadRequest, InferenceFailed, Unavailable
+from packrat.server.errors import BadRequest, InferenceFailed, Unavailable
 from packrat.server.runtime import BatchRecord, ModelRuntime, RuntimeState, Switch
 from packrat.topology import synthetic_topology
 from packrat.types import Plan, parse_plan

@@ -9,7 +9,7 @@ from starlette.requests import Request
 
 from packrat.models.torchserve_request import TorchServeReply, build_request, parameter_value
 from packrat.server import ts_requests
-from packrat.server.api import BadRequest
+from packrat.server.errors import BadRequest
 
 
 @pytest.mark.parametrize(

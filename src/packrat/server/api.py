@@ -1,4 +1,4 @@
-"""What the HTTP layer needs from a served model, and the errors it turns into responses.
+"""What the HTTP and gRPC layers need from a served model and the repository of models.
 
 The HTTP apps (`packrat.server.http_*`) see models only through these protocols, so they are
 tested with fakes; `packrat.server.runtime` implements them over real instance pools.
@@ -10,69 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from packrat.errors import PackratError
 from packrat.models.inputs import InputSpec
-
-
-class ServerError(PackratError):
-    """An error with an HTTP status; the apps turn it into a JSON error response."""
-
-    status = 500
-
-
-class BadRequest(ServerError):
-    """Malformed payload: bad JSON, wrong shape or dtype, undecodable image (400)."""
-
-    status = 400
-
-
-class NotFound(ServerError):
-    """Unknown model or version (404)."""
-
-    status = 404
-
-
-class Conflict(ServerError):
-    """The name and version are already served (409, as TorchServe answers)."""
-
-    status = 409
-
-
-class NotAcceptable(ServerError):
-    """The client accepts no form the answer can take (406)."""
-
-    status = 406
-
-
-class PayloadTooLarge(ServerError):
-    """Body over the configured limit (413)."""
-
-    status = 413
-
-
-class UnsupportedMediaType(ServerError):
-    """A content type the model cannot decode (415)."""
-
-    status = 415
-
-
-class Unavailable(ServerError):
-    """The model is not ready, its queue is full, or the server is shutting down (503).
-
-    `retry_after_s`, when given, becomes a Retry-After header: when trying again is worth it.
-    """
-
-    status = 503
-
-    def __init__(self, message: str, retry_after_s: int | None = None) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class InferenceFailed(ServerError):
-    """The model raised on this request's sub-batch (500, with the model's message)."""
-
-    status = 500
 
 
 @dataclass(frozen=True)

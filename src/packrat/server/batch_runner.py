@@ -24,7 +24,7 @@ from packrat.errors import WorkerError
 from packrat.optimizer.table import LatencyTable
 from packrat.pool.engine import SubBatch
 from packrat.pool.protocol import InstancePool
-from packrat.server.api import InferenceFailed, Unavailable
+from packrat.server.errors import InferenceFailed, Unavailable
 from packrat.server.records import BatchCounters, BatchRecord, Listeners
 from packrat.server.replacement import LostInstances
 from packrat.types import Plan

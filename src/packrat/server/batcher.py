@@ -27,7 +27,7 @@ from packrat.controller.admission import (
     expected_wait_ms,
 )
 from packrat.controller.batching import BatchingConfig
-from packrat.server.api import Unavailable
+from packrat.server.errors import Unavailable
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")

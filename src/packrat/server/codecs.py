@@ -37,7 +37,7 @@ import numpy as np
 import pydantic_core
 
 from packrat.models.inputs import INTEGER_DTYPES, InputSpec
-from packrat.server.api import BadRequest, ServerError, UnsupportedMediaType
+from packrat.server.errors import BadRequest, ServerError, UnsupportedMediaType
 
 if TYPE_CHECKING:
     import torch

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from packrat.models.inputs import InputSpec
 from packrat.server import oip, output_codecs
-from packrat.server.api import BadRequest, ServedModel
+from packrat.server.api import ServedModel
+from packrat.server.errors import BadRequest
 from packrat.server.grpc_v2 import grpc_predict_v2_pb2 as pb
 
 if TYPE_CHECKING:

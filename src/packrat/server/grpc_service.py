@@ -28,7 +28,8 @@ from typing import Any, TypeAlias
 import grpc
 
 from packrat.server import grpc_messages, oip
-from packrat.server.api import ModelRepository, Unavailable
+from packrat.server.api import ModelRepository
+from packrat.server.errors import Unavailable
 from packrat.server.grpc_status import abort
 from packrat.server.grpc_v2 import grpc_predict_v2_pb2 as pb
 from packrat.server.http_config import HttpConfig

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from packrat.server.api import (
+from packrat.server.errors import (
     BadRequest,
     Conflict,
     InferenceFailed,

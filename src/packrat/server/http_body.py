@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from packrat.server.api import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from packrat.server.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 
 async def read_body(request: Request, max_bytes: int) -> bytearray:

@@ -20,7 +20,8 @@ from starlette.responses import Response
 from packrat import __version__
 from packrat.models.inputs import InputSpec
 from packrat.server import codecs, multipart, output_codecs, ts_requests
-from packrat.server.api import ModelRepository, NotAcceptable, ServedModel, Unavailable
+from packrat.server.api import ModelRepository, ServedModel
+from packrat.server.errors import NotAcceptable, Unavailable
 from packrat.server.http_admission import AdmissionLimit
 from packrat.server.http_auth import TokenAuth
 from packrat.server.http_body import read_body

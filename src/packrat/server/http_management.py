@@ -30,7 +30,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from packrat import __version__
-from packrat.server.api import BadRequest, ModelRepository, ServedModel
+from packrat.server.api import ModelRepository, ServedModel
+from packrat.server.errors import BadRequest
 from packrat.server.http_auth import TokenAuth
 from packrat.server.http_config import HttpConfig
 from packrat.server.responses import ERROR_RESPONSES, install_error_handlers

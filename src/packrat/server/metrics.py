@@ -43,9 +43,9 @@ from prometheus_client import (
 )
 from starlette.responses import Response
 
-from packrat.server.api import ServerError
+from packrat.server.errors import ServerError
 from packrat.server.metrics_torchserve import TorchServeMetrics
-from packrat.server.responses import install_error_handlers
+from packrat.server.responses import http_status, install_error_handlers
 
 LATENCY_BUCKETS_S = (
     0.001,
@@ -179,7 +179,7 @@ class Metrics:
             yield
             code = 200
         except ServerError as exc:
-            code = exc.status
+            code = http_status(exc)
             raise
         finally:
             self.observe_request(model, code, perf_counter() - start, version)

@@ -33,7 +33,7 @@ from packrat.profiler.cache import default_profile_path
 from packrat.profiler.profile_file import Profile, load_profile
 from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
 from packrat.progress import Progress
-from packrat.server.api import BadRequest
+from packrat.server.errors import BadRequest
 from packrat.server.model_config import ModelConfig
 from packrat.stats import SamplingPolicy
 from packrat.topology import Topology, format_cpu_list, read_topology, usable_topology

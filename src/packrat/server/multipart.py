@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from packrat.server.api import BadRequest
+from packrat.server.errors import BadRequest
 
 INPUT_FIELDS = ("data", "body")
 

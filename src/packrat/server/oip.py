@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 from packrat import __version__
 from packrat.models.inputs import InputSpec
 from packrat.server import codecs, output_codecs
-from packrat.server.api import BadRequest, ModelRepository, ServedModel
+from packrat.server.api import ModelRepository, ServedModel
+from packrat.server.errors import BadRequest
 
 if TYPE_CHECKING:
     import torch

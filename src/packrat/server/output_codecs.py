@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from packrat.server.api import InferenceFailed
+from packrat.server.errors import InferenceFailed
 
 if TYPE_CHECKING:
     import torch

@@ -26,7 +26,7 @@ from packrat.controller.step import Action, Reason, step
 from packrat.errors import PackratError, WorkerError
 from packrat.pool import EngineState
 from packrat.pool.protocol import InstancePool
-from packrat.server.api import BadRequest
+from packrat.server.errors import BadRequest
 from packrat.server.records import DESCRIBED_SWITCHES, Switch, SwitchLog
 from packrat.server.replacement import LostInstances
 from packrat.topology import format_cpu_list

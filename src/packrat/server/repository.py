@@ -49,16 +49,9 @@ from packrat.pool.engine import Engine
 from packrat.pool.protocol import PoolFactory
 from packrat.profiler.backend_select import select_backend
 from packrat.progress import NullProgress, Progress
-from packrat.server.api import (
-    BadRequest,
-    Conflict,
-    NotFound,
-    RegisterOptions,
-    ServedModel,
-    ServerError,
-    Unavailable,
-)
+from packrat.server.api import RegisterOptions, ServedModel
 from packrat.server.archive_settings import with_archive_settings
+from packrat.server.errors import BadRequest, Conflict, NotFound, ServerError, Unavailable
 from packrat.server.model_config import MODEL_NAME, ModelConfig, RepositoryDefaults
 from packrat.server.model_setup import (
     QUICK_POLICY,

@@ -2,7 +2,7 @@
 
 Every error response has the body `{"error": "<message>", "code": <status>}`; `"error"` is
 also the key Triton's clients read. The status comes from the exception's class
-(`ServerError.status`), never from its message.
+(`HTTP_STATUS`: the one table from the engine's errors to HTTP), never from its message.
 """
 
 from __future__ import annotations
@@ -20,7 +20,38 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import compile_path
 
-from packrat.server.api import ServerError
+from packrat.server.errors import (
+    BadRequest,
+    Conflict,
+    InferenceFailed,
+    NotAcceptable,
+    NotFound,
+    PayloadTooLarge,
+    ServerError,
+    Unavailable,
+    UnsupportedMediaType,
+)
+
+#: Error class -> HTTP status; a subclass takes its nearest listed ancestor's status.
+HTTP_STATUS: dict[type[ServerError], int] = {
+    BadRequest: 400,
+    NotFound: 404,
+    NotAcceptable: 406,
+    Conflict: 409,  # as TorchServe answers a second registration
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    InferenceFailed: 500,  # with the model's message
+    Unavailable: 503,
+    ServerError: 500,
+}
+
+
+def http_status(exc: BaseException) -> int:
+    """The HTTP status for `exc` (see HTTP_STATUS; 500 for anything else)."""
+    for cls in type(exc).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]
+    return 500
 
 
 class ErrorBody(BaseModel):
@@ -104,8 +135,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 async def _on_server_error(request: Request, exc: Exception) -> Response:
-    status = exc.status if isinstance(exc, ServerError) else 500
-    response = error_response(status, str(exc))
+    response = error_response(http_status(exc), str(exc))
     retry_after_s = getattr(exc, "retry_after_s", None)
     if retry_after_s is not None:
         response.headers["Retry-After"] = str(retry_after_s)

@@ -37,10 +37,10 @@ from packrat.models.inputs import InputSpec
 from packrat.optimizer.table import LatencyTable
 from packrat.pool import Engine, EngineConfig, EngineState
 from packrat.pool.protocol import InstancePool
-from packrat.server.api import Unavailable
 from packrat.server.batch_runner import BatchRunner
 from packrat.server.batcher import Batcher
 from packrat.server.describe import describe_batching, describe_model, describe_plan
+from packrat.server.errors import Unavailable
 from packrat.server.plan_control import PlanControl
 from packrat.server.records import (
     BatchListener,

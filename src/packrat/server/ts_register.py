@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from packrat.server.api import BadRequest, RegisterOptions
+from packrat.server.api import RegisterOptions
+from packrat.server.errors import BadRequest
 
 PYTHON_RUNTIMES = ("python", "python3")
 

@@ -23,7 +23,8 @@ from starlette.responses import Response
 
 from packrat.models.inputs import InputSpec
 from packrat.server import oip, output_codecs
-from packrat.server.api import BadRequest, ModelRepository, ServedModel, Unavailable
+from packrat.server.api import ModelRepository, ServedModel
+from packrat.server.errors import BadRequest, Unavailable
 from packrat.server.http_body import read_body
 from packrat.server.http_config import HttpConfig
 from packrat.server.metrics import Metrics

@@ -29,7 +29,8 @@ from typing import Any
 from fastapi import APIRouter
 
 from packrat.server import output_codecs
-from packrat.server.api import ModelRepository, ServedModel, ServerError
+from packrat.server.api import ModelRepository, ServedModel
+from packrat.server.errors import ServerError
 from packrat.server.responses import ERROR_RESPONSES
 
 EXTENSION = "model_configuration"
