@@ -170,7 +170,14 @@ def _run_case(
         for k, phase in enumerate(load.phases):
             settled |= (phase_of == k) & (load.arrivals_s >= phase.start_s + args.settle_s)
         for server in servers:
-            config = SimConfig(cores, server.policy, server.settings, batching, timing, seed)
+            config = SimConfig(
+                cores,
+                policy=server.policy,
+                estimator=server.settings,
+                batching=batching,
+                timing=timing,
+                seed=seed,
+            )
             result = simulate_profile(planning, config, load)
             latency_ms = (result.done_s - load.arrivals_s) * 1000.0
             for k in range(3):

@@ -1,7 +1,8 @@
 """Packrat against the fat instance on the paper's machines and larger ones, simulated (issue 7).
 
     python benchmarks/simulate_paper.py [--profiles ../shared/paper-profiles]
-        [--models resnet50,inception_v3,gpt2,bert] [--batches 1,2,4,...,1024]
+        [--machines cloudlab-c6420:16,skylake2x:18] [--models resnet50,inception_v3,gpt2,bert]
+        [--batches 1,2,4,...,1024]
         [--synthetic 64,128] [--load 0.7] [--bursts 10] [--open-requests 200000]
         [--max-batch-delay 5] [--overhead-ms 1] [--switch-ms 1] [--noise 0] [--seed 0]
         [--output docs/simulate.md]
@@ -66,7 +67,7 @@ FITS = {"amdahl+threads": True, "amdahl": False}  # synthetic models: with a per
 def cases(args: argparse.Namespace) -> list[Case]:
     """The published machines' profiles, then the synthetic ones fitted to SYNTHETIC_FROM's."""
     found = []
-    for machine, cores in MACHINES:
+    for machine, cores in args.machines:
         for model in args.models:
             profile = load_profile(args.profiles / machine / f"{model}_latency.csv")
             found.append(Case(machine, cores, model, profile.latency_table()))
@@ -106,7 +107,8 @@ def run_case(case: Case, args: argparse.Namespace) -> dict[int, dict[str, Point]
         open_load = poisson_load(rate, duration, seed=args.seed)
         points[batch] = {}
         for policy in POLICIES:
-            config = SimConfig(case.cores, policy, batching, timing, args.seed, interpolate=False)
+            config = SimConfig(case.cores, policy=policy, batching=batching, timing=timing,
+                               seed=args.seed, interpolate=False)  # fmt: skip
             burst = simulate_profile(planning, config, burst_load)
             opened = simulate_profile(planning, config, open_load)
             points[batch][policy] = point(policy, planning.optimal(batch).describe(), burst,
@@ -134,9 +136,21 @@ def point(policy: str, optimal: str, burst: SimResult, opened: SimResult, rate: 
     )
 
 
+def machines(text: str) -> list[tuple[str, int]]:
+    """--machines: `NAME:CORES,...`, each a folder of --profiles and its core count."""
+    found = []
+    for item in text.split(","):
+        name, _, cores = item.partition(":")
+        if not cores.isdigit():
+            raise argparse.ArgumentTypeError(f"{item!r}: expected NAME:CORES, e.g. skylake2x:18")
+        found.append((name, int(cores)))
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profiles", type=Path, default=REPO.parent / "shared" / "paper-profiles")
+    parser.add_argument("--machines", type=machines, default=list(MACHINES))
     parser.add_argument("--models", type=lambda s: s.split(","), default=list(MODELS))
     parser.add_argument("--batches", type=lambda s: [int(v) for v in s.split(",")],
                         default=list(BATCHES))  # fmt: skip

@@ -11,7 +11,7 @@ instances, not how fast they run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 
 from packrat.controller.batching import BatchingConfig
 from packrat.controller.estimator import EstimatorConfig
@@ -41,6 +41,7 @@ class SimConfig:
     """
 
     cores: int
+    _: KW_ONLY  # every other field by name: several share defaults' types
     policy: str = "auto"
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
