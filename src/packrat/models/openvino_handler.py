@@ -150,6 +150,13 @@ class OpenVinoHandler(BatchTensorHandler):
             raise ModelError(
                 f"cannot compile OpenVINO model '{self.path}' for the CPU: {first_line(exc)}"
             ) from exc
+        computes = compiled.get_property(hints.inference_precision())
+        if computes != inference_type:  # OpenVINO falls back to f32 where bf16 is not native
+            raise ModelError(
+                f"OpenVINO computes {computes.get_type_name()} on this CPU, not the "
+                f"{inference_type.get_type_name()} asked for (no native bf16 here): serve with "
+                "--precision auto or fp32"
+            )
         return compiled, compiled.create_infer_request()
 
 

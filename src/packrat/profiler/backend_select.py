@@ -102,7 +102,8 @@ def candidates(backend: str, precision: str, *, bf16_native: bool) -> list[Candi
     """The candidates `--backend backend --precision precision` allow, torch fp32 first.
 
     precision "auto" takes bf16 only where the CPU computes it natively; "bf16" asks for it
-    anyway (it must still pass the error budget); "fp32" never. Raises PackratError for an
+    anyway (it must still pass the error budget, and fails to load where OpenVINO would
+    compute f32 instead); "fp32" never. Raises PackratError for an
     unknown backend or precision."""
     backends = [b.value for b in Backend]
     if backend != AUTO and backend not in backends:
