@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from packrat.errors import ModelError
 from packrat.models.resolve import resolve_model
@@ -177,6 +178,7 @@ def test_archives_resolve_by_suffix_or_layout_and_hash_their_sample(tmp_path: Pa
         resolve_model("tiny-resnet", sample_request=sample)
 
 
+@pytest.mark.skip_allowed  # by design: with torchvision there is no missing import to report
 @pytest.mark.skipif(
     importlib.util.find_spec("torchvision") is not None, reason="torchvision imports here"
 )
@@ -197,3 +199,71 @@ def test_without_torchserve_installed_the_error_says_how_to_install_it(
     monkeypatch.setitem(sys.modules, "ts.model_loader", None)  # import fails: not installed
     with pytest.raises(ModelError, match=r"packrat\[torchserve\]"):
         ArchiveSource(_archive(tmp_path / "a", "fn_missing")).load().initialize()
+
+
+# The usual way to use TorchServe's BaseHandler: its TorchScript loading, inference (the
+# model under inference_mode) and postprocess (`tolist()`) as they are, preprocess overridden,
+# because the default one (`torch.as_tensor(data)`) cannot take a request's dict of inputs.
+BASE_SUBCLASS = """
+import torch
+from ts.torch_handler.base_handler import BaseHandler
+
+class RowsHandler(BaseHandler):
+    def preprocess(self, data):
+        rows = [row.get("data") or row.get("body") for row in data]  # JSON bodies: decoded
+        return torch.as_tensor(rows, dtype=torch.float32)
+"""
+
+
+class Affine(torch.nn.Module):
+    """y = 2x + 1, elementwise: its answers are known without running it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * x + 1
+
+
+def _builtin_archive(folder: Path, handler: str) -> Path:
+    """An archive of `Affine` as TorchScript (`affine.pt`) served by `handler`."""
+    folder = _archive(folder, "fn_unused")
+    torch.jit.script(Affine()).save(str(folder / "affine.pt"))
+    manifest = json.loads((folder / "MAR-INF" / "MANIFEST.json").read_text())
+    manifest["model"]["handler"] = handler
+    manifest["model"]["serializedFile"] = "affine.pt"
+    (folder / "MAR-INF" / "MANIFEST.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def _rows(*rows: list[float]) -> list[TorchServeRequest]:
+    """One request per row, its JSON the body (TorchServe gives handlers the decoded list)."""
+    return [build_request([("body", json.dumps(r).encode(), "application/json")], {}) for r in rows]
+
+
+def test_the_builtin_base_handler_loads_its_torchscript_file_and_fails_as_in_torchserve(
+    tmp_path: Path, isolated: None
+) -> None:
+    folder = _builtin_archive(tmp_path / "a", "base_handler")
+    handler = ArchiveSource(folder).load()
+    handler.initialize()  # the built-in from ts.torch_handler: nothing beyond torch to import
+    # TorchServe's default preprocess is `torch.as_tensor(data)` on the requests' dicts of
+    # inputs, which fails in TorchServe as here: BaseHandler answers no request by itself.
+    with pytest.raises(RuntimeError, match="Could not infer dtype of dict"):
+        handler.handle(_rows([1.0, 2.0]))
+    (folder / "affine.pt").unlink()  # what BaseHandler.initialize loads with torch.jit.load
+    with pytest.raises(ModelError, match="'base_handler' failed to load.*affine.pt"):
+        ArchiveSource(folder).load().initialize()
+
+
+def test_a_base_handler_subclass_answers_what_torchserve_writes(
+    tmp_path: Path, isolated: None
+) -> None:
+    folder = _builtin_archive(tmp_path / "a", "rows_handler.py")
+    (folder / "rows_handler.py").write_text(BASE_SUBCLASS)
+    handler = ArchiveSource(folder).load()
+    handler.initialize()
+    replies = handler.handle(_rows([1.0, 2.0], [-0.5, 10.0]))
+    # BaseHandler's postprocess gives each row's list; TorchServe writes each as indented JSON.
+    expected = [[3.0, 5.0], [0.0, 21.0]]
+    assert [reply.body for reply in replies] == [
+        json.dumps(row, indent=2).encode() for row in expected
+    ]
+    assert {(reply.status, reply.content_type) for reply in replies} == {(200, "application/json")}
