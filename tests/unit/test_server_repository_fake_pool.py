@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from packrat.controller.batching import BatchingConfig
 from packrat.pool import EngineConfig, EngineState
 from packrat.profiler.profile_file import Profile, save_profile
 from packrat.server.errors import BadRequest
@@ -47,7 +48,7 @@ def repository_of(pools: FakePools, monkeypatch: pytest.MonkeyPatch) -> Reposito
 
 def config_of(profile: Path | None, **settings: object) -> ModelConfig:
     return ModelConfig(
-        "fake", cores=(CPU,), max_batch_size=4, max_batch_delay_ms=5.0, profile=profile,
+        "fake", cores=(CPU,), batching=BatchingConfig(4, 5.0), profile=profile,
         backend="torch", precision="fp32", **settings,  # type: ignore[arg-type]
     )  # fmt: skip
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from packrat.controller.batching import BatchingConfig
 from packrat.controller.plan_choice import ChoiceKind, PlanChoice
 from packrat.controller.policy import PolicyKind
 from packrat.server.api import RegisterOptions
@@ -29,7 +30,7 @@ class _Runtime:
 
 @pytest.fixture
 def repo(monkeypatch: pytest.MonkeyPatch) -> Repository:
-    repository = Repository(RepositoryDefaults(max_batch_size=8, max_batch_delay_ms=0.0))
+    repository = Repository(RepositoryDefaults(batching=BatchingConfig(8, 0.0)))
 
     async def build(config: ModelConfig, source: Any, name: str, *_: Any, **__: Any) -> _Runtime:
         return _Runtime(name, config)
@@ -42,11 +43,11 @@ def repo(monkeypatch: pytest.MonkeyPatch) -> Repository:
 def test_registration_options_override_the_defaults(repo: Repository) -> None:
     options = RegisterOptions(max_batch_size=4, max_batch_delay_ms=50.0, batch_timeout_s=30.0)
     runtime: Any = asyncio.run(repo.register("tiny-resnet", name="r", options=options))
-    assert runtime.config.max_batch_size == 4 and runtime.config.max_batch_delay_ms == 50.0
+    assert runtime.config.batching == BatchingConfig(4, 50.0)
     assert runtime.config.batch_timeout_s == 30.0
     plain: Any = asyncio.run(repo.register("tiny-resnet", name="p"))
-    assert (plain.config.max_batch_size, plain.config.batch_timeout_s) == (8, None)
-    with pytest.raises(BadRequest, match="max_batch_size"):
+    assert (plain.config.batching.max_batch_size, plain.config.batch_timeout_s) == (8, None)
+    with pytest.raises(BadRequest, match="ModelConfig.max_batch_size must be an int >= 1"):
         asyncio.run(repo.register("tiny-resnet", name="q", options=RegisterOptions(0)))
 
 

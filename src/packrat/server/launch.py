@@ -126,10 +126,7 @@ async def open_repository(
 
     defaults = RepositoryDefaults(
         cores=default_cores,
-        max_batch_size=config.max_batch_size,
-        max_batch_delay_ms=config.max_batch_delay_ms,
-        max_queue=config.max_queue,
-        max_queue_wait_ms=config.max_queue_wait_ms,
+        batching=config.batching,
         policy=PolicyKind.parse(config.policy),
         estimator=config.estimator,
     )

@@ -51,13 +51,13 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from packrat.config import default_backend
-from packrat.controller.admission import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS
-from packrat.controller.batching import DEFAULT_MAX_BATCH_DELAY_MS
+from packrat.controller.batching import BATCHING_KEYS, BatchingConfig, without_batching
 from packrat.controller.estimator import EstimatorConfig
 from packrat.controller.policy import PolicyKind
 from packrat.errors import PackratError
@@ -83,10 +83,7 @@ class LaunchConfig:
     grpc: bool = True  # False: no gRPC server
     model_store: Path | None = None
     token_file: Path | None = None  # the API token; else $PACKRAT_TOKEN; else no token
-    max_batch_size: int = 8
-    max_batch_delay_ms: float = DEFAULT_MAX_BATCH_DELAY_MS
-    max_queue: int = DEFAULT_MAX_QUEUE
-    max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
+    batching: BatchingConfig = field(default_factory=BatchingConfig)  # models' unless their own
     max_in_flight: int = 256  # inference requests in progress, all models; more get 503
     max_body_bytes: int = HttpConfig.max_body_bytes  # larger request bodies get 413
     metrics_compat: str = "none"  # "torchserve": TorchServe's metric names beside Packrat's
@@ -152,8 +149,9 @@ class LaunchConfig:
 
 METRICS_COMPAT_CHOICES = ("none", METRICS_COMPAT)
 
-_SERVER_KEYS = {f.name for f in fields(LaunchConfig)} - {"models"}
-_MODEL_KEYS = {f.name for f in fields(ModelConfig)}
+_SERVER_KEYS = {f.name for f in fields(LaunchConfig)} - {"models", "batching"} | {*BATCHING_KEYS}
+_MODEL_KEYS = {f.name for f in fields(ModelConfig)} - {"batching"} | {*BATCHING_KEYS}
+"""The keys of [server] and of [[models]] entries: the fields, the batching as flat keys."""
 
 
 def load_config_file(path: Path) -> LaunchConfig:
@@ -176,34 +174,37 @@ def load_config_file(path: Path) -> LaunchConfig:
     for key in ("model_store", "token_file"):
         if key in server:
             server[key] = (path.parent / str(server[key])).resolve()
-    if "estimator" in server:
-        try:
+    try:
+        if "estimator" in server:
             server["estimator"] = _estimator(server["estimator"])
-        except (TypeError, ValueError) as exc:
-            raise PackratError(f"{path}: [server] {exc}") from None
+        settings = _settings(server, BatchingConfig())
+    except (TypeError, ValueError) as exc:
+        raise PackratError(f"{path}: [server] {exc}") from None
     inherited = {k: server[k] for k in _INHERITED if k in server}
     models = tuple(
-        _model(entry, path, i, inherited) for i, entry in enumerate(data.get("models", []))
+        _model(entry, path, i, inherited, settings["batching"])
+        for i, entry in enumerate(data.get("models", []))
     )
     try:
-        return LaunchConfig(**server, models=models)
+        return LaunchConfig(**settings, models=models)
     except TypeError as exc:
         raise PackratError(f"{path}: {exc}") from None
 
 
-_INHERITED = (
-    "max_batch_size",
-    "max_batch_delay_ms",
-    "max_queue",
-    "max_queue_wait_ms",
-    "estimator",
-    "backend",
-    "precision",
-)
-"""[server] keys that are defaults for the [[models]] entries that do not set them."""
+def _settings(flat: Mapping[str, Any], batching: BatchingConfig) -> dict[str, Any]:
+    """LaunchConfig field values from flat settings ([server], the command line,
+    config.properties): the batching keys given over `batching`. ValueError naming the key."""
+    return without_batching(flat) | {"batching": batching.with_flat(flat, owner="")}
 
 
-def _model(entry: Any, path: Path, index: int, inherited: dict[str, Any]) -> ModelConfig:
+_INHERITED = ("estimator", "backend", "precision")
+"""[server] keys that are defaults for the [[models]] entries that do not set them, besides
+the batching keys (an entry's batching keys are read over [server]'s batching)."""
+
+
+def _model(
+    entry: Any, path: Path, index: int, inherited: dict[str, Any], batching: BatchingConfig
+) -> ModelConfig:
     where = f"{path}: [[models]] entry {index + 1}"
     if not isinstance(entry, dict):
         raise PackratError(f"{where} is not a table")
@@ -221,7 +222,7 @@ def _model(entry: Any, path: Path, index: int, inherited: dict[str, Any]) -> Mod
             values["cores"] = tuple(int(c) for c in values["cores"])
         if "estimator" in values:
             values["estimator"] = _estimator(values["estimator"])
-        return ModelConfig(**values)
+        return ModelConfig.from_flat(values, batching)
     except (TypeError, ValueError) as exc:
         raise PackratError(f"{where}: {exc}") from None
 
@@ -244,9 +245,13 @@ def with_cli(base: LaunchConfig, models: list[str], **overrides: Any) -> LaunchC
             given["estimator"] = EstimatorConfig.parse(given["estimator"])
         except ValueError as exc:
             raise PackratError(f"--estimator: {exc}") from None
-    config = replace(base, **given)
+    try:
+        config = replace(base, **_settings(given, base.batching))
+    except ValueError as exc:
+        raise PackratError(str(exc)) from None
     plan_text = overrides.get("plan")
     per_model: dict[str, Any] = _model_defaults(config) | {
+        "batching": config.batching,
         "profile": overrides.get("profile"),
         "sample_request": overrides.get("sample_request"),
         "fat": bool(overrides.get("fat")),
@@ -270,12 +275,9 @@ def with_cli(base: LaunchConfig, models: list[str], **overrides: Any) -> LaunchC
 
 
 def _model_defaults(config: LaunchConfig) -> dict[str, Any]:
-    """The server-wide settings a model started by name gets unless it sets its own."""
+    """The server-wide settings a model started by name gets unless it sets its own, besides
+    `config.batching`."""
     return {
-        "max_batch_size": config.max_batch_size,
-        "max_batch_delay_ms": config.max_batch_delay_ms,
-        "max_queue": config.max_queue,
-        "max_queue_wait_ms": config.max_queue_wait_ms,
         "estimator": config.estimator,
         "backend": config.backend,
         "precision": config.precision,
@@ -285,8 +287,8 @@ def _model_defaults(config: LaunchConfig) -> dict[str, Any]:
 def with_ts_settings(base: LaunchConfig, ts: TorchServeConfig) -> LaunchConfig:
     """`base` (e.g. from --config) with a TorchServe config.properties' server settings."""
     try:
-        return replace(base, **ts.server)
-    except TypeError as exc:
+        return replace(base, **_settings(ts.server, base.batching))
+    except (TypeError, ValueError) as exc:
         raise PackratError(f"TorchServe config: {exc}") from None
 
 
@@ -309,11 +311,11 @@ def with_ts_models(config: LaunchConfig, ts: TorchServeConfig) -> LaunchConfig:
     defaults = _model_defaults(config)
     try:
         extra = tuple(
-            ModelConfig(
-                spec=entry.spec,
-                name=entry.name,
-                version=entry.version,
-                **(defaults | dict(entry.settings)),
+            ModelConfig.from_flat(
+                {"spec": entry.spec, "name": entry.name, "version": entry.version}
+                | defaults
+                | dict(entry.settings),
+                config.batching,
             )
             for entry in ts.models
         )

@@ -149,7 +149,7 @@ class Repository:
         try:
             config = self._defaults.model_config(spec, name)
             if options is not None:
-                config = dataclasses.replace(config, **options.given())
+                config = config.with_flat(options.given())
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
         return await self._register(config, self._progress, files_anywhere=False)
@@ -292,10 +292,11 @@ class Repository:
     ) -> ModelRuntime:
         topology = model_topology(config.cores)
         self._warn_overlap(name, topology)
+        batch = config.batching.max_batch_size
         selection = await asyncio.to_thread(
             functools.partial(
-                select_backend, source, config.backend, config.precision, topology,
-                config.max_batch_size, engine_config=self._engine_config, progress=progress,
+                select_backend, source, config.backend, config.precision, topology, batch,
+                engine_config=self._engine_config, progress=progress,
             )
         )  # fmt: skip
         source = selection.source
@@ -306,7 +307,7 @@ class Repository:
         )  # fmt: skip
         if table is not None:  # plan and split every batch size, not only the profiled ones
             table = table.interpolated()
-        planning = Planning(topology, table, config.max_batch_size)
+        planning = Planning(topology, table, batch)
         choice = config.plan_choice(self._defaults.policy)
         # Planning takes up to seconds (128 cores, batches to 1024): not on the event loop.
         first = await asyncio.to_thread(
