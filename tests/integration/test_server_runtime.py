@@ -18,7 +18,7 @@ from packrat.controller.policy import FollowLoad
 from packrat.models import ZooSource
 from packrat.pool import EngineConfig
 from packrat.profiler.cache import default_profile_path
-from packrat.profiler.profile_file import Profile, load_profile, save_profile
+from packrat.profiler.profile_file import Profile, ProfileKind, load_profile, save_profile
 from packrat.profiler.sweep import torch_version
 from packrat.server.errors import BadRequest, Conflict, InferenceFailed, NotFound, Unavailable
 from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
@@ -309,7 +309,10 @@ def test_a_server_set_to_contention_profiles_each_cell_beside_its_copies() -> No
     async def main() -> None:
         defaults = RepositoryDefaults(batching=BatchingConfig(1, LONG_MS))
         repository = Repository(
-            defaults, model_store=FIXTURES, engine_config=ENGINE, profile_kind="contention"
+            defaults,
+            model_store=FIXTURES,
+            engine_config=ENGINE,
+            profile_kind=ProfileKind.CONTENTION,
         )
         await repository.register(MARKER_HANDLER, name="marker")
         await repository.close()

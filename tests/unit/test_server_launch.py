@@ -156,24 +156,31 @@ estimator = { alpha = 0.5, window = 4, cooldown_s = 1.0 }
 def test_policies_from_the_file_and_the_command_line(tmp_path: Path) -> None:
     from packrat.controller.estimator import EstimatorConfig
     from packrat.controller.policy import PolicyKind
+    from packrat.profiler.profile_file import ProfileKind
 
     path = tmp_path / "serve.toml"
     path.write_text(POLICIES)
     config = load_config_file(path)
-    assert config.policy == "follow"  # the server-wide default
-    assert config.profile_kind == "contention"
-    assert with_cli(config, [], profile_kind="isolated").profile_kind == "isolated"
-    assert LaunchConfig().profile_kind == "isolated"
+    assert config.policy is PolicyKind.FOLLOW  # the server-wide default
+    assert config.profile_kind is ProfileKind.CONTENTION
+    assert with_cli(config, [], profile_kind="isolated").profile_kind is ProfileKind.ISOLATED
+    assert LaunchConfig().profile_kind is ProfileKind.ISOLATED
     resnet, bert = config.models
     assert resnet.policy is PolicyKind.FIXED
     assert bert.policy is None  # takes the server's
     assert bert.estimator == EstimatorConfig(alpha=0.5, window=4, cooldown_s=1.0)
     overridden = with_cli(config, ["gpt2"], policy="auto")
-    assert overridden.policy == "auto" and overridden.models[-1].policy is None
-    assert with_cli(LaunchConfig(), ["gpt2"]).policy == "auto"
+    assert overridden.policy is PolicyKind.AUTO and overridden.models[-1].policy is None
+    assert with_cli(LaunchConfig(), ["gpt2"]).policy is PolicyKind.AUTO
     assert with_cli(LaunchConfig(), ["gpt2"], batch_timeout_s=5.0).batch_timeout_s == 5.0
     with pytest.raises(PackratError, match="unknown plan policy 'often'"):
         with_cli(LaunchConfig(), ["gpt2"], policy="often")
+    with pytest.raises(PackratError, match="unknown profile kind 'mixed': choose one of isolated"):
+        with_cli(LaunchConfig(), ["gpt2"], profile_kind="mixed")
+    with pytest.raises(PackratError, match="policy must be a PolicyKind, got 'auto'"):
+        LaunchConfig(policy="auto")  # type: ignore[arg-type]
+    with pytest.raises(PackratError, match="profile_kind must be a ProfileKind"):
+        LaunchConfig(profile_kind="isolated")  # type: ignore[arg-type]
 
 
 ESTIMATORS = """

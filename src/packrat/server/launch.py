@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from packrat.config import TOKEN_ENV, env_token
-from packrat.controller.policy import PolicyKind
 from packrat.errors import PackratError
 from packrat.pool.config import EngineConfig
 from packrat.server.http_auth import check_token
@@ -127,7 +126,7 @@ async def open_repository(
     defaults = RepositoryDefaults(
         cores=default_cores,
         batching=config.batching,
-        policy=PolicyKind.parse(config.policy),
+        policy=config.policy,
         estimator=config.estimator,
     )
     repo = Repository(

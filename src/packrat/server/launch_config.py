@@ -61,7 +61,7 @@ from packrat.controller.batching import BATCHING_KEYS, BatchingConfig, without_b
 from packrat.controller.estimator import EstimatorConfig
 from packrat.controller.policy import PolicyKind
 from packrat.errors import PackratError
-from packrat.profiler.profile_file import KINDS
+from packrat.profiler.profile_file import ProfileKind
 from packrat.server.http_config import HttpConfig
 from packrat.server.listen import Listener
 from packrat.server.repository import ModelConfig
@@ -89,9 +89,9 @@ class LaunchConfig:
     metrics_compat: str = "none"  # "torchserve": TorchServe's metric names beside Packrat's
     cores: int | None = None  # first N usable cores for models without their own
     keep_freed_memory: bool = True
-    policy: str = PolicyKind.AUTO.value
+    policy: PolicyKind = PolicyKind.AUTO  # for models whose config names none
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)  # for "follow"
-    profile_kind: str = "isolated"  # how first-start profiles measure: "isolated", "contention"
+    profile_kind: ProfileKind = ProfileKind.ISOLATED  # how first-start profiles measure
     batch_timeout_s: float = 120.0  # a worker silent this long on a batch is replaced
     backend: str = field(default_factory=default_backend)  # auto, torch, onnxruntime, openvino
     precision: str = "auto"  # auto, fp32, bf16
@@ -124,19 +124,14 @@ class LaunchConfig:
             isinstance(self.cores, bool) or not isinstance(self.cores, int) or self.cores < 1
         ):
             raise PackratError(f"cores must be a positive number of cores, got {self.cores!r}")
-        try:
-            PolicyKind.parse(str(self.policy))
-        except ValueError as exc:
-            raise PackratError(str(exc)) from None
+        for name, kind in (("policy", PolicyKind), ("profile_kind", ProfileKind)):
+            value = getattr(self, name)
+            if not isinstance(value, kind):
+                raise PackratError(f"{name} must be a {kind.__name__}, got {value!r}")
         if self.metrics_compat not in METRICS_COMPAT_CHOICES:
             choices = ", ".join(METRICS_COMPAT_CHOICES)
             raise PackratError(
                 f"unknown metrics_compat {self.metrics_compat!r}: choose one of {choices}"
-            )
-        if self.profile_kind not in KINDS:
-            choices = ", ".join(KINDS)
-            raise PackratError(
-                f"unknown profile kind {self.profile_kind!r}: choose one of {choices}"
             )
 
     def listeners(self) -> list[Listener]:
@@ -193,8 +188,14 @@ def load_config_file(path: Path) -> LaunchConfig:
 
 def _settings(flat: Mapping[str, Any], batching: BatchingConfig) -> dict[str, Any]:
     """LaunchConfig field values from flat settings ([server], the command line,
-    config.properties): the batching keys given over `batching`. ValueError naming the key."""
-    return without_batching(flat) | {"batching": batching.with_flat(flat, owner="")}
+    config.properties): the batching keys given over `batching`, the policy and profile kind
+    parsed from their names. ValueError naming the key or the choices."""
+    settings = without_batching(flat) | {"batching": batching.with_flat(flat, owner="")}
+    if "policy" in settings:
+        settings["policy"] = PolicyKind.parse(str(settings["policy"]))
+    if "profile_kind" in settings:
+        settings["profile_kind"] = ProfileKind.parse(str(settings["profile_kind"]))
+    return settings
 
 
 _INHERITED = ("estimator", "backend", "precision")
