@@ -14,6 +14,7 @@ import pytest
 
 from packrat.controller.batching import BatchingConfig
 from packrat.controller.estimator import EstimatorConfig
+from packrat.controller.plan_choice import ChoiceKind, PlanChoice
 from packrat.controller.policy import FollowLoad
 from packrat.models import ZooSource
 from packrat.pool import EngineConfig
@@ -153,7 +154,11 @@ def test_a_model_error_fails_only_its_sub_batch() -> None:
             latency_ms=0.0,
             instances=(InstanceSpec(threads=1, batch=2), InstanceSpec(threads=1, batch=2)),
         )
-        config = ModelConfig(MARKER_HANDLER, batching=BatchingConfig(4, LONG_MS), plan=pinned)
+        config = ModelConfig(
+            MARKER_HANDLER,
+            batching=BatchingConfig(4, LONG_MS),
+            choice=PlanChoice(ChoiceKind.PLAN, pinned),
+        )
         runtime = await repository.register_model(config)
         assert runtime.name == "server_marker_handler"
         assert runtime.input_spec is None  # numbers, not tensors
@@ -263,12 +268,8 @@ def test_model_config_errors_name_the_field() -> None:
         ModelConfig("tiny-resnet", name="../evil")
     with pytest.raises(ValueError, match="ModelConfig.cores"):
         ModelConfig("tiny-resnet", cores=(0, 0))
-    with pytest.raises(ValueError, match="exclude each other"):
-        ModelConfig(
-            "tiny-resnet",
-            fat=True,
-            plan=Plan(cores=1, batch=1, latency_ms=1.0, instances=(InstanceSpec(1, 1),)),
-        )
+    with pytest.raises(ValueError, match="ModelConfig.choice must be a PlanChoice"):
+        ModelConfig("tiny-resnet", choice="fat")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="BatchingConfig.max_batch_delay_ms"):
         RepositoryDefaults(batching=BatchingConfig(max_batch_delay_ms=-1.0))
 
@@ -362,7 +363,7 @@ def test_following_the_load_switches_plans_without_losing_a_request(
         config = ModelConfig(
             "tiny-resnet",
             batching=BatchingConfig(4, 20.0),
-            policy=PolicyKind(policy),
+            choice=PlanChoice.following(PolicyKind(policy)),
             estimator=EstimatorConfig.per_batch(),
         )
         runtime = await repository.register_model(config)

@@ -66,9 +66,9 @@ def test_pinned_plan_and_config_file(tmp_path: Path) -> None:
     settings = replica_settings({"config": str(config), "model": "resnet50", "plan": "<2,1,4>"})
     by_spec = {m.spec: m for m in settings.launch.models}
     assert settings.launch.batching.max_queue == 50
-    pinned = by_spec["resnet50"].plan
+    pinned = by_spec["resnet50"].choice
     assert pinned is not None and pinned.describe() == parse_plan("<2,1,4>").describe()
-    assert by_spec["gpt2"].plan is None
+    assert by_spec["gpt2"].choice is None
 
 
 @pytest.mark.parametrize(

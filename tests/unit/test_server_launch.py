@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from packrat.controller.batching import BatchingConfig
+from packrat.controller.plan_choice import ChoiceKind, PlanChoice
 from packrat.errors import PackratError
 from packrat.server.launch_config import LaunchConfig, load_config_file, with_cli
 
@@ -38,7 +39,7 @@ def test_file_with_two_models_on_their_own_cores(tmp_path: Path) -> None:
     assert config.model_store == (tmp_path / "store").resolve()
     resnet, bert = config.models
     assert resnet.cores == (0, 1) and bert.cores == (2, 3)
-    assert resnet.plan is not None and resnet.plan.describe() == "<2,1,8>"
+    assert resnet.choice is not None and resnet.choice.describe() == "<2,1,8>"
     assert bert.name == "bert" and bert.batching.max_batch_delay_ms == 20
     assert (
         resnet.batching.max_batch_size == bert.batching.max_batch_size == 16
@@ -55,7 +56,9 @@ def test_command_line_overrides_only_what_was_given(tmp_path: Path) -> None:
     assert config.port == 0 and config.management_port == 9091 and config.host == "127.0.0.1"
     assert [m.spec for m in config.models] == ["resnet50", "bert-base", "gpt2"]
     gpt2 = config.models[-1]
-    assert gpt2.fat and gpt2.batching.max_batch_size == 16  # the file's server-wide default
+    assert (
+        gpt2.choice == PlanChoice(ChoiceKind.FAT) and gpt2.batching.max_batch_size == 16
+    )  # the file's server-wide default
 
 
 def test_defaults_follow_torchserve_ports() -> None:
@@ -133,6 +136,33 @@ def test_flat_batching_keys_make_one_batching_config(tmp_path: Path) -> None:
         with_cli(LaunchConfig(), ["gpt2"], max_queue=0)
 
 
+def test_plan_fat_and_policy_make_a_models_plan_choice(tmp_path: Path) -> None:
+    path = tmp_path / "serve.toml"
+    path.write_text(
+        "[[models]]\nspec = 'a'\nplan = '<2,1,8>'\n"
+        "[[models]]\nspec = 'b'\nfat = true\n"
+        "[[models]]\nspec = 'c'\npolicy = 'follow'\n"
+        "[[models]]\nspec = 'd'\n"
+    )
+    a, b, c, d = load_config_file(path).models
+    assert a.choice is not None and a.choice.kind is ChoiceKind.PLAN
+    assert a.choice.describe() == "<2,1,8>"
+    assert (b.choice, c.choice, d.choice) == (
+        PlanChoice(ChoiceKind.FAT),
+        PlanChoice(ChoiceKind.FOLLOW),
+        None,
+    )
+    cli = with_cli(LaunchConfig(), ["m", "n"], plan="<1,2,4>").models
+    assert [m.choice.describe() for m in cli if m.choice is not None] == ["<1,2,4>"] * 2
+    assert with_cli(LaunchConfig(), ["m"], fat=True).models[0].choice == b.choice
+    assert with_cli(LaunchConfig(), ["m"], fat=None).models[0].choice is None
+    path.write_text("[[models]]\nspec = 'a'\nplan = '<2,1,8>'\nfat = true\n")
+    with pytest.raises(PackratError, match="entry 1: plan and fat=True exclude each other"):
+        load_config_file(path)
+    with pytest.raises(PackratError, match="plan and fat=True exclude each other"):
+        with_cli(LaunchConfig(), ["m"], plan="<2,1,8>", fat=True)
+
+
 def test_profile_is_for_one_model() -> None:
     with pytest.raises(PackratError, match="--profile applies to one model"):
         with_cli(LaunchConfig(), ["resnet50", "gpt2"], profile=Path("p.json"))
@@ -166,11 +196,11 @@ def test_policies_from_the_file_and_the_command_line(tmp_path: Path) -> None:
     assert with_cli(config, [], profile_kind="isolated").profile_kind is ProfileKind.ISOLATED
     assert LaunchConfig().profile_kind is ProfileKind.ISOLATED
     resnet, bert = config.models
-    assert resnet.policy is PolicyKind.FIXED
-    assert bert.policy is None  # takes the server's
+    assert resnet.choice == PlanChoice(ChoiceKind.FIXED)
+    assert bert.choice is None  # takes the server's
     assert bert.estimator == EstimatorConfig(alpha=0.5, window=4, cooldown_s=1.0)
     overridden = with_cli(config, ["gpt2"], policy="auto")
-    assert overridden.policy is PolicyKind.AUTO and overridden.models[-1].policy is None
+    assert overridden.policy is PolicyKind.AUTO and overridden.models[-1].choice is None
     assert with_cli(LaunchConfig(), ["gpt2"]).policy is PolicyKind.AUTO
     assert with_cli(LaunchConfig(), ["gpt2"], batch_timeout_s=5.0).batch_timeout_s == 5.0
     with pytest.raises(PackratError, match="unknown plan policy 'often'"):

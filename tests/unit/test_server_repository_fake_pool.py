@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from packrat.controller.batching import BatchingConfig
+from packrat.controller.plan_choice import ChoiceKind, PlanChoice
 from packrat.pool import EngineConfig, EngineState
 from packrat.profiler.profile_file import Profile, save_profile
 from packrat.server.errors import BadRequest
@@ -59,8 +60,12 @@ def test_a_model_starts_on_its_first_plan_with_a_pool_for_its_policy(
     async def main() -> None:
         repository = repository_of(pools, monkeypatch)
         auto = await repository.register_model(config_of(profile, batch_timeout_s=2.0))
-        fixed = await repository.register_model(config_of(profile, name="f", policy="fixed"))
-        fat = await repository.register_model(config_of(None, name="fat", fat=True))
+        fixed = await repository.register_model(
+            config_of(profile, name="f", choice=PlanChoice(ChoiceKind.FIXED))
+        )
+        fat = await repository.register_model(
+            config_of(None, name="fat", choice=PlanChoice(ChoiceKind.FAT))
+        )
         try:
             assert [r.policy for r in (auto, fixed, fat)] == ["auto", "fixed", "pinned"]
             assert auto.plan.describe() == "<1,1,4>" and auto.plan.layout == ((1, (CPU,)),)

@@ -14,7 +14,6 @@ from packrat.controller.policy import PolicyKind
 from packrat.server.api import RegisterOptions
 from packrat.server.errors import BadRequest, NotFound
 from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
-from packrat.types import parse_plan
 
 
 class _Runtime:
@@ -67,12 +66,22 @@ def test_set_default_chooses_the_version_requests_get(repo: Repository) -> None:
     asyncio.run(main())
 
 
-def test_the_servers_model_config_names_its_choice() -> None:
-    plan = parse_plan("<2,1,4>")
-    assert ModelConfig("m", plan=plan).plan_choice(PolicyKind.AUTO) == PlanChoice(
-        ChoiceKind.PLAN, plan
-    )
-    assert ModelConfig("m", fat=True).plan_choice(PolicyKind.AUTO).kind is ChoiceKind.FAT
-    assert ModelConfig("m").plan_choice(PolicyKind.FOLLOW).kind is ChoiceKind.FOLLOW
-    config = ModelConfig("m", policy=PolicyKind.FIXED)
-    assert config.plan_choice(PolicyKind.FOLLOW).kind is ChoiceKind.FIXED
+def test_a_registration_by_spec_gets_the_repositorys_choice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    follow = PlanChoice.following(PolicyKind.FOLLOW)
+    repository = Repository(RepositoryDefaults(choice=follow))
+    built: list[ModelConfig] = []
+
+    async def build(config: ModelConfig, *_: Any, **__: Any) -> _Runtime:
+        built.append(config)
+        return _Runtime(config.name or "m", config)
+
+    monkeypatch.setattr(repository, "_build", build)
+    monkeypatch.setattr(repository, "_resolve", lambda config, files_anywhere: None)
+    fat = PlanChoice(ChoiceKind.FAT)
+    asyncio.run(repository.register_model(ModelConfig("tiny-resnet", name="own", choice=fat)))
+    asyncio.run(repository.register("tiny-resnet", name="by-spec"))
+    assert [config.choice for config in built] == [fat, follow]
+    assert RepositoryDefaults().choice == PlanChoice(ChoiceKind.AUTO)
+    assert ModelConfig("m").choice is None  # the repository's, when it is served

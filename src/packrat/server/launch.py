@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from packrat.config import TOKEN_ENV, env_token
+from packrat.controller.plan_choice import PlanChoice
 from packrat.errors import PackratError
 from packrat.pool.config import EngineConfig
 from packrat.server.http_auth import check_token
@@ -126,7 +127,7 @@ async def open_repository(
     defaults = RepositoryDefaults(
         cores=default_cores,
         batching=config.batching,
-        policy=config.policy,
+        choice=PlanChoice.following(config.policy),
         estimator=config.estimator,
     )
     repo = Repository(

@@ -59,6 +59,7 @@ from typing import Any
 from packrat.config import default_backend
 from packrat.controller.batching import BATCHING_KEYS, BatchingConfig, without_batching
 from packrat.controller.estimator import EstimatorConfig
+from packrat.controller.plan_choice import PlanChoice
 from packrat.controller.policy import PolicyKind
 from packrat.errors import PackratError
 from packrat.profiler.profile_file import ProfileKind
@@ -66,7 +67,6 @@ from packrat.server.http_config import HttpConfig
 from packrat.server.listen import Listener
 from packrat.server.repository import ModelConfig
 from packrat.server.ts_config import METRICS_COMPAT, TorchServeConfig
-from packrat.types import parse_plan
 
 
 @dataclass(frozen=True)
@@ -145,8 +145,11 @@ class LaunchConfig:
 METRICS_COMPAT_CHOICES = ("none", METRICS_COMPAT)
 
 _SERVER_KEYS = {f.name for f in fields(LaunchConfig)} - {"models", "batching"} | {*BATCHING_KEYS}
-_MODEL_KEYS = {f.name for f in fields(ModelConfig)} - {"batching"} | {*BATCHING_KEYS}
-"""The keys of [server] and of [[models]] entries: the fields, the batching as flat keys."""
+_CHOICE_KEYS = {"plan", "fat", "policy"}
+_MODEL_KEYS = {f.name for f in fields(ModelConfig)} - {"batching", "choice"} | {*BATCHING_KEYS}
+_MODEL_KEYS |= _CHOICE_KEYS
+"""The keys of [server] and of [[models]] entries: the fields, with the batching as flat keys
+and a model's plan choice as plan, fat and policy (`PlanChoice.from_options`)."""
 
 
 def load_config_file(path: Path) -> LaunchConfig:
@@ -212,10 +215,14 @@ def _model(
     bad = set(entry) - _MODEL_KEYS
     if bad:
         raise PackratError(f"{where}: unknown key(s) {sorted(bad)}")
-    values = inherited | dict(entry)
+    values = inherited | {k: v for k, v in entry.items() if k not in _CHOICE_KEYS}
+    plan, policy = entry.get("plan"), entry.get("policy")
     try:
-        if "plan" in values:
-            values["plan"] = parse_plan(str(values["plan"]))
+        values["choice"] = PlanChoice.from_options(
+            None if plan is None else str(plan),
+            bool(entry.get("fat", False)),
+            None if policy is None else str(policy),
+        )
         for key in ("profile", "sample_request"):  # relative to the file
             if key in values:
                 values[key] = (path.parent / str(values[key])).resolve()
@@ -250,12 +257,10 @@ def with_cli(base: LaunchConfig, models: list[str], **overrides: Any) -> LaunchC
         config = replace(base, **_settings(given, base.batching))
     except ValueError as exc:
         raise PackratError(str(exc)) from None
-    plan_text = overrides.get("plan")
     per_model: dict[str, Any] = _model_defaults(config) | {
         "batching": config.batching,
         "profile": overrides.get("profile"),
         "sample_request": overrides.get("sample_request"),
-        "fat": bool(overrides.get("fat")),
     }
     for key in ("profile", "sample_request"):
         if per_model[key] is not None and len(models) + len(config.models) != 1:
@@ -264,8 +269,9 @@ def with_cli(base: LaunchConfig, models: list[str], **overrides: Any) -> LaunchC
                 f"{option} applies to one model; use [[models]] in --config for more"
             )
     try:
-        if plan_text is not None:
-            per_model["plan"] = parse_plan(plan_text)
+        per_model["choice"] = PlanChoice.from_options(
+            overrides.get("plan"), bool(overrides.get("fat"))
+        )
         extra = tuple(
             ModelConfig(spec=spec, name=name, **per_model)
             for name, spec in (named_spec(model) for model in models)

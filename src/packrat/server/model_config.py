@@ -15,10 +15,8 @@ from packrat.config import default_backend
 from packrat.controller.batching import BatchingConfig, without_batching
 from packrat.controller.estimator import EstimatorConfig
 from packrat.controller.plan_choice import ChoiceKind, PlanChoice
-from packrat.controller.policy import PolicyKind
 from packrat.errors import PackratError
 from packrat.profiler.backend_select import candidates
-from packrat.types import Plan
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 """A valid model name or version: safe in URL paths and file names."""
@@ -35,12 +33,13 @@ class ModelConfig:
         the command line and registrations spell its fields as flat keys, `BATCHING_KEYS`);
         its max_batch_size is also the batch the plan is made for.
     profile: a profile file (JSON or published CSV) to plan with instead of the cache.
-    plan: instances to run instead of the optimal plan (allocated on `cores` if they have
-        no cores yet). fat: run one instance with all cores instead. Either pins the plan.
-    policy: how an unpinned plan follows the load (`PolicyKind`): "auto" runs each batch on
-        the optimal plan for its size, "follow" on the plan for the batch size the estimator
-        sees (with `estimator`'s settings), "fixed" always on the plan for max_batch_size;
-        None takes the repository's default (`RepositoryDefaults.policy`).
+    choice: the model's first plan (`PlanChoice`): a plan pinned instead of the optimal one
+        (allocated on `cores` if it has no cores yet), the fat instance (one instance, all
+        cores), or how the plan follows the load: AUTO runs each batch on the optimal plan
+        for its size, FOLLOW on the plan for the batch size the estimator sees (with
+        `estimator`'s settings), FIXED always on the plan for max_batch_size. None takes the
+        repository's (`RepositoryDefaults.choice`). The TOML file and the command line spell
+        it plan, fat and policy (`PlanChoice.from_options`).
     backend, precision: what the instances run on (`packrat.profiler.backend_select`):
         "auto" (default: $PACKRAT_BACKEND, else auto) serves on the fastest backend whose
         answers match torch's fp32 ones, or a backend by name (torch, onnxruntime,
@@ -62,9 +61,7 @@ class ModelConfig:
     cores: tuple[int, ...] | None = None
     batching: BatchingConfig = dataclasses.field(default_factory=BatchingConfig)
     profile: Path | None = None
-    plan: Plan | None = None
-    fat: bool = False
-    policy: PolicyKind | None = None
+    choice: PlanChoice | None = None
     estimator: EstimatorConfig = dataclasses.field(default_factory=EstimatorConfig)
     backend: str = dataclasses.field(default_factory=default_backend)
     precision: str = "auto"
@@ -93,8 +90,6 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.batching must be a BatchingConfig, got {self.batching!r}"
             )
-        if self.plan is not None and self.fat:
-            raise ValueError("ModelConfig.plan and ModelConfig.fat=True exclude each other")
         try:
             candidates(self.backend, self.precision, bf16_native=True)
         except PackratError as exc:
@@ -106,8 +101,8 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.batch_timeout_s must be a positive number of seconds, got {timeout!r}"
             )
-        if self.policy is not None and not isinstance(self.policy, PolicyKind):
-            object.__setattr__(self, "policy", PolicyKind.parse(str(self.policy)))
+        if self.choice is not None and not isinstance(self.choice, PlanChoice):
+            raise ValueError(f"ModelConfig.choice must be a PlanChoice, got {self.choice!r}")
 
     @classmethod
     def from_flat(
@@ -125,25 +120,15 @@ class ModelConfig:
         batching = self.batching.with_flat(settings, "ModelConfig")
         return dataclasses.replace(self, batching=batching, **without_batching(settings))
 
-    def plan_choice(self, default_policy: PolicyKind) -> PlanChoice:
-        """The first plan this config asks for: the plan pinned, the fat instance, or its
-        policy (`default_policy` if it names none)."""
-        if self.plan is not None:
-            return PlanChoice(ChoiceKind.PLAN, self.plan)
-        if self.fat:
-            return PlanChoice(ChoiceKind.FAT)
-        return PlanChoice.following(self.policy or default_policy)
-
 
 @dataclass(frozen=True)
 class RepositoryDefaults:
     """Settings for models registered by spec alone (`Repository.register`, the HTTP API);
-    `policy` also for models whose config names none."""
+    `choice` also for models whose config names none (by default AUTO)."""
 
     cores: tuple[int, ...] | None = None
     batching: BatchingConfig = dataclasses.field(default_factory=BatchingConfig)
-    fat: bool = False
-    policy: PolicyKind = PolicyKind.AUTO
+    choice: PlanChoice = PlanChoice(ChoiceKind.AUTO)
     estimator: EstimatorConfig = dataclasses.field(default_factory=EstimatorConfig)
 
     def __post_init__(self) -> None:
@@ -158,7 +143,6 @@ class RepositoryDefaults:
             name=name,
             cores=self.cores,
             batching=self.batching,
-            fat=self.fat,
-            policy=self.policy,
+            choice=self.choice,
             estimator=self.estimator,
         )

@@ -113,7 +113,7 @@ async def latency_table(
         contention=contention,
     )
     cached = _cached_profile(path)
-    if config.plan is not None or config.fat:
+    if config.choice is not None and config.choice.pinned:
         return cached.latency_table() if cached is not None else None
     sweep = SweepConfig(
         topology.num_cores,

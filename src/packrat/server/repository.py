@@ -290,6 +290,8 @@ class Repository:
         *,
         loaded_at_startup: bool,
     ) -> ModelRuntime:
+        choice = config.choice or self._defaults.choice
+        config = dataclasses.replace(config, choice=choice)  # a pinned plan is not profiled
         topology = model_topology(config.cores)
         self._warn_overlap(name, topology)
         batch = config.batching.max_batch_size
@@ -308,7 +310,6 @@ class Repository:
         if table is not None:  # plan and split every batch size, not only the profiled ones
             table = table.interpolated()
         planning = Planning(topology, table, batch)
-        choice = config.plan_choice(self._defaults.policy)
         # Planning takes up to seconds (128 cores, batches to 1024): not on the event loop.
         first = await asyncio.to_thread(
             functools.partial(first_plan, planning, choice, config.estimator, size_pool=True)
