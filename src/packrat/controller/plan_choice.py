@@ -3,10 +3,11 @@
 A `PlanChoice` is one of the plan policies ("auto", "follow", "fixed": the plan for the
 largest batch, then as the policy says), the fat instance ("fat"), one single-thread instance
 per core ("single", the simulator's baseline), or a plan given by hand ("<2,1,4>": pinned).
-A served model's config holds one (`ModelConfig.choice`, which `packrat serve`'s --policy,
---fat and --plan and the TOML file's policy, fat and plan keys make: `PlanChoice.from_options`),
-the simulator parses one string (`PlanChoice.parse`). `first_plan` turns a choice into the plan the
-model starts on and the policy that may change it, the same way for both.
+A served model's config holds one (`ModelConfig.choice`), which `packrat serve`'s --policy,
+--fat and --plan and the TOML file's policy, fat and plan keys make
+(`PlanChoice.from_options`); the simulator parses one string (`PlanChoice.parse`).
+`first_plan` turns a choice into the plan the model starts on and the policy that may change
+it, the same way for both.
 """
 
 from __future__ import annotations

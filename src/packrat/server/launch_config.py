@@ -146,8 +146,10 @@ METRICS_COMPAT_CHOICES = ("none", METRICS_COMPAT)
 
 _SERVER_KEYS = {f.name for f in fields(LaunchConfig)} - {"models", "batching"} | {*BATCHING_KEYS}
 _CHOICE_KEYS = {"plan", "fat", "policy"}
-_MODEL_KEYS = {f.name for f in fields(ModelConfig)} - {"batching", "choice"} | {*BATCHING_KEYS}
-_MODEL_KEYS |= _CHOICE_KEYS
+_MODEL_KEYS = {f.name for f in fields(ModelConfig)} - {"batching", "choice"} | {
+    *BATCHING_KEYS,
+    *_CHOICE_KEYS,
+}
 """The keys of [server] and of [[models]] entries: the fields, with the batching as flat keys
 and a model's plan choice as plan, fat and policy (`PlanChoice.from_options`)."""
 
