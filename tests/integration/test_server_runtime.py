@@ -12,12 +12,14 @@ from typing import Any, TypeVar
 
 import pytest
 
+from packrat.controller.batching import BatchingConfig
 from packrat.controller.estimator import EstimatorConfig
+from packrat.controller.plan_choice import ChoiceKind, PlanChoice
 from packrat.controller.policy import FollowLoad
 from packrat.models import ZooSource
 from packrat.pool import EngineConfig
 from packrat.profiler.cache import default_profile_path
-from packrat.profiler.profile_file import Profile, load_profile, save_profile
+from packrat.profiler.profile_file import Profile, ProfileKind, load_profile, save_profile
 from packrat.profiler.sweep import torch_version
 from packrat.server.errors import BadRequest, Conflict, InferenceFailed, NotFound, Unavailable
 from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
@@ -92,7 +94,7 @@ def test_concurrent_requests_get_their_own_outputs() -> None:
     expected = [reference.handle([x])[0] for x in inputs]
 
     async def main() -> None:
-        defaults = RepositoryDefaults(max_batch_size=4, max_batch_delay_ms=50.0)
+        defaults = RepositoryDefaults(batching=BatchingConfig(4, 50.0))
         repository = Repository(defaults, engine_config=ENGINE)
         runtime = await repository.register("tiny-resnet")
         batches: list[tuple[int, tuple[int, ...]]] = []
@@ -153,7 +155,9 @@ def test_a_model_error_fails_only_its_sub_batch() -> None:
             instances=(InstanceSpec(threads=1, batch=2), InstanceSpec(threads=1, batch=2)),
         )
         config = ModelConfig(
-            MARKER_HANDLER, max_batch_size=4, max_batch_delay_ms=LONG_MS, plan=pinned
+            MARKER_HANDLER,
+            batching=BatchingConfig(4, LONG_MS),
+            choice=PlanChoice(ChoiceKind.PLAN, pinned),
         )
         runtime = await repository.register_model(config)
         assert runtime.name == "server_marker_handler"
@@ -240,7 +244,7 @@ def test_register_profiles_on_the_model_s_own_cores() -> None:
 
     async def main() -> None:
         progress = Recorder()
-        defaults = RepositoryDefaults(cores=(cpu,), max_batch_size=2, max_batch_delay_ms=LONG_MS)
+        defaults = RepositoryDefaults(cores=(cpu,), batching=BatchingConfig(2, LONG_MS))
         repository = Repository(
             defaults, model_store=FIXTURES, engine_config=ENGINE, progress=progress
         )
@@ -259,19 +263,15 @@ def test_register_profiles_on_the_model_s_own_cores() -> None:
 
 def test_model_config_errors_name_the_field() -> None:
     with pytest.raises(ValueError, match="ModelConfig.max_batch_size"):
-        ModelConfig("tiny-resnet", max_batch_size=0)
+        ModelConfig("tiny-resnet").with_flat({"max_batch_size": 0})
     with pytest.raises(ValueError, match="ModelConfig.name"):
         ModelConfig("tiny-resnet", name="../evil")
     with pytest.raises(ValueError, match="ModelConfig.cores"):
         ModelConfig("tiny-resnet", cores=(0, 0))
-    with pytest.raises(ValueError, match="exclude each other"):
-        ModelConfig(
-            "tiny-resnet",
-            fat=True,
-            plan=Plan(cores=1, batch=1, latency_ms=1.0, instances=(InstanceSpec(1, 1),)),
-        )
-    with pytest.raises(ValueError, match="RepositoryDefaults.max_batch_delay_ms"):
-        RepositoryDefaults(max_batch_delay_ms=-1.0)
+    with pytest.raises(ValueError, match="ModelConfig.choice must be a PlanChoice"):
+        ModelConfig("tiny-resnet", choice="fat")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="BatchingConfig.max_batch_delay_ms"):
+        RepositoryDefaults(batching=BatchingConfig(max_batch_delay_ms=-1.0))
 
 
 def test_files_need_a_model_store_over_http() -> None:
@@ -294,7 +294,7 @@ def test_profiles_made_at_registration_record_the_engine_setting(tmp_path: Path)
     engine = EngineConfig(start_timeout_s=180.0, batch_timeout_s=60.0, keep_freed_memory=False)
 
     async def main() -> None:
-        defaults = RepositoryDefaults(cores=(cpu,), max_batch_size=1, max_batch_delay_ms=LONG_MS)
+        defaults = RepositoryDefaults(cores=(cpu,), batching=BatchingConfig(1, LONG_MS))
         repository = Repository(defaults, model_store=FIXTURES, engine_config=engine)
         await repository.register(MARKER_HANDLER, name="marker")
         await repository.close()
@@ -308,9 +308,12 @@ def test_profiles_made_at_registration_record_the_engine_setting(tmp_path: Path)
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
 def test_a_server_set_to_contention_profiles_each_cell_beside_its_copies() -> None:
     async def main() -> None:
-        defaults = RepositoryDefaults(max_batch_size=1, max_batch_delay_ms=LONG_MS)
+        defaults = RepositoryDefaults(batching=BatchingConfig(1, LONG_MS))
         repository = Repository(
-            defaults, model_store=FIXTURES, engine_config=ENGINE, profile_kind="contention"
+            defaults,
+            model_store=FIXTURES,
+            engine_config=ENGINE,
+            profile_kind=ProfileKind.CONTENTION,
         )
         await repository.register(MARKER_HANDLER, name="marker")
         await repository.close()
@@ -359,9 +362,8 @@ def test_following_the_load_switches_plans_without_losing_a_request(
         repository = Repository(RepositoryDefaults(), engine_config=ENGINE)
         config = ModelConfig(
             "tiny-resnet",
-            max_batch_size=4,
-            max_batch_delay_ms=20.0,
-            policy=PolicyKind(policy),
+            batching=BatchingConfig(4, 20.0),
+            choice=PlanChoice.following(PolicyKind(policy)),
             estimator=EstimatorConfig.per_batch(),
         )
         runtime = await repository.register_model(config)
@@ -410,9 +412,7 @@ def test_pin_release_and_move_cores_while_requests_run() -> None:
     async def main() -> None:
         repository = Repository(RepositoryDefaults(), engine_config=ENGINE)
         settings = EstimatorConfig(alpha=0.5, window=2, cooldown_s=0.25)
-        config = ModelConfig(
-            "tiny-resnet", max_batch_size=4, max_batch_delay_ms=5.0, estimator=settings
-        )
+        config = ModelConfig("tiny-resnet", batching=BatchingConfig(4, 5.0), estimator=settings)
         runtime = await repository.register_model(config)
         stop = asyncio.Event()
         answered = 0
@@ -501,7 +501,7 @@ def test_plans_are_made_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> N
 
     async def main() -> int:
         repository = Repository(RepositoryDefaults(), engine_config=ENGINE)
-        config = ModelConfig("tiny-resnet", max_batch_size=4, max_batch_delay_ms=5.0)
+        config = ModelConfig("tiny-resnet", batching=BatchingConfig(4, 5.0))
         runtime = await repository.register_model(config)
         try:
             await asyncio.gather(*(runtime.infer(x) for x in inputs))

@@ -15,3 +15,29 @@ def test_help_shows_the_defaults() -> None:
     assert result.exit_code == 0, result.output
     assert "Largest batch; plans are made for it [default: 8]." in result.output
     assert "[default: 0: it leaves when the model is free" in result.output
+
+
+def test_help_defaults_are_the_configs_defaults() -> None:
+    """The defaults shown come from the config dataclasses, so they cannot drift apart."""
+    from packrat.controller.batching import BatchingConfig
+    from packrat.controller.policy import PolicyKind
+    from packrat.profiler.profile_file import ProfileKind
+    from packrat.server.launch_config import LaunchConfig
+
+    batching, launch = BatchingConfig(), LaunchConfig()
+    assert launch.batching == batching
+    assert (launch.policy, launch.profile_kind) == (PolicyKind.AUTO, ProfileKind.ISOLATED)
+    serve = " ".join(runner.invoke(app, ["serve", "--help"], terminal_width=400).output.split())
+    for shown in (
+        f"plans are made for it [default: {batching.max_batch_size}]",
+        f"[default: {batching.max_batch_delay_ms:g}: it leaves when the model is free",
+        f"more get 503 with Retry-After [default: {batching.max_queue}]",
+        f"0: not held [default: {batching.max_queue_wait_ms:g}]",
+        f"[default: {launch.policy}]",
+        f"[default: {launch.profile_kind}]",
+    ):
+        assert shown in serve
+    simulate = runner.invoke(app, ["simulate", "--help"], terminal_width=400).output
+    for name, option in (("max_batch_size", "--max-batch-size"), ("max_queue", "--max-queue")):
+        line = next(line for line in simulate.splitlines() if f"{option} " in line)
+        assert f"[default: {getattr(batching, name)}]" in line

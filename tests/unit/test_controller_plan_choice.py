@@ -33,6 +33,22 @@ def test_parse_reads_every_kind_and_plans() -> None:
     assert PlanChoice.parse("<2,1,4>").describe() == parse_plan("<2,1,4>").describe()
 
 
+def test_serve_options_make_one_choice() -> None:
+    plan = PlanChoice.from_options("<2,1,4>", policy="follow")  # a pin wins over a policy
+    assert plan is not None and plan.kind is ChoiceKind.PLAN and plan.pinned
+    assert plan.describe() == "<2,1,4>"
+    assert PlanChoice.from_options(fat=True) == PlanChoice(ChoiceKind.FAT)
+    assert PlanChoice.from_options(policy="fixed") == PlanChoice(ChoiceKind.FIXED)
+    assert PlanChoice.from_options() is None
+    assert not PlanChoice(ChoiceKind.AUTO).pinned and PlanChoice(ChoiceKind.SINGLE).pinned
+    with pytest.raises(ValueError, match="plan and fat=True exclude each other"):
+        PlanChoice.from_options("<2,1,4>", fat=True)
+    with pytest.raises(ValueError, match="unknown plan policy 'often'"):
+        PlanChoice.from_options("<2,1,4>", policy="often")
+    with pytest.raises(ValueError, match="cannot read plan"):
+        PlanChoice.from_options("2,1,4")
+
+
 def test_parse_refuses_what_it_cannot_read() -> None:
     with pytest.raises(ValueError, match="unknown policy 'plan': choose one of auto, follow"):
         PlanChoice.parse("plan")

@@ -10,6 +10,7 @@ import pytest
 from packrat.errors import ProfileError
 from packrat.profiler.profile_file import (
     Profile,
+    ProfileKind,
     load_profile,
     read_published_csv,
     save_profile,
@@ -61,6 +62,25 @@ def test_a_cell_measured_in_passes_keeps_them(tmp_path: Path) -> None:
     path.write_text(json.dumps(data))
     with pytest.raises(ProfileError, match="cell 0 is invalid"):
         load_profile(path)
+
+
+def test_the_kind_is_read_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    cells = {(1, 1): CellStats(1, 1, 1, 0, 1)}
+    save_profile(Profile("m", "h", {}, "t", cells, kind=ProfileKind.CONTENTION), path)
+    data = json.loads(path.read_text())
+    assert data["kind"] == "contention"
+    assert load_profile(path).kind is ProfileKind.CONTENTION
+    del data["kind"]
+    path.write_text(json.dumps(data))
+    assert load_profile(path).kind is ProfileKind.ISOLATED  # files before kinds were
+    data["kind"] = "mixed"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ProfileError, match="profile kind must be one of .*got 'mixed'"):
+        load_profile(path)
+    assert ProfileKind.parse("contention") is ProfileKind.CONTENTION
+    with pytest.raises(ValueError, match="unknown profile kind 'x': choose one of isolated, "):
+        ProfileKind.parse("x")
 
 
 def test_invalid_cell_is_refused(tmp_path: Path) -> None:

@@ -26,8 +26,9 @@ def test_serve_run_strings_become_typed_settings() -> None:
     )
     launch = settings.launch
     assert [m.spec for m in launch.models] == ["resnet50", "bert-base"]
-    assert launch.max_batch_size == 16 and launch.cores == 4 and launch.policy == "follow"
-    assert all(m.max_batch_size == 16 and m.max_batch_delay_ms == 2.5 for m in launch.models)
+    assert launch.batching.max_batch_size == 16 and launch.cores == 4 and launch.policy == "follow"
+    assert all(m.batching == launch.batching for m in launch.models)
+    assert launch.batching.max_batch_delay_ms == 2.5
     assert settings.deployment_options["num_replicas"] == 3
     assert settings.serve_metrics is False
 
@@ -64,10 +65,10 @@ def test_pinned_plan_and_config_file(tmp_path: Path) -> None:
     config.write_text('[server]\nmax_queue = 50\n[[models]]\nspec = "gpt2"\n')
     settings = replica_settings({"config": str(config), "model": "resnet50", "plan": "<2,1,4>"})
     by_spec = {m.spec: m for m in settings.launch.models}
-    assert settings.launch.max_queue == 50
-    pinned = by_spec["resnet50"].plan
+    assert settings.launch.batching.max_queue == 50
+    pinned = by_spec["resnet50"].choice
     assert pinned is not None and pinned.describe() == parse_plan("<2,1,4>").describe()
-    assert by_spec["gpt2"].plan is None
+    assert by_spec["gpt2"].choice is None
 
 
 @pytest.mark.parametrize(

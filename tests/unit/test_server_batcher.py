@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 
 from packrat.controller.admission import QUEUE_FULL_RETRY_AFTER_S
-from packrat.controller.batching import BatchingConfig
+from packrat.controller.batching import BATCHING_KEYS, BatchingConfig, without_batching
 from packrat.server.batcher import Batcher
 from packrat.server.errors import Unavailable
 
@@ -402,6 +402,24 @@ def test_submit_before_start_is_unavailable() -> None:
 def test_config_errors_name_the_field(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=f"BatchingConfig.{field}"):
         BatchingConfig(**{field: value})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=f"^ModelConfig.{field} must be"):
+        BatchingConfig().with_flat({field: value}, "ModelConfig")
+    with pytest.raises(ValueError, match=f"^{field} must be"):
+        BatchingConfig().with_flat({field: value}, owner="")
+
+
+def test_flat_keys_make_a_batching_config_over_a_base() -> None:
+    assert BATCHING_KEYS == (
+        "max_batch_size",
+        "max_batch_delay_ms",
+        "max_queue",
+        "max_queue_wait_ms",
+    )
+    base = BatchingConfig(max_batch_size=16, max_queue=50)
+    flat = {"max_batch_delay_ms": 5, "port": 8080}  # other keys are not read
+    assert base.with_flat(flat) == BatchingConfig(16, 5.0, 50)
+    assert base.with_flat({}) == base
+    assert without_batching({"max_queue": 1, "port": 8080}) == {"port": 8080}
 
 
 def test_a_closed_loop_of_max_queue_clients_is_never_refused() -> None:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from packrat.controller.batching import BatchingConfig
+from packrat.controller.plan_choice import ChoiceKind, PlanChoice
 from packrat.errors import PackratError
 from packrat.server.launch_config import LaunchConfig, load_config_file, with_cli
 
@@ -37,10 +39,12 @@ def test_file_with_two_models_on_their_own_cores(tmp_path: Path) -> None:
     assert config.model_store == (tmp_path / "store").resolve()
     resnet, bert = config.models
     assert resnet.cores == (0, 1) and bert.cores == (2, 3)
-    assert resnet.plan is not None and resnet.plan.describe() == "<2,1,8>"
-    assert bert.name == "bert" and bert.max_batch_delay_ms == 20
-    assert resnet.max_batch_size == bert.max_batch_size == 16  # [server]'s, inherited
-    assert resnet.max_queue == 100  # the default
+    assert resnet.choice is not None and resnet.choice.describe() == "<2,1,8>"
+    assert bert.name == "bert" and bert.batching.max_batch_delay_ms == 20
+    assert (
+        resnet.batching.max_batch_size == bert.batching.max_batch_size == 16
+    )  # [server]'s, inherited
+    assert resnet.batching.max_queue == 100  # the default
 
 
 def test_command_line_overrides_only_what_was_given(tmp_path: Path) -> None:
@@ -52,7 +56,9 @@ def test_command_line_overrides_only_what_was_given(tmp_path: Path) -> None:
     assert config.port == 0 and config.management_port == 9091 and config.host == "127.0.0.1"
     assert [m.spec for m in config.models] == ["resnet50", "bert-base", "gpt2"]
     gpt2 = config.models[-1]
-    assert gpt2.fat and gpt2.max_batch_size == 16  # the file's server-wide default
+    assert (
+        gpt2.choice == PlanChoice(ChoiceKind.FAT) and gpt2.batching.max_batch_size == 16
+    )  # the file's server-wide default
 
 
 def test_defaults_follow_torchserve_ports() -> None:
@@ -83,6 +89,13 @@ def test_defaults_follow_torchserve_ports() -> None:
         ("[[models]]\nspec = 'r'\nestimator = 3\n", "estimator must be a table"),
         ("[server]\nestimator = { window = 0 }\n", r"\[server\] EstimatorConfig.window"),
         ("[server]\nestimator = 'window=2'\n", r"\[server\] estimator must be a table"),
+        ("[server]\nmax_batch_size = 0\n", r"\[server\] max_batch_size must be an int >= 1, got 0"),
+        ("[server]\nmax_queue_wait_ms = -1\n", r"\[server\] max_queue_wait_ms must be a number"),
+        (
+            "[[models]]\nspec = 'r'\nmax_batch_delay_ms = 'x'\n",
+            r"entry 1: ModelConfig.max_batch_delay_ms must be a finite number",
+        ),
+        ("[[models]]\nspec = 'r'\nmax_queue = 0\n", r"entry 1: ModelConfig.max_queue must be"),
     ],
 )
 def test_bad_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
@@ -90,6 +103,64 @@ def test_bad_files_name_the_problem(tmp_path: Path, text: str, message: str) -> 
     path.write_text(text)
     with pytest.raises(PackratError, match=message):
         load_config_file(path)
+
+
+BATCHING = """
+[server]
+max_batch_size = 16
+max_queue = 50
+
+[[models]]
+spec = "resnet50"
+max_batch_delay_ms = 5
+
+[[models]]
+spec = "bert-base"
+max_batch_size = 4
+"""
+
+
+def test_flat_batching_keys_make_one_batching_config(tmp_path: Path) -> None:
+    path = tmp_path / "serve.toml"
+    path.write_text(BATCHING)
+    config = load_config_file(path)
+    assert config.batching == BatchingConfig(max_batch_size=16, max_queue=50)
+    resnet, bert = config.models  # each entry's keys over [server]'s batching
+    assert resnet.batching == BatchingConfig(16, 5.0, 50)
+    assert bert.batching == BatchingConfig(max_batch_size=4, max_queue=50)
+    cli = with_cli(config, ["gpt2"], max_queue_wait_ms=100.0, max_batch_size=None)
+    assert cli.batching == BatchingConfig(16, max_queue=50, max_queue_wait_ms=100.0)
+    assert cli.models[-1].batching == cli.batching  # models named on the command line
+    assert cli.models[:2] == config.models  # the file's keep theirs
+    with pytest.raises(PackratError, match="^max_queue must be an int >= 1, got 0"):
+        with_cli(LaunchConfig(), ["gpt2"], max_queue=0)
+
+
+def test_plan_fat_and_policy_make_a_models_plan_choice(tmp_path: Path) -> None:
+    path = tmp_path / "serve.toml"
+    path.write_text(
+        "[[models]]\nspec = 'a'\nplan = '<2,1,8>'\n"
+        "[[models]]\nspec = 'b'\nfat = true\n"
+        "[[models]]\nspec = 'c'\npolicy = 'follow'\n"
+        "[[models]]\nspec = 'd'\n"
+    )
+    a, b, c, d = load_config_file(path).models
+    assert a.choice is not None and a.choice.kind is ChoiceKind.PLAN
+    assert a.choice.describe() == "<2,1,8>"
+    assert (b.choice, c.choice, d.choice) == (
+        PlanChoice(ChoiceKind.FAT),
+        PlanChoice(ChoiceKind.FOLLOW),
+        None,
+    )
+    cli = with_cli(LaunchConfig(), ["m", "n"], plan="<1,2,4>").models
+    assert [m.choice.describe() for m in cli if m.choice is not None] == ["<1,2,4>"] * 2
+    assert with_cli(LaunchConfig(), ["m"], fat=True).models[0].choice == b.choice
+    assert with_cli(LaunchConfig(), ["m"], fat=None).models[0].choice is None
+    path.write_text("[[models]]\nspec = 'a'\nplan = '<2,1,8>'\nfat = true\n")
+    with pytest.raises(PackratError, match="entry 1: plan and fat=True exclude each other"):
+        load_config_file(path)
+    with pytest.raises(PackratError, match="plan and fat=True exclude each other"):
+        with_cli(LaunchConfig(), ["m"], plan="<2,1,8>", fat=True)
 
 
 def test_profile_is_for_one_model() -> None:
@@ -115,24 +186,31 @@ estimator = { alpha = 0.5, window = 4, cooldown_s = 1.0 }
 def test_policies_from_the_file_and_the_command_line(tmp_path: Path) -> None:
     from packrat.controller.estimator import EstimatorConfig
     from packrat.controller.policy import PolicyKind
+    from packrat.profiler.profile_file import ProfileKind
 
     path = tmp_path / "serve.toml"
     path.write_text(POLICIES)
     config = load_config_file(path)
-    assert config.policy == "follow"  # the server-wide default
-    assert config.profile_kind == "contention"
-    assert with_cli(config, [], profile_kind="isolated").profile_kind == "isolated"
-    assert LaunchConfig().profile_kind == "isolated"
+    assert config.policy is PolicyKind.FOLLOW  # the server-wide default
+    assert config.profile_kind is ProfileKind.CONTENTION
+    assert with_cli(config, [], profile_kind="isolated").profile_kind is ProfileKind.ISOLATED
+    assert LaunchConfig().profile_kind is ProfileKind.ISOLATED
     resnet, bert = config.models
-    assert resnet.policy is PolicyKind.FIXED
-    assert bert.policy is None  # takes the server's
+    assert resnet.choice == PlanChoice(ChoiceKind.FIXED)
+    assert bert.choice is None  # takes the server's
     assert bert.estimator == EstimatorConfig(alpha=0.5, window=4, cooldown_s=1.0)
     overridden = with_cli(config, ["gpt2"], policy="auto")
-    assert overridden.policy == "auto" and overridden.models[-1].policy is None
-    assert with_cli(LaunchConfig(), ["gpt2"]).policy == "auto"
+    assert overridden.policy is PolicyKind.AUTO and overridden.models[-1].choice is None
+    assert with_cli(LaunchConfig(), ["gpt2"]).policy is PolicyKind.AUTO
     assert with_cli(LaunchConfig(), ["gpt2"], batch_timeout_s=5.0).batch_timeout_s == 5.0
     with pytest.raises(PackratError, match="unknown plan policy 'often'"):
         with_cli(LaunchConfig(), ["gpt2"], policy="often")
+    with pytest.raises(PackratError, match="unknown profile kind 'mixed': choose one of isolated"):
+        with_cli(LaunchConfig(), ["gpt2"], profile_kind="mixed")
+    with pytest.raises(PackratError, match="policy must be a PolicyKind, got 'auto'"):
+        LaunchConfig(policy="auto")  # type: ignore[arg-type]
+    with pytest.raises(PackratError, match="profile_kind must be a ProfileKind"):
+        LaunchConfig(profile_kind="isolated")  # type: ignore[arg-type]
 
 
 ESTIMATORS = """

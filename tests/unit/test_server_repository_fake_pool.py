@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from packrat.controller.batching import BatchingConfig
+from packrat.controller.plan_choice import ChoiceKind, PlanChoice
 from packrat.pool import EngineConfig, EngineState
 from packrat.profiler.profile_file import Profile, save_profile
 from packrat.server.errors import BadRequest
@@ -47,7 +49,7 @@ def repository_of(pools: FakePools, monkeypatch: pytest.MonkeyPatch) -> Reposito
 
 def config_of(profile: Path | None, **settings: object) -> ModelConfig:
     return ModelConfig(
-        "fake", cores=(CPU,), max_batch_size=4, max_batch_delay_ms=5.0, profile=profile,
+        "fake", cores=(CPU,), batching=BatchingConfig(4, 5.0), profile=profile,
         backend="torch", precision="fp32", **settings,  # type: ignore[arg-type]
     )  # fmt: skip
 
@@ -58,8 +60,12 @@ def test_a_model_starts_on_its_first_plan_with_a_pool_for_its_policy(
     async def main() -> None:
         repository = repository_of(pools, monkeypatch)
         auto = await repository.register_model(config_of(profile, batch_timeout_s=2.0))
-        fixed = await repository.register_model(config_of(profile, name="f", policy="fixed"))
-        fat = await repository.register_model(config_of(None, name="fat", fat=True))
+        fixed = await repository.register_model(
+            config_of(profile, name="f", choice=PlanChoice(ChoiceKind.FIXED))
+        )
+        fat = await repository.register_model(
+            config_of(None, name="fat", choice=PlanChoice(ChoiceKind.FAT))
+        )
         try:
             assert [r.policy for r in (auto, fixed, fat)] == ["auto", "fixed", "pinned"]
             assert auto.plan.describe() == "<1,1,4>" and auto.plan.layout == ((1, (CPU,)),)

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from packrat.controller.batching import BatchingConfig
 from packrat.controller.plan_choice import ChoiceKind, PlanChoice
 from packrat.controller.policy import PolicyKind
 from packrat.server.api import RegisterOptions
 from packrat.server.errors import BadRequest, NotFound
 from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
-from packrat.types import parse_plan
 
 
 class _Runtime:
@@ -29,7 +29,7 @@ class _Runtime:
 
 @pytest.fixture
 def repo(monkeypatch: pytest.MonkeyPatch) -> Repository:
-    repository = Repository(RepositoryDefaults(max_batch_size=8, max_batch_delay_ms=0.0))
+    repository = Repository(RepositoryDefaults(batching=BatchingConfig(8, 0.0)))
 
     async def build(config: ModelConfig, source: Any, name: str, *_: Any, **__: Any) -> _Runtime:
         return _Runtime(name, config)
@@ -42,11 +42,11 @@ def repo(monkeypatch: pytest.MonkeyPatch) -> Repository:
 def test_registration_options_override_the_defaults(repo: Repository) -> None:
     options = RegisterOptions(max_batch_size=4, max_batch_delay_ms=50.0, batch_timeout_s=30.0)
     runtime: Any = asyncio.run(repo.register("tiny-resnet", name="r", options=options))
-    assert runtime.config.max_batch_size == 4 and runtime.config.max_batch_delay_ms == 50.0
+    assert runtime.config.batching == BatchingConfig(4, 50.0)
     assert runtime.config.batch_timeout_s == 30.0
     plain: Any = asyncio.run(repo.register("tiny-resnet", name="p"))
-    assert (plain.config.max_batch_size, plain.config.batch_timeout_s) == (8, None)
-    with pytest.raises(BadRequest, match="max_batch_size"):
+    assert (plain.config.batching.max_batch_size, plain.config.batch_timeout_s) == (8, None)
+    with pytest.raises(BadRequest, match="ModelConfig.max_batch_size must be an int >= 1"):
         asyncio.run(repo.register("tiny-resnet", name="q", options=RegisterOptions(0)))
 
 
@@ -66,12 +66,22 @@ def test_set_default_chooses_the_version_requests_get(repo: Repository) -> None:
     asyncio.run(main())
 
 
-def test_the_servers_model_config_names_its_choice() -> None:
-    plan = parse_plan("<2,1,4>")
-    assert ModelConfig("m", plan=plan).plan_choice(PolicyKind.AUTO) == PlanChoice(
-        ChoiceKind.PLAN, plan
-    )
-    assert ModelConfig("m", fat=True).plan_choice(PolicyKind.AUTO).kind is ChoiceKind.FAT
-    assert ModelConfig("m").plan_choice(PolicyKind.FOLLOW).kind is ChoiceKind.FOLLOW
-    config = ModelConfig("m", policy=PolicyKind.FIXED)
-    assert config.plan_choice(PolicyKind.FOLLOW).kind is ChoiceKind.FIXED
+def test_a_registration_by_spec_gets_the_repositorys_choice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    follow = PlanChoice.following(PolicyKind.FOLLOW)
+    repository = Repository(RepositoryDefaults(choice=follow))
+    built: list[ModelConfig] = []
+
+    async def build(config: ModelConfig, *_: Any, **__: Any) -> _Runtime:
+        built.append(config)
+        return _Runtime(config.name or "m", config)
+
+    monkeypatch.setattr(repository, "_build", build)
+    monkeypatch.setattr(repository, "_resolve", lambda config, files_anywhere: None)
+    fat = PlanChoice(ChoiceKind.FAT)
+    asyncio.run(repository.register_model(ModelConfig("tiny-resnet", name="own", choice=fat)))
+    asyncio.run(repository.register("tiny-resnet", name="by-spec"))
+    assert [config.choice for config in built] == [fat, follow]
+    assert RepositoryDefaults().choice == PlanChoice(ChoiceKind.AUTO)
+    assert ModelConfig("m").choice is None  # the repository's, when it is served

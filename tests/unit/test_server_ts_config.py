@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from packrat.controller.batching import BatchingConfig
 from packrat.errors import PackratError
 from packrat.server.launch_config import (
     LaunchConfig,
@@ -131,15 +132,15 @@ def test_default_version_is_served_and_others_are_named() -> None:
 def test_command_line_wins_over_ts_config_which_wins_over_toml(tmp_path: Path) -> None:
     path = _config(tmp_path, "load_models=noop=tiny-resnet\ndefault_response_timeout=30\n")
     ts = read_ts_config(path)
-    base = with_ts_settings(LaunchConfig(max_queue=5, max_in_flight=9), ts)
+    base = with_ts_settings(LaunchConfig(batching=BatchingConfig(max_queue=5), max_in_flight=9), ts)
     config = with_cli(base, [], port=0, max_batch_delay_ms=2.0)
     config = with_ts_models(config, ts)
-    assert (config.port, config.management_port, config.max_queue) == (0, 8081, 1000)
+    assert (config.port, config.management_port, config.batching.max_queue) == (0, 8081, 1000)
     assert (config.max_in_flight, config.batch_timeout_s) == (9, 30.0)
     [model] = config.models
     # The model's own settings win; the rest are the server-wide ones, command line included.
-    assert (model.name, model.version, model.max_batch_size) == ("noop", "1.0", 4)
-    assert (model.max_batch_delay_ms, model.batch_timeout_s, model.max_queue) == (
+    assert (model.name, model.version, model.batching.max_batch_size) == ("noop", "1.0", 4)
+    assert (model.batching.max_batch_delay_ms, model.batch_timeout_s, model.batching.max_queue) == (
         100.0,
         120.0,
         1000,

@@ -8,9 +8,14 @@ from typing import Annotated
 import typer
 
 from packrat.cli.app import SampleOpt, app, err, guard, out
+from packrat.controller.batching import BatchingConfig
 from packrat.controller.estimator import EstimatorConfig
+from packrat.controller.policy import PolicyKind
+from packrat.profiler.profile_file import ProfileKind
 
 DEFAULT_MODEL = "resnet50"
+BATCHING = BatchingConfig()
+"""The batching a model gets unless told otherwise: the defaults the help shows."""
 
 
 @app.command()
@@ -54,21 +59,25 @@ def serve(
     ] = None,
     max_batch_size: Annotated[
         int | None,
-        typer.Option("--max-batch-size", help="Largest batch; plans are made for it [default: 8]."),
+        typer.Option(
+            "--max-batch-size",
+            help=f"Largest batch; plans are made for it [default: {BATCHING.max_batch_size}].",
+        ),
     ] = None,
     max_batch_delay_ms: Annotated[
         float | None,
         typer.Option(
             "--max-batch-delay",
-            help="Milliseconds a batch waits for more [default: 0: it leaves when the model "
-            "is free, with what is queued].",
+            help=f"Milliseconds a batch waits for more [default: {BATCHING.max_batch_delay_ms:g}"
+            ": it leaves when the model is free, with what is queued].",
         ),
     ] = None,
     max_queue: Annotated[
         int | None,
         typer.Option(
             "--max-queue",
-            help="Requests a model queues; more get 503 with Retry-After [default: 100].",
+            help="Requests a model queues; more get 503 with Retry-After "
+            f"[default: {BATCHING.max_queue}].",
             show_default=False,
         ),
     ] = None,
@@ -78,7 +87,7 @@ def serve(
             "--max-queue-wait",
             help="Once a model's queue has overflowed (--max-queue), until it drains, its queue "
             "is held to this many ms of batches: more waiting get 503 with Retry-After; 0: "
-            "not held [default: 2000].",
+            f"not held [default: {BATCHING.max_queue_wait_ms:g}].",
             show_default=False,
         ),
     ] = None,
@@ -162,7 +171,7 @@ def serve(
             help="How plans follow the load: 'auto' runs each batch on the optimal plan for "
             "its size, 'follow' on the plan for the batch size estimated from the queue "
             "(smoothed, the paper's), 'fixed' always on the plan for --max-batch-size "
-            "[default: auto].",
+            f"[default: {PolicyKind.AUTO}].",
             show_default=False,
         ),
     ] = None,
@@ -183,7 +192,7 @@ def serve(
             help="How a model without a cached profile is profiled on first start: "
             "'isolated' (each cell alone) or 'contention' (each cell beside copies of itself "
             "on the other cores, as plans run; see packrat profile --contention) "
-            "[default: isolated].",
+            f"[default: {ProfileKind.ISOLATED}].",
             show_default=False,
         ),
     ] = None,

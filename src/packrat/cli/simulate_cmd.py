@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from packrat.cli.app import app, err, guard, out
+from packrat.controller.batching import BatchingConfig
 from packrat.errors import PackratError
 
 if TYPE_CHECKING:
@@ -17,6 +18,9 @@ if TYPE_CHECKING:
     from packrat.sim import SimConfig, SimResult
     from packrat.sim.capacity import CapacityPlan
     from packrat.workload.schedule import OpenLoop
+
+BATCHING = BatchingConfig()
+"""packrat serve's batching, the simulated server's by default."""
 
 PROGRESS_FROM_REQUESTS = 200_000
 """Simulations with fewer requests take under a second: no progress bar."""
@@ -53,17 +57,17 @@ def simulate(
     ] = None,
     max_batch_size: Annotated[
         int, typer.Option("--max-batch-size", help="Largest batch; plans are made for it.")
-    ] = 8,
+    ] = BATCHING.max_batch_size,
     max_batch_delay_ms: Annotated[
         float,
         typer.Option(
             "--max-batch-delay",
             help="Milliseconds a batch waits for more (0, serve's default: none).",
         ),
-    ] = 0.0,
+    ] = BATCHING.max_batch_delay_ms,
     max_queue: Annotated[
         int, typer.Option("--max-queue", help="Requests queued before more get 503.")
-    ] = 100,
+    ] = BATCHING.max_queue,
     max_queue_wait_ms: Annotated[
         float,
         typer.Option(
@@ -71,7 +75,7 @@ def simulate(
             help="Once the queue has overflowed, until it drains: the ms of batches it is "
             "held to (0: not held).",
         ),
-    ] = 2000.0,
+    ] = BATCHING.max_queue_wait_ms,
     arrivals: Annotated[
         str | None,
         typer.Option(
@@ -154,7 +158,6 @@ def simulate(
     """
 
     def body() -> None:
-        from packrat.controller.batching import BatchingConfig
         from packrat.controller.estimator import EstimatorConfig
         from packrat.profiler.profile_file import load_profile
         from packrat.progress import progress_bar

@@ -4,7 +4,9 @@ both follow (`packrat.server.batcher`, `packrat.sim.loop`)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from packrat.controller.admission import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS
 
@@ -54,3 +56,28 @@ class BatchingConfig:
             raise ValueError(
                 f"BatchingConfig.max_batch_delay_ms must be a finite number >= 0, got {delay!r}"
             )
+
+    def with_flat(
+        self, settings: Mapping[str, Any], owner: str = "BatchingConfig"
+    ) -> BatchingConfig:
+        """This config with the `BATCHING_KEYS` that `settings` gives over it (other keys are
+        not read): how a TOML table, the command line, config.properties or a registration,
+        which spell the settings as flat keys, make one. ValueError for a value out of range,
+        naming the key as `owner.key` (just `key` if `owner` is "")."""
+        given = {key: settings[key] for key in BATCHING_KEYS if key in settings}
+        try:
+            return replace(self, **given)
+        except ValueError as exc:
+            problem = str(exc).removeprefix("BatchingConfig.")
+            raise ValueError(f"{owner}.{problem}" if owner else problem) from None
+
+
+BATCHING_KEYS = tuple(f.name for f in fields(BatchingConfig))
+"""The batching settings' names, which are also their flat keys: [server] and [[models]] in
+the TOML file, `packrat serve --max-batch-size` and the like, config.properties' mapped
+settings, registration options (`BatchingConfig.with_flat`)."""
+
+
+def without_batching(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """`settings` less its `BATCHING_KEYS`: what is left for the config holding a batching."""
+    return {key: value for key, value in settings.items() if key not in BATCHING_KEYS}

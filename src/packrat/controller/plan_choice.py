@@ -3,9 +3,11 @@
 A `PlanChoice` is one of the plan policies ("auto", "follow", "fixed": the plan for the
 largest batch, then as the policy says), the fat instance ("fat"), one single-thread instance
 per core ("single", the simulator's baseline), or a plan given by hand ("<2,1,4>": pinned).
-`packrat serve` spells it as --policy, --fat or --plan (`ModelConfig.plan_choice`), the
-simulator as one string (`PlanChoice.parse`). `first_plan` turns a choice into the plan the
-model starts on and the policy that may change it, the same way for both.
+A served model's config holds one (`ModelConfig.choice`), which `packrat serve`'s --policy,
+--fat and --plan and the TOML file's policy, fat and plan keys make
+(`PlanChoice.from_options`); the simulator parses one string (`PlanChoice.parse`).
+`first_plan` turns a choice into the plan the model starts on and the policy that may change
+it, the same way for both.
 """
 
 from __future__ import annotations
@@ -63,9 +65,31 @@ class PlanChoice:
         return cls(kind)
 
     @classmethod
+    def from_options(
+        cls, plan: str | None = None, fat: bool = False, policy: str | None = None
+    ) -> PlanChoice | None:
+        """The choice `packrat serve`'s options make (--plan, --fat, --policy; a [[models]]
+        entry's plan, fat and policy keys): the plan pinned, the fat instance, or the policy
+        named (a pinned plan runs whatever the policy); None if none is given. ValueError for
+        a plan or policy that does not parse, or both a plan and fat."""
+        kind = None if policy is None else PolicyKind.parse(policy)
+        if plan is not None and fat:
+            raise ValueError("plan and fat=True exclude each other: pin one")
+        if plan is not None:
+            return cls(ChoiceKind.PLAN, parse_plan(plan))
+        if fat:
+            return cls(ChoiceKind.FAT)
+        return None if kind is None else cls.following(kind)
+
+    @classmethod
     def following(cls, kind: PolicyKind) -> PlanChoice:
         """The choice of the policy `kind`."""
         return cls(ChoiceKind(kind.value))
+
+    @property
+    def pinned(self) -> bool:
+        """Whether the choice is a plan (PLAN, FAT, SINGLE) that no policy changes."""
+        return self.policy_kind is None
 
     @property
     def policy_kind(self) -> PolicyKind | None:

@@ -28,6 +28,7 @@ This module never imports torch: `packrat plan` reads profiles without it.
 from __future__ import annotations
 
 import csv
+import enum
 import json
 import os
 import tempfile
@@ -43,7 +44,22 @@ from packrat.stats import CellStats
 
 FORMAT = "packrat-profile"
 VERSION = 1
-KINDS = ("isolated", "contention")
+
+
+class ProfileKind(enum.StrEnum):
+    """How a profile's cells were measured; the two kinds are cached apart."""
+
+    ISOLATED = "isolated"  # each cell with the rest of the machine idle
+    CONTENTION = "contention"  # beside copies of itself on the other cores, as plans run
+
+    @classmethod
+    def parse(cls, text: str) -> ProfileKind:
+        """The kind named `text`; ValueError listing the choices."""
+        try:
+            return cls(text)
+        except ValueError:
+            choices = ", ".join(kind.value for kind in cls)
+            raise ValueError(f"unknown profile kind {text!r}: choose one of {choices}") from None
 
 
 @dataclass(frozen=True)
@@ -55,15 +71,21 @@ class Profile:
     machine: Mapping[str, Any]
     torch_version: str
     cells: Mapping[tuple[int, int], CellStats] = field(default_factory=dict)
-    kind: str = "isolated"
+    kind: ProfileKind = ProfileKind.ISOLATED
     source: str = "measured"
     created: str = ""
     sampling: Mapping[str, Any] = field(default_factory=dict)
     engine: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ProfileError(f"profile kind must be one of {KINDS}, got {self.kind!r}")
+        if not isinstance(self.kind, ProfileKind):  # e.g. read from a file
+            try:
+                object.__setattr__(self, "kind", ProfileKind(self.kind))
+            except ValueError:
+                kinds = tuple(kind.value for kind in ProfileKind)
+                raise ProfileError(
+                    f"profile kind must be one of {kinds}, got {self.kind!r}"
+                ) from None
 
     def with_cell(self, threads: int, batch: int, stats: CellStats) -> Profile:
         """A copy with one more (or a replaced) cell."""
@@ -124,7 +146,7 @@ class Profile:
                 machine=dict(data["machine"]),
                 torch_version=str(data["torch_version"]),
                 cells=cells,
-                kind=str(data.get("kind", "isolated")),
+                kind=data.get("kind", ProfileKind.ISOLATED),  # checked on construction
                 source=str(data.get("source", "measured")),
                 created=str(data.get("created", "")),
                 sampling=dict(data.get("sampling", {})),

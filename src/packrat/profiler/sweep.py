@@ -35,7 +35,7 @@ from packrat.errors import ProfileError
 from packrat.models.base import ModelSource
 from packrat.pool.config import EngineConfig
 from packrat.profiler.contention import contended_plan, measure_contended
-from packrat.profiler.profile_file import Profile, save_profile
+from packrat.profiler.profile_file import Profile, ProfileKind, save_profile
 from packrat.profiler.prune import CellPlanner, Order, PruneConfig, Skip
 from packrat.progress import NullProgress, Progress
 from packrat.stats import CellStats, SamplingPolicy, summarize
@@ -82,9 +82,9 @@ class SweepConfig:
     passes: int = 1
 
     @property
-    def kind(self) -> str:
-        """The profile kind these cells make: "contention" or "isolated"."""
-        return "contention" if self.contention else "isolated"
+    def kind(self) -> ProfileKind:
+        """The profile kind these cells make."""
+        return ProfileKind.CONTENTION if self.contention else ProfileKind.ISOLATED
 
     def __post_init__(self) -> None:
         if self.cores < 1:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from packrat.controller.batching import BATCHING_KEYS, BatchingConfig
 from packrat.errors import PackratError
 from packrat.server.launch_config import LaunchConfig, load_config_file, with_cli
 
@@ -69,7 +70,7 @@ def replica_settings(args: dict[str, Any]) -> ReplicaSettings:
     base = load_config_file(Path(str(args.pop("config")))) if "config" in args else LaunchConfig()
     serve_args = {k: args.pop(k) for k in list(args) if k in _SERVE_ARGS}
     pinned = {k: args.pop(k) for k in list(args) if k in _PINNED_ARGS}
-    types = {f.name: type(getattr(LaunchConfig(), f.name)) for f in fields(LaunchConfig)}
+    types = _argument_types()
     unknown = sorted(set(args) - set(types) - {"models"})
     if unknown:
         raise PackratError(f"unknown argument(s) {unknown} for packrat.ray:build_app")
@@ -127,7 +128,9 @@ def _deployment_options(serve_args: dict[str, Any], launch: LaunchConfig) -> dic
         "health_check_timeout_s": 60.0,
     }
     if "min_replicas" in serve_args or "max_replicas" in serve_args:
-        largest = max([launch.max_batch_size, *(m.max_batch_size for m in launch.models)])
+        largest = max(
+            [launch.batching.max_batch_size, *(m.batching.max_batch_size for m in launch.models)]
+        )
         options["autoscaling_config"] = {
             "min_replicas": int(serve_args.get("min_replicas", 1)),
             "max_replicas": int(serve_args.get("max_replicas", 1)),
@@ -140,6 +143,15 @@ def _deployment_options(serve_args: dict[str, Any], launch: LaunchConfig) -> dic
     if options["max_ongoing_requests"] < 2:
         raise PackratError("max_ongoing_requests must be at least 2 for batches to form")
     return options
+
+
+def _argument_types() -> dict[str, type]:
+    """The type of each argument that sets a LaunchConfig field: its fields, with the
+    batching spelled as its flat keys (`BATCHING_KEYS`), as in [server]."""
+    launch, batching = LaunchConfig(), BatchingConfig()
+    types = {f.name: type(getattr(launch, f.name)) for f in fields(LaunchConfig)}
+    del types["batching"]
+    return types | {key: type(getattr(batching, key)) for key in BATCHING_KEYS}
 
 
 def _typed(key: str, value: Any, kind: type) -> Any:

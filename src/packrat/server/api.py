@@ -23,7 +23,8 @@ class RegisterOptions:
     batch_timeout_s: float | None = None
 
     def given(self) -> dict[str, Any]:
-        """The settings given, by ModelConfig field name."""
+        """The settings given, by ModelConfig field name (the batching ones as flat keys,
+        `ModelConfig.with_flat`)."""
         return {k: v for k, v in vars(self).items() if v is not None}
 
 

@@ -10,7 +10,6 @@ manifest's `modelName`, as TorchServe serves it.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -37,10 +36,9 @@ def with_archive_settings(config: ModelConfig, source: ArchiveSource) -> ModelCo
         changes["max_batch_delay_ms"] = float(settings.max_batch_delay_ms)
     if settings.response_timeout_s:
         changes["batch_timeout_s"] = float(settings.response_timeout_s)
+    current = {"batch_timeout_s": config.batch_timeout_s, **vars(config.batching)}
     overridden = {
-        key: value
-        for key, value in changes.items()
-        if key != "name" and getattr(config, key) != value
+        key: value for key, value in changes.items() if key in current and current[key] != value
     }
     if overridden:
         log.info(
@@ -50,6 +48,6 @@ def with_archive_settings(config: ModelConfig, source: ArchiveSource) -> ModelCo
             ", ".join(f"{key}={value}" for key, value in overridden.items()),
         )
     try:
-        return dataclasses.replace(config, **changes)
+        return config.with_flat(changes)
     except ValueError as error:
         raise ModelError(f"the archive's model-config.yaml: {error}") from None

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from packrat.config import TOKEN_ENV, env_token
-from packrat.controller.policy import PolicyKind
+from packrat.controller.plan_choice import PlanChoice
 from packrat.errors import PackratError
 from packrat.pool.config import EngineConfig
 from packrat.server.http_auth import check_token
@@ -126,11 +126,8 @@ async def open_repository(
 
     defaults = RepositoryDefaults(
         cores=default_cores,
-        max_batch_size=config.max_batch_size,
-        max_batch_delay_ms=config.max_batch_delay_ms,
-        max_queue=config.max_queue,
-        max_queue_wait_ms=config.max_queue_wait_ms,
-        policy=PolicyKind.parse(config.policy),
+        batching=config.batching,
+        choice=PlanChoice.following(config.policy),
         estimator=config.estimator,
     )
     repo = Repository(

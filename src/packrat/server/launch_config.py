@@ -51,22 +51,22 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from packrat.config import default_backend
-from packrat.controller.admission import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS
-from packrat.controller.batching import DEFAULT_MAX_BATCH_DELAY_MS
+from packrat.controller.batching import BATCHING_KEYS, BatchingConfig, without_batching
 from packrat.controller.estimator import EstimatorConfig
+from packrat.controller.plan_choice import PlanChoice
 from packrat.controller.policy import PolicyKind
 from packrat.errors import PackratError
-from packrat.profiler.profile_file import KINDS
+from packrat.profiler.profile_file import ProfileKind
 from packrat.server.http_config import HttpConfig
 from packrat.server.listen import Listener
 from packrat.server.repository import ModelConfig
 from packrat.server.ts_config import METRICS_COMPAT, TorchServeConfig
-from packrat.types import parse_plan
 
 
 @dataclass(frozen=True)
@@ -83,18 +83,15 @@ class LaunchConfig:
     grpc: bool = True  # False: no gRPC server
     model_store: Path | None = None
     token_file: Path | None = None  # the API token; else $PACKRAT_TOKEN; else no token
-    max_batch_size: int = 8
-    max_batch_delay_ms: float = DEFAULT_MAX_BATCH_DELAY_MS
-    max_queue: int = DEFAULT_MAX_QUEUE
-    max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
+    batching: BatchingConfig = field(default_factory=BatchingConfig)  # models' unless their own
     max_in_flight: int = 256  # inference requests in progress, all models; more get 503
     max_body_bytes: int = HttpConfig.max_body_bytes  # larger request bodies get 413
     metrics_compat: str = "none"  # "torchserve": TorchServe's metric names beside Packrat's
     cores: int | None = None  # first N usable cores for models without their own
     keep_freed_memory: bool = True
-    policy: str = PolicyKind.AUTO.value
+    policy: PolicyKind = PolicyKind.AUTO  # for models whose config names none
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)  # for "follow"
-    profile_kind: str = "isolated"  # how first-start profiles measure: "isolated", "contention"
+    profile_kind: ProfileKind = ProfileKind.ISOLATED  # how first-start profiles measure
     batch_timeout_s: float = 120.0  # a worker silent this long on a batch is replaced
     backend: str = field(default_factory=default_backend)  # auto, torch, onnxruntime, openvino
     precision: str = "auto"  # auto, fp32, bf16
@@ -127,19 +124,14 @@ class LaunchConfig:
             isinstance(self.cores, bool) or not isinstance(self.cores, int) or self.cores < 1
         ):
             raise PackratError(f"cores must be a positive number of cores, got {self.cores!r}")
-        try:
-            PolicyKind.parse(str(self.policy))
-        except ValueError as exc:
-            raise PackratError(str(exc)) from None
+        for name, kind in (("policy", PolicyKind), ("profile_kind", ProfileKind)):
+            value = getattr(self, name)
+            if not isinstance(value, kind):
+                raise PackratError(f"{name} must be a {kind.__name__}, got {value!r}")
         if self.metrics_compat not in METRICS_COMPAT_CHOICES:
             choices = ", ".join(METRICS_COMPAT_CHOICES)
             raise PackratError(
                 f"unknown metrics_compat {self.metrics_compat!r}: choose one of {choices}"
-            )
-        if self.profile_kind not in KINDS:
-            choices = ", ".join(KINDS)
-            raise PackratError(
-                f"unknown profile kind {self.profile_kind!r}: choose one of {choices}"
             )
 
     def listeners(self) -> list[Listener]:
@@ -152,8 +144,14 @@ class LaunchConfig:
 
 METRICS_COMPAT_CHOICES = ("none", METRICS_COMPAT)
 
-_SERVER_KEYS = {f.name for f in fields(LaunchConfig)} - {"models"}
-_MODEL_KEYS = {f.name for f in fields(ModelConfig)}
+_SERVER_KEYS = {f.name for f in fields(LaunchConfig)} - {"models", "batching"} | {*BATCHING_KEYS}
+_CHOICE_KEYS = {"plan", "fat", "policy"}
+_MODEL_KEYS = {f.name for f in fields(ModelConfig)} - {"batching", "choice"} | {
+    *BATCHING_KEYS,
+    *_CHOICE_KEYS,
+}
+"""The keys of [server] and of [[models]] entries: the fields, with the batching as flat keys
+and a model's plan choice as plan, fat and policy (`PlanChoice.from_options`)."""
 
 
 def load_config_file(path: Path) -> LaunchConfig:
@@ -176,44 +174,57 @@ def load_config_file(path: Path) -> LaunchConfig:
     for key in ("model_store", "token_file"):
         if key in server:
             server[key] = (path.parent / str(server[key])).resolve()
-    if "estimator" in server:
-        try:
+    try:
+        if "estimator" in server:
             server["estimator"] = _estimator(server["estimator"])
-        except (TypeError, ValueError) as exc:
-            raise PackratError(f"{path}: [server] {exc}") from None
+        settings = _settings(server, BatchingConfig())
+    except (TypeError, ValueError) as exc:
+        raise PackratError(f"{path}: [server] {exc}") from None
     inherited = {k: server[k] for k in _INHERITED if k in server}
     models = tuple(
-        _model(entry, path, i, inherited) for i, entry in enumerate(data.get("models", []))
+        _model(entry, path, i, inherited, settings["batching"])
+        for i, entry in enumerate(data.get("models", []))
     )
     try:
-        return LaunchConfig(**server, models=models)
+        return LaunchConfig(**settings, models=models)
     except TypeError as exc:
         raise PackratError(f"{path}: {exc}") from None
 
 
-_INHERITED = (
-    "max_batch_size",
-    "max_batch_delay_ms",
-    "max_queue",
-    "max_queue_wait_ms",
-    "estimator",
-    "backend",
-    "precision",
-)
-"""[server] keys that are defaults for the [[models]] entries that do not set them."""
+def _settings(flat: Mapping[str, Any], batching: BatchingConfig) -> dict[str, Any]:
+    """LaunchConfig field values from flat settings ([server], the command line,
+    config.properties): the batching keys given over `batching`, the policy and profile kind
+    parsed from their names. ValueError naming the key or the choices."""
+    settings = without_batching(flat) | {"batching": batching.with_flat(flat, owner="")}
+    if "policy" in settings:
+        settings["policy"] = PolicyKind.parse(str(settings["policy"]))
+    if "profile_kind" in settings:
+        settings["profile_kind"] = ProfileKind.parse(str(settings["profile_kind"]))
+    return settings
 
 
-def _model(entry: Any, path: Path, index: int, inherited: dict[str, Any]) -> ModelConfig:
+_INHERITED = ("estimator", "backend", "precision")
+"""[server] keys that are defaults for the [[models]] entries that do not set them, besides
+the batching keys (an entry's batching keys are read over [server]'s batching)."""
+
+
+def _model(
+    entry: Any, path: Path, index: int, inherited: dict[str, Any], batching: BatchingConfig
+) -> ModelConfig:
     where = f"{path}: [[models]] entry {index + 1}"
     if not isinstance(entry, dict):
         raise PackratError(f"{where} is not a table")
     bad = set(entry) - _MODEL_KEYS
     if bad:
         raise PackratError(f"{where}: unknown key(s) {sorted(bad)}")
-    values = inherited | dict(entry)
+    values = inherited | {k: v for k, v in entry.items() if k not in _CHOICE_KEYS}
+    plan, policy = entry.get("plan"), entry.get("policy")
     try:
-        if "plan" in values:
-            values["plan"] = parse_plan(str(values["plan"]))
+        values["choice"] = PlanChoice.from_options(
+            None if plan is None else str(plan),
+            bool(entry.get("fat", False)),
+            None if policy is None else str(policy),
+        )
         for key in ("profile", "sample_request"):  # relative to the file
             if key in values:
                 values[key] = (path.parent / str(values[key])).resolve()
@@ -221,7 +232,7 @@ def _model(entry: Any, path: Path, index: int, inherited: dict[str, Any]) -> Mod
             values["cores"] = tuple(int(c) for c in values["cores"])
         if "estimator" in values:
             values["estimator"] = _estimator(values["estimator"])
-        return ModelConfig(**values)
+        return ModelConfig.from_flat(values, batching)
     except (TypeError, ValueError) as exc:
         raise PackratError(f"{where}: {exc}") from None
 
@@ -244,12 +255,14 @@ def with_cli(base: LaunchConfig, models: list[str], **overrides: Any) -> LaunchC
             given["estimator"] = EstimatorConfig.parse(given["estimator"])
         except ValueError as exc:
             raise PackratError(f"--estimator: {exc}") from None
-    config = replace(base, **given)
-    plan_text = overrides.get("plan")
+    try:
+        config = replace(base, **_settings(given, base.batching))
+    except ValueError as exc:
+        raise PackratError(str(exc)) from None
     per_model: dict[str, Any] = _model_defaults(config) | {
+        "batching": config.batching,
         "profile": overrides.get("profile"),
         "sample_request": overrides.get("sample_request"),
-        "fat": bool(overrides.get("fat")),
     }
     for key in ("profile", "sample_request"):
         if per_model[key] is not None and len(models) + len(config.models) != 1:
@@ -258,8 +271,9 @@ def with_cli(base: LaunchConfig, models: list[str], **overrides: Any) -> LaunchC
                 f"{option} applies to one model; use [[models]] in --config for more"
             )
     try:
-        if plan_text is not None:
-            per_model["plan"] = parse_plan(plan_text)
+        per_model["choice"] = PlanChoice.from_options(
+            overrides.get("plan"), bool(overrides.get("fat"))
+        )
         extra = tuple(
             ModelConfig(spec=spec, name=name, **per_model)
             for name, spec in (named_spec(model) for model in models)
@@ -270,12 +284,9 @@ def with_cli(base: LaunchConfig, models: list[str], **overrides: Any) -> LaunchC
 
 
 def _model_defaults(config: LaunchConfig) -> dict[str, Any]:
-    """The server-wide settings a model started by name gets unless it sets its own."""
+    """The server-wide settings a model started by name gets unless it sets its own, besides
+    `config.batching`."""
     return {
-        "max_batch_size": config.max_batch_size,
-        "max_batch_delay_ms": config.max_batch_delay_ms,
-        "max_queue": config.max_queue,
-        "max_queue_wait_ms": config.max_queue_wait_ms,
         "estimator": config.estimator,
         "backend": config.backend,
         "precision": config.precision,
@@ -285,8 +296,8 @@ def _model_defaults(config: LaunchConfig) -> dict[str, Any]:
 def with_ts_settings(base: LaunchConfig, ts: TorchServeConfig) -> LaunchConfig:
     """`base` (e.g. from --config) with a TorchServe config.properties' server settings."""
     try:
-        return replace(base, **ts.server)
-    except TypeError as exc:
+        return replace(base, **_settings(ts.server, base.batching))
+    except (TypeError, ValueError) as exc:
         raise PackratError(f"TorchServe config: {exc}") from None
 
 
@@ -309,11 +320,11 @@ def with_ts_models(config: LaunchConfig, ts: TorchServeConfig) -> LaunchConfig:
     defaults = _model_defaults(config)
     try:
         extra = tuple(
-            ModelConfig(
-                spec=entry.spec,
-                name=entry.name,
-                version=entry.version,
-                **(defaults | dict(entry.settings)),
+            ModelConfig.from_flat(
+                {"spec": entry.spec, "name": entry.name, "version": entry.version}
+                | defaults
+                | dict(entry.settings),
+                config.batching,
             )
             for entry in ts.models
         )

@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from packrat.config import default_backend
-from packrat.controller.admission import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_WAIT_MS
-from packrat.controller.batching import DEFAULT_MAX_BATCH_DELAY_MS, BatchingConfig
+from packrat.controller.batching import BatchingConfig, without_batching
 from packrat.controller.estimator import EstimatorConfig
 from packrat.controller.plan_choice import ChoiceKind, PlanChoice
-from packrat.controller.policy import PolicyKind
 from packrat.errors import PackratError
 from packrat.profiler.backend_select import candidates
-from packrat.types import Plan
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 """A valid model name or version: safe in URL paths and file names."""
@@ -30,16 +29,17 @@ class ModelConfig:
     spec: a zoo name or a model file (`packrat.server.model_setup` says where files may be).
     name: the served name; None takes the zoo name or the file's stem. version: its version.
     cores: CPU ids the model's instances run on; None means every CPU this process may use.
-    max_batch_size, max_batch_delay_ms, max_queue, max_queue_wait_ms: dynamic batching and
-        its admission bounds (`BatchingConfig`);
-        max_batch_size is also the batch the plan is made for.
+    batching: dynamic batching and its admission bounds (`BatchingConfig`; the TOML file,
+        the command line and registrations spell its fields as flat keys, `BATCHING_KEYS`);
+        its max_batch_size is also the batch the plan is made for.
     profile: a profile file (JSON or published CSV) to plan with instead of the cache.
-    plan: instances to run instead of the optimal plan (allocated on `cores` if they have
-        no cores yet). fat: run one instance with all cores instead. Either pins the plan.
-    policy: how an unpinned plan follows the load (`PolicyKind`): "auto" runs each batch on
-        the optimal plan for its size, "follow" on the plan for the batch size the estimator
-        sees (with `estimator`'s settings), "fixed" always on the plan for max_batch_size;
-        None takes the repository's default (`RepositoryDefaults.policy`).
+    choice: the model's first plan (`PlanChoice`): a plan pinned instead of the optimal one
+        (allocated on `cores` if it has no cores yet), the fat instance (one instance, all
+        cores), or how the plan follows the load: AUTO runs each batch on the optimal plan
+        for its size, FOLLOW on the plan for the batch size the estimator sees (with
+        `estimator`'s settings), FIXED always on the plan for max_batch_size. None takes the
+        repository's (`RepositoryDefaults.choice`). The TOML file and the command line spell
+        it plan, fat and policy (`PlanChoice.from_options`).
     backend, precision: what the instances run on (`packrat.profiler.backend_select`):
         "auto" (default: $PACKRAT_BACKEND, else auto) serves on the fastest backend whose
         answers match torch's fp32 ones, or a backend by name (torch, onnxruntime,
@@ -59,14 +59,9 @@ class ModelConfig:
     name: str | None = None
     version: str = "1"
     cores: tuple[int, ...] | None = None
-    max_batch_size: int = 8
-    max_batch_delay_ms: float = DEFAULT_MAX_BATCH_DELAY_MS
-    max_queue: int = DEFAULT_MAX_QUEUE
-    max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
+    batching: BatchingConfig = dataclasses.field(default_factory=BatchingConfig)
     profile: Path | None = None
-    plan: Plan | None = None
-    fat: bool = False
-    policy: PolicyKind | None = None
+    choice: PlanChoice | None = None
     estimator: EstimatorConfig = dataclasses.field(default_factory=EstimatorConfig)
     backend: str = dataclasses.field(default_factory=default_backend)
     precision: str = "auto"
@@ -91,12 +86,10 @@ class ModelConfig:
                 )
             if len(set(self.cores)) != len(self.cores):
                 raise ValueError(f"ModelConfig.cores has repeated CPU ids: {list(self.cores)}")
-        try:
-            _ = self.batching  # validates the batching settings
-        except ValueError as exc:
-            raise ValueError(str(exc).replace("BatchingConfig.", "ModelConfig.")) from None
-        if self.plan is not None and self.fat:
-            raise ValueError("ModelConfig.plan and ModelConfig.fat=True exclude each other")
+        if not isinstance(self.batching, BatchingConfig):
+            raise ValueError(
+                f"ModelConfig.batching must be a BatchingConfig, got {self.batching!r}"
+            )
         try:
             candidates(self.backend, self.precision, bf16_native=True)
         except PackratError as exc:
@@ -108,37 +101,34 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.batch_timeout_s must be a positive number of seconds, got {timeout!r}"
             )
-        if self.policy is not None and not isinstance(self.policy, PolicyKind):
-            object.__setattr__(self, "policy", PolicyKind.parse(str(self.policy)))
+        if self.choice is not None and not isinstance(self.choice, PlanChoice):
+            raise ValueError(f"ModelConfig.choice must be a PlanChoice, got {self.choice!r}")
 
-    @property
-    def batching(self) -> BatchingConfig:
-        return BatchingConfig(
-            self.max_batch_size, self.max_batch_delay_ms, self.max_queue, self.max_queue_wait_ms
-        )
+    @classmethod
+    def from_flat(
+        cls, settings: Mapping[str, Any], batching: BatchingConfig | None = None
+    ) -> ModelConfig:
+        """A config from `settings`: field values, with the batching spelled as flat keys
+        (`BATCHING_KEYS`) over `batching` (default `BatchingConfig()`), as TOML [[models]]
+        entries and config.properties' models give it. ValueError naming the field or key."""
+        flat = (batching or BatchingConfig()).with_flat(settings, "ModelConfig")
+        return cls(batching=flat, **without_batching(settings))
 
-    def plan_choice(self, default_policy: PolicyKind) -> PlanChoice:
-        """The first plan this config asks for: the plan pinned, the fat instance, or its
-        policy (`default_policy` if it names none)."""
-        if self.plan is not None:
-            return PlanChoice(ChoiceKind.PLAN, self.plan)
-        if self.fat:
-            return PlanChoice(ChoiceKind.FAT)
-        return PlanChoice.following(self.policy or default_policy)
+    def with_flat(self, settings: Mapping[str, Any]) -> ModelConfig:
+        """This config with `settings` over it, the batching spelled as flat keys (as
+        `from_flat`): a registration's options, an archive's model-config.yaml."""
+        batching = self.batching.with_flat(settings, "ModelConfig")
+        return dataclasses.replace(self, batching=batching, **without_batching(settings))
 
 
 @dataclass(frozen=True)
 class RepositoryDefaults:
     """Settings for models registered by spec alone (`Repository.register`, the HTTP API);
-    `policy` also for models whose config names none."""
+    `choice` also for models whose config names none (by default AUTO)."""
 
     cores: tuple[int, ...] | None = None
-    max_batch_size: int = 8
-    max_batch_delay_ms: float = DEFAULT_MAX_BATCH_DELAY_MS
-    max_queue: int = DEFAULT_MAX_QUEUE
-    max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS
-    fat: bool = False
-    policy: PolicyKind = PolicyKind.AUTO
+    batching: BatchingConfig = dataclasses.field(default_factory=BatchingConfig)
+    choice: PlanChoice = PlanChoice(ChoiceKind.AUTO)
     estimator: EstimatorConfig = dataclasses.field(default_factory=EstimatorConfig)
 
     def __post_init__(self) -> None:
@@ -152,11 +142,7 @@ class RepositoryDefaults:
             spec=spec,
             name=name,
             cores=self.cores,
-            max_batch_size=self.max_batch_size,
-            max_batch_delay_ms=self.max_batch_delay_ms,
-            max_queue=self.max_queue,
-            max_queue_wait_ms=self.max_queue_wait_ms,
-            fat=self.fat,
-            policy=self.policy,
+            batching=self.batching,
+            choice=self.choice,
             estimator=self.estimator,
         )

@@ -113,14 +113,14 @@ async def latency_table(
         contention=contention,
     )
     cached = _cached_profile(path)
-    if config.plan is not None or config.fat:
+    if config.choice is not None and config.choice.pinned:
         return cached.latency_table() if cached is not None else None
     sweep = SweepConfig(
         topology.num_cores,
-        powers_of_two(config.max_batch_size),
+        powers_of_two(config.batching.max_batch_size),
         QUICK_POLICY,
         contention=contention,
-        asked=tuple(range(1, config.max_batch_size + 1)),  # every size it plans for
+        asked=tuple(range(1, config.batching.max_batch_size + 1)),  # every size it plans for
     )
     if cached is not None and not sweep.needs_measuring(cached):
         return cached.latency_table()

@@ -48,6 +48,7 @@ from packrat.pool.config import EngineConfig
 from packrat.pool.engine import Engine
 from packrat.pool.protocol import PoolFactory
 from packrat.profiler.backend_select import select_backend
+from packrat.profiler.profile_file import ProfileKind
 from packrat.progress import NullProgress, Progress
 from packrat.server.api import RegisterOptions, ServedModel
 from packrat.server.archive_settings import with_archive_settings
@@ -81,9 +82,8 @@ class Repository:
 
     model_store: the directory model files must be in (see the module docstring).
     engine_config: every model's pool settings. progress: where `register()` reports profiling.
-    profile_kind: how a model without a cached profile is profiled at registration:
-        "isolated" (each cell alone) or "contention" (beside copies of itself); the two are
-        cached apart.
+    profile_kind: how a model without a cached profile is profiled at registration (each
+        cell alone, or beside copies of itself); the two kinds are cached apart.
     pool_factory: makes each model's instance pool (default: worker processes, `Engine`).
     on_start, on_stop: called with each runtime once it serves (before `register*` returns)
         and once it has stopped (unregistered or closed), e.g. to attach and drop metrics; an
@@ -99,7 +99,7 @@ class Repository:
         progress: Progress | None = None,
         on_start: RuntimeHook | None = None,
         on_stop: RuntimeHook | None = None,
-        profile_kind: str = "isolated",
+        profile_kind: ProfileKind = ProfileKind.ISOLATED,
         pool_factory: PoolFactory = Engine,
     ) -> None:
         self._defaults = defaults if defaults is not None else RepositoryDefaults()
@@ -108,7 +108,7 @@ class Repository:
         self._progress = progress if progress is not None else NullProgress()
         self._on_start = on_start
         self._on_stop = on_stop
-        self._contention = profile_kind == "contention"
+        self._contention = profile_kind is ProfileKind.CONTENTION
         self._pool_factory = pool_factory
         self._models: dict[str, dict[str, ModelRuntime]] = {}
         self._starting: set[tuple[str, str]] = set()
@@ -149,7 +149,7 @@ class Repository:
         try:
             config = self._defaults.model_config(spec, name)
             if options is not None:
-                config = dataclasses.replace(config, **options.given())
+                config = config.with_flat(options.given())
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
         return await self._register(config, self._progress, files_anywhere=False)
@@ -290,12 +290,15 @@ class Repository:
         *,
         loaded_at_startup: bool,
     ) -> ModelRuntime:
+        choice = config.choice or self._defaults.choice
+        config = dataclasses.replace(config, choice=choice)  # a pinned plan is not profiled
         topology = model_topology(config.cores)
         self._warn_overlap(name, topology)
+        batch = config.batching.max_batch_size
         selection = await asyncio.to_thread(
             functools.partial(
-                select_backend, source, config.backend, config.precision, topology,
-                config.max_batch_size, engine_config=self._engine_config, progress=progress,
+                select_backend, source, config.backend, config.precision, topology, batch,
+                engine_config=self._engine_config, progress=progress,
             )
         )  # fmt: skip
         source = selection.source
@@ -306,8 +309,7 @@ class Repository:
         )  # fmt: skip
         if table is not None:  # plan and split every batch size, not only the profiled ones
             table = table.interpolated()
-        planning = Planning(topology, table, config.max_batch_size)
-        choice = config.plan_choice(self._defaults.policy)
+        planning = Planning(topology, table, batch)
         # Planning takes up to seconds (128 cores, batches to 1024): not on the event loop.
         first = await asyncio.to_thread(
             functools.partial(first_plan, planning, choice, config.estimator, size_pool=True)
