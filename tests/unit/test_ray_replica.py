@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 import pytest
 
 import packrat.ray.replica as replica_module
+from packrat.controller.batching import BatchingConfig
+from packrat.controller.plan_choice import ChoiceKind, PlanChoice
 from packrat.pool import EngineConfig, EngineState
 from packrat.profiler.profile_file import Profile, save_profile
 from packrat.ray.replica import PackratReplica
@@ -70,8 +72,10 @@ async def serving(
     monkeypatch.setattr(repository, "_resolve", lambda config, files_anywhere: FakeSource())
     for name in names:
         config = ModelConfig(
-            "fake", name=name, cores=(CPU,), max_batch_size=4, max_batch_delay_ms=5.0,
-            profile=profile, backend="torch", precision="fp32", policy="fixed",
+            "fake", name=name, cores=(CPU,),
+            batching=BatchingConfig(max_batch_size=4, max_batch_delay_ms=5.0),
+            profile=profile, backend="torch", precision="fp32",
+            choice=PlanChoice(ChoiceKind.FIXED),
         )  # fmt: skip
         await repository.register_model(config)
     return repository
