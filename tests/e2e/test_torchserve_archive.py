@@ -4,7 +4,9 @@ The archive is what a TorchServe user has: a TorchScript ResNet-50 and a BaseHan
 in TorchServe's usual style (PIL decode, torch resize and normalisation, top-5 classes by name
 through map_class_to_label and index_to_name.json), built with torch-model-archiver. Both
 servers get the same JPEGs, as `curl -T` and as `curl -F data=@`; then Packrat gets a burst
-of requests, which its plan of two instances splits between them.
+of requests, which its plan of two instances splits between them. A second archive's handler
+fails in each way TorchServe's worker tells apart; both servers must answer each failure with
+the same status and body, and go on serving.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ from .server import packrat_serve
 from .torchserve_server import torchserve
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from torchserve_archives import build_image_archive, jpeg  # noqa: E402
+from torchserve_archives import build_failing_archive, build_image_archive, jpeg  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 IMAGES = [jpeg(seed, size=96) for seed in (1, 2, 3)]
 MODEL = "resnet50"
+FAILING = "failing"
+# What failing_handler.py does on each body; `ok` last: the worker is still there.
+FAILURES = ["predict", "memory", "cuda", "boom", "notalist", "short", "ok"]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +40,21 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("resnet-archive")
     config = {"batchSize": 4, "maxBatchDelay": 50, "minWorkers": 1, "maxWorkers": 1}
     build_image_archive(MODEL, MODEL, root / "store", image_size=224, config=config)
+    build_failing_archive(FAILING, root / "store")
     return root / "store"
+
+
+Answer = tuple[int, str | None, bytes]  # status, content type, body
+
+
+@pytest.fixture(scope="module")
+def torchserve_answers(store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list]:
+    """TorchServe's answers, started once for both archives: the images' (`_ask`) under
+    MODEL, each of FAILURES' under FAILING. Stopped before Packrat starts."""
+    workdir = tmp_path_factory.mktemp("torchserve")
+    models = f"{MODEL}={MODEL}.mar,{FAILING}={FAILING}.mar"
+    with torchserve(store, models, workdir=workdir) as ts:
+        return {MODEL: _ask(ts.inference), FAILING: _ask_to_fail(ts.inference)}
 
 
 def _ask(base: str) -> list[tuple[int, bytes]]:
@@ -46,6 +65,14 @@ def _ask(base: str) -> list[tuple[int, bytes]]:
         form = {"data": ("kitten.jpg", IMAGES[0], "image/jpeg")}
         answers.append(client.post(url, files=form))
     return [(answer.status_code, answer.content) for answer in answers]
+
+
+def _ask_to_fail(base: str) -> list[Answer]:
+    """Each of FAILURES as the body, one at a time."""
+    url = f"{base}/predictions/{FAILING}"
+    with httpx.Client(timeout=60.0) as client:
+        answers = [client.post(url, content=body.encode()) for body in FAILURES]
+    return [(a.status_code, a.headers.get("content-type"), a.content) for a in answers]
 
 
 def _same_json(ours: bytes, theirs: bytes) -> None:
@@ -68,10 +95,9 @@ def _busy_seconds(metrics_url: str) -> dict[str, float]:
 
 
 def test_an_archive_answers_as_torchserve_and_splits_its_batches(
-    store: Path, tmp_path: Path
+    store: Path, torchserve_answers: dict[str, list], tmp_path: Path
 ) -> None:
-    with torchserve(store, f"{MODEL}={MODEL}.mar", workdir=tmp_path / "torchserve") as ts:
-        theirs = _ask(ts.inference)
+    theirs = torchserve_answers[MODEL]
     assert [status for status, _ in theirs] == [200] * len(theirs), theirs
 
     plan = ("--plan", "<2,1,2>")  # two instances: a batch of 4 is split 2 + 2
@@ -122,3 +148,22 @@ def test_a_store_archive_profiles_on_its_sample_and_registers_by_url(tmp_path: P
     assert other.status_code == 200
     _same_json(other.content, body.content)
     assert "profiling tinyres" in server.output  # on the archive's sample_request.jpg
+
+
+def test_a_failing_handler_is_answered_as_torchserve_answers_it(
+    store: Path, torchserve_answers: dict[str, list], tmp_path: Path
+) -> None:
+    theirs: list[Answer] = torchserve_answers[FAILING]
+    # TorchServe's own answers, as its worker and frontend write them (checked here so that a
+    # TorchServe release answering otherwise shows up as such, not as a Packrat bug).
+    expected_statuses = [418, 507, 507, 503, 503, 503, 200]
+    assert [status for status, _, _ in theirs] == expected_statuses, theirs
+    assert json.loads(theirs[0][2])["type"] == "InternalServerException"
+    args = (str(store / f"{FAILING}.mar"), "--plan", "<1,1,1>", "--no-grpc")
+    with packrat_serve(*args, workdir=tmp_path) as server:
+        ours = _ask_to_fail(server.inference)
+    # Every failure's status, content type and bytes; the last request's answer and status
+    # (its content type differs: TorchServe sends none for a handler's JSON).
+    assert ours[:-1] == theirs[:-1]
+    assert (ours[-1][0], ours[-1][2]) == (theirs[-1][0], theirs[-1][2])
+    assert "Traceback" in server.output and "the handler's own message" in server.output

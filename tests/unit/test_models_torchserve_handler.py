@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import sys
 import zipfile
 from pathlib import Path
@@ -53,6 +54,14 @@ def handle(data, context):
             answers.append(object())
         elif kind == "notalist":
             return "oops"
+        elif kind == "short":
+            return answers
+        elif kind == "memory":
+            raise MemoryError()
+        elif kind == "cuda":
+            raise RuntimeError("CUDA error: out of memory")
+        elif kind == "raise":
+            raise KeyError("the handler's own message")
         else:
             answers.append({"size": len(value), "trace": context.get_request_header(i, "x-trace")})
     return answers
@@ -107,16 +116,67 @@ def test_answers_are_written_as_torchserve_writes_them(tmp_path: Path, isolated:
     assert tensor.body.startswith(b"PK")  # torch.save's zip format
 
 
-def test_handler_failures_are_answered_or_refused(tmp_path: Path, isolated: None) -> None:
-    handler = ArchiveSource(_archive(tmp_path / "a", "fn_failures")).load()
+def _torchserve_error(status: int, message: str) -> bytes:
+    """TorchServe 0.12's body for a failed batch, as its frontend sent it to curl."""
+    return (
+        f'{{\n  "code": {status},\n  "type": "InternalServerException",\n'
+        f'  "message": "{message}"\n}}\n'
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "message"),
+    [
+        ("fail", 418, "told to fail"),  # PredictionException: its own status and message
+        ("memory", 507, "Out of resources"),
+        ("cuda", 507, "Out of resources"),  # TorchServe's test: "CUDA" in the message
+        ("raise", 503, "Prediction failed"),  # any other exception; its message stays here
+        ("notalist", 503, "Invalid model predict output"),
+        ("short", 503, "number of batch response mismatched"),
+    ],
+)
+def test_a_failed_batch_is_answered_as_torchserve_answers_it(
+    kind: str,
+    status: int,
+    message: str,
+    tmp_path: Path,
+    isolated: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    handler = ArchiveSource(_archive(tmp_path / "a", f"fn_fails_{kind}")).load()
     handler.initialize()
-    failed = handler.handle([_request(b"fail", "text"), _request(b"ok", "text")])
-    assert [reply.status for reply in failed] == [418, 418]  # the whole batch, as TorchServe
-    assert json.loads(failed[0].body)["message"] == "told to fail"
+    failing = _request(b"fail", "text") if kind == "fail" else _request(b"x", kind)
+    with caplog.at_level(logging.WARNING, logger="packrat.models.torchserve_handler"):
+        replies = handler.handle([_request(b"ok", "text"), failing, _request(b"ok", "text")])
+    # The whole batch fails together, the requests that would have succeeded too.
+    expected = _torchserve_error(status, message)
+    assert [(r.status, r.content_type, r.body) for r in replies] == [
+        (status, "application/json", expected)
+    ] * 3
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING and record.exc_info is not None
+    assert f"{status} {message}" in record.getMessage()
+    # The handler goes on serving.
+    (after,) = handler.handle([_request(b"ok", "text")])
+    assert (after.status, after.body) == (200, b"text:ok")
+
+
+def test_profiling_a_failing_handler_fails(tmp_path: Path, isolated: None) -> None:
+    handler = ArchiveSource(_archive(tmp_path / "a", "fn_profile_fails")).load()
+    handler.initialize()
+    with pytest.raises(ModelError, match="returned a str, not a list.*Invalid model predict"):
+        handler.inference([_request(b"x", "notalist")])
+    with pytest.raises(KeyError):
+        handler.inference([_request(b"x", "raise")])
+
+
+def test_an_unwritable_answer_is_refused_as_torchserve_refuses_it(
+    tmp_path: Path, isolated: None
+) -> None:
+    handler = ArchiveSource(_archive(tmp_path / "a", "fn_unwritable")).load()
+    handler.initialize()
     (unwritable,) = handler.handle([_request(b"x", "object")])
     assert (unwritable.status, unwritable.body) == (503, b"Unsupported model output data type.")
-    with pytest.raises(ModelError, match="not a list"):
-        handler.handle([_request(b"x", "notalist")])
 
 
 def test_profiling_uses_the_sample_request_or_says_how_to_give_one(
@@ -247,7 +307,9 @@ def test_the_builtin_base_handler_loads_its_torchscript_file_and_fails_as_in_tor
     # TorchServe's default preprocess is `torch.as_tensor(data)` on the requests' dicts of
     # inputs, which fails in TorchServe as here: BaseHandler answers no request by itself.
     with pytest.raises(RuntimeError, match="Could not infer dtype of dict"):
-        handler.handle(_rows([1.0, 2.0]))
+        handler.inference(_rows([1.0, 2.0]))
+    (failed,) = handler.handle(_rows([1.0, 2.0]))
+    assert (failed.status, failed.body) == (503, _torchserve_error(503, "Prediction failed"))
     (folder / "affine.pt").unlink()  # what BaseHandler.initialize loads with torch.jit.load
     with pytest.raises(ModelError, match="'base_handler' failed to load.*affine.pt"):
         ArchiveSource(folder).load().initialize()

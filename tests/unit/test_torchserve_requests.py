@@ -7,7 +7,12 @@ import json
 import pytest
 from starlette.requests import Request
 
-from packrat.models.torchserve_request import TorchServeReply, build_request, parameter_value
+from packrat.models.torchserve_request import (
+    TorchServeReply,
+    build_request,
+    error_reply,
+    parameter_value,
+)
 from packrat.server import ts_requests
 from packrat.server.errors import BadRequest
 
@@ -106,3 +111,16 @@ def test_the_answer_keeps_the_handlers_status_type_and_headers() -> None:
     assert response.headers["content-type"] == "application/json"
     assert response.headers["x-model"] == "m"
     assert "content-type" not in ts_requests.to_response(TorchServeReply(b"x")).headers
+
+
+def test_an_error_is_written_byte_for_byte_as_torchserve_writes_it() -> None:
+    # What TorchServe 0.12 sent for PredictionException(message, 400): Gson's pretty JSON,
+    # non-ASCII as UTF-8, HTML characters as they are, control characters and U+2028 escaped.
+    message = "<a href='x'>&= \"q\" é\n\t\u2028 \x01 /"
+    reply = error_reply(400, message)
+    assert reply.body == (
+        b'{\n  "code": 400,\n  "type": "InternalServerException",\n'
+        b'  "message": "<a href=\'x\'>&= \\"q\\" \xc3\xa9\\n\\t\\u2028 \\u0001 /"\n}\n'
+    )
+    assert (reply.status, reply.content_type) == (400, "application/json")
+    assert json.loads(reply.body)["message"] == message

@@ -8,7 +8,10 @@ It builds the `ts.context.Context` the handler reads (model_dir, manifest, syste
 model_yaml_config) and calls the handler's `initialize(context)`. Then, for each sub-batch of
 the plan, the worker calls the handler's `handle(data, context)` with the requests' inputs and
 their headers set on the context, as TorchServe's `Service.predict` does, and turns each
-answer into TorchServe's bytes (`TorchServeReply`).
+answer into TorchServe's bytes (`TorchServeReply`). A batch the handler fails (it raises, or
+answers other than a list of one output per request) is answered as TorchServe answers it:
+every request gets the same status and JSON error (`failure_status`, `error_reply`), the
+handler's traceback is logged as a warning, and the worker goes on serving.
 
 What differs from TorchServe: Packrat sets the worker's threads and CPU affinity, and the
 context's metrics record nothing (handlers may call any of TorchServe's metric methods; they
@@ -31,7 +34,12 @@ from typing import TYPE_CHECKING, Any
 from packrat.errors import ModelError
 from packrat.models.base import Handler
 from packrat.models.torchserve_archive import ArchiveManifest
-from packrat.models.torchserve_request import JSON_TYPE, TorchServeReply, TorchServeRequest
+from packrat.models.torchserve_request import (
+    JSON_TYPE,
+    TorchServeReply,
+    TorchServeRequest,
+    error_reply,
+)
 
 if TYPE_CHECKING:
     from packrat.models.torchserve_source import SampleRequest
@@ -47,7 +55,9 @@ class TorchServeHandler(Handler):
 
     `preprocess` passes the requests through; `inference` runs the TorchServe handler's whole
     `handle` (its own preprocess, model and postprocess: what a request costs, so what the
-    profiler times); `postprocess` writes each answer as TorchServe would.
+    profiler times); `postprocess` writes each answer as TorchServe would. `handle` answers a
+    failed batch as TorchServe does, where `inference` raises (so profiling a failing handler
+    fails).
     """
 
     def __init__(
@@ -106,26 +116,40 @@ class TorchServeHandler(Handler):
     def preprocess(self, requests: list[TorchServeRequest]) -> list[TorchServeRequest]:
         return requests
 
+    def handle(self, requests: list[TorchServeRequest]) -> list[TorchServeReply]:
+        """One reply per request; if the handler fails the batch, TorchServe's error answer
+        (`failure_status`) for every request of it, the traceback logged as a warning."""
+        try:
+            outputs = self.inference(self.preprocess(requests))
+        except Exception as error:  # a user's handler may raise anything: TorchServe answers it
+            status, message = failure_status(error)
+            log.warning(
+                "the TorchServe handler failed a batch of %d: %d %s",
+                len(requests), status, message, exc_info=True,
+            )  # fmt: skip
+            return [error_reply(status, message)] * len(requests)
+        return self.postprocess(outputs)
+
     def inference(self, batch: list[TorchServeRequest]) -> list[Any]:
         """The handler's `handle(data, context)` on the batch, its requests' ids and headers
-        on the context; a PredictionException becomes the status it names for every request,
-        as in TorchServe."""
+        on the context: one output per request. Raises what the handler raises, or
+        InvalidOutput if it answers other than a list of one output per request."""
         from ts.context import RequestProcessor
-        from ts.utils.util import PredictionException
 
         context = self._service.context
         ids = {i: request.request_id for i, request in enumerate(batch)}
         context.request_ids = ids
         context.request_processor = [RequestProcessor(dict(r.headers)) for r in batch]
         context.metrics.request_ids = ids
-        try:
-            outputs = self._service._entry_point([r.inputs for r in batch], context)
-        except PredictionException as error:
-            return [_Failure(error.error_code, error.message)] * len(batch)
+        outputs = self._service._entry_point([r.inputs for r in batch], context)
         if not isinstance(outputs, list):
-            raise ModelError(
-                f"the TorchServe handler returned a {type(outputs).__name__}, not a list of one "
-                "answer per request (TorchServe answers 503: Invalid model predict output)"
+            raise InvalidOutput(
+                "Invalid model predict output", f"returned a {type(outputs).__name__}, not a list"
+            )
+        if len(outputs) != len(batch):
+            raise InvalidOutput(
+                "number of batch response mismatched",
+                f"returned {len(outputs)} outputs for {len(batch)} requests",
             )
         return outputs
 
@@ -171,21 +195,34 @@ def _quiet_import(*, skip_openvino: bool) -> Iterator[None]:
             del sys.modules[OPENVINO_TORCH]
 
 
-class _Failure:
-    """A PredictionException's status and message, for every request of its batch."""
+class InvalidOutput(ModelError):
+    """The TorchServe handler's answer to a batch is not a list of one output per request;
+    `answer` is the message TorchServe answers it with (status 503)."""
 
-    def __init__(self, code: int, message: str) -> None:
-        self.code = code
-        self.message = message
+    def __init__(self, answer: str, what: str) -> None:
+        super().__init__(f"the TorchServe handler {what} (TorchServe answers 503: {answer})")
+        self.answer = answer
+
+
+def failure_status(error: Exception) -> tuple[int, str]:
+    """The status and message TorchServe 0.12's worker (`Service.predict`) answers a batch
+    with when its handler failed with `error`."""
+    from ts.utils.util import PredictionException
+
+    if isinstance(error, PredictionException):
+        return int(error.error_code), str(error.message)
+    if isinstance(error, InvalidOutput):
+        return 503, error.answer
+    # TorchServe's own rule, kept so that answers match: any exception whose text names CUDA
+    # is taken for running out of GPU memory.
+    if isinstance(error, MemoryError) or "CUDA" in str(error):
+        return 507, "Out of resources"
+    return 503, "Prediction failed"
 
 
 def _reply(output: Any, context: Any, index: int) -> TorchServeReply:
     """One answer as TorchServe's backend writes it (`create_predict_response`), with the
     status, content type and headers the handler set for this request."""
-    if isinstance(output, _Failure):
-        error = {"code": output.code, "type": "PredictionException", "message": output.message}
-        text = json.dumps(error, indent=2)
-        return TorchServeReply(text.encode(), JSON_TYPE, output.code, output.message)
     headers = dict(context.get_response_headers(index))
     content_type = headers.pop("content-type", None) or None
     code, phrase = context.get_response_status(index)

@@ -17,7 +17,8 @@ headers and each parameter's content type through `context.get_request_header(id
 The reply is what TorchServe's backend writes for one request (`create_predict_response`):
 bytes as they are, a str as UTF-8, a torch.Tensor as `torch.save` writes it, anything else as
 `json.dumps(value, indent=2)`, with the status, content type and headers the handler set on
-its context. Both types are plain picklable values; nothing here imports torch.
+its context. When the handler fails, every request of its batch gets TorchServe's error answer
+instead (`error_reply`). Both types are plain picklable values; nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -56,6 +57,18 @@ class TorchServeReply:
     status: int = 200
     phrase: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+
+
+def error_reply(status: int, message: str) -> TorchServeReply:
+    """TorchServe's answer to a request whose batch failed with `status` and `message`: the
+    JSON error its frontend writes, `{"code", "type": "InternalServerException", "message"}`,
+    pretty-printed by Gson, with a final newline (as TorchServe 0.12 sends it, byte for byte)."""
+    error = {"code": status, "type": "InternalServerException", "message": message}
+    text = json.dumps(error, indent=2, ensure_ascii=False)
+    # Gson writes non-ASCII as UTF-8 but escapes the two line separators, which json.dumps
+    # leaves raw (JavaScript source cannot hold them inside a string).
+    text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return TorchServeReply((text + "\n").encode("utf-8"), JSON_TYPE, status)
 
 
 def parameter_value(data: bytes | bytearray, content_type: str) -> Any:
