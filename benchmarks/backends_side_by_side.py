@@ -2,12 +2,15 @@
 single-process configuration of each backend (issue 15).
 
     python benchmarks/backends_side_by_side.py [--models resnet50 bert-base gpt2]
-        [--batches 1-64] [--rounds 3] [--runs 5] [--output docs/benchmarks/backends.md]
+        [--batches 1-64] [--rounds 3] [--warmup 2] [--runs 5] [--resume]
+        [--output docs/benchmarks/backends.md]
         [--workdir DIR] [--peak-sizes 1024,2048,4096]
 
 (with the project's venv active, from the repository root). Writes the Markdown report, its
 plot beside it (backends.png for backends.md) and the raw numbers, every timed batch of every
-round, to WORKDIR/backends.json; each system's log is WORKDIR/MODEL/SYSTEM.log.
+round, to WORKDIR/backends.json; each system's log is WORKDIR/MODEL/SYSTEM.log. Every
+measurement is also appended to WORKDIR/journal.jsonl as it is taken: a run stopped part-way
+is finished by the same command with `--resume`, which measures only what the journal lacks.
 
 Issue 15's target: at every batch size from 1 to 64, Packrat's planned batch latency is no
 worse than the best single-process configuration of any backend.
@@ -42,8 +45,8 @@ The single-process systems are timed on the batch already stacked (a tensor or n
 only the model runs. Packrat's time includes its round trip, so the comparison leans their way.
 
 Rounds are the replicates (the machine's speed drifts by 10-30% within minutes): in every
-round, for every batch size, every system runs 2 untimed and `--runs` timed batches, in an
-order that rotates from one batch size to the next and from round to round. Per round and
+round, for every batch size, every system runs `--warmup` untimed and `--runs` timed batches,
+in an order that rotates from one batch size to the next and from round to round. Per round and
 system the median batch is taken; over rounds, the median of those and the 95% CI of their
 geometric mean (`harness.stats.Estimate`). Best / packrat is paired by round: the fastest
 single-process system's median in that round over Packrat's (above 1: Packrat is faster).
@@ -65,21 +68,30 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from harness.backends.children import run_system, run_torch_numbers
+from harness.backends.journal import Journal
 from harness.backends.report import SYSTEMS, ModelRun, Session, write_report
 from harness.backends.setup import prepare_model
 from harness.rounds import rotated
 
-if TYPE_CHECKING:
-    pass
-
 REPO = Path(__file__).resolve().parents[1]
 METHOD = (__doc__ or "")[(__doc__ or "").index("For each model,") :].strip()
-WARMUP_BATCHES = 2
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How much is measured: rounds, and per round, batch size and system the untimed
+    (warmup) and timed batches."""
+
+    rounds: int
+    warmup: int
+    runs: int
+
+
 STOP_TIMEOUT_S = 30.0
 
 
@@ -132,9 +144,9 @@ class Child:
         """The settings the system reports once built; RuntimeError if it failed."""
         return self._read()["ready"]  # type: ignore[no-any-return]
 
-    def time_batches(self, batch: int, runs: int) -> tuple[list[float], str]:
-        """`runs` timed batches of `batch` (ms) after WARMUP_BATCHES untimed, and its note."""
-        command = {"batch": batch, "warmup": WARMUP_BATCHES, "runs": runs}
+    def time_batches(self, batch: int, warmup: int, runs: int) -> tuple[list[float], str]:
+        """`runs` timed batches of `batch` (ms) after `warmup` untimed, and its note."""
+        command = {"batch": batch, "warmup": warmup, "runs": runs}
         try:
             self._stdin.write(json.dumps(command) + "\n")
             self._stdin.flush()
@@ -166,12 +178,16 @@ class Child:
         return f"{self.system}: {what} (log {self.log}: {' / '.join(tail)})"
 
 
-def start_children(run: ModelRun, folder: Path) -> dict[str, Child]:
-    """Every system that can run, started and ready; the others land in `run.unavailable`."""
-    children = {s: Child(s, folder) for s in SYSTEMS if s not in run.unavailable}
+def start_children(
+    run: ModelRun, folder: Path, journal: Journal, wanted: set[str]
+) -> dict[str, Child]:
+    """The `wanted` systems (and Packrat's, whose engine must start), started and ready; those
+    that cannot start land in `run.unavailable`."""
+    children = {s: Child(s, folder) for s in SYSTEMS if s in wanted or s == "packrat"}
     for system, child in list(children.items()):
         try:
             run.properties[system] = child.wait_ready()
+            journal.record_ready(run.model, system, run.properties[system])
         except RuntimeError as exc:
             print(f"{run.model}: {exc}", flush=True)
             run.unavailable[system] = str(exc)
@@ -187,46 +203,77 @@ def start_children(run: ModelRun, folder: Path) -> dict[str, Child]:
 # --- rounds -------------------------------------------------------------------------------------
 
 
-def measure_model(run: ModelRun, rounds: int, runs: int, folder: Path, clock: Clock) -> None:
-    """Every round of one model, into `run` (per round medians, every sample)."""
-    children = start_children(run, folder)
-    started = list(children)  # a system dropped later keeps its place, with nan values
-    for system in started:
+def measure_model(
+    run: ModelRun, settings: Settings, folder: Path, clock: Clock, journal: Journal
+) -> None:
+    """Every round of one model, into `run` (per round medians, every sample); what the
+    journal already holds is taken from it, and only the rest is measured."""
+    systems = [s for s in SYSTEMS if s not in run.unavailable]
+    steps = [
+        (number, batch, rotated(systems, number + index))
+        for number in range(settings.rounds)
+        for index, batch in enumerate(run.batches)
+    ]
+    for system in systems:
         run.medians[system] = {b: [] for b in run.batches}
         run.notes[system] = {b: [] for b in run.batches}
+    taken = {
+        (n, b, s): journal.get((run.model, n + 1, b, s)) for n, b, order in steps for s in order
+    }
+    for entry in taken.values():
+        if entry is not None and entry.get("error"):
+            run.unavailable.setdefault(entry["system"], entry["error"])
+    wanted = {s for (_, _, s), entry in taken.items() if entry is None} - set(run.unavailable)
+    children = start_children(run, folder, journal, wanted) if wanted else {}
+    for system in systems:
+        if (run.model, system) in journal.ready:
+            run.properties.setdefault(system, journal.ready[(run.model, system)])
     try:
-        for number in range(rounds):
-            for index, batch in enumerate(run.batches):
-                order = rotated(started, number + index)
-                for system in order:
-                    time_one(run, children, system, batch, number, runs)
-                clock.tick(run, number, rounds, batch, order)
+        for number, batch, order in steps:
+            for system in order:
+                entry = taken[(number, batch, system)]
+                if entry is None:
+                    entry = time_one(run, children, system, batch, number, settings)
+                    journal.record(run.model, entry)
+                keep(run, entry)
+            clock.tick(run, number, settings.rounds, batch, order)
     finally:
         for child in children.values():
             child.stop()
 
 
 def time_one(
-    run: ModelRun, children: dict[str, Child], system: str, batch: int, number: int, runs: int
-) -> None:
-    """One system's batches of `batch` in round `number`; a system that fails is dropped from
-    the model's later rounds (its values nan), and the report says why."""
+    run: ModelRun,
+    children: dict[str, Child],
+    system: str,
+    batch: int,
+    number: int,
+    settings: Settings,
+) -> dict[str, Any]:
+    """One system's batches of `batch` in round `number`, as a journal entry; a system that
+    fails is dropped from the model's later rounds (its values nan), and the report says why."""
+    entry: dict[str, Any] = {"round": number + 1, "batch": batch, "system": system, "ms": [],
+                             "note": ""}  # fmt: skip
     child = children.get(system)
-    samples: list[float] = []
-    note = ""
     if child is not None:
         try:
-            samples, note = child.time_batches(batch, runs)
+            entry["ms"], entry["note"] = child.time_batches(batch, settings.warmup, settings.runs)
         except RuntimeError as exc:
             print(f"{run.model}: {exc}; dropped", flush=True)
-            run.unavailable[system] = f"failed in round {number + 1} at batch {batch}: {exc}"
+            entry["error"] = f"failed in round {number + 1} at batch {batch}: {exc}"
+            run.unavailable[system] = entry["error"]
             child.stop()
             del children[system]
-    median = statistics.median(samples) if samples else float("nan")
-    run.medians[system][batch].append(median)
-    run.notes[system][batch].append(note)
-    run.samples.append({"round": number + 1, "batch": batch, "system": system, "ms": samples,
-                        "note": note})  # fmt: skip
+    return entry
+
+
+def keep(run: ModelRun, entry: dict[str, Any]) -> None:
+    """One measurement into the model's per round medians, notes and samples."""
+    samples: list[float] = entry["ms"]
+    system, batch = entry["system"], entry["batch"]
+    run.medians[system][batch].append(statistics.median(samples) if samples else float("nan"))
+    run.notes[system][batch].append(entry["note"])
+    run.samples.append({k: v for k, v in entry.items() if k != "error"})
 
 
 class Clock:
@@ -249,12 +296,16 @@ class Clock:
         )
 
 
-def estimate_s(runs: list[ModelRun], rounds: int, timed: int) -> float:
-    """A rough time for every round: each system about as fast as Packrat's plan is
-    predicted to be, plus a minute per model to start its processes."""
+def estimate_s(runs: list[ModelRun], settings: Settings, done: int) -> float:
+    """A rough time for the rounds still to measure (`done` measurements are in the journal):
+    each system about as fast as Packrat's plan is predicted to be, plus a minute per model to
+    start its processes."""
     per_round_ms = sum(sum(run.predicted_ms.values()) for run in runs)
-    batches = WARMUP_BATCHES + timed
-    return rounds * batches * len(SYSTEMS) * per_round_ms / 1000.0 * 1.5 + 60.0 * len(runs)
+    measurements = settings.rounds * len(SYSTEMS) * sum(len(run.batches) for run in runs)
+    left = 1.0 - done / measurements
+    batches = settings.warmup + settings.runs
+    rounds_s = settings.rounds * batches * len(SYSTEMS) * per_round_ms / 1000 * 1.5
+    return rounds_s * left + 60.0 * len(runs)
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -275,10 +326,14 @@ def main() -> None:
     os.environ["PACKRAT_CACHE_DIR"] = str(workdir / "cache")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     batches = parse_batches(args.batches)
+    settings = Settings(args.rounds, args.warmup, args.runs)
+    journal = Journal(workdir / "journal.jsonl", args.resume)
     started = time.monotonic()
     print(
         f"{len(args.models)} models x {len(batches)} batch sizes x {len(SYSTEMS)} systems x "
-        f"{args.rounds} rounds x ({WARMUP_BATCHES} + {args.runs}) batches; first each model's "
+        f"{args.rounds} rounds x ({args.warmup} + {args.runs}) batches"
+        + (f" ({len(journal)} measurements from {journal.path})" if args.resume else "")
+        + "; first each model's "
         f"backend choice, conversions and profile (minutes each on a first run, then cached in "
         f"{workdir / 'cache'}), then the peak, then the rounds",
         flush=True,
@@ -289,15 +344,18 @@ def main() -> None:
     for run in runs:
         run.flops_per_request = numbers["flops"][run.model]
     print(f"peak GEMM: {numbers['peak']}", flush=True)
-    print(f"rounds: about {estimate_s(runs, args.rounds, args.runs) / 60:.0f} min", flush=True)
+    left = estimate_s(runs, settings, len(journal))
+    print(f"rounds: about {left / 60:.0f} min", flush=True)
     clock = Clock(args.rounds * len(batches) * len(runs))
+    from_journal = len(journal)
     for run in runs:
-        measure_model(run, args.rounds, args.runs, workdir / run.model, clock)
+        measure_model(run, settings, workdir / run.model, clock, journal)
     session = Session(
         command="python benchmarks/backends_side_by_side.py " + " ".join(sys.argv[1:]),
         rounds=args.rounds,
         runs=args.runs,
-        warmup=WARMUP_BATCHES,
+        warmup=args.warmup,
+        from_journal=from_journal,
         peak=numbers["peak"],
         models=runs,
         total_s=time.monotonic() - started,
@@ -314,6 +372,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batches", default="1-64", help="e.g. 1-64, 1,2,4 or 1-8,16")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=5, help="timed batches per round, system")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed batches before them")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="take what WORKDIR/journal.jsonl holds (a run stopped part-way, same options) "
+        "and measure only the rest; without it the journal starts empty",
+    )
     parser.add_argument("--output", type=Path, default=REPO / "docs/benchmarks/backends.md")
     parser.add_argument("--workdir", type=Path, help="default: a new temporary directory")
     parser.add_argument("--peak-sizes", default="1024,2048,4096", help="GEMM sizes n")

@@ -84,7 +84,7 @@ class PackratRunner:
     def prepare(self, batch: int) -> str:
         plan = self._plans[batch]
         self._engine.reconfigure(plan)  # in place: re-pins and re-threads, milliseconds
-        return plan.describe()
+        return str(plan.describe())
 
     def run(self, batch: int) -> None:
         self._engine.infer(self._requests[:batch])
@@ -326,5 +326,5 @@ def flops_per_request(model: str) -> float:
     handler = source.load()
     batch = source.input_spec.example_batch(1, SEED)
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        handler.module(batch)  # type: ignore[attr-defined]
+        handler.module(batch)
     return float(counter.get_total_flops())

@@ -90,6 +90,8 @@ class Session:
     peak: dict[str, Any]
     models: list[ModelRun]
     total_s: float
+    from_journal: int = 0
+    """Measurements taken from the journal of a run stopped part-way (`--resume`)."""
     measured: str = field(
         default_factory=lambda: datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     )
@@ -119,7 +121,14 @@ def render(session: Session, method: str, plot_name: str) -> str:
         "",
         f"Command: `{session.command}` ({plural(session.rounds, 'round')}; per round, batch "
         f"size and system {session.warmup} untimed and {session.runs} timed batches; total "
-        f"{session.total_s / 60:.1f} min).",
+        f"{session.total_s / 60:.1f} min"
+        + (
+            f", resumed: {session.from_journal} measurements taken from the journal of the "
+            "run it finished"
+            if session.from_journal
+            else ""
+        )
+        + ").",
         "",
         "## How it was measured",
         "",
