@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from packrat.errors import PackratError
+from packrat.errors import PackratError, WorkerError
 from packrat.models import HandlerFileSource, ZooSource
 from packrat.models.accuracy import AccuracyBudget
+from packrat.models.backends import Backend
 from packrat.profiler import backend_select
 from packrat.profiler.backend_choice import Candidate
 from packrat.profiler.backend_select import select_backend
@@ -55,6 +56,35 @@ def test_auto_times_every_candidate_and_serves_the_fastest_accurate_one() -> Non
         np.testing.assert_allclose(
             _outputs(selection.source, 3), _outputs(source, 3), rtol=1e-3, atol=1e-4
         )
+
+
+def test_a_choice_made_while_a_candidate_failed_to_run_is_chosen_again_next_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # OpenVINO's workers die once (as a worker killed for memory would): the choice is made
+    # among the others, and not cached, so the next start times OpenVINO again.
+    real = backend_select.measure_cells
+    timed: list[str] = []
+
+    def dies_once(candidate_source: object, *args: object, **kwargs: object) -> object:
+        backend = getattr(candidate_source, "backend", Backend.TORCH).value
+        timed.append(backend)
+        if backend == OV.backend and timed.count(backend) == 1:
+            raise WorkerError("instance 0 (pid 1, cores [0]) died with exit code 1")
+        return real(candidate_source, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(backend_select, "measure_cells", dies_once)
+    source, topology = ZooSource("tiny-resnet"), read_topology()
+    first = select_backend(source, "auto", "auto", topology, 4)
+    assert first.candidate != OV
+    assert first.verdicts[str(OV)].startswith("failed to run: instance 0")
+    second = select_backend(source, "auto", "auto", topology, 4)
+    assert timed.count(OV.backend) == 2  # timed again, not taken from a cache
+    assert not second.verdicts[str(OV)].startswith("failed")
+    assert "chosen at an earlier start" not in second.reason
+    third = select_backend(source, "auto", "auto", topology, 4)  # this one was cached
+    assert timed.count(OV.backend) == 2
+    assert third.reason.startswith(second.reason + " (chosen at an earlier start: ")
 
 
 def test_a_named_backend_is_served_as_asked_without_timing_the_others() -> None:

@@ -15,7 +15,10 @@ is fastest, not the profile (which is then measured for the chosen one alone).
 
 A choice among several candidates is cached (`<cache>/backends/`), keyed by the model, the
 options, the cores and the libraries' versions: a restart reuses it (and the cached
-conversion) instead of timing every candidate again; delete the file to choose afresh.
+conversion) instead of timing every candidate again; delete the file to choose afresh. A
+choice made while a candidate failed to run (its workers died or did not start: perhaps a
+passing shortage of memory) is not cached, so the next start times that candidate again
+instead of keeping a slower backend for good.
 
 Only models that torch serves from a file of weights and a graph (zoo, TorchScript, .pt2) can
 be converted; a handler file, an .onnx or an OpenVINO IR is served by the backend its format
@@ -162,6 +165,7 @@ def select_backend(
     trials: dict[Candidate, Trial] = {}
     accuracy: dict[str, dict[str, Any]] = {}
     cells = probe_cells(topology.num_cores, max_batch)
+    failed_to_run: list[str] = []
     progress.start(2 * len(wanted), f"{source.name}: choosing among {len(wanted)} backends")
     for candidate in wanted:
         progress.advance(1, f"{source.name}: converting for {candidate} (cached after once)")
@@ -209,6 +213,7 @@ def select_backend(
             )  # fmt: skip
         except PackratError as exc:
             trials[candidate] = Trial(candidate, error=f"failed to run: {exc}")
+            failed_to_run.append(str(candidate))
             continue
         latency = {cell: s.mean_ms for cell, s in stats.items()}
         trials[candidate] = Trial(
@@ -223,7 +228,15 @@ def select_backend(
     verdicts = {str(c): verdict for c, verdict in choice.verdicts.items()}
     selection = Selection(sources[choice.chosen], choice.chosen, choice.reason, accuracy, verdicts)
     assert saved_at is not None  # several candidates were wanted
-    _save(saved_at, selection)
+    if failed_to_run:
+        logger.warning(
+            "%s: not caching the backend choice: %s failed to run; the next start times %s again",
+            source.name,
+            " and ".join(failed_to_run),
+            "it" if len(failed_to_run) == 1 else "them",
+        )
+    else:
+        _save(saved_at, selection)
     return selection
 
 
