@@ -2,7 +2,7 @@
 single-process configuration of each backend (issue 15).
 
     python benchmarks/backends_side_by_side.py [--models resnet50 bert-base gpt2]
-        [--batches 1-64] [--rounds 3] [--warmup 2] [--runs 5] [--resume]
+        [--batches 1-64 [MODEL=1-16,32,...]] [--rounds 3] [--warmup 2] [--runs 5] [--resume]
         [--output docs/benchmarks/backends.md]
         [--workdir DIR] [--peak-sizes 1024,2048,4096]
 
@@ -70,10 +70,11 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from harness.backends.children import run_system, run_torch_numbers
 from harness.backends.journal import Journal
+from harness.backends.processes import Child, start_children
 from harness.backends.report import SYSTEMS, ModelRun, Session, write_report
 from harness.backends.setup import prepare_model
 from harness.rounds import rotated
@@ -92,7 +93,20 @@ class Settings:
     runs: int
 
 
-STOP_TIMEOUT_S = 30.0
+def batches_per_model(entries: list[str], models: list[str]) -> dict[str, list[int]]:
+    """Each model's batch sizes from `--batches`: a SPEC for every model, or MODEL=SPEC for
+    one (which wins)."""
+    default = [e for e in entries if "=" not in e]
+    if len(default) > 1:
+        raise SystemExit(f"--batches: one batch sizes for every model, not {default}")
+    found = {model: parse_batches(default[0] if default else "1-64") for model in models}
+    for entry in entries:
+        model, _, spec = entry.partition("=")
+        if spec:
+            if model not in found:
+                raise SystemExit(f"--batches {entry!r}: {model} is not in --models {models}")
+            found[model] = parse_batches(spec)
+    return found
 
 
 def parse_batches(text: str) -> list[int]:
@@ -121,85 +135,6 @@ def torch_numbers(models: list[str], sizes: list[int], workdir: Path) -> dict[st
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
-# --- the systems' processes ---------------------------------------------------------------------
-
-
-class Child:
-    """One system's process for one model (benchmarks/harness/backends/children.py), timing batches
-    on request; its stderr goes to WORKDIR/MODEL/SYSTEM.log."""
-
-    def __init__(self, system: str, folder: Path) -> None:
-        self.system = system
-        self.log = folder / f"{system}.log"
-        command = [sys.executable, __file__, "--child", system, str(folder / "setup.json"),
-                   str(os.getpid())]  # fmt: skip
-        with self.log.open("w") as log:
-            self._process = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True
-            )
-        self._stdin: IO[str] = self._process.stdin  # type: ignore[assignment]
-        self._stdout: IO[str] = self._process.stdout  # type: ignore[assignment]
-
-    def wait_ready(self) -> dict[str, str]:
-        """The settings the system reports once built; RuntimeError if it failed."""
-        return self._read()["ready"]  # type: ignore[no-any-return]
-
-    def time_batches(self, batch: int, warmup: int, runs: int) -> tuple[list[float], str]:
-        """`runs` timed batches of `batch` (ms) after `warmup` untimed, and its note."""
-        command = {"batch": batch, "warmup": warmup, "runs": runs}
-        try:
-            self._stdin.write(json.dumps(command) + "\n")
-            self._stdin.flush()
-        except BrokenPipeError:
-            raise RuntimeError(self._failure("exited")) from None
-        answer = self._read()
-        return answer["ms"], answer["note"]
-
-    def stop(self) -> None:
-        if self._process.poll() is None:
-            self._stdin.close()
-            try:
-                self._process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-
-    def _read(self) -> dict[str, Any]:
-        line = self._stdout.readline()
-        if not line:
-            raise RuntimeError(self._failure("exited"))
-        answer: dict[str, Any] = json.loads(line)
-        if "error" in answer:
-            raise RuntimeError(self._failure(answer["error"]))
-        return answer
-
-    def _failure(self, what: str) -> str:
-        tail = self.log.read_text().strip().splitlines()[-5:]
-        return f"{self.system}: {what} (log {self.log}: {' / '.join(tail)})"
-
-
-def start_children(
-    run: ModelRun, folder: Path, journal: Journal, wanted: set[str]
-) -> dict[str, Child]:
-    """The `wanted` systems (and Packrat's, whose engine must start), started and ready; those
-    that cannot start land in `run.unavailable`."""
-    children = {s: Child(s, folder) for s in SYSTEMS if s in wanted or s == "packrat"}
-    for system, child in list(children.items()):
-        try:
-            run.properties[system] = child.wait_ready()
-            journal.record_ready(run.model, system, run.properties[system])
-        except RuntimeError as exc:
-            print(f"{run.model}: {exc}", flush=True)
-            run.unavailable[system] = str(exc)
-            child.stop()
-            del children[system]
-    if "packrat" not in children:
-        for child in children.values():
-            child.stop()
-        raise SystemExit(f"{run.model}: Packrat's engine did not start")
-    return children
-
-
 # --- rounds -------------------------------------------------------------------------------------
 
 
@@ -224,7 +159,7 @@ def measure_model(
         if entry is not None and entry.get("error"):
             run.unavailable.setdefault(entry["system"], entry["error"])
     wanted = {s for (_, _, s), entry in taken.items() if entry is None} - set(run.unavailable)
-    children = start_children(run, folder, journal, wanted) if wanted else {}
+    children = start_children(Path(__file__), run, folder, journal, wanted) if wanted else {}
     for system in systems:
         if (run.model, system) in journal.ready:
             run.properties.setdefault(system, journal.ready[(run.model, system)])
@@ -325,12 +260,13 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     os.environ["PACKRAT_CACHE_DIR"] = str(workdir / "cache")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    batches = parse_batches(args.batches)
+    batches = batches_per_model(args.batches, args.models)
     settings = Settings(args.rounds, args.warmup, args.runs)
-    journal = Journal(workdir / "journal.jsonl", args.resume)
+    journal = Journal(workdir / "journal.jsonl", args.resume, asdict(settings))
     started = time.monotonic()
     print(
-        f"{len(args.models)} models x {len(batches)} batch sizes x {len(SYSTEMS)} systems x "
+        f"{len(args.models)} models x {sum(map(len, batches.values()))} batch sizes in all x "
+        f"{len(SYSTEMS)} systems x "
         f"{args.rounds} rounds x ({args.warmup} + {args.runs}) batches"
         + (f" ({len(journal)} measurements from {journal.path})" if args.resume else "")
         + "; first each model's "
@@ -338,7 +274,7 @@ def main() -> None:
         f"{workdir / 'cache'}), then the peak, then the rounds",
         flush=True,
     )
-    runs = [prepare_model(model, batches, workdir) for model in args.models]
+    runs = [prepare_model(model, batches[model], workdir) for model in args.models]
     sizes = [int(n) for n in args.peak_sizes.split(",")]
     numbers = torch_numbers(args.models, sizes, workdir)
     for run in runs:
@@ -346,7 +282,7 @@ def main() -> None:
     print(f"peak GEMM: {numbers['peak']}", flush=True)
     left = estimate_s(runs, settings, len(journal))
     print(f"rounds: about {left / 60:.0f} min", flush=True)
-    clock = Clock(args.rounds * len(batches) * len(runs))
+    clock = Clock(args.rounds * sum(len(run.batches) for run in runs))
     from_journal = len(journal)
     for run in runs:
         measure_model(run, settings, workdir / run.model, clock, journal)
@@ -369,7 +305,12 @@ def main() -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["resnet50", "bert-base", "gpt2"])
-    parser.add_argument("--batches", default="1-64", help="e.g. 1-64, 1,2,4 or 1-8,16")
+    parser.add_argument(
+        "--batches",
+        nargs="+",
+        default=["1-64"],
+        help="e.g. 1-64, 1,2,4 or 1-8,16 for every model; MODEL=SPEC for one",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=5, help="timed batches per round, system")
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches before them")

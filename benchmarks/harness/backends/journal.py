@@ -2,7 +2,8 @@
 WORKDIR/journal.jsonl as soon as it is taken, so that a run stopped part-way (a reboot, a
 killed session) is finished by running the same command with `--resume` instead of again.
 
-One JSON object per line, of two kinds:
+One JSON object per line: first the settings it was taken with ({"settings": {"rounds",
+"warmup", "runs"}}; resuming with others is refused), then of two kinds:
 - a system's settings once built: {"model", "system", "ready": {...}};
 - one system's batches of one size in one round: {"model", "round", "batch", "system",
   "ms": [...], "note"} (`ms` empty: it failed, and `note` says why).
@@ -21,16 +22,22 @@ Key = tuple[str, int, int, str]
 class Journal:
     """What a run has measured so far, and the file each new measurement is appended to."""
 
-    def __init__(self, path: Path, resume: bool) -> None:
+    def __init__(self, path: Path, resume: bool, settings: dict[str, int]) -> None:
         self.path = path
         self.ready: dict[tuple[str, str], dict[str, str]] = {}
         self.measured: dict[Key, dict[str, Any]] = {}
         if resume and path.exists():
-            for line in path.read_text().splitlines():
-                if line.strip():
-                    self._take(json.loads(line))
-        elif path.exists():
-            path.unlink()
+            lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            taken_with = lines[0].get("settings") if lines else settings
+            if taken_with != settings:
+                raise SystemExit(
+                    f"{path} was taken with {taken_with}, not {settings}: resume with the "
+                    "same --rounds, --warmup and --runs, or start afresh without --resume"
+                )
+            for entry in lines[1:]:
+                self._take(entry)
+        if not (resume and path.exists()):
+            path.write_text(json.dumps({"settings": settings}) + "\n")
 
     def __len__(self) -> int:
         return len(self.measured)
