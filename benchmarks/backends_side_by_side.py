@@ -51,11 +51,11 @@ system the median batch is taken; over rounds, the median of those and the 95% C
 geometric mean (`harness.stats.Estimate`). Best / packrat is paired by round: the fastest
 single-process system's median in that round over Packrat's (above 1: Packrat is faster).
 
-The machine's peak: `torch.matmul` of n x n matrices, fp32 and bf16, on every physical core,
-the best rate over `--peak-sizes`; each model's FLOPs per request from
-`torch.utils.flop_counter` on its eager module at batch 1 (matrix products and convolutions).
-For each batch size the fastest system's rate (FLOPs per request x B / its median latency) is
-set against the peak in the precision it computed in.
+The machine's peak: `torch.matmul` of n x n matrices, fp32 and (on a CPU that computes it
+natively) bf16, on every physical core, the best rate over `--peak-sizes`; each model's FLOPs
+per request from `torch.utils.flop_counter` on its eager module at batch 1 (matrix products
+and convolutions). For each batch size the fastest system's rate (FLOPs per request x B / its
+median latency) is set against the peak in the precision it computed in.
 """
 
 from __future__ import annotations

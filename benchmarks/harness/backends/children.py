@@ -288,12 +288,18 @@ def peak_gemm(sizes: list[int], threads: int, min_time_s: float = 0.5) -> dict[s
     """The machine's GEMM rate in fp32 and bf16: `torch.matmul` of two n x n matrices on
     `threads` threads, for each n of `sizes`, the fastest of at least 3 timed runs (after one
     untimed) or `min_time_s` of them; per precision the best over sizes, in GFLOP/s (2 n^3
-    FLOPs per product)."""
+    FLOPs per product). bf16 only where the CPU computes it natively: elsewhere no system
+    computes in it, and torch's emulation takes minutes for one large product."""
     import torch
+
+    from packrat.topology import runs_bf16_natively
 
     torch.set_num_threads(threads)
     found: dict[str, Any] = {"threads": threads}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+    precisions = [("fp32", torch.float32)]
+    if runs_bf16_natively():
+        precisions.append(("bf16", torch.bfloat16))
+    for name, dtype in precisions:
         best = {"gflops": 0.0, "size": 0}
         for n in sizes:
             generator = torch.Generator().manual_seed(SEED)

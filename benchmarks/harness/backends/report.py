@@ -231,7 +231,10 @@ def peak_section(session: Session) -> list[str]:
     rates = ", ".join(
         f"{name} {peak[name]['gflops']:.0f} GFLOP/s (n = {peak[name]['size']})"
         for name in ("fp32", "bf16")
+        if name in peak
     )
+    if "bf16" not in peak:
+        rates += " (bf16 not measured: this CPU does not compute it natively)"
     lines = [
         "## How far from the machine's peak",
         "",
