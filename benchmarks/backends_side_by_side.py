@@ -48,8 +48,11 @@ Rounds are the replicates (the machine's speed drifts by 10-30% within minutes):
 round, for every batch size, every system runs `--warmup` untimed and `--runs` timed batches,
 in an order that rotates from one batch size to the next and from round to round. Per round and
 system the median batch is taken; over rounds, the median of those and the 95% CI of their
-geometric mean (`harness.stats.Estimate`). Best / packrat is paired by round: the fastest
-single-process system's median in that round over Packrat's (above 1: Packrat is faster).
+geometric mean (`harness.stats.Estimate`). The best single-process system of a batch size is
+the one with the lowest median over rounds (one configuration, as a user would pick it); best
+/ packrat is paired by round: its median in each round over Packrat's (above 1: Packrat is
+faster). Taking in each round whichever system was fastest would favour the single-process
+side: the least of four noisy values is biased low.
 
 The machine's peak: `torch.matmul` of n x n matrices, fp32 and (on a CPU that computes it
 natively) bf16, on every physical core, the best rate over `--peak-sizes`; each model's FLOPs
