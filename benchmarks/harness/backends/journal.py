@@ -6,7 +6,7 @@ One JSON object per line: first the settings it was taken with ({"settings": {"r
 "warmup", "runs"}}; resuming with others is refused), then of two kinds:
 - a system's settings once built: {"model", "system", "ready": {...}};
 - one system's batches of one size in one round: {"model", "round", "batch", "system",
-  "ms": [...], "note"} (`ms` empty: it failed, and `note` says why).
+  "ms": [...], "note"} (`ms` empty: nothing was timed; "error" says why where it failed).
 """
 
 from __future__ import annotations
