@@ -8,7 +8,9 @@ instance with every core.
 
 from __future__ import annotations
 
+import bisect
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -104,3 +106,29 @@ def parse_plan(text: str, cores: int | None = None) -> Plan:
         latency_ms=float("nan"),
         instances=instances,
     )
+
+
+@dataclass(frozen=True)
+class CellOwners:
+    """Which of several backends runs each cell (threads, batch) of a model served on a mix
+    of them (`controller.backend_mix`, `models.mixed_source`).
+
+    runs: per thread count, (first batch, owner) where the owner changes, by first batch;
+        an owner is an index into the mix's backends. A batch runs on the run that holds it,
+        on the nearest thread count at or below its own; a cell below every run on 0.
+    """
+
+    runs: Mapping[int, tuple[tuple[int, int], ...]]
+
+    def owner(self, threads: int, batch: int) -> int:
+        """The index of the backend that runs `batch` requests on `threads` threads."""
+        profiled = [t for t in self.runs if t <= threads]
+        if not profiled:
+            return 0
+        row = self.runs[max(profiled)]
+        at = bisect.bisect_right([first for first, _ in row], batch) - 1
+        return row[max(at, 0)][1]
+
+    def owners(self) -> set[int]:
+        """Every index that owns some cell."""
+        return {index for row in self.runs.values() for _, index in row}

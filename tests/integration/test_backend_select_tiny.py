@@ -51,6 +51,8 @@ def test_auto_times_every_candidate_and_serves_the_fastest_accurate_one() -> Non
     assert again.candidate == selection.candidate and again.verdicts == selection.verdicts
     assert again.reason.startswith(selection.reason + " (chosen at an earlier start: ")
     assert again.source.identity() == selection.source.identity()
+    assert set(again.contenders) == set(selection.contenders)  # each prepared again
+    assert next(iter(selection.contenders)) == selection.candidate  # the chosen one first
     # Whatever was chosen answers as torch does (fp32: near-identically).
     if not selection.candidate.lossy:
         np.testing.assert_allclose(

@@ -75,3 +75,30 @@ def test_bf16_is_native_only_with_avx512_bf16_or_amx(tmp_path) -> None:  # type:
     assert runs_bf16_natively(with_bf16)
     assert not runs_bf16_natively(without)
     assert not runs_bf16_natively(tmp_path / "missing")
+
+
+def test_contenders_are_the_runtimes_fast_on_some_cell_the_chosen_first() -> None:
+    # ORT wins overall and on (1, 1); OV is fastest on (2, 8); OV bf16 is 10% or more
+    # slower than the fastest on every cell; torch is never a contender.
+    bf16 = timed(OV_BF16, 22.1, 166.0, accurate=True, accuracy="cosine 0.9998")
+    trials = [timed(TORCH, 21.0, 320.0), timed(ORT, 20.0, 160.0), timed(OV, 25.0, 150.0), bf16]
+    choice = choose(trials, lossy_allowed=True)
+    assert choice.chosen == ORT
+    assert choice.contenders == (ORT, OV)
+    # Within 10% of the fastest on one cell is enough.
+    close = choose(trials[:3] + [timed(OV_BF16, 21.9, 400.0, accurate=True)], lossy_allowed=True)
+    assert close.contenders == (ORT, OV_BF16, OV)  # the others by name
+    # Not allowed, not a contender.
+    assert choose(trials, lossy_allowed=False).contenders == (ORT, OV)
+
+
+def test_a_torch_choice_has_no_other_contenders() -> None:
+    choice = choose([timed(TORCH, 10.0, 100.0), timed(ORT, 10.5, 104.0)], lossy_allowed=False)
+    assert choice.chosen == TORCH
+    assert choice.contenders == (TORCH,)
+
+
+def test_a_candidate_parses_back_from_its_name() -> None:
+    assert Candidate.parse(str(OV_BF16)) == OV_BF16
+    with pytest.raises(ValueError, match="not a backend and a precision"):
+        Candidate.parse("openvino")

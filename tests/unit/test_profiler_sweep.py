@@ -137,6 +137,8 @@ def test_passes_sweep_the_grid_again_and_a_slow_pass_does_not_move_a_cell(
     assert any("pass 3 of 3" in line for line in progress.lines)
 
     FakeEngine.started = []
+    assert not config.needs_measuring(saved)
+    assert replace(config, passes=4).needs_measuring(saved)  # a pass short
     sweep(replace(config, passes=4), tmp_path / "p.json")  # resumed: one more pass each
     assert FakeEngine.started == list(range(1, CORES + 1))
     assert all(s.pass_count == 4 for s in load_profile(tmp_path / "p.json").cells.values())
@@ -145,9 +147,12 @@ def test_passes_sweep_the_grid_again_and_a_slow_pass_does_not_move_a_cell(
 def test_later_passes_stay_within_the_sweeps_own_cells(tmp_path: Path) -> None:
     sweep(SweepConfig(CORES, GRID, POLICY), tmp_path / "p.json")
     FakeEngine.started = []
-    sweep(SweepConfig(4, GRID, POLICY, passes=2), tmp_path / "p.json")  # fewer cores now
+    fewer = SweepConfig(4, GRID, POLICY, passes=2)  # fewer cores now
+    sweep(fewer, tmp_path / "p.json")
     assert FakeEngine.started == [1, 2, 3, 4]
-    cells = load_profile(tmp_path / "p.json").cells
+    saved = load_profile(tmp_path / "p.json")
+    assert not fewer.needs_measuring(saved)  # the cells of more threads keep their one pass
+    cells = saved.cells
     assert {c for c, s in cells.items() if s.pass_count == 2} == {
         (t, b) for t in range(1, 5) for b in GRID
     }

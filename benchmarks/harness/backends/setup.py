@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from packrat.profiler.profile_file import Profile
     from packrat.progress import Progress
     from packrat.topology import Topology
+    from packrat.types import Plan
 
 
 def prepare_model(model: str, batches: list[int], workdir: Path) -> ModelRun:
@@ -24,6 +25,7 @@ def prepare_model(model: str, batches: list[int], workdir: Path) -> ModelRun:
     process systems; write the setup file their processes read (WORKDIR/MODEL/setup.json)."""
     from packrat.controller.planning import Planning
     from packrat.models import ZooSource
+    from packrat.profiler.backend_plan import needs_plans, profile_order, serve_by_plans
     from packrat.profiler.backend_select import select_backend
     from packrat.progress import progress_bar
     from packrat.topology import read_topology
@@ -33,8 +35,20 @@ def prepare_model(model: str, batches: list[int], workdir: Path) -> ModelRun:
     largest = max(batches)
     with progress_bar() as bar:
         selection = select_backend(source, "auto", "auto", topology, largest, progress=bar)
-        profile, profile_path = serve_profile(selection.source, topology, largest, bar)
-    planning = Planning(topology, profile.latency_table().interpolated(), largest)
+        # As `packrat serve` does: several contenders are each profiled, and their plans decide.
+        by_plans = needs_plans(selection)
+        contenders = selection.contenders if by_plans else {selection.candidate: selection.source}
+        order = profile_order(list(contenders)) if by_plans else [(selection.candidate, 1)]
+        profiles = {
+            c: serve_profile(contenders[c], topology, largest, bar, passes) for c, passes in order
+        }
+    profile_path = " and ".join(str(path) for _, path in profiles.values())
+    tables = {c: profile.latency_table().interpolated() for c, (profile, _) in profiles.items()}
+    if by_plans:
+        selection, table = serve_by_plans(selection, tables, topology.num_cores, largest)
+    else:
+        (table,) = tables.values()
+    planning = Planning(topology, table, largest)
     plans = {b: planning.optimal(b) for b in batches}
     folder = workdir / model
     folder.mkdir(parents=True, exist_ok=True)
@@ -49,13 +63,14 @@ def prepare_model(model: str, batches: list[int], workdir: Path) -> ModelRun:
     (folder / "packrat-source.pkl").write_bytes(pickle.dumps(selection.source))
     unavailable = converted_files(source, setup)
     (folder / "setup.json").write_text(json.dumps(setup, indent=1))
+    described = selection.to_json()
     run = ModelRun(
         model=model,
-        served=str(selection.candidate),
+        served=f"{described['backend']} {described['precision']}",
         reason=selection.reason,
-        profile=str(profile_path),
+        profile=profile_path,
         batches=batches,
-        plans={b: p.describe() for b, p in plans.items()},
+        plans={b: described_plan(p, selection.source) for b, p in plans.items()},
         predicted_ms={b: p.latency_ms for b, p in plans.items()},
         unavailable=unavailable,
     )
@@ -63,11 +78,22 @@ def prepare_model(model: str, batches: list[int], workdir: Path) -> ModelRun:
     return run
 
 
+def described_plan(plan: Plan, source: ModelSource) -> str:
+    """`plan` in the paper's notation; for a mix of backends, with each instance's backend."""
+    from packrat.models.mixed_source import MixedSource
+
+    if not isinstance(source, MixedSource):
+        return plan.describe()
+    runs = [source.labels[source.owners.owner(i.threads, i.batch)] for i in plan.instances]
+    return f"{plan.describe()} on {', '.join(label.split()[0] for label in runs)}"
+
+
 def serve_profile(
-    source: ModelSource, topology: Topology, largest: int, progress: Progress
+    source: ModelSource, topology: Topology, largest: int, progress: Progress, passes: int = 1
 ) -> tuple[Profile, Path]:
     """The profile `packrat serve --max-batch-size LARGEST` plans with (as
-    `Repository._table` makes it): the cached one, completed where it lacks cells."""
+    `model_setup.latency_table` makes it): the cached one, completed where it lacks cells or
+    passes."""
     from packrat.profiler.cache import default_profile_path
     from packrat.profiler.profile_file import load_profile
     from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
@@ -80,6 +106,7 @@ def serve_profile(
         powers_of_two(largest),
         QUICK_POLICY,
         asked=tuple(range(1, largest + 1)),
+        passes=passes,
     )
     if cached is not None and not sweep.needs_measuring(cached):
         return cached, path

@@ -143,6 +143,12 @@ def profile(
             err.print(f"backend {chosen.reason}")
         for name, found in chosen.accuracy.items():
             err.print(f"  {name} against torch fp32: {found['summary']}")
+        if len(chosen.contenders) > 1:
+            others = ", ".join(str(c) for c in chosen.contenders if c != chosen.candidate)
+            err.print(
+                f"  profiling {chosen.candidate}; packrat serve also profiles {others} (fast on "
+                "some cell) and lets the plans choose (--backend names one to profile here)"
+            )
         engine = EngineConfig(keep_freed_memory=keep_freed_memory)
         path = output or default_profile_path(
             source.identity(), topology, keep_freed_memory=keep_freed_memory, contention=contention

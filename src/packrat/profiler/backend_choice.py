@@ -11,6 +11,10 @@ the cells (every cell counts alike, whatever its scale), among the candidates th
   where the CPU computes it natively (bf16 on AVX512_BF16 or AMX: emulated bf16 is slower
   than fp32 anyway) and the user did not ask for exact fp32.
 
+The candidates that are not torch and come within `CONTENDER_MARGIN` of the fastest on some
+cell are the choice's *contenders*: backends fast somewhere, worth a full profile each, from
+which the plans decide (`controller.backend_mix`: one of them, or a mix by cell).
+
 The choice carries its reason in words, for the start-up log and the management API's
 describe: which candidate, how much faster than the exact torch instance, and why each other
 candidate was not taken. Pure: no timing, no backends imported here.
@@ -18,13 +22,19 @@ candidate was not taken. Pure: no timing, no backends imported here.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from packrat.controller.backend_mix import geometric_mean
 from packrat.errors import PackratError
 
 EXACT_PRECISION = "fp32"
+
+CONTENDER_MARGIN = 1.10
+"""How close to the fastest on some probe cell a candidate must come to be profiled in full:
+the probes' own spread (a 10% confidence interval)."""
+
+TORCH = "torch"
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,14 @@ class Candidate:
 
     def __str__(self) -> str:
         return f"{self.backend} {self.precision}"
+
+    @classmethod
+    def parse(cls, text: str) -> Candidate:
+        """The candidate `str` wrote ("openvino bf16"); ValueError if it is not one."""
+        backend, _, precision = text.partition(" ")
+        if not backend or not precision or " " in precision:
+            raise ValueError(f"not a backend and a precision: {text!r}")
+        return cls(backend, precision)
 
 
 @dataclass(frozen=True)
@@ -62,12 +80,16 @@ class Trial:
 
 @dataclass(frozen=True)
 class Choice:
-    """The candidate chosen, why, and every trial with what became of it (`verdicts`)."""
+    """The candidate chosen, why, and every trial with what became of it (`verdicts`).
+
+    contenders: the chosen one first, then the other candidates worth a full profile (see
+        the module docstring); only the chosen one where it is torch."""
 
     chosen: Candidate
     reason: str
     verdicts: Mapping[Candidate, str]
     score_ms: Mapping[Candidate, float]
+    contenders: tuple[Candidate, ...] = ()
 
 
 def choose(trials: Sequence[Trial], *, lossy_allowed: bool, lossy_why_not: str = "") -> Choice:
@@ -87,7 +109,7 @@ def choose(trials: Sequence[Trial], *, lossy_allowed: bool, lossy_why_not: str =
         if verdict is not None:
             verdicts[trial.candidate] = verdict
             continue
-        scores[trial.candidate] = _geometric_mean([trial.latency_ms[c] for c in cells])
+        scores[trial.candidate] = geometric_mean([trial.latency_ms[c] for c in cells])
     if not scores:
         reasons = "; ".join(f"{c}: {v}" for c, v in verdicts.items())
         raise PackratError(f"no backend can serve this model ({reasons or 'none was tried'})")
@@ -96,7 +118,27 @@ def choose(trials: Sequence[Trial], *, lossy_allowed: bool, lossy_why_not: str =
         if candidate != chosen:
             verdicts[candidate] = f"{score / scores[chosen]:.2f}x slower"
     verdicts[chosen] = "chosen"
-    return Choice(chosen, _reason(chosen, trials, scores, cells), verdicts, scores)
+    usable = {t.candidate: t.latency_ms for t in trials if t.candidate in scores}
+    reason = _reason(chosen, trials, scores, cells)
+    return Choice(chosen, reason, verdicts, scores, _contenders(chosen, usable, cells))
+
+
+def _contenders(
+    chosen: Candidate,
+    latency: Mapping[Candidate, Mapping[tuple[int, int], float]],
+    cells: Sequence[tuple[int, int]],
+) -> tuple[Candidate, ...]:
+    """`chosen`, then the usable runtimes within `CONTENDER_MARGIN` of the fastest on a cell."""
+    if chosen.backend == TORCH:
+        return (chosen,)
+    close = {
+        candidate
+        for cell in cells
+        for candidate, found in latency.items()
+        if found[cell] <= CONTENDER_MARGIN * min(other[cell] for other in latency.values())
+    }
+    others = sorted((c for c in close if c != chosen and c.backend != TORCH), key=str)
+    return (chosen, *others)
 
 
 def _unusable(trial: Trial, lossy_allowed: bool, lossy_why_not: str) -> str | None:
@@ -129,12 +171,8 @@ def _reason(
 ) -> str:
     where = ", ".join(f"{t} threads x batch {b}" for t, b in cells)
     text = f"{chosen}: the fastest accurate candidate (geometric mean over {where})"
-    reference = Candidate("torch")
+    reference = Candidate(TORCH)
     if chosen != reference and reference in scores:
         text += f", {scores[reference] / scores[chosen]:.2f}x faster than {reference}"
     accuracy = next((t.accuracy for t in trials if t.candidate == chosen and t.accuracy), "")
     return f"{text}; {accuracy}" if accuracy else text
-
-
-def _geometric_mean(values: Sequence[float]) -> float:
-    return math.exp(sum(math.log(v) for v in values) / len(values))

@@ -11,7 +11,9 @@ budget to be served at all.
 The probe cells are the shapes plans are made of: every core on a batch of 1 and on the
 largest batch, and one core on its share of the largest batch. Each candidate is timed on them
 in pinned workers, as the profiler does, with a quick sampling policy: the choice needs which
-is fastest, not the profile (which is then measured for the chosen one alone).
+is fastest, not the profile. The runtimes fast on some cell are kept as contenders
+(`Selection.contenders`): where there are several, each is profiled and their plans decide
+(`profiler.backend_plan`); else the profile is measured for the chosen one alone.
 
 A choice among several candidates is cached (`<cache>/backends/`), keyed by the model, the
 options, the cores and the libraries' versions: a restart reuses it (and the cached
@@ -82,6 +84,11 @@ class Selection:
         the comparison's numbers and a summary line (`accuracy_json`).
     verdicts: what became of each candidate (its name: "chosen", "1.35x slower", why it
         could not serve, ...); empty when only one was possible.
+    contenders: the candidates worth a full profile each (`Choice.contenders`), with their
+        sources, `candidate` first; none, or `candidate` alone, when no other comes close.
+        With several, `profiler.backend_plan` serves one of them, or a mix.
+    mix: for a mix of backends, the candidates mixed (`candidate` is then the probe choice);
+        `cells` says which runs each cell (`backend_mix.describe_owners`).
     """
 
     source: ModelSource
@@ -89,16 +96,25 @@ class Selection:
     reason: str
     accuracy: dict[str, dict[str, Any]] = field(default_factory=dict)
     verdicts: dict[str, str] = field(default_factory=dict)
+    contenders: dict[Candidate, ModelSource] = field(default_factory=dict)
+    mix: tuple[Candidate, ...] = ()
+    cells: dict[str, list[str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
-        """JSON-ready, for the management API's describe."""
-        return {
-            "backend": self.candidate.backend,
-            "precision": self.candidate.precision,
+        """JSON-ready, for the management API's describe (and the cached choice)."""
+        served = self.mix or (self.candidate,)
+        found: dict[str, object] = {  # a mix as "onnxruntime+openvino", "fp32"
+            "backend": "+".join(dict.fromkeys(c.backend for c in served)),
+            "precision": "+".join(dict.fromkeys(c.precision for c in served)),
             "reason": self.reason,
             "accuracy": {name: dict(found) for name, found in self.accuracy.items()},
             "candidates": dict(self.verdicts),
         }
+        if len(self.contenders) > 1:
+            found["contenders"] = [str(c) for c in self.contenders]
+        if self.cells:
+            found["backends_by_threads"] = dict(self.cells)
+        return found
 
 
 def candidates(backend: str, precision: str, *, bf16_native: bool) -> list[Candidate]:
@@ -226,7 +242,10 @@ def select_backend(
     )
     logger.info("%s: serving on %s", source.name, choice.reason)
     verdicts = {str(c): verdict for c, verdict in choice.verdicts.items()}
-    selection = Selection(sources[choice.chosen], choice.chosen, choice.reason, accuracy, verdicts)
+    contenders = {c: sources[c] for c in choice.contenders}
+    selection = Selection(
+        sources[choice.chosen], choice.chosen, choice.reason, accuracy, verdicts, contenders
+    )
     assert saved_at is not None  # several candidates were wanted
     if failed_to_run:
         logger.warning(
@@ -251,7 +270,7 @@ def _saved_path(
             "cores": topology.cpu_ids(),
             "cpu": machine_info(topology).cpu_model,
             "versions": {p: library_version(p) for p in ("torch", *RUNTIMES)},
-            "format": 1,
+            "format": 2,  # 2: with the contenders
         }
     )
     return cache_dir() / "backends" / f"{source.name}-{key[:16]}.json"
@@ -264,6 +283,8 @@ def _saved(path: Path, source: ModelSource) -> Selection | None:
         raw = json.loads(path.read_text())
         candidate = Candidate(raw["backend"], raw["precision"])
         prepared = _prepare(source, candidate)
+        contenders = [Candidate.parse(text) for text in raw.get("contenders", [])]
+        others = {c: _prepare(source, c) for c in contenders if c != candidate}
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, PackratError) as exc:
@@ -271,7 +292,8 @@ def _saved(path: Path, source: ModelSource) -> Selection | None:
         return None
     reason = f"{raw['reason']} (chosen at an earlier start: {path})"
     logger.info("%s: serving on %s", source.name, reason)
-    return Selection(prepared, candidate, reason, raw["accuracy"], raw["candidates"])
+    contending = {candidate: prepared, **others}
+    return Selection(prepared, candidate, reason, raw["accuracy"], raw["candidates"], contending)
 
 
 def _save(path: Path, selection: Selection) -> None:

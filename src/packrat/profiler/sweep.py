@@ -112,8 +112,14 @@ class SweepConfig:
         return CellPlanner(config, measured)
 
     def needs_measuring(self, profile: Profile | None) -> bool:
-        """Whether `profile` (None: no profile yet) lacks a cell this sweep would measure."""
-        measured = {} if profile is None else {k: s.mean_ms for k, s in profile.cells.items()}
+        """Whether `profile` (None: no profile yet) lacks a cell this sweep would measure, or
+        a pass of one it has."""
+        if profile is None:
+            return True
+        cells = profile.cells
+        if any(cells[cell].pass_count < self.passes for cell in self.cells if cell in cells):
+            return True
+        measured = {k: s.mean_ms for k, s in profile.cells.items()}
         return self.planner(measured).next_cell() is not None
 
 

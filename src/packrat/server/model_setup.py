@@ -11,6 +11,9 @@ latency table it is planned and split with.
   max_batch_size, every thread count of its cores; `QUICK_POLICY`; cells that no optimal plan
   for a batch up to max_batch_size can contain are skipped). Pinned and fat plans are not
   profiled: a cached profile is still used to split their batches.
+- The backend by the plans (`serving_table`): where the probe choice kept several contenders,
+  each is profiled as above, in two passes alternating between them, and their plans decide
+  (`profiler.backend_plan`): one of them, or a mix by cell.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from packrat.models.torchserve_archive import is_archive_dir
 from packrat.models.zoo import ZOO
 from packrat.optimizer.table import LatencyTable
 from packrat.pool.config import EngineConfig
+from packrat.profiler.backend_choice import Candidate
+from packrat.profiler.backend_plan import needs_plans, profile_order, serve_by_plans
+from packrat.profiler.backend_select import Selection
 from packrat.profiler.cache import default_profile_path
 from packrat.profiler.profile_file import Profile, load_profile
 from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
@@ -100,10 +106,12 @@ async def latency_table(
     *,
     engine_config: EngineConfig,
     contention: bool,
+    passes: int = 1,
 ) -> LatencyTable | None:
     """The latency table to plan and split with; None only for pinned or fat plans
     without a cached profile (they are served without profiling). A sweep runs in a thread
-    under `engine_config`, beside copies of the model if `contention`, cached apart."""
+    under `engine_config`, beside copies of the model if `contention`, cached apart, until
+    each cell has `passes` passes."""
     if config.profile is not None:
         return load_profile(config.profile).latency_table()
     path = default_profile_path(
@@ -121,6 +129,7 @@ async def latency_table(
         QUICK_POLICY,
         contention=contention,
         asked=tuple(range(1, config.batching.max_batch_size + 1)),  # every size it plans for
+        passes=passes,
     )
     if cached is not None and not sweep.needs_measuring(cached):
         return cached.latency_table()
@@ -138,6 +147,45 @@ async def latency_table(
         )
     )
     return profile.latency_table()
+
+
+async def serving_table(
+    config: ModelConfig,
+    selection: Selection,
+    topology: Topology,
+    progress: Progress,
+    *,
+    engine_config: EngineConfig,
+    contention: bool,
+) -> tuple[Selection, LatencyTable | None]:
+    """What to serve and the table (interpolated: every batch size) to plan and split it
+    with. With several contenders, and neither a profile given nor a plan pinned, each is
+    profiled (cached apart) and the plans choose among them; else the probe choice stands."""
+    tables: dict[Candidate, LatencyTable] = {}
+    pinned = config.choice is not None and config.choice.pinned
+    if needs_plans(selection) and config.profile is None and not pinned:
+        for candidate, passes in profile_order(list(selection.contenders)):
+            source = selection.contenders[candidate]
+            logger.info("%s: profiling %s (pass %d), to plan with", source.name, candidate, passes)
+            identity = await asyncio.to_thread(source.identity)
+            table = await latency_table(
+                config, source, identity, topology, progress,
+                engine_config=engine_config, contention=contention, passes=passes,
+            )  # fmt: skip
+            assert table is not None  # neither pinned nor given: profiled
+            tables[candidate] = table.interpolated()
+        planned = functools.partial(
+            serve_by_plans, selection, tables, topology.num_cores,
+            config.batching.max_batch_size,
+        )  # fmt: skip
+        return await asyncio.to_thread(planned)  # up to seconds per table on 128 cores
+    identity = await asyncio.to_thread(selection.source.identity)
+    table = await latency_table(
+        config, selection.source, identity, topology, progress,
+        engine_config=engine_config, contention=contention,
+    )  # fmt: skip
+    # plan and split every batch size, not only the profiled ones
+    return selection, None if table is None else table.interpolated()
 
 
 def _cached_profile(path: Path) -> Profile | None:

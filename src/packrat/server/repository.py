@@ -3,8 +3,10 @@
 `Repository.register_model(ModelConfig(...))` turns a model spec into a running `ModelRuntime`:
 
 1. resolve the spec: a zoo name, or a file in the model store (`packrat.server.model_setup`);
-2. its latency table: the profile given, else the cached one, completed with a quick sweep
-   where cells are missing (`model_setup.latency_table`);
+2. its backend (`profiler.backend_select`) and latency table: the profile given, else the
+   cached one, completed with a quick sweep where cells are missing; where several backends
+   contend, each one's, and their plans choose one or a mix by cell
+   (`model_setup.serving_table`);
 3. its first plan and policy (`packrat.controller.plan_choice.first_plan`): the optimal plan
    for all its cores and max_batch_size (`Planning`, with the profile interpolated between the
    profiled batch sizes: `LatencyTable.interpolated`), unless the config pins a plan or asks
@@ -57,9 +59,9 @@ from packrat.server.model_config import MODEL_NAME, ModelConfig, RepositoryDefau
 from packrat.server.model_setup import (
     QUICK_POLICY,
     default_name,
-    latency_table,
     model_topology,
     resolve_source,
+    serving_table,
 )
 from packrat.server.runtime import ModelRuntime
 from packrat.topology import Topology, format_cpu_list, parse_cpu_list
@@ -301,14 +303,11 @@ class Repository:
                 engine_config=self._engine_config, progress=progress,
             )
         )  # fmt: skip
-        source = selection.source
-        identity = await asyncio.to_thread(source.identity)
-        table = await latency_table(
-            config, source, identity, topology, progress,
+        selection, table = await serving_table(
+            config, selection, topology, progress,
             engine_config=self._engine_config, contention=self._contention,
         )  # fmt: skip
-        if table is not None:  # plan and split every batch size, not only the profiled ones
-            table = table.interpolated()
+        source = selection.source
         planning = Planning(topology, table, batch)
         # Planning takes up to seconds (128 cores, batches to 1024): not on the event loop.
         first = await asyncio.to_thread(

@@ -1,0 +1,164 @@
+"""Which backends a model's instances run, decided from each backend's profile and its plans.
+
+The probe choice (`profiler.backend_choice`) picks one backend by a few cells. Backends differ
+by cell, though: on the AMD machine ONNX Runtime ran gpt2 fastest on two threads at batch 1
+and OpenVINO on one thread at batch 32, so one backend for every batch size left OpenVINO's
+own THROUGHPUT mode 10-20% faster than Packrat's plan at batch 64
+(docs/benchmarks/backends.md). Here every contender has a full profile L(t, b), and:
+
+- the *mixed* table takes each cell (threads, batch) from the backend fastest on it, and its
+  *owners* say which; an instance then runs each batch on the owner of its cell (a worker
+  holds every backend of the mix: `models.mixed_source`);
+- the plans for every batch size 1..max_batch are made on each backend's table and on the
+  mixed one. The mix is served only where it pays: its plan must be at least `min_gain`
+  faster than the best single backend's at some batch size, and use more than one backend.
+  Otherwise the single backend whose plans are fastest over every batch size (geometric
+  mean) is served: one runtime per worker, half the memory.
+
+Pure: tables in, a decision out; the caller profiles and serves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from packrat.errors import PlanError
+from packrat.optimizer.solve import PlanTable
+from packrat.optimizer.table import LatencyTable
+from packrat.types import CellOwners, InstanceSpec
+
+MIN_GAIN = 1.03
+"""The least speed-up at some batch size that pays for a second runtime in every worker: below
+3% the profiles' own noise could make it up."""
+
+
+@dataclass(frozen=True)
+class BackendMix:
+    """What a model is served on, from its backends' profiles.
+
+    labels: the backends served (one, or those the mix uses), by name (e.g. "openvino fp32").
+    table: the latency table to plan with: the single backend's, or the mixed one.
+    owners: for a mix, which label (by index) runs each cell; for one backend, none.
+    plan_ms: per label, and "mixed", the optimal plan's latency for batch 1..max_batch.
+    reason: in words, for the log and describe.
+    """
+
+    labels: tuple[str, ...]
+    table: LatencyTable
+    owners: CellOwners = field(default_factory=lambda: CellOwners({}))
+    plan_ms: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    reason: str = ""
+
+    @property
+    def mixed(self) -> bool:
+        return len(self.labels) > 1
+
+
+def mix_backends(
+    tables: Mapping[str, LatencyTable],
+    cores: int,
+    max_batch: int,
+    *,
+    min_gain: float = MIN_GAIN,
+) -> BackendMix:
+    """Serve one backend of `tables` or a mix of them (see the module docstring).
+
+    tables: each backend's latency table, by label; the first wins ties. Tables are taken as
+        they are: pass interpolated ones to plan every batch size.
+    Raises PlanError if no table plans any batch size up to `max_batch` on `cores`.
+    """
+    if not tables:
+        raise PlanError("no backend's profile to choose from")
+    labels = list(tables)
+    plan_ms = {label: _plan_latencies(tables[label], cores, max_batch) for label in labels}
+    best = min(labels, key=lambda label: (geometric_mean(plan_ms[label]), labels.index(label)))
+    if len(labels) == 1:
+        return BackendMix((best,), tables[best], plan_ms=plan_ms, reason=f"{best}: the only one")
+    table, owned = _fastest_cells(tables, labels)
+    mixed = PlanTable(table, cores, max_batch)
+    plan_ms["mixed"] = tuple(mixed.latency_ms(cores, b) for b in range(1, max_batch + 1))
+    every = _runs(owned)
+    used = sorted({every.owner(i.threads, i.batch) for i in _instances(mixed, cores)})
+    gains = [s / m for s, m in zip(plan_ms[best], plan_ms["mixed"], strict=True) if s < math.inf]
+    gain = max(gains, default=1.0)
+    if len(used) < 2 or gain < min_gain:
+        why = f"its plans are the fastest for every batch size 1-{max_batch}"
+        if len(used) > 1:
+            why = (
+                f"its plans are the fastest over batch sizes 1-{max_batch} (geometric mean); "
+                f"mixing backends would gain {(gain - 1) * 100:.1f}% at most, under the "
+                f"{(min_gain - 1) * 100:.0f}% that pays for a second runtime in every worker"
+            )
+        return BackendMix((best,), tables[best], plan_ms=plan_ms, reason=f"{best}: {why}")
+    kept = [labels[i] for i in used]
+    table, owned = _fastest_cells({label: tables[label] for label in kept}, kept)
+    runs = _runs(owned)
+    top = max(range(max_batch), key=lambda b: plan_ms[best][b] / plan_ms["mixed"][b])
+    reason = (
+        f"{' and '.join(kept)}, each instance on the faster for its threads and batch: plans "
+        f"up to {gain:.2f}x faster than on {best} alone (batch {top + 1})"
+    )
+    return BackendMix(tuple(kept), table, runs, plan_ms, reason)
+
+
+def describe_owners(mix: BackendMix) -> dict[str, list[str]]:
+    """Per thread count, which label runs which batch sizes, e.g. {"1": ["1-8 onnxruntime
+    fp32", "9-64 openvino fp32"]}; JSON-ready, for describe."""
+    last = int(mix.table.batches[-1])
+    described: dict[str, list[str]] = {}
+    for threads, runs in sorted(mix.owners.runs.items()):
+        ends = [first - 1 for first, _ in runs[1:]] + [last]
+        described[str(threads)] = [
+            f"{first}-{end} {mix.labels[index]}" if end > first else f"{first} {mix.labels[index]}"
+            for (first, index), end in zip(runs, ends, strict=True)
+        ]
+    return described
+
+
+def _plan_latencies(table: LatencyTable, cores: int, max_batch: int) -> tuple[float, ...]:
+    plans = PlanTable(table, cores, max_batch)
+    return tuple(plans.latency_ms(cores, b) for b in range(1, max_batch + 1))
+
+
+def _instances(plans: PlanTable, cores: int) -> list[InstanceSpec]:
+    """The instances of every batch size's optimal plan (none where no plan exists)."""
+    found: list[InstanceSpec] = []
+    for batch in range(1, plans.max_batch + 1):
+        if plans.latency_ms(cores, batch) < math.inf:
+            found.extend(plans.plan(cores, batch).instances)
+    return found
+
+
+def _fastest_cells(
+    tables: Mapping[str, LatencyTable], labels: Sequence[str]
+) -> tuple[LatencyTable, dict[tuple[int, int], int]]:
+    """The cellwise fastest table over `labels`, and each cell's owner (index into labels;
+    the earlier label on a tie)."""
+    best: dict[tuple[int, int], tuple[float, int]] = {}
+    for index, label in enumerate(labels):
+        for threads, batch, ms in tables[label].cells():
+            known = best.get((threads, batch))
+            if known is None or ms < known[0]:
+                best[(threads, batch)] = (ms, index)
+    table = LatencyTable.from_cells({cell: ms for cell, (ms, _) in best.items()})
+    return table, {cell: index for cell, (_, index) in best.items()}
+
+
+def _runs(owned: Mapping[tuple[int, int], int]) -> CellOwners:
+    """Per thread count, (first batch, owner) where the owner changes, by batch."""
+    runs: dict[int, list[tuple[int, int]]] = {}
+    for (threads, batch), index in sorted(owned.items()):
+        row = runs.setdefault(threads, [])
+        if not row or row[-1][1] != index:
+            row.append((batch, index))
+    return CellOwners({threads: tuple(row) for threads, row in runs.items()})
+
+
+def geometric_mean(values: Sequence[float]) -> float:
+    """Of the finite values (inf if none): batch sizes that no plan covers do not count."""
+    finite = [v for v in values if v < math.inf]
+    if not finite:
+        return math.inf
+    return math.exp(sum(math.log(v) for v in finite) / len(finite))
