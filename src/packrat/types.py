@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -109,19 +109,20 @@ def parse_plan(text: str, cores: int | None = None) -> Plan:
 
 
 @dataclass(frozen=True)
-class CellOwners:
-    """Which of several backends runs each cell (threads, batch) of a model served on a mix
-    of them (`controller.backend_mix`, `models.mixed_source`).
+class CellMap:
+    """An integer per cell (threads, batch), run-length coded along the batch: which backend
+    of a mix runs the cell (`controller.backend_mix`), or the chunks an instance splits its
+    batch into (`optimizer.chunks`).
 
-    runs: per thread count, (first batch, owner) where the owner changes, by first batch;
-        an owner is an index into the mix's backends. A batch runs on the run that holds it,
-        on the nearest thread count at or below its own; a cell below every run on 0.
+    runs: per thread count, (first batch, value) where the value changes, by first batch. A
+        cell takes the run that holds its batch, on the nearest thread count at or below its
+        own; a cell below every run takes 0.
     """
 
     runs: Mapping[int, tuple[tuple[int, int], ...]]
 
-    def owner(self, threads: int, batch: int) -> int:
-        """The index of the backend that runs `batch` requests on `threads` threads."""
+    def at(self, threads: int, batch: int) -> int:
+        """The value of the cell (threads, batch)."""
         profiled = [t for t in self.runs if t <= threads]
         if not profiled:
             return 0
@@ -129,6 +130,28 @@ class CellOwners:
         at = bisect.bisect_right([first for first, _ in row], batch) - 1
         return row[max(at, 0)][1]
 
-    def owners(self) -> set[int]:
-        """Every index that owns some cell."""
-        return {index for row in self.runs.values() for _, index in row}
+    def values(self) -> set[int]:
+        """Every value some cell takes."""
+        return {value for row in self.runs.values() for _, value in row}
+
+    def describe(self, last_batch: int, name: Callable[[int], str]) -> dict[str, list[str]]:
+        """Per thread count, each run's batches and its value by `name`, e.g. {"1": ["1-8
+        onnxruntime fp32", "9-64 openvino fp32"]}; JSON-ready, for describe."""
+        described: dict[str, list[str]] = {}
+        for threads, row in sorted(self.runs.items()):
+            ends = [first - 1 for first, _ in row[1:]] + [last_batch]
+            described[str(threads)] = [
+                f"{first}-{end} {name(value)}" if end > first else f"{first} {name(value)}"
+                for (first, value), end in zip(row, ends, strict=True)
+            ]
+        return described
+
+    @classmethod
+    def from_cells(cls, cells: Mapping[tuple[int, int], int]) -> CellMap:
+        """The map of {(threads, batch): value}, coded in runs."""
+        runs: dict[int, list[tuple[int, int]]] = {}
+        for (threads, batch), value in sorted(cells.items()):
+            row = runs.setdefault(threads, [])
+            if not row or row[-1][1] != value:
+                row.append((batch, value))
+        return cls({threads: tuple(row) for threads, row in runs.items()})

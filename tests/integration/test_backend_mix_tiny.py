@@ -12,6 +12,7 @@ import pytest
 from packrat.controller.batching import BatchingConfig
 from packrat.models import ZooSource
 from packrat.models.backends import Backend
+from packrat.models.chunked_source import ChunkedSource
 from packrat.models.convert import convert_source
 from packrat.models.mixed_source import MixedHandler, MixedSource
 from packrat.optimizer.table import LatencyTable
@@ -22,13 +23,13 @@ from packrat.progress import NullProgress
 from packrat.server.model_config import ModelConfig
 from packrat.server.model_setup import serving_table
 from packrat.topology import allocate, read_topology
-from packrat.types import CellOwners, parse_plan
+from packrat.types import CellMap, parse_plan
 
 pytestmark = pytest.mark.slow
 
 ORT, OV = Candidate("onnxruntime"), Candidate("openvino")
 # One thread: ONNX Runtime up to batch 2, OpenVINO from 3; two threads: OpenVINO throughout.
-OWNERS = CellOwners({1: ((1, 0), (3, 1)), 2: ((1, 1),)})
+OWNERS = CellMap({1: ((1, 0), (3, 1)), 2: ((1, 1),)})
 
 
 @pytest.fixture(autouse=True)
@@ -107,12 +108,25 @@ def test_contenders_are_profiled_and_their_plans_choose() -> None:
     assert isinstance(verdicts, dict) and {str(ORT), str(OV)} <= set(verdicts)
     for verdict in (verdicts[str(ORT)], verdicts[str(OV)]):
         assert verdict.startswith(("chosen", "plans ")), verdict
-    if isinstance(served.source, MixedSource):
+    # Run in chunks where the profile says that is faster, or as it is.
+    source = served.source.source if isinstance(served.source, ChunkedSource) else served.source
+    assert bool(served.chunks) == isinstance(served.source, ChunkedSource)
+    if isinstance(source, MixedSource):
         assert served.to_json()["backend"] == "onnxruntime+openvino"
         assert served.cells
     else:
-        assert served.source is contending.contenders[served.candidate]
+        assert source is contending.contenders[served.candidate]
         assert verdicts[str(served.candidate)] == "chosen"
     # Each contender's profile is cached apart: a second start measures nothing new.
     again, _ = serve()
     assert again.to_json()["backend"] == served.to_json()["backend"]
+
+
+def test_an_engine_runs_a_mix_in_chunks_and_answers_as_torch_does(mixed: MixedSource) -> None:
+    # One thread from batch 3: chunks of 2 (each run by ONNX Runtime, the owner of (1, 2)).
+    chunked = ChunkedSource(mixed, CellMap({1: ((1, 0), (3, 2))}))
+    requests, reference = _reference(8)
+    plan = allocate(parse_plan("<2,1,4>"), read_topology())
+    with Engine(chunked, plan, EngineConfig()) as engine:
+        outputs = np.stack([np.asarray(row) for row in engine.infer(requests)])
+    np.testing.assert_allclose(outputs, reference, rtol=1e-3, atol=1e-4)

@@ -15,7 +15,7 @@ from packrat.optimizer.table import LatencyTable
 from packrat.profiler.backend_choice import Candidate
 from packrat.profiler.backend_plan import needs_plans, profile_order, serve_by_plans
 from packrat.profiler.backend_select import Selection
-from packrat.types import CellOwners
+from packrat.types import CellMap
 
 ORT, OV = Candidate("onnxruntime"), Candidate("openvino")
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
@@ -36,8 +36,8 @@ def test_backends_fast_on_different_cells_are_mixed_and_every_plan_gains() -> No
     mix = mix_backends({"ort": ORT_TABLE, "ov": OV_TABLE}, 2, 64)
     assert mix.mixed and mix.labels == ("ort", "ov")
     # Each cell is its fastest backend's: ORT on small batches, OV from where it overtakes.
-    assert [mix.owners.owner(2, b) for b in (1, 3, 4, 64)] == [0, 0, 1, 1]
-    assert [mix.owners.owner(1, b) for b in (1, 2)] == [0, 1]
+    assert [mix.owners.at(2, b) for b in (1, 3, 4, 64)] == [0, 0, 1, 1]
+    assert [mix.owners.at(1, b) for b in (1, 2)] == [0, 1]
     assert mix.table.get(2, 1) == ORT_TABLE.get(2, 1)
     assert mix.table.get(1, 32) == OV_TABLE.get(1, 32)
     # The mixed plans are never slower than either backend's, and faster than the best one's
@@ -80,11 +80,11 @@ def test_only_the_backends_the_plans_use_are_mixed() -> None:
 
 
 def test_cell_owners_follow_the_nearest_thread_count_below_and_the_run_holding_the_batch() -> None:
-    owners = CellOwners({2: ((1, 0), (4, 1)), 4: ((1, 1),)})
-    assert owners.owner(1, 8) == 0  # no thread count profiled at or below: the first
-    assert [owners.owner(2, b) for b in (1, 3, 4, 100)] == [0, 0, 1, 1]
-    assert owners.owner(3, 1) == 0 and owners.owner(8, 1) == 1
-    assert owners.owners() == {0, 1}
+    owners = CellMap({2: ((1, 0), (4, 1)), 4: ((1, 1),)})
+    assert owners.at(1, 8) == 0  # no thread count profiled at or below: the first
+    assert [owners.at(2, b) for b in (1, 3, 4, 100)] == [0, 0, 1, 1]
+    assert owners.at(3, 1) == 0 and owners.at(8, 1) == 1
+    assert owners.values() == {0, 1}
 
 
 class _Fake(Handler):
@@ -123,13 +123,13 @@ class _FakeSource(ModelSource):
 
 def test_a_mixed_handler_runs_each_batch_on_its_cells_backend_and_rethreads_all() -> None:
     ort, ov = _Fake("ort"), _Fake("ov")
-    handler = MixedHandler([ort, ov], ["ort", "ov"], CellOwners({1: ((1, 0), (3, 1))}))
+    handler = MixedHandler([ort, ov], ["ort", "ov"], CellMap({1: ((1, 0), (3, 1))}))
     assert handler.handle([1, 2]) == ["ort:1", "ort:2"]
     assert handler.handle([1, 2, 3]) == ["ov:1", "ov:2", "ov:3"]
     handler.set_threads(2)
     assert (ort.threads, ov.threads, handler.threads) == (2, 2, 2)
     with pytest.raises(ModelError, match="cannot mix torch fp32 with other backends"):
-        MixedHandler([_Fake("t", torch_based=True), ov], ["torch fp32", "ov"], CellOwners({}))
+        MixedHandler([_Fake("t", torch_based=True), ov], ["torch fp32", "ov"], CellMap({}))
 
 
 def test_the_plans_serve_a_mix_or_the_one_contender_they_favour() -> None:

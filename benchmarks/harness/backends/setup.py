@@ -25,7 +25,12 @@ def prepare_model(model: str, batches: list[int], workdir: Path) -> ModelRun:
     process systems; write the setup file their processes read (WORKDIR/MODEL/setup.json)."""
     from packrat.controller.planning import Planning
     from packrat.models import ZooSource
-    from packrat.profiler.backend_plan import needs_plans, profile_order, serve_by_plans
+    from packrat.profiler.backend_plan import (
+        needs_plans,
+        profile_order,
+        serve_by_plans,
+        with_chunks,
+    )
     from packrat.profiler.backend_select import select_backend
     from packrat.progress import progress_bar
     from packrat.topology import read_topology
@@ -48,6 +53,7 @@ def prepare_model(model: str, batches: list[int], workdir: Path) -> ModelRun:
         selection, table = serve_by_plans(selection, tables, topology.num_cores, largest)
     else:
         (table,) = tables.values()
+    selection, table = with_chunks(selection, table)
     planning = Planning(topology, table, largest)
     plans = {b: planning.optimal(b) for b in batches}
     folder = workdir / model
@@ -79,13 +85,25 @@ def prepare_model(model: str, batches: list[int], workdir: Path) -> ModelRun:
 
 
 def described_plan(plan: Plan, source: ModelSource) -> str:
-    """`plan` in the paper's notation; for a mix of backends, with each instance's backend."""
+    """`plan` in the paper's notation; with each instance's chunks and, for a mix of
+    backends, each instance's backend."""
+    from packrat.models.chunked_source import ChunkedSource
     from packrat.models.mixed_source import MixedSource
 
-    if not isinstance(source, MixedSource):
-        return plan.describe()
-    runs = [source.labels[source.owners.owner(i.threads, i.batch)] for i in plan.instances]
-    return f"{plan.describe()} on {', '.join(label.split()[0] for label in runs)}"
+    text, chunks = plan.describe(), [i.batch for i in plan.instances]
+    if isinstance(source, ChunkedSource):
+        sizes = [source.chunks.at(i.threads, i.batch) for i in plan.instances]
+        chunks = [size or i.batch for size, i in zip(sizes, plan.instances, strict=True)]
+        if any(sizes):
+            text += f" in chunks of {', '.join(str(size or '-') for size in sizes)}"
+        source = source.source
+    if isinstance(source, MixedSource):
+        labels = [
+            source.labels[source.owners.at(i.threads, size)]
+            for i, size in zip(plan.instances, chunks, strict=True)
+        ]
+        text += f" on {', '.join(label.split()[0] for label in labels)}"
+    return text
 
 
 def serve_profile(

@@ -1,9 +1,8 @@
 """Which backends a model's instances run, decided from each backend's profile and its plans.
 
 The probe choice (`profiler.backend_choice`) picks one backend by a few cells. Backends differ
-by cell, though: on the AMD machine ONNX Runtime ran gpt2 fastest on two threads at batch 1
-and OpenVINO on one thread at batch 32, so one backend for every batch size left OpenVINO's
-own THROUGHPUT mode 10-20% faster than Packrat's plan at batch 64
+by cell, though: on the AMD machine ONNX Runtime won the probes for gpt2 and bert-base, and
+Packrat's plans on it then ran batch 64 10-20% slower than OpenVINO's own THROUGHPUT mode
 (docs/benchmarks/backends.md). Here every contender has a full profile L(t, b), and:
 
 - the *mixed* table takes each cell (threads, batch) from the backend fastest on it, and its
@@ -14,6 +13,10 @@ own THROUGHPUT mode 10-20% faster than Packrat's plan at batch 64
   faster than the best single backend's at some batch size, and use more than one backend.
   Otherwise the single backend whose plans are fastest over every batch size (geometric
   mean) is served: one runtime per worker, half the memory.
+
+Profiles skip cells no optimal plan *on their own table* can use (`profiler.prune`); the mixed
+plans are optimal over the cells measured, which a cell skipped by every backend could in
+principle have beaten.
 
 Pure: tables in, a decision out; the caller profiles and serves.
 """
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field
 from packrat.errors import PlanError
 from packrat.optimizer.solve import PlanTable
 from packrat.optimizer.table import LatencyTable
-from packrat.types import CellOwners, InstanceSpec
+from packrat.types import CellMap, InstanceSpec
 
 MIN_GAIN = 1.03
 """The least speed-up at some batch size that pays for a second runtime in every worker: below
@@ -47,7 +50,7 @@ class BackendMix:
 
     labels: tuple[str, ...]
     table: LatencyTable
-    owners: CellOwners = field(default_factory=lambda: CellOwners({}))
+    owners: CellMap = field(default_factory=lambda: CellMap({}))
     plan_ms: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     reason: str = ""
 
@@ -79,8 +82,8 @@ def mix_backends(
     table, owned = _fastest_cells(tables, labels)
     mixed = PlanTable(table, cores, max_batch)
     plan_ms["mixed"] = tuple(mixed.latency_ms(cores, b) for b in range(1, max_batch + 1))
-    every = _runs(owned)
-    used = sorted({every.owner(i.threads, i.batch) for i in _instances(mixed, cores)})
+    every = CellMap.from_cells(owned)
+    used = sorted({every.at(i.threads, i.batch) for i in _instances(mixed, cores)})
     gains = [s / m for s, m in zip(plan_ms[best], plan_ms["mixed"], strict=True) if s < math.inf]
     gain = max(gains, default=1.0)
     if len(used) < 2 or gain < min_gain:
@@ -94,7 +97,7 @@ def mix_backends(
         return BackendMix((best,), tables[best], plan_ms=plan_ms, reason=f"{best}: {why}")
     kept = [labels[i] for i in used]
     table, owned = _fastest_cells({label: tables[label] for label in kept}, kept)
-    runs = _runs(owned)
+    runs = CellMap.from_cells(owned)
     top = max(range(max_batch), key=lambda b: plan_ms[best][b] / plan_ms["mixed"][b])
     reason = (
         f"{' and '.join(kept)}, each instance on the faster for its threads and batch: plans "
@@ -106,15 +109,7 @@ def mix_backends(
 def describe_owners(mix: BackendMix) -> dict[str, list[str]]:
     """Per thread count, which label runs which batch sizes, e.g. {"1": ["1-8 onnxruntime
     fp32", "9-64 openvino fp32"]}; JSON-ready, for describe."""
-    last = int(mix.table.batches[-1])
-    described: dict[str, list[str]] = {}
-    for threads, runs in sorted(mix.owners.runs.items()):
-        ends = [first - 1 for first, _ in runs[1:]] + [last]
-        described[str(threads)] = [
-            f"{first}-{end} {mix.labels[index]}" if end > first else f"{first} {mix.labels[index]}"
-            for (first, index), end in zip(runs, ends, strict=True)
-        ]
-    return described
+    return mix.owners.describe(int(mix.table.batches[-1]), lambda index: mix.labels[index])
 
 
 def _plan_latencies(table: LatencyTable, cores: int, max_batch: int) -> tuple[float, ...]:
@@ -144,16 +139,6 @@ def _fastest_cells(
                 best[(threads, batch)] = (ms, index)
     table = LatencyTable.from_cells({cell: ms for cell, (ms, _) in best.items()})
     return table, {cell: index for cell, (_, index) in best.items()}
-
-
-def _runs(owned: Mapping[tuple[int, int], int]) -> CellOwners:
-    """Per thread count, (first batch, owner) where the owner changes, by batch."""
-    runs: dict[int, list[tuple[int, int]]] = {}
-    for (threads, batch), index in sorted(owned.items()):
-        row = runs.setdefault(threads, [])
-        if not row or row[-1][1] != index:
-            row.append((batch, index))
-    return CellOwners({threads: tuple(row) for threads, row in runs.items()})
 
 
 def geometric_mean(values: Sequence[float]) -> float:

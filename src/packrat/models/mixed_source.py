@@ -1,7 +1,7 @@
 """A model served on several backends at once: each batch runs on the one fastest for its cell.
 
 `controller.backend_mix` decides, from each backend's profile, which backend runs each cell
-(threads, batch) (`CellOwners`). `MixedSource` carries that decision and the backends'
+(threads, batch) (`CellMap`). `MixedSource` carries that decision and the backends'
 sources to the workers; its handler loads every backend in the worker and runs each batch on
 the owner of (the instance's threads, the batch's size). An instance keeps its cell while
 its plan stays, so it switches runtimes only when the plan does.
@@ -20,7 +20,7 @@ from typing import Any
 from packrat.errors import ModelError
 from packrat.models.base import Handler, ModelIdentity, ModelSource
 from packrat.models.identity import json_sha256
-from packrat.types import CellOwners
+from packrat.types import CellMap
 
 
 class MixedSource(ModelSource):
@@ -32,11 +32,11 @@ class MixedSource(ModelSource):
     """
 
     def __init__(
-        self, sources: Sequence[ModelSource], labels: Sequence[str], owners: CellOwners
+        self, sources: Sequence[ModelSource], labels: Sequence[str], owners: CellMap
     ) -> None:
         if len(sources) < 2 or len(labels) != len(sources):
             raise ValueError("MixedSource takes two or more sources, each with a label")
-        if not owners.owners() <= set(range(len(sources))):
+        if not owners.values() <= set(range(len(sources))):
             raise ValueError(f"MixedSource owners name sources beyond the {len(sources)} given")
         self.name = sources[0].name
         self.sources = tuple(sources)
@@ -81,7 +81,7 @@ class MixedHandler(Handler):
 
     computes_with_torch = False
 
-    def __init__(self, handlers: Sequence[Handler], labels: Sequence[str], owners: CellOwners):
+    def __init__(self, handlers: Sequence[Handler], labels: Sequence[str], owners: CellMap):
         torch_based = [label for h, label in zip(handlers, labels, strict=True)
                        if h.computes_with_torch]  # fmt: skip
         if torch_based:
@@ -96,7 +96,7 @@ class MixedHandler(Handler):
 
     def backend_for(self, batch_size: int) -> str:
         """The label of the backend that runs a batch of `batch_size` now."""
-        return self.labels[self.owners.owner(self.threads, batch_size)]
+        return self.labels[self.owners.at(self.threads, batch_size)]
 
     def initialize(self) -> None:
         for handler in self.handlers:
@@ -106,7 +106,7 @@ class MixedHandler(Handler):
         return self.handlers[0].preprocess(requests)
 
     def inference(self, batch: Any) -> Any:
-        return self.handlers[self.owners.owner(self.threads, len(batch))].inference(batch)
+        return self.handlers[self.owners.at(self.threads, len(batch))].inference(batch)
 
     def postprocess(self, outputs: Any) -> list[Any]:
         return self.handlers[0].postprocess(outputs)

@@ -6,6 +6,9 @@ lets the plans decide (`controller.backend_mix`): the contender whose plans are 
 every batch size, or a mix where each instance runs the backend fastest for its cell
 (`models.mixed_source`). The caller profiles because the server does it on its event loop's
 terms and a benchmark on its own; both plan with the table returned here.
+
+Then `with_chunks`, for every model whose profile allows it: instances run a batch as
+consecutive chunks wherever the profile says that is faster (`optimizer.chunks`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from packrat.controller.backend_mix import (
     geometric_mean,
     mix_backends,
 )
+from packrat.models.chunked_source import ChunkedSource, chunkable
 from packrat.models.mixed_source import MixedSource
+from packrat.optimizer.chunks import chunked
 from packrat.optimizer.table import LatencyTable
 from packrat.profiler.backend_choice import Candidate
 from packrat.profiler.backend_select import Selection
@@ -88,6 +93,22 @@ def serve_by_plans(
         )
     logger.info("%s: by the plans, serving on %s", selection.source.name, mix.reason)
     return chosen, mix.table
+
+
+def with_chunks(selection: Selection, table: LatencyTable) -> tuple[Selection, LatencyTable]:
+    """`selection` with its instances running batches in chunks where `table` (interpolated)
+    says that is faster, and the table to plan with; as they are where it never is, or the
+    model's handler does not take batch tensors."""
+    if not chunkable(selection.source):
+        return selection, table
+    faster, chunks = chunked(table)
+    if not chunks.values() - {0}:
+        return selection, table
+    last = int(table.batches[-1])
+    described = chunks.describe(last, lambda size: f"in chunks of {size}" if size else "whole")
+    source = ChunkedSource(selection.source, chunks)
+    logger.info("%s: batches run in chunks where faster: %s", source.name, described)
+    return dataclasses.replace(selection, source=source, chunks=described), faster
 
 
 def _verdicts(mix: BackendMix) -> dict[str, str]:

@@ -89,6 +89,8 @@ class Selection:
         With several, `profiler.backend_plan` serves one of them, or a mix.
     mix: for a mix of backends, the candidates mixed (`candidate` is then the probe choice);
         `cells` says which runs each cell (`backend_mix.describe_owners`).
+    chunks: where instances run batches in chunks, the chunk size by threads and batches
+        (`profiler.backend_plan.with_chunks`).
     """
 
     source: ModelSource
@@ -99,6 +101,7 @@ class Selection:
     contenders: dict[Candidate, ModelSource] = field(default_factory=dict)
     mix: tuple[Candidate, ...] = ()
     cells: dict[str, list[str]] = field(default_factory=dict)
+    chunks: dict[str, list[str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         """JSON-ready, for the management API's describe (and the cached choice)."""
@@ -114,6 +117,8 @@ class Selection:
             found["contenders"] = [str(c) for c in self.contenders]
         if self.cells:
             found["backends_by_threads"] = dict(self.cells)
+        if self.chunks:
+            found["chunks_by_threads"] = dict(self.chunks)
         return found
 
 

@@ -210,8 +210,9 @@ def _describe(info: Any) -> str:
                 text += f"\n    {candidate}: {verdict}"
         for candidate, found in backend.get("accuracy", {}).items():
             text += f"\n    {candidate} against torch fp32: {found.get('summary')}"
-        for threads, runs in backend.get("backends_by_threads", {}).items():
-            text += f"\n    on {threads} threads: batches {', '.join(runs)}"
+        for key, what in (("backends_by_threads", "backends"), ("chunks_by_threads", "chunks")):
+            for threads, runs in backend.get(key, {}).items():
+                text += f"\n    {what} on {threads} threads: batches {', '.join(runs)}"
     return text
 
 

@@ -13,7 +13,8 @@ latency table it is planned and split with.
   profiled: a cached profile is still used to split their batches.
 - The backend by the plans (`serving_table`): where the probe choice kept several contenders,
   each is profiled as above, in two passes alternating between them, and their plans decide
-  (`profiler.backend_plan`): one of them, or a mix by cell.
+  (`profiler.backend_plan`): one of them, or a mix by cell. Then, for every model, instances
+  run batches in chunks wherever the table says that is faster (`with_chunks`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,12 @@ from packrat.models.zoo import ZOO
 from packrat.optimizer.table import LatencyTable
 from packrat.pool.config import EngineConfig
 from packrat.profiler.backend_choice import Candidate
-from packrat.profiler.backend_plan import needs_plans, profile_order, serve_by_plans
+from packrat.profiler.backend_plan import (
+    needs_plans,
+    profile_order,
+    serve_by_plans,
+    with_chunks,
+)
 from packrat.profiler.backend_select import Selection
 from packrat.profiler.cache import default_profile_path
 from packrat.profiler.profile_file import Profile, load_profile
@@ -160,7 +166,8 @@ async def serving_table(
 ) -> tuple[Selection, LatencyTable | None]:
     """What to serve and the table (interpolated: every batch size) to plan and split it
     with. With several contenders, and neither a profile given nor a plan pinned, each is
-    profiled (cached apart) and the plans choose among them; else the probe choice stands."""
+    profiled (cached apart) and the plans choose among them; else the probe choice stands.
+    Either way, batches then run in chunks wherever the table says that is faster."""
     tables: dict[Candidate, LatencyTable] = {}
     pinned = config.choice is not None and config.choice.pinned
     if needs_plans(selection) and config.profile is None and not pinned:
@@ -168,24 +175,27 @@ async def serving_table(
             source = selection.contenders[candidate]
             logger.info("%s: profiling %s (pass %d), to plan with", source.name, candidate, passes)
             identity = await asyncio.to_thread(source.identity)
-            table = await latency_table(
+            measured = await latency_table(
                 config, source, identity, topology, progress,
                 engine_config=engine_config, contention=contention, passes=passes,
             )  # fmt: skip
-            assert table is not None  # neither pinned nor given: profiled
-            tables[candidate] = table.interpolated()
+            assert measured is not None  # neither pinned nor given: profiled
+            tables[candidate] = measured.interpolated()
         planned = functools.partial(
             serve_by_plans, selection, tables, topology.num_cores,
             config.batching.max_batch_size,
         )  # fmt: skip
-        return await asyncio.to_thread(planned)  # up to seconds per table on 128 cores
-    identity = await asyncio.to_thread(selection.source.identity)
-    table = await latency_table(
-        config, selection.source, identity, topology, progress,
-        engine_config=engine_config, contention=contention,
-    )  # fmt: skip
-    # plan and split every batch size, not only the profiled ones
-    return selection, None if table is None else table.interpolated()
+        selection, table = await asyncio.to_thread(planned)  # seconds per table on 128 cores
+    else:
+        identity = await asyncio.to_thread(selection.source.identity)
+        found = await latency_table(
+            config, selection.source, identity, topology, progress,
+            engine_config=engine_config, contention=contention,
+        )  # fmt: skip
+        if found is None:
+            return selection, None
+        table = found.interpolated()  # plan and split every batch size, not only the profiled
+    return await asyncio.to_thread(with_chunks, selection, table)
 
 
 def _cached_profile(path: Path) -> Profile | None:
