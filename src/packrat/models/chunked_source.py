@@ -16,7 +16,6 @@ from typing import Any
 
 from packrat.models.base import Handler, ModelIdentity, ModelSource
 from packrat.models.exported import ExportedSource
-from packrat.models.identity import json_sha256
 from packrat.models.mixed_source import MixedSource
 from packrat.models.runtime_source import ConvertedSource, OnnxFileSource, OpenVinoFileSource
 from packrat.models.torchscript import TorchScriptSource
@@ -51,9 +50,9 @@ class ChunkedSource(ModelSource):
         self.input_spec = getattr(source, "input_spec", None)
 
     def identity(self) -> ModelIdentity:
-        inner = self.source.identity().content_hash
-        chunks = {str(t): row for t, row in self.chunks.runs.items()}
-        return ModelIdentity(self.name, json_sha256({"chunked": inner, "chunks": chunks}))
+        """The model's own: chunks change how it runs, not what it computes (describe names
+        the model, and a torch model's shared weights file is the model's)."""
+        return self.source.identity()
 
     def start_runtime(self, cpus: int) -> None:
         self.source.start_runtime(cpus)
