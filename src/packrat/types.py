@@ -9,6 +9,7 @@ instance with every core.
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -122,13 +123,19 @@ class CellMap:
     runs: Mapping[int, tuple[tuple[int, int], ...]]
 
     def at(self, threads: int, batch: int) -> int:
-        """The value of the cell (threads, batch)."""
-        profiled = [t for t in self.runs if t <= threads]
-        if not profiled:
+        """The value of the cell (threads, batch). Two bisections: handlers ask per batch."""
+        thread_counts, firsts = self._index
+        row = bisect.bisect_right(thread_counts, threads) - 1
+        if row < 0:
             return 0
-        row = self.runs[max(profiled)]
-        at = bisect.bisect_right([first for first, _ in row], batch) - 1
-        return row[max(at, 0)][1]
+        runs = self.runs[thread_counts[row]]
+        return runs[max(bisect.bisect_right(firsts[row], batch) - 1, 0)][1]
+
+    @functools.cached_property
+    def _index(self) -> tuple[list[int], list[list[int]]]:
+        """The thread counts in order, and each one's first batches."""
+        thread_counts = sorted(self.runs)
+        return thread_counts, [[first for first, _ in self.runs[t]] for t in thread_counts]
 
     def values(self) -> set[int]:
         """Every value some cell takes."""

@@ -75,17 +75,23 @@ def mix_backends(
     if not tables:
         raise PlanError("no backend's profile to choose from")
     labels = list(tables)
-    plan_ms = {label: _plan_latencies(tables[label], cores, max_batch) for label in labels}
+    plan_ms = {
+        label: _plan_latencies(PlanTable(tables[label], cores, max_batch), cores)
+        for label in labels
+    }
     best = min(labels, key=lambda label: (geometric_mean(plan_ms[label]), labels.index(label)))
     if len(labels) == 1:
         return BackendMix((best,), tables[best], plan_ms=plan_ms, reason=f"{best}: the only one")
     table, owned = _fastest_cells(tables, labels)
     mixed = PlanTable(table, cores, max_batch)
-    plan_ms["mixed"] = tuple(mixed.latency_ms(cores, b) for b in range(1, max_batch + 1))
+    plan_ms["mixed"] = _plan_latencies(mixed, cores)
     every = CellMap.from_cells(owned)
     used = sorted({every.at(i.threads, i.batch) for i in _instances(mixed, cores)})
-    gains = [s / m for s, m in zip(plan_ms[best], plan_ms["mixed"], strict=True) if s < math.inf]
-    gain = max(gains, default=1.0)
+    # Per batch size, the best single backend's plan over the mix's (1 where neither plans).
+    gains = [
+        s / m if s < math.inf else 1.0 for s, m in zip(plan_ms[best], plan_ms["mixed"], strict=True)
+    ]
+    gain = max(gains)
     if len(used) < 2 or gain < min_gain:
         why = f"its plans are the fastest for every batch size 1-{max_batch}"
         if len(used) > 1:
@@ -98,10 +104,9 @@ def mix_backends(
     kept = [labels[i] for i in used]
     table, owned = _fastest_cells({label: tables[label] for label in kept}, kept)
     runs = CellMap.from_cells(owned)
-    top = max(range(max_batch), key=lambda b: plan_ms[best][b] / plan_ms["mixed"][b])
     reason = (
         f"{' and '.join(kept)}, each instance on the faster for its threads and batch: plans "
-        f"up to {gain:.2f}x faster than on {best} alone (batch {top + 1})"
+        f"up to {gain:.2f}x faster than on {best} alone (batch {gains.index(gain) + 1})"
     )
     return BackendMix(tuple(kept), table, runs, plan_ms, reason)
 
@@ -112,9 +117,9 @@ def describe_owners(mix: BackendMix) -> dict[str, list[str]]:
     return mix.owners.describe(int(mix.table.batches[-1]), lambda index: mix.labels[index])
 
 
-def _plan_latencies(table: LatencyTable, cores: int, max_batch: int) -> tuple[float, ...]:
-    plans = PlanTable(table, cores, max_batch)
-    return tuple(plans.latency_ms(cores, b) for b in range(1, max_batch + 1))
+def _plan_latencies(plans: PlanTable, cores: int) -> tuple[float, ...]:
+    """The optimal plan's latency for every batch size 1..max_batch (inf where none)."""
+    return tuple(plans.latency_ms(cores, b) for b in range(1, plans.max_batch + 1))
 
 
 def _instances(plans: PlanTable, cores: int) -> list[InstanceSpec]:

@@ -119,8 +119,7 @@ class SweepConfig:
         cells = profile.cells
         if any(cells[cell].pass_count < self.passes for cell in self.cells if cell in cells):
             return True
-        measured = {k: s.mean_ms for k, s in profile.cells.items()}
-        return self.planner(measured).next_cell() is not None
+        return self.planner(_means(profile)).next_cell() is not None
 
 
 class EveryCell:
