@@ -100,14 +100,16 @@ def render(rows: list[tuple[str, str, Usage, Usage]], command: str) -> str:
         (__doc__ or "")[(__doc__ or "").index("For each model") :].strip(),
         "",
         f"| model | backend | 1 instance PSS (MiB) | {cores} instances PSS (MiB) | ratio | "
-        "of which anonymous, 1 / T (MiB) | weights shared (MiB) | within 1.5x? |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "of which anonymous, 1 / T (MiB) | file-backed, 1 / T (MiB) | "
+        "torch weights shared by the pool (MiB) | within 1.5x? |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for model, backend, one, many in rows:
         ratio = many.pss / one.pss
         lines.append(
             f"| {model} | {backend} | {one.pss / MiB:.0f} | {many.pss / MiB:.0f} | "
             f"{ratio:.2f}x | {one.pss_anon / MiB:.0f} / {many.pss_anon / MiB:.0f} | "
+            f"{one.pss_file / MiB:.0f} / {many.pss_file / MiB:.0f} | "
             f"{many.shared_weights / MiB:.0f} | {'yes' if ratio <= 1.5 else '**no**'} |"
         )
     return "\n".join(lines) + "\n"

@@ -15,11 +15,9 @@ from typing import Any
 
 import torch
 
-from packrat.errors import ModelError
-from packrat.models.backends import Backend, import_runtime
 from packrat.models.inputs import InputSpec, declared_spec
+from packrat.models.onnxruntime_session import build_session
 from packrat.models.tensor_handler import BatchTensorHandler, check_one_input, check_threads
-from packrat.models.tracing import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +34,6 @@ _ONNX_DTYPES = {
     "tensor(uint8)": "uint8",
 }
 
-_ERRORS_ONLY = 3  # ONNX Runtime's log severity: 0 verbose ... 3 error, 4 fatal
-
 
 class OnnxRuntimeHandler(BatchTensorHandler):
     """Runs an ONNX file's one-input, batch-first model on `threads` intra-op threads.
@@ -48,16 +44,9 @@ class OnnxRuntimeHandler(BatchTensorHandler):
     input_spec: the per-request input; None takes the one the file declares, if it fixes every
         dimension after the batch.
 
-    Session options, and why:
-    - `intra_op_num_threads = threads`: exactly the instance's cores. An explicit count also
-      turns off ONNX Runtime's own thread pinning, which would fight Packrat's.
-    - `inter_op_num_threads = 1` and sequential execution: an instance runs one batch at a time,
-      and operators run one after another; parallel branches would only compete for the same
-      cores.
-    - spinning allowed (`session.intra_op.allow_spinning = 1`, ONNX Runtime's default, set
-      explicitly): between operators the pool threads spin instead of sleeping, which saves a
-      futex wake-up per operator. Packrat pins each worker to cores no other instance uses, so
-      the spinning burns only this instance's own cores, which would otherwise idle.
+    The session is built from ONNX Runtime's optimized copy of the file, whose weights every
+    instance maps from one data file instead of holding its own (`onnxruntime_session`: the
+    copy, where it is kept, and the session options with their reasons).
 
     Raises ModelError if the file cannot be loaded or does not take exactly one input.
     """
@@ -76,7 +65,7 @@ class OnnxRuntimeHandler(BatchTensorHandler):
         check_threads(threads)
         self.path = path
         self.threads = threads
-        self.session = _build_session(path, threads)
+        self.session = build_session(path, threads)
         inputs = self.session.get_inputs()
         check_one_input(len(inputs), f"ONNX model '{path}'")
         self._input_name: str = inputs[0].name
@@ -99,16 +88,16 @@ class OnnxRuntimeHandler(BatchTensorHandler):
         The new pool threads are created by the calling thread, so they inherit the cores the
         worker has just been pinned to. Cost: a new session, i.e. reading the file and
         optimizing the graph again: for ResNet-50 on this 2-core machine, idle, 0.11 s to 2
-        threads and 0.29 s to 1 (up to 0.19 s and 0.48 s with other tests running); no batch
-        runs meanwhile.
-        The old session is freed after the new one is built, so memory briefly holds both
-        (ResNet-50's weights: ~100 MB).
+        threads and 0.29 s to 1 (up to 0.19 s and 0.48 s with other tests running), measured
+        before sessions were built from the optimized copy, which skips the optimization; no
+        batch runs meanwhile. The old session is freed after the new one is built; their mapped
+        weights are the same pages.
         """
         check_threads(threads)
         if threads == self.threads:
             return
         started = time.perf_counter()
-        self.session = _build_session(self.path, threads)
+        self.session = build_session(self.path, threads)
         logger.info(
             "model %s: ONNX Runtime session rebuilt for %d threads (was %d) in %.0f ms",
             self.name, threads, self.threads, (time.perf_counter() - started) * 1000.0,
@@ -117,22 +106,6 @@ class OnnxRuntimeHandler(BatchTensorHandler):
 
     def shared_tensors(self) -> dict[str, Any]:
         """{}: the weights live inside the ONNX Runtime session, not in torch tensors, so the
-        pool cannot swap them for a shared copy (each instance holds its own)."""
+        pool cannot swap them for its shared copy; the sessions share them instead, mapped
+        from the optimized copy's data file."""
         return {}
-
-
-def _build_session(path: Path, threads: int) -> Any:
-    ort = import_runtime(Backend.ONNXRUNTIME)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
-    options.log_severity_level = _ERRORS_ONLY
-    try:
-        return ort.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-        raise ModelError(f"cannot load ONNX model '{path}': {first_line(exc)}") from exc
