@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,7 @@ def test_contenders_are_profiled_and_their_plans_choose() -> None:
     )  # fmt: skip
     config = ModelConfig("tiny-resnet", batching=BatchingConfig(4, 5.0))
 
-    def serve() -> tuple[Selection, LatencyTable | None]:
+    def serve(config: ModelConfig = config) -> tuple[Selection, LatencyTable | None]:
         return asyncio.run(
             serving_table(
                 config, contending, topology, NullProgress(), engine_config=EngineConfig(),
@@ -120,6 +121,12 @@ def test_contenders_are_profiled_and_their_plans_choose() -> None:
     # Each contender's profile is cached apart: a second start measures nothing new.
     again, _ = serve()
     assert again.to_json()["backend"] == served.to_json()["backend"]
+    # With chunks off, every share runs whole, planned on the table as measured.
+    whole, whole_table = serve(dataclasses.replace(config, chunks=False))
+    assert not isinstance(whole.source, ChunkedSource) and not whole.chunks
+    assert whole_table is not None and table is not None
+    chunked = {(t, b): ms for t, b, ms in table.cells()}
+    assert all(ms >= chunked[t, b] for t, b, ms in whole_table.cells())  # chunks only gain
 
 
 def test_an_engine_runs_a_mix_in_chunks_and_answers_as_torch_does(mixed: MixedSource) -> None:

@@ -54,6 +54,35 @@ def test_plan_table_reports_speedup(tmp_path: Path) -> None:
     assert "predicted speedup 1.41x" in result.stdout
 
 
+def test_plan_with_chunks_plans_as_serve_does(tmp_path: Path) -> None:
+    # Past batch 2 a request costs twice as much: shares of 4 run faster as two chunks of 2.
+    cells = {
+        (t, b): CellStats((10.0 if b <= 2 else 20.0) * b / t**0.5, 0, 0, 0, 3)
+        for t in (1, 2)
+        for b in (1, 2, 4, 8)
+    }
+    path = tmp_path / "steep.json"
+    steep = Profile(
+        model_name="steep", content_hash="sha256:00", machine={}, torch_version="x", cells=cells
+    )
+    save_profile(steep, path)
+    args = ["plan", "-p", str(path), "-T", "2", "-B", "8"]
+    whole = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    assert whole["latency_ms"] == pytest.approx(80.0) and "chunk" not in whole["instances"][0]
+    result = runner.invoke(app, [*args, "--json", "--chunks"])
+    assert result.exit_code == 0, result.output
+    chunked = json.loads(result.stdout)
+    assert chunked["latency_ms"] == pytest.approx(40.0)  # two chunks of 2 per instance
+    assert [(i["threads"], i["batch"], i["chunk"]) for i in chunked["instances"]] == [
+        (1, 4, 2),
+        (1, 4, 2),
+    ]
+    assert chunked["fat_latency_ms"] == pytest.approx(4 * 20 / 2**0.5)  # the fat one chunks too
+    table = runner.invoke(app, [*args, "--chunks"])
+    assert table.exit_code == 0, table.output
+    assert "chunks of" in table.stdout and "predicted latency 40.00 ms" in table.stdout
+
+
 def test_plan_for_more_cores_than_this_machine(tmp_path: Path) -> None:
     # `plan` may plan for any T in the profile: cores are numbered on a synthetic machine.
     path = tmp_path / "big.json"

@@ -63,6 +63,19 @@ def test_the_policies_start_on_the_plans_packrat_serve_starts_on() -> None:
     assert choose_plan(planning, "<1,1,3> + <1,1,5>").plan.cores_used == 2
 
 
+def test_the_simulator_runs_shares_in_chunks_where_the_server_would() -> None:
+    def planned(**config: bool) -> LatencyTable:
+        table = make_planning(TABLE, SimConfig(cores=2, batching=BATCHING, **config)).table
+        assert table is not None
+        return table
+
+    # Two threads, batch 4: two chunks of 2 take 2 x 45 = 90 ms against 100 whole.
+    assert planned().get(2, 4) == pytest.approx(90.0)
+    assert planned(chunks=False).get(2, 4) == pytest.approx(100.0)
+    assert planned(interpolate=False).get(2, 4) == pytest.approx(100.0)  # profiled sizes only
+    assert planned().get(1, 8) == pytest.approx(230.0)  # where chunks gain nothing: whole
+
+
 def test_unknown_policies_and_plans_that_do_not_fit_are_refused() -> None:
     planning = make_planning(TABLE, SimConfig(cores=2, batching=BATCHING))
     with pytest.raises(SimError, match="unknown policy 'fastest'"):

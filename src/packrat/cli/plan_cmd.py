@@ -23,15 +23,25 @@ def plan(
     mode: Annotated[
         str, typer.Option("--mode", help="Published CSVs: script (TorchScript) or eager rows.")
     ] = "script",
+    chunks: Annotated[
+        bool,
+        typer.Option(
+            "--chunks",
+            help="Plan as `packrat serve` does: the profile interpolated to every batch size, "
+            "each instance running its share in chunks where that is faster.",
+        ),
+    ] = False,
 ) -> None:
     """Plan the fastest <instances, threads, batch> split of T cores and batch B.
 
-    T may exceed this machine's cores (plans for the profile's machine): cores are then
-    numbered on a single-socket machine of T cores.
+    By default on the profiled batch sizes with whole shares, as the paper's optimizer;
+    --chunks plans as the server does. T may exceed this machine's cores (plans for the
+    profile's machine): cores are then numbered on a single-socket machine of T cores.
     """
 
     def body() -> None:
         from packrat.optimizer import PlanTable
+        from packrat.optimizer.chunks import chunked
         from packrat.profiler.profile_file import load_profile
         from packrat.topology import (
             allocate,
@@ -42,6 +52,9 @@ def plan(
 
         prof = load_profile(profile_path, mode=mode)
         table = prof.latency_table()
+        sizes = None
+        if chunks:
+            table, sizes = chunked(table.interpolated())
         chosen = PlanTable(table, cores, batch).plan(cores, batch)
         here = usable_topology().topology
         local = cores <= here.num_cores
@@ -51,6 +64,7 @@ def plan(
         if as_json:
             instances = [
                 {"threads": i.threads, "batch": i.batch, "cores": list(i.cores)}
+                | ({} if sizes is None else {"chunk": sizes.at(i.threads, i.batch) or i.batch})
                 for i in placed.instances
             ]
             print(
@@ -66,14 +80,17 @@ def plan(
             )
             return
         t = Table(title=f"{prof.model_name}: plan for T={cores} cores, B={batch}")
-        for col in ("instance", "threads", "batch", "cores", "predicted ms"):
+        columns = ["instance", "threads", "batch", "cores", "predicted ms"]
+        for col in columns[:3] + (["chunks of"] if sizes is not None else []) + columns[3:]:
             t.add_column(col, justify="right")
         for k, inst in enumerate(placed.instances):
             ms = table.get(inst.threads, inst.batch)
+            chunk = [] if sizes is None else [str(sizes.at(inst.threads, inst.batch) or "whole")]
             t.add_row(
                 str(k),
                 str(inst.threads),
                 str(inst.batch),
+                *chunk,
                 format_cpu_list(inst.cores),
                 "" if ms is None else f"{ms:.2f}",
             )

@@ -110,6 +110,15 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    chunks: Annotated[
+        bool | None,
+        typer.Option(
+            "--chunks/--no-chunks",
+            help="Instances may run their share of a batch as consecutive chunks where the "
+            "profile says that is faster; --no-chunks runs every share whole [default: chunks].",
+            show_default=False,
+        ),
+    ] = None,
     max_in_flight: Annotated[
         int | None,
         typer.Option(
@@ -263,6 +272,7 @@ def serve(
             max_queue_wait_ms=max_queue_wait_ms,
             backend=backend,
             precision=precision,
+            chunks=chunks,
             max_in_flight=max_in_flight,
             host=host,
             port=port,

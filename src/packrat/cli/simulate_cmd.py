@@ -130,6 +130,14 @@ def simulate(
             "profiled ones only (faster for large batches on many cores).",
         ),
     ] = True,
+    chunks: Annotated[
+        bool,
+        typer.Option(
+            "--chunks/--no-chunks",
+            help="Instances run their share in chunks where the profile says that is faster, "
+            "as the server does (with --interpolate), or always whole, as the paper's plans.",
+        ),
+    ] = True,
     mode: Annotated[
         str, typer.Option("--mode", help="Published CSVs: script (TorchScript) or eager rows.")
     ] = "script",
@@ -189,6 +197,7 @@ def simulate(
             timing=Timing(overhead_ms, switch_ms, noise_cv),
             seed=seed,
             interpolate=interpolate,
+            chunks=chunks,
         )
         table = profile.latency_table()
         if target_p99_ms is None and plot_path is not None:

@@ -27,6 +27,7 @@ A TOML file (`packrat serve --config FILE`) looks like:
     batch_timeout_s = 120     # a worker silent this long on a batch is killed and replaced
     backend = "auto"          # "auto" (fastest accurate), "torch", "onnxruntime", "openvino"
     precision = "auto"        # "auto" (bf16 where native), "fp32", "bf16"
+    chunks = true             # instances may run their share in chunks where that is faster
 
     [[models]]
     spec = "resnet50"         # a zoo name or a file
@@ -37,6 +38,7 @@ A TOML file (`packrat serve --config FILE`) looks like:
     policy = "follow"         # optional; the [server] policy otherwise
     estimator = { alpha = 0.25, window = 16 }  # optional; the [server] estimator otherwise
     backend = "openvino"      # optional; the [server] backend (and precision) otherwise
+    chunks = false            # optional; the [server] chunks otherwise
     batch_timeout_s = 60      # optional; the [server] batch_timeout_s otherwise
     sample_request = "kitten.jpg"  # optional; a TorchServe archive's profiling request
 
@@ -95,6 +97,7 @@ class LaunchConfig:
     batch_timeout_s: float = 120.0  # a worker silent this long on a batch is replaced
     backend: str = field(default_factory=default_backend)  # auto, torch, onnxruntime, openvino
     precision: str = "auto"  # auto, fp32, bf16
+    chunks: bool = True  # instances may run their share in chunks where that is faster
     models: tuple[ModelConfig, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -106,8 +109,9 @@ class LaunchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise PackratError(f"{name} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.grpc, bool):
-            raise PackratError(f"grpc must be true or false, got {self.grpc!r}")
+        for name in ("grpc", "chunks"):
+            if not isinstance(getattr(self, name), bool):
+                raise PackratError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("host", "management_host"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise PackratError(
@@ -203,7 +207,7 @@ def _settings(flat: Mapping[str, Any], batching: BatchingConfig) -> dict[str, An
     return settings
 
 
-_INHERITED = ("estimator", "backend", "precision")
+_INHERITED = ("estimator", "backend", "precision", "chunks")
 """[server] keys that are defaults for the [[models]] entries that do not set them, besides
 the batching keys (an entry's batching keys are read over [server]'s batching)."""
 
@@ -290,6 +294,7 @@ def _model_defaults(config: LaunchConfig) -> dict[str, Any]:
         "estimator": config.estimator,
         "backend": config.backend,
         "precision": config.precision,
+        "chunks": config.chunks,
     }
 
 

@@ -45,6 +45,9 @@ class ModelConfig:
         answers match torch's fp32 ones, or a backend by name (torch, onnxruntime,
         openvino); precision "auto" allows bf16 where the CPU runs it natively, "fp32"
         keeps exact fp32, "bf16" asks for it (within the error budget).
+    chunks: whether instances may run their share of a batch as consecutive chunks where the
+        profile says that is faster (`profiler.backend_plan.with_chunks`); False runs every
+        share whole, as the paper's plans do.
     batch_timeout_s: seconds a worker may take on one batch before it is replaced (its
         requests get 503); None: the server's (`EngineConfig.batch_timeout_s`). TorchServe's
         responseTimeout.
@@ -65,6 +68,7 @@ class ModelConfig:
     estimator: EstimatorConfig = dataclasses.field(default_factory=EstimatorConfig)
     backend: str = dataclasses.field(default_factory=default_backend)
     precision: str = "auto"
+    chunks: bool = True
     batch_timeout_s: float | None = None
     sample_request: Path | None = None
 
@@ -94,6 +98,8 @@ class ModelConfig:
             candidates(self.backend, self.precision, bf16_native=True)
         except PackratError as exc:
             raise ValueError(f"ModelConfig: {exc}") from None
+        if not isinstance(self.chunks, bool):
+            raise ValueError(f"ModelConfig.chunks must be true or false, got {self.chunks!r}")
         timeout = self.batch_timeout_s
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0

@@ -167,7 +167,8 @@ async def serving_table(
     """What to serve and the table (interpolated: every batch size) to plan and split it
     with. With several contenders, and neither a profile given nor a plan pinned, each is
     profiled (cached apart) and the plans choose among them; else the probe choice stands.
-    Either way, batches then run in chunks wherever the table says that is faster."""
+    Either way, batches then run in chunks wherever the table says that is faster, unless the
+    config turns chunks off."""
     tables: dict[Candidate, LatencyTable] = {}
     pinned = config.choice is not None and config.choice.pinned
     if needs_plans(selection) and config.profile is None and not pinned:
@@ -195,6 +196,8 @@ async def serving_table(
         if found is None:
             return selection, None
         table = found.interpolated()  # plan and split every batch size, not only the profiled
+    if not config.chunks:
+        return selection, table
     return await asyncio.to_thread(with_chunks, selection, table)
 
 

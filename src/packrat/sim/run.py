@@ -16,6 +16,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from packrat.controller.batching import BatchingConfig
 from packrat.controller.estimator import EstimatorConfig
 from packrat.controller.planning import Planning
+from packrat.optimizer.chunks import chunked
 from packrat.optimizer.table import LatencyTable
 from packrat.progress import Progress
 from packrat.sim.loop import simulate
@@ -38,6 +39,10 @@ class SimConfig:
     interpolate: plan and split with the profile interpolated to every batch size, as the
         server does; False keeps the profiled batch sizes only (the paper's optimizer; much
         faster to plan for large batches on many cores).
+    chunks: instances run their share of a batch as consecutive chunks where the interpolated
+        profile says that is faster, as the server does (`optimizer.chunks`); False plans
+        whole shares only, as the paper does. Only with `interpolate` (chunks and their
+        remainders may be any size).
     """
 
     cores: int
@@ -48,6 +53,7 @@ class SimConfig:
     timing: Timing = field(default_factory=Timing)
     seed: int = 0
     interpolate: bool = True
+    chunks: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.cores, bool) or not isinstance(self.cores, int) or self.cores < 1:
@@ -55,11 +61,14 @@ class SimConfig:
 
 
 def make_planning(table: LatencyTable, config: SimConfig) -> Planning:
-    """The server's `Planning` for `table` on `config.cores` synthetic cores. Planning is
+    """The server's `Planning` for `table` on `config.cores` synthetic cores (in chunks where
+    the server would run them: the service times are then the chunked ones too). Planning is
     the slow part of a simulation with many cores and large batches: share one between
     simulations of the same table, cores, largest batch and interpolation."""
     if config.interpolate:
         table = table.interpolated()
+        if config.chunks:
+            table, _ = chunked(table)
     topology = synthetic_topology(sockets=1, cores_per_socket=config.cores)
     return Planning(topology, table, config.batching.max_batch_size)
 
