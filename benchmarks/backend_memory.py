@@ -1,7 +1,8 @@
 """Memory of T instances against one, per backend: do instances share their weights?
 
     python benchmarks/backend_memory.py [--models resnet50 bert-base gpt2]
-        [--backends torch onnxruntime openvino] [--output docs/benchmarks/backend-memory.md]
+        [--backends torch onnxruntime openvino [onnxruntime+openvino]]
+        [--output docs/benchmarks/backend-memory.md]
         [--workdir DIR]
 
 (with the project's venv active, from the repository root; HF_HUB_OFFLINE=1).
@@ -15,6 +16,8 @@ activations and the runtimes' caches are in memory as when serving), then the wo
 is read from /proc (`Engine.memory`: PSS, which counts a page shared by k processes 1/k in
 each, so the sum is what the workers use together; anonymous and file-backed parts apart).
 The engine process itself (the server's side) is not counted: it is the same for both.
+A mix of backends (`onnxruntime+openvino`, as `--backend auto` may serve) holds each in
+every worker; its batches of 1 run on the first, larger ones on the second.
 """
 
 from __future__ import annotations
@@ -49,20 +52,11 @@ class Usage:
 
 
 def measure(model: str, backend: str, instances: int) -> Usage:
-    from packrat.models import ZooSource
-    from packrat.models.backends import Backend, Precision
-    from packrat.models.convert import convert_source
     from packrat.pool import Engine
-    from packrat.topology import runs_bf16_natively
     from packrat.types import InstanceSpec, Plan
 
     cpus = tuple(sorted(os.sched_getaffinity(0)))
-    source: Any = ZooSource(model)
-    if backend != Backend.TORCH.value:
-        precision = Precision.FP32
-        if backend == Backend.OPENVINO.value and runs_bf16_natively():
-            precision = Precision.BF16
-        source = convert_source(source, Backend(backend), precision)
+    source = _source(model, backend, len(cpus))
     if instances == 1:
         specs = (InstanceSpec(len(cpus), 1, cpus),)
     else:
@@ -79,6 +73,32 @@ def measure(model: str, backend: str, instances: int) -> Usage:
                  shared)  # fmt: skip
 
 
+def _source(model: str, backend: str, cpus: int) -> Any:
+    """The model on `backend` (its default precision here), or on a mix of backends
+    ("onnxruntime+openvino": every worker holds each, batches of 1 run on the first and larger
+    ones on the second, so both have run when the memory is read)."""
+    from packrat.models import ZooSource
+    from packrat.models.backends import Backend, Precision
+    from packrat.models.convert import convert_source
+    from packrat.models.mixed_source import MixedSource
+    from packrat.topology import runs_bf16_natively
+    from packrat.types import CellMap
+
+    if backend == Backend.TORCH.value:
+        return ZooSource(model)
+    names = backend.split("+")
+    sources = []
+    for name in names:
+        precision = Precision.FP32
+        if name == Backend.OPENVINO.value and runs_bf16_natively():
+            precision = Precision.BF16
+        sources.append(convert_source(ZooSource(model), Backend(name), precision))
+    if len(sources) == 1:
+        return sources[0]
+    owners = {(t, b): 0 if b == 1 else 1 for t in range(1, cpus + 1) for b in range(1, 9)}
+    return MixedSource(sources, names, CellMap.from_cells(owners))
+
+
 def _sizes(batch: int, instances: int) -> list[list[int]]:
     """The batch split evenly over the instances (as the plan would)."""
     base, extra = divmod(batch, instances)
@@ -86,14 +106,16 @@ def _sizes(batch: int, instances: int) -> list[list[int]]:
 
 
 def render(rows: list[tuple[str, str, Usage, Usage]], command: str) -> str:
-    versions = ", ".join(f"{k} {v}" for k, v in package_versions().items())
+    versions = ", ".join(
+        f"{k} {v}" for k, v in package_versions(("onnxruntime", "openvino")).items()
+    )
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     cores = len(os.sched_getaffinity(0))
     lines = [
         "# Memory of T instances against one, per backend (issue 15)",
         "",
         f"Measured {now} on {platform.node()}: {cpu_model()}, {cores} usable cores, Linux "
-        f"{platform.release()}; Python {platform.python_version()}, {versions}.",
+        f"{platform.release()}; {versions}.",
         "",
         f"Command: `{command}`",
         "",

@@ -29,12 +29,13 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def package_versions() -> dict[str, str]:
-    """Python's version and those of the packages a serving benchmark depends on."""
+def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Python's version and those of the packages a serving benchmark depends on, and of
+    `extra` ones (e.g. the runtimes a backend benchmark runs)."""
     import importlib.metadata as md
 
     found = {"Python": platform.python_version()}
-    for package in ("packrat", "torch", "uvicorn", "fastapi", "httpx"):
+    for package in ("packrat", "torch", "uvicorn", "fastapi", "httpx", *extra):
         with contextlib.suppress(md.PackageNotFoundError):
             found[package] = md.version(package)
     return found

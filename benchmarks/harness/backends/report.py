@@ -14,7 +14,6 @@ fastest would favour the single-process side: the least of four noisy values is 
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import math
 import os
 import platform
@@ -122,9 +121,7 @@ def write_report(session: Session, output: Path, method: str) -> None:
 
 
 def render(session: Session, method: str, plot_name: str) -> str:
-    versions = {**package_versions()}
-    for package in ("openvino", "onnxruntime"):
-        versions[package] = importlib.metadata.version(package)
+    versions = package_versions(("openvino", "onnxruntime"))
     lines = [
         "# Batch latency side by side: Packrat's plans against each backend in one process "
         "(issue 15)",
