@@ -69,6 +69,16 @@ def test_profile_writes_resumes_and_extends(tmp_path: Path) -> None:
     assert after["cells"][:2] == data["cells"], "measured cells are kept, not re-measured"
     assert [(c["threads"], c["batch"]) for c in after["cells"]] == [(1, 1), (1, 2), (1, 4)]
 
+    fresh = packrat(
+        "profile", "tiny-resnet", "-T", "1", "--batches", "1", "-o", str(out), *QUICK,
+        "--fresh", cache=tmp_path,
+    )  # fmt: skip
+    assert fresh.returncode == 0, fresh.stderr
+    assert "measuring afresh" in fresh.stderr and "resuming" not in fresh.stderr
+    replaced = json.loads(out.read_text())
+    assert [(c["threads"], c["batch"]) for c in replaced["cells"]] == [(1, 1)]
+    assert replaced["cells"][0] != data["cells"][0], "measured again"
+
 
 def test_profile_in_passes_keeps_each_pass_and_their_median(tmp_path: Path) -> None:
     out = tmp_path / "p.json"

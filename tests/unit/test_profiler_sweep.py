@@ -38,9 +38,12 @@ class FakeEngine:
     started: list[int] = []
     slow: range = range(0)
 
+    measured = 0
+
     def __init__(self, source: Any, plan: Plan, config: Any) -> None:
         self.plan = plan
         self.factor = 1.0
+        self.pool_pids: list[int] = []
 
     def start(self) -> None:
         if len(FakeEngine.started) in FakeEngine.slow:
@@ -51,6 +54,7 @@ class FakeEngine:
         pass
 
     def measure(self, instance: int, batch: int, policy: SamplingPolicy) -> list[float]:
+        FakeEngine.measured += 1
         return [TABLE[(self.plan.instances[0].threads, batch)] * self.factor] * policy.min_runs
 
 
@@ -72,7 +76,7 @@ class Recorder:
 def fake_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     import packrat.pool.engine
 
-    FakeEngine.started, FakeEngine.slow = [], range(0)
+    FakeEngine.started, FakeEngine.slow, FakeEngine.measured = [], range(0), 0
     monkeypatch.setattr(packrat.pool.engine, "Engine", FakeEngine)
 
 
@@ -183,3 +187,29 @@ def test_every_cell_goes_thread_by_thread_past_the_measured_ones() -> None:
         seen.append(cell)
         order.record(*cell, 1.0)
     assert seen == [(1, 1), (2, 1), (2, 2)]
+
+
+class Busy:
+    """Every measurement's cores were 30% taken by something else."""
+
+    @classmethod
+    def begin(cls, cpus: object, pids: object) -> Busy:
+        return cls()
+
+    def others(self) -> float:
+        return 0.3
+
+
+def test_a_cell_measured_while_its_cores_were_busy_is_measured_again_and_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from packrat.profiler import interference
+
+    monkeypatch.setattr(interference, "CoreUse", Busy)
+    progress = Recorder()
+    config = SweepConfig(2, (1, 2), POLICY)
+    with caplog.at_level("WARNING", logger="packrat.profiler.sweep"):
+        cells = sweep(config, tmp_path / "busy.json", progress)
+    assert FakeEngine.measured == len(cells) * interference.MEASURE_TRIES
+    assert "t=1 b=1 was measured 3 times while other processes" in caplog.text
+    assert all("30% of its cores taken by others" in line for line in progress.lines)

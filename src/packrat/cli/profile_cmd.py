@@ -91,6 +91,14 @@ def profile(
             "host, a VM) then skews one pass, not the profile.",
         ),
     ] = 1,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Measure every cell again, replacing the profile there is (by default it "
+            "is resumed: only its missing cells and passes are measured).",
+        ),
+    ] = False,
     backend: Annotated[
         str | None,
         typer.Option(
@@ -153,7 +161,9 @@ def profile(
         path = output or default_profile_path(
             source.identity(), topology, keep_freed_memory=keep_freed_memory, contention=contention
         )
-        existing = load_profile(path) if path.exists() else None
+        existing = load_profile(path) if path.exists() and not fresh else None
+        if fresh and path.exists():
+            err.print(f"measuring afresh: {path} is replaced")
         if existing is not None:
             err.print(f"resuming {path}: {len(existing.cells)} cells already measured")
         with progress_bar(err) as bar:

@@ -25,6 +25,7 @@ With `contention`, each cell is measured with its neighbours: the worker set for
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import metadata
@@ -35,6 +36,7 @@ from packrat.errors import ProfileError
 from packrat.models.base import ModelSource
 from packrat.pool.config import EngineConfig
 from packrat.profiler.contention import contended_plan, measure_contended
+from packrat.profiler.interference import BUSY_SHARE, MEASURE_TRIES, least_disturbed
 from packrat.profiler.profile_file import Profile, ProfileKind, save_profile
 from packrat.profiler.prune import CellPlanner, Order, PruneConfig, Skip
 from packrat.progress import NullProgress, Progress
@@ -44,6 +46,8 @@ from packrat.types import Plan
 
 if TYPE_CHECKING:
     from packrat.pool.engine import Engine
+
+logger = logging.getLogger(__name__)
 
 
 def powers_of_two(max_batch: int) -> tuple[int, ...]:
@@ -238,7 +242,16 @@ def profile_model(
         if not started:  # after the model loaded once: a bad model fails first
             progress.start(total, f"profiling {name}")
             started = True
-        stats = summarize(workers.measure(batch))
+        samples, others = workers.measure(batch)
+        stats = summarize(samples)
+        busy = others is not None and others > BUSY_SHARE
+        if busy:
+            logger.warning(
+                "profiling %s: t=%d b=%d was measured %d times while other processes (or the "
+                "hypervisor) took %.0f%% of its cores at best; it may read slow: profile on an "
+                "idle machine (packrat profile --fresh)",
+                name, threads, batch, MEASURE_TRIES, 100 * (others or 0.0),
+            )  # fmt: skip
         old = profile.cells.get(cell)
         profile = profile.with_cell(threads, batch, stats if old is None else old.with_pass(stats))
         if out is not None:
@@ -247,7 +260,8 @@ def profile_model(
         progress.advance(
             batch / threads,
             f"profiling {name}: t={threads} b={batch} {stats.mean_ms:.1f} ms (n={stats.n})"
-            + (f", pass {done} of {passes}" if passes > 1 else ""),
+            + (f", pass {done} of {passes}" if passes > 1 else "")
+            + (f", {others:.0%} of its cores taken by others" if busy and others else ""),
         )
         return stats
 
@@ -294,7 +308,7 @@ def measure_cells(
     try:
         for threads, batch in sorted(set(cells)):
             workers.ready(threads)
-            found[(threads, batch)] = summarize(workers.measure(batch))
+            found[(threads, batch)] = summarize(workers.measure(batch)[0])
     finally:
         workers.close()
     return found
@@ -331,10 +345,16 @@ class _Workers:
         self._engine = Engine(self._source, plan, self._engine_config)
         self._engine.start()
 
-    def measure(self, batch: int) -> list[float]:
-        """One pass's samples (ms) of a batch of `batch` on the ready worker set."""
+    def measure(self, batch: int) -> tuple[list[float], float | None]:
+        """One pass's samples (ms) of a batch of `batch` on the ready worker set, and the
+        share of its cores' time that something else took meanwhile (`CoreUse`; None if not
+        known); measured again while that share is too large (`least_disturbed`)."""
         engine = self._engine
         assert engine is not None, "ready() first"
+        cores = {core for instance in engine.plan.instances for core in instance.cores}
+        return least_disturbed(lambda: self._measure_once(engine, batch), cores, engine.pool_pids)
+
+    def _measure_once(self, engine: Engine, batch: int) -> list[float]:
         if self._config.contention:
             engine.replan(_with_batch(engine.plan, batch))
             return measure_contended(engine, self._config.policy)
