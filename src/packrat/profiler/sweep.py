@@ -249,7 +249,7 @@ def profile_model(
             logger.warning(
                 "profiling %s: t=%d b=%d was measured %d times while other processes (or the "
                 "hypervisor) took %.0f%% of its cores at best; it may read slow: profile on an "
-                "idle machine (packrat profile --fresh)",
+                "idle machine (packrat profile MODEL --fresh)",
                 name, threads, batch, MEASURE_TRIES, 100 * (others or 0.0),
             )  # fmt: skip
         old = profile.cells.get(cell)
