@@ -157,3 +157,20 @@ def test_concurrent_first_loads_write_one_copy(
     assert len(writes) == 1
     assert len(set(found)) == 1 and found[0] is not None and found[0].exists()
     assert not [p for p in copies.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_converting_a_model_leaves_no_copy_of_its_staging_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The conversion's own check loads the file before it moves into place: a copy made
+    # from it would be keyed by a path that is gone.
+    monkeypatch.setenv("PACKRAT_CACHE_DIR", str(tmp_path))
+    converted = convert_source(ZooSource("tiny-resnet"), Backend.ONNXRUNTIME)
+    assert not (tmp_path / "onnxruntime").exists()
+    handler = OnnxRuntimeHandler(converted.path, 1, converted.input_spec, shared=False)
+    handler.set_threads(2)
+    assert handler.session.get_session_options().intra_op_num_threads == 2
+    assert not (tmp_path / "onnxruntime").exists()
+    OnnxRuntimeHandler(converted.path, 1, converted.input_spec, name="tiny-resnet")
+    (folder,) = [p for p in (tmp_path / "onnxruntime").iterdir() if p.is_dir()]
+    assert folder.name.startswith("tiny-resnet-")  # named by the model served

@@ -218,7 +218,8 @@ def _check_matches(module: torch.nn.Module, spec: InputSpec, path: Path, backend
     from packrat.models.tensor_handler import TensorHandler
 
     reference = TensorHandler(module, spec)
-    candidate = load_runtime_handler(path, backend, Precision.FP32, spec, "converted")
+    # The file itself: it is about to move, so a mapped copy made from it would never be used.
+    candidate = load_runtime_handler(path, backend, Precision.FP32, spec, "converted", shared=False)
     report = check_accuracy(reference, candidate)
     report.require(EXACT_BUDGET, f"the {backend.value} conversion")
 

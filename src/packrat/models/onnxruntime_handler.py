@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from packrat.models.inputs import InputSpec, declared_spec
-from packrat.models.onnxruntime_session import build_session
+from packrat.models.onnxruntime_session import build_session, open_session
 from packrat.models.tensor_handler import BatchTensorHandler, check_one_input, check_threads
 
 logger = logging.getLogger(__name__)
@@ -44,9 +44,11 @@ class OnnxRuntimeHandler(BatchTensorHandler):
     input_spec: the per-request input; None takes the one the file declares, if it fixes every
         dimension after the batch.
 
-    The session is built from ONNX Runtime's optimized copy of the file, whose weights every
-    instance maps from one data file instead of holding its own (`onnxruntime_session`: the
-    copy, where it is kept, and the session options with their reasons).
+    shared: build the session from ONNX Runtime's optimized copy of the file, whose weights
+        every instance maps from one data file instead of holding its own
+        (`onnxruntime_session`: the copy, where it is kept, and the session options with their
+        reasons); False loads the file itself (a one-off look at a file, such as the check of
+        a conversion before it is published, which would leave a copy nobody uses).
 
     Raises ModelError if the file cannot be loaded or does not take exactly one input.
     """
@@ -61,11 +63,13 @@ class OnnxRuntimeHandler(BatchTensorHandler):
         *,
         name: str = "model",
         example_seed: int = 0,
+        shared: bool = True,
     ) -> None:
         check_threads(threads)
         self.path = path
         self.threads = threads
-        self.session = build_session(path, threads, name=name)
+        self.shared = shared
+        self.session = self._session(threads, name)
         inputs = self.session.get_inputs()
         check_one_input(len(inputs), f"ONNX model '{path}'")
         self._input_name: str = inputs[0].name
@@ -96,12 +100,17 @@ class OnnxRuntimeHandler(BatchTensorHandler):
         if threads == self.threads:
             return
         started = time.perf_counter()
-        self.session = build_session(self.path, threads, name=self.name)
+        self.session = self._session(threads, self.name)
         logger.info(
             "model %s: ONNX Runtime session rebuilt for %d threads (was %d) in %.0f ms",
             self.name, threads, self.threads, (time.perf_counter() - started) * 1000.0,
         )  # fmt: skip
         self.threads = threads
+
+    def _session(self, threads: int, name: str) -> Any:
+        if self.shared:
+            return build_session(self.path, threads, name=name)
+        return open_session(self.path, threads, optimized=False)
 
     def shared_tensors(self) -> dict[str, Any]:
         """{}: the weights live inside the ONNX Runtime session, not in torch tensors, so the

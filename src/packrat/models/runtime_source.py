@@ -25,8 +25,12 @@ def load_runtime_handler(
     precision: Precision,
     input_spec: InputSpec | None,
     name: str,
+    *,
+    shared: bool = True,
 ) -> Handler:
     """The handler that runs `path` on `backend` in `precision`, on torch's thread count.
+    shared=False: ONNX Runtime loads the file itself rather than its mapped copy (for a
+    one-off look at a file; see `OnnxRuntimeHandler`).
 
     Raises ModelError if the runtime is not installed, the precision unsupported, or the file
     unreadable.
@@ -38,7 +42,7 @@ def load_runtime_handler(
     if backend is Backend.ONNXRUNTIME:
         from packrat.models.onnxruntime_handler import OnnxRuntimeHandler
 
-        return OnnxRuntimeHandler(path, threads, input_spec, name=name)
+        return OnnxRuntimeHandler(path, threads, input_spec, name=name, shared=shared)
     if backend is Backend.OPENVINO:
         from packrat.models.openvino_handler import OpenVinoHandler
 
