@@ -174,3 +174,36 @@ def test_converting_a_model_leaves_no_copy_of_its_staging_file(
     OnnxRuntimeHandler(converted.path, 1, converted.input_spec, name="tiny-resnet")
     (folder,) = [p for p in (tmp_path / "onnxruntime").iterdir() if p.is_dir()]
     assert folder.name.startswith("tiny-resnet-")  # named by the model served
+
+
+def test_a_model_without_weights_to_map_is_not_copied_nor_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu", [x], [y])
+    model = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    copies = tmp_path / "copies"
+    writes: list[Path] = []
+    real_write = sessions._write
+
+    def counted(source: Path, folder: Path, threads: int) -> None:
+        writes.append(folder)
+        real_write(source, folder, threads)
+
+    monkeypatch.setattr(sessions, "_write", counted)
+    with caplog.at_level(logging.WARNING, logger=sessions.__name__):
+        assert sessions.mapped_copy(model, 1, copies) is None
+    assert "no weights to map" in caplog.text
+    assert sessions.mapped_copy(model, 1, copies) is None  # remembered: not written again
+    assert len(writes) == 1
+    (failed,) = copies.glob(f"*{sessions.FAILED_SUFFIX}")
+    assert "no weights to map" in failed.read_text()
+    session = sessions.build_session(model, 1, copies=copies)  # the model itself
+    assert session.run(None, {"x": np.array([[-1.0, 2.0, -3.0, 4.0]], np.float32)})[0].tolist() == [
+        [0.0, 2.0, 0.0, 4.0]
+    ]

@@ -16,9 +16,9 @@ hashes all three. Where: `<cache>/onnxruntime/<name>-<key16>/`, holding `model.o
 Written once, by a child process of the first instance (so the saving session's heap is not
 left in the worker): under a lock file, into a staging directory beside it, renamed into
 place; the other instances wait on the lock, then load the copy. Where it cannot be written
-(a read-only cache, a full disk, a graph ONNX Runtime cannot save), or fails to load, the
-instance says so in its log and builds its session from the source file as before: slower
-to start, more memory, same answers.
+(a read-only cache, a full disk, a graph ONNX Runtime cannot save: remembered beside it, so
+not tried again), or fails to load, the instance says so in its log and builds its session
+from the source file as before: slower to start, more memory, same answers.
 
 Measured on bert-base (one thread, batch 8): the copy is written in 5.6 s (738 MiB: the
 weights and their pre-packed form), a session is built from it in 0.25 s instead of 1.46 s
@@ -60,6 +60,10 @@ reused."""
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
 INFO_FILE = "packrat.json"
+FAILED_SUFFIX = ".failed"
+"""Beside a copy's folder: ONNX Runtime could not save that model (the reason inside), so no
+instance tries again (each try is a whole optimization in a child process); a new ONNX Runtime
+or a changed file is a new key, and tries again."""
 
 MIN_EXTERNAL_BYTES = 1024
 """Initializers at least this large go to the mapped data file; smaller ones (shapes, scalars)
@@ -165,11 +169,21 @@ def mapped_copy(
     root = copies if copies is not None else cache_dir() / "onnxruntime"
     try:
         folder = root / f"{name or model.stem}-{copy_key(model)[:16]}"
+        failed = folder.with_name(folder.name + FAILED_SUFFIX)
+        if failed.exists():  # this ONNX Runtime cannot save this model: not tried again
+            logger.info("%s: no optimized copy (%s)", model, failed.read_text().strip())
+            return None
         if not (folder / MODEL_FILE).exists():
             root.mkdir(parents=True, exist_ok=True)
             with _locked(root / f"{folder.name}.lock"):
-                if not (folder / MODEL_FILE).exists():  # not written while we waited
-                    _write(model, folder, threads)
+                if not (folder / MODEL_FILE).exists() and not failed.exists():
+                    try:
+                        _write(model, folder, threads)
+                    except ModelError as exc:
+                        failed.write_text(f"{exc}\n")
+                        raise
+            if failed.exists():  # another instance failed while we waited
+                return None
     except (OSError, ModelError) as exc:
         logger.warning(
             "%s: cannot keep ONNX Runtime's optimized copy in %s (%s); this instance loads "
