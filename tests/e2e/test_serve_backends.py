@@ -40,11 +40,15 @@ def test_auto_chooses_says_why_everywhere_and_answers_as_torch(tmp_path: Path) -
     with packrat_serve(*args, workdir=tmp_path) as server:
         (described,) = httpx.get(server.management + "/models/tiny-resnet").json()
         backend = described["backend"]
-        chosen = f"{backend['backend']} {backend['precision']}"
         assert backend["precision"] == "fp32"  # --precision fp32: exact kernels only
-        assert backend["candidates"][chosen] == "chosen"
+        # One backend, or (where two came close on the probes and their plans chose) a mix.
+        served = [f"{name} fp32" for name in backend["backend"].split("+")]
+        for label in served:
+            assert backend["candidates"][label].startswith("chosen")
         assert {"torch fp32", "onnxruntime fp32", "openvino fp32"} <= set(backend["candidates"])
-        assert backend["reason"].startswith(f"{chosen}: the fastest accurate candidate")
+        assert backend["reason"].startswith(" and ".join(served))
+        reasons = ("the fastest accurate candidate", "its plans are the fastest", "the faster")
+        assert any(why in backend["reason"] for why in reasons), backend["reason"]
         assert f"backend {backend['reason']}" in server.output  # at start-up
         for candidate in ("onnxruntime fp32", "openvino fp32"):
             assert backend["accuracy"][candidate]["within_budget"]
