@@ -130,18 +130,24 @@ def test_a_broken_copy_is_reported_and_the_model_loaded_itself(
     assert run(session).shape[0] == 3
 
 
-def test_concurrent_first_loads_write_one_copy(
-    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    copies = tmp_path / "copies"
-    writes: list[Path] = []
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The folders copies are written to, one per write, as they are written."""
+    written: list[Path] = []
     real_write = sessions._write
 
     def counted(source: Path, folder: Path, threads: int) -> None:
-        writes.append(folder)
+        written.append(folder)
         real_write(source, folder, threads)
 
     monkeypatch.setattr(sessions, "_write", counted)
+    return written
+
+
+def test_concurrent_first_loads_write_one_copy(
+    model: Path, tmp_path: Path, writes: list[Path]
+) -> None:
+    copies = tmp_path / "copies"
     found: list[Path | None] = []
     start = threading.Barrier(4)
 
@@ -177,7 +183,7 @@ def test_converting_a_model_leaves_no_copy_of_its_staging_file(
 
 
 def test_a_model_without_weights_to_map_is_not_copied_nor_tried_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, writes: list[Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
@@ -188,14 +194,6 @@ def test_a_model_without_weights_to_map_is_not_copied_nor_tried_again(
     model = tmp_path / "relu.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
     copies = tmp_path / "copies"
-    writes: list[Path] = []
-    real_write = sessions._write
-
-    def counted(source: Path, folder: Path, threads: int) -> None:
-        writes.append(folder)
-        real_write(source, folder, threads)
-
-    monkeypatch.setattr(sessions, "_write", counted)
     with caplog.at_level(logging.WARNING, logger=sessions.__name__):
         assert sessions.mapped_copy(model, 1, copies) is None
     assert "no weights to map" in caplog.text
