@@ -47,6 +47,7 @@ from packrat.models.identity import json_sha256
 from packrat.models.inputs import InputSpec
 from packrat.models.metadata import METADATA_FILE, ExportMetadata
 from packrat.models.runtime_source import ConvertedSource
+from packrat.models.staging import sync_files
 
 if TYPE_CHECKING:
     import torch
@@ -227,9 +228,7 @@ def _check_matches(module: torch.nn.Module, spec: InputSpec, path: Path, backend
 def _publish(staging: Path, target: Path) -> None:
     """Make `staging` durable, then rename it to `target`; a target that appeared meanwhile
     (another process converting the same model) wins and `staging` is left to be removed."""
-    for path in staging.iterdir():
-        with path.open("rb") as file:
-            os.fsync(file.fileno())
+    sync_files(staging)
     try:
         os.rename(staging, target)
     except OSError as exc:

@@ -13,12 +13,12 @@ by its instruction sets), to the ONNX Runtime version and to the source file, so
 hashes all three. Where: `<cache>/onnxruntime/<name>-<key16>/`, holding `model.onnx`,
 `model.onnx.data` and `packrat.json` (what it was made from, for a person reading the cache).
 
-Written once, by a child process of the first instance (so the saving session's heap is not
-left in the worker): under a lock file, into a staging directory beside it, renamed into
-place; the other instances wait on the lock, then load the copy. Where it cannot be written
-(a read-only cache, a full disk, a graph ONNX Runtime cannot save: remembered beside it, so
-not tried again), or fails to load, the instance says so in its log and builds its session
-from the source file as before: slower to start, more memory, same answers.
+Written once, by a child process of the first instance (so the saving session's heap is not left
+in the worker): under a lock file, into a staging directory beside it, flushed to disk and
+renamed into place (`staging`); the other instances wait on the lock, then load the copy. Where
+it cannot be written (a read-only cache, a full disk, a graph ONNX Runtime cannot save:
+remembered beside it, so not tried again), or fails to load, the instance says so in its log and
+builds its session from the source file as before: slower to start, more memory, same answers.
 
 Measured on bert-base (one thread, batch 8): the copy is written in 5.6 s (738 MiB: the
 weights and their pre-packed form), a session is built from it in 0.25 s instead of 1.46 s
@@ -48,6 +48,7 @@ from packrat.config import cache_dir
 from packrat.errors import ModelError
 from packrat.models.backends import Backend, import_runtime, library_version
 from packrat.models.identity import json_sha256
+from packrat.models.staging import sync_files
 from packrat.models.tracing import first_line
 from packrat.topology import cpu_flags
 
@@ -231,6 +232,7 @@ def _write(model: Path, folder: Path, threads: int) -> None:
             raise ModelError("the optimized graph has no weights to map")
         info = {"source": str(model.resolve()), "onnxruntime": library_version("onnxruntime")}
         (staging / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        sync_files(staging)  # every worker computes with these bytes: durable before visible
         os.rename(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

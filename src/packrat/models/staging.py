@@ -1,0 +1,19 @@
+"""Folders written in the cache beside their final place, then renamed into it.
+
+A rename is atomic, but not durable by itself: after a crash the renamed folder may hold files
+whose data never reached the disk (zeros, or nothing), which a later start would trust. So
+every file is flushed first (`sync_files`), as the conversions and ONNX Runtime's optimized
+copies are.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def sync_files(folder: Path) -> None:
+    """Flush every file directly in `folder` to disk. Raises OSError if one cannot be."""
+    for path in folder.iterdir():
+        with path.open("rb") as file:
+            os.fsync(file.fileno())
