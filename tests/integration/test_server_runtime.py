@@ -59,7 +59,9 @@ def _gone(pids: list[int]) -> bool:
 
 
 def _save_synthetic_profile(source: ZooSource) -> Path:
-    """A hand-written profile in the cache, so registration plans without profiling.
+    """A hand-written profile in the cache, so registration plans without profiling (a test
+    that serves more than a few batches on it turns calibration off: served batches would
+    correct its cells).
 
     On 2 cores at batch 4 two 1-thread instances of batch 2 (12 ms) beat the fat instance
     (30 ms): the plan is <2,1,2>. At batch 1 the fat instance (5 ms) is the plan, and beats a
@@ -365,6 +367,7 @@ def test_following_the_load_switches_plans_without_losing_a_request(
             batching=BatchingConfig(4, 20.0),
             choice=PlanChoice.following(PolicyKind(policy)),
             estimator=EstimatorConfig.per_batch(),
+            calibrate=False,  # the profile is made up: served batches would correct it
         )
         runtime = await repository.register_model(config)
         try:
@@ -412,7 +415,9 @@ def test_pin_release_and_move_cores_while_requests_run() -> None:
     async def main() -> None:
         repository = Repository(RepositoryDefaults(), engine_config=ENGINE)
         settings = EstimatorConfig(alpha=0.5, window=2, cooldown_s=0.25)
-        config = ModelConfig("tiny-resnet", batching=BatchingConfig(4, 5.0), estimator=settings)
+        config = ModelConfig(
+            "tiny-resnet", batching=BatchingConfig(4, 5.0), estimator=settings, calibrate=False
+        )  # the profile is made up: served batches would correct it
         runtime = await repository.register_model(config)
         stop = asyncio.Event()
         answered = 0
@@ -501,7 +506,7 @@ def test_plans_are_made_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> N
 
     async def main() -> int:
         repository = Repository(RepositoryDefaults(), engine_config=ENGINE)
-        config = ModelConfig("tiny-resnet", batching=BatchingConfig(4, 5.0))
+        config = ModelConfig("tiny-resnet", batching=BatchingConfig(4, 5.0), calibrate=False)
         runtime = await repository.register_model(config)
         try:
             await asyncio.gather(*(runtime.infer(x) for x in inputs))

@@ -20,11 +20,12 @@ def test_help_shows_the_defaults() -> None:
 def test_help_defaults_are_the_configs_defaults() -> None:
     """The defaults shown come from the config dataclasses, so they cannot drift apart."""
     from packrat.controller.batching import BatchingConfig
+    from packrat.controller.calibration import CalibrationConfig
     from packrat.controller.policy import PolicyKind
     from packrat.profiler.profile_file import ProfileKind
     from packrat.server.launch_config import LaunchConfig
 
-    batching, launch = BatchingConfig(), LaunchConfig()
+    batching, launch, calibration = BatchingConfig(), LaunchConfig(), CalibrationConfig()
     assert launch.batching == batching
     assert (launch.policy, launch.profile_kind) == (PolicyKind.AUTO, ProfileKind.ISOLATED)
     serve = " ".join(runner.invoke(app, ["serve", "--help"], terminal_width=400).output.split())
@@ -35,6 +36,7 @@ def test_help_defaults_are_the_configs_defaults() -> None:
         f"0: not held [default: {batching.max_queue_wait_ms:g}]",
         f"[default: {launch.policy}]",
         f"[default: {launch.profile_kind}]",
+        f"{1 + calibration.tolerance:g}x either way, median of {calibration.samples}",
     ):
         assert shown in serve
     simulate = runner.invoke(app, ["simulate", "--help"], terminal_width=400).output

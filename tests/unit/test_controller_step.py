@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -52,6 +53,9 @@ class Proposing:
         return None
 
     def reset(self, batch: int, now_s: float) -> None:
+        return None
+
+    def plan_with(self, planner: Callable[[int], Plan]) -> None:
         return None
 
 

@@ -47,6 +47,7 @@ LAYERS = {
     "packrat.server.archive_settings": 5,
     "packrat.server.api": 5,  # the engine's interface to the edges: protocols it implements
     "packrat.server.batch_runner": 5,
+    "packrat.server.calibrating": 5,
     "packrat.server.errors": 5,
     "packrat.server.describe": 5,
     "packrat.server.model_config": 5,

@@ -257,33 +257,36 @@ def test_name_equals_model_serves_it_under_that_name(tmp_path: Path) -> None:
     ]
 
 
-CHUNKS = """
+FLAG_FILE = """
 [server]
-chunks = false
+{flag} = false
 
 [[models]]
 spec = "resnet50"
 
 [[models]]
 spec = "bert-base"
-chunks = true
+{flag} = true
 """
 
 
-def test_chunks_from_the_file_and_the_command_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flag", ["chunks", "calibrate"])
+def test_on_off_settings_from_the_file_and_the_command_line(tmp_path: Path, flag: str) -> None:
     path = tmp_path / "serve.toml"
-    path.write_text(CHUNKS)
+    path.write_text(FLAG_FILE.format(flag=flag))
     config = load_config_file(path)
     resnet, bert = config.models
-    assert (config.chunks, resnet.chunks, bert.chunks) == (False, False, True)
-    assert with_cli(LaunchConfig(), ["gpt2"]).models[0].chunks is True  # on by default
-    overridden = with_cli(config, ["gpt2"], chunks=True)
-    assert overridden.models[-1].chunks is True  # the command line's, for models named there
-    assert overridden.models[0].chunks is False  # the file's keep theirs
-    assert with_cli(LaunchConfig(), ["gpt2"], chunks=False).models[0].chunks is False
-    path.write_text("[server]\nchunks = 'no'\n")
-    with pytest.raises(PackratError, match="chunks must be true or false, got 'no'"):
+    assert (getattr(config, flag), getattr(resnet, flag), getattr(bert, flag)) == (
+        False, False, True,
+    )  # fmt: skip
+    assert getattr(with_cli(LaunchConfig(), ["gpt2"]).models[0], flag) is True  # on by default
+    overridden = with_cli(config, ["gpt2"], **{flag: True})
+    assert getattr(overridden.models[-1], flag) is True  # the command line's, for models there
+    assert getattr(overridden.models[0], flag) is False  # the file's keep theirs
+    assert getattr(with_cli(LaunchConfig(), ["gpt2"], **{flag: False}).models[0], flag) is False
+    path.write_text(f"[server]\n{flag} = 'no'\n")
+    with pytest.raises(PackratError, match=f"{flag} must be true or false, got 'no'"):
         load_config_file(path)
-    path.write_text("[[models]]\nspec = 'r'\nchunks = 1\n")
-    with pytest.raises(PackratError, match="ModelConfig.chunks must be true or false, got 1"):
+    path.write_text(f"[[models]]\nspec = 'r'\n{flag} = 1\n")
+    with pytest.raises(PackratError, match=f"ModelConfig.{flag} must be true or false, got 1"):
         load_config_file(path)

@@ -66,16 +66,20 @@ def test_a_model_starts_on_its_first_plan_with_a_pool_for_its_policy(
         fat = await repository.register_model(
             config_of(None, name="fat", choice=PlanChoice(ChoiceKind.FAT))
         )
+        exact = await repository.register_model(config_of(profile, name="e", calibrate=False))
         try:
             assert [r.policy for r in (auto, fixed, fat)] == ["auto", "fixed", "pinned"]
+            calibrations = [r.describe()["calibration"] for r in (auto, fat, exact)]
+            assert calibrations[0]["corrections_total"] == 0  # checked against served batches
+            assert calibrations[1:] == [None, None]  # no profile; calibrate = false
             assert auto.plan.describe() == "<1,1,4>" and auto.plan.layout == ((1, (CPU,)),)
             assert fat.plan.describe() == "<1,1,4>" and fat.describe()["split"] == "thread share"
             assert await asyncio.gather(*(auto.infer(float(r)) for r in range(3))) == [
                 0.0, 2.0, 4.0,
             ]  # fmt: skip
-            assert [p.workers for p in pools.made] == [1, 1, 1]
+            assert [p.workers for p in pools.made] == [1, 1, 1, 1]
             timeouts = [c.batch_timeout_s for c in pools.configs if c is not None]
-            assert timeouts == [2.0, 30.0, 30.0]
+            assert timeouts == [2.0, 30.0, 30.0, 30.0]
             assert auto.describe()["batching"]["batch_timeout_s"] == 2.0
         finally:
             await repository.close()

@@ -9,6 +9,7 @@ import typer
 
 from packrat.cli.app import SampleOpt, app, err, guard, out
 from packrat.controller.batching import BatchingConfig
+from packrat.controller.calibration import CalibrationConfig
 from packrat.controller.estimator import EstimatorConfig
 from packrat.controller.policy import PolicyKind
 from packrat.profiler.profile_file import ProfileKind
@@ -16,6 +17,7 @@ from packrat.profiler.profile_file import ProfileKind
 DEFAULT_MODEL = "resnet50"
 BATCHING = BatchingConfig()
 """The batching a model gets unless told otherwise: the defaults the help shows."""
+CALIBRATION = CalibrationConfig()
 
 
 @app.command()
@@ -116,6 +118,16 @@ def serve(
             "--chunks/--no-chunks",
             help="Instances may run their share of a batch as consecutive chunks where the "
             "profile says that is faster; --no-chunks runs every share whole [default: chunks].",
+            show_default=False,
+        ),
+    ] = None,
+    calibrate: Annotated[
+        bool | None,
+        typer.Option(
+            "--calibrate/--no-calibrate",
+            help="Served batches correct the profile's cells where they keep running far from "
+            f"it ({1 + CALIBRATION.tolerance:g}x either way, median of {CALIBRATION.samples}), "
+            "and plans follow the corrected cells [default: calibrate].",
             show_default=False,
         ),
     ] = None,
@@ -273,6 +285,7 @@ def serve(
             backend=backend,
             precision=precision,
             chunks=chunks,
+            calibrate=calibrate,
             max_in_flight=max_in_flight,
             host=host,
             port=port,

@@ -76,6 +76,10 @@ class PlanPolicy(Protocol):
     def reset(self, batch: int, now_s: float) -> None:
         """The plan for `batch` was set from outside (released, cores changed)."""
 
+    def plan_with(self, planner: Planner) -> None:
+        """Choose among `planner`'s plans from now on (the profile it plans on was corrected);
+        the rest of the policy's state stays."""
+
 
 SWITCH_COST_ALPHA = 0.25
 """Weight of the newest measured switch in `PerBatch`'s running estimate of a switch's cost."""
@@ -123,6 +127,9 @@ class PerBatch:
     def reset(self, batch: int, now_s: float) -> None:
         return None
 
+    def plan_with(self, planner: Planner) -> None:
+        self.planner = planner
+
 
 @dataclass
 class FollowLoad:
@@ -153,6 +160,9 @@ class FollowLoad:
 
     def reset(self, batch: int, now_s: float) -> None:
         self.estimator.reset(min(max(batch, 1), self.estimator.max_batch_size), now_s)
+
+    def plan_with(self, planner: Planner) -> None:
+        self.planner = planner
 
 
 @dataclass(frozen=True)

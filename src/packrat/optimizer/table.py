@@ -67,6 +67,16 @@ class LatencyTable:
         ms = float(self.latency_ms[self.threads.index(threads), self.batches.index(batch)])
         return ms if np.isfinite(ms) else None
 
+    def with_cells(self, cells: Mapping[tuple[int, int], float]) -> LatencyTable:
+        """This table with the cells {(threads, batch): ms} set; each must be in its axes
+        (KeyError naming the first that is not)."""
+        rows = self.latency_ms.copy()
+        for (threads, batch), ms in cells.items():
+            if threads not in self.threads or batch not in self.batches:
+                raise KeyError(f"no cell ({threads} threads, batch {batch}) in this table")
+            rows[self.threads.index(threads), self.batches.index(batch)] = ms
+        return LatencyTable(self.threads, self.batches, rows)
+
     @property
     def max_threads(self) -> int:
         return self.threads[-1]

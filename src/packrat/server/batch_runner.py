@@ -58,6 +58,10 @@ class BatchRunner:
         _, latency_ms = self.split(batch)
         return latency_ms / 1000.0 if math.isfinite(latency_ms) else None
 
+    def retable(self, table: LatencyTable) -> None:
+        """Split by `table` from the next batch on (the profile, corrected by served batches)."""
+        self._splits = MemoizedSplit(table)
+
     def plan_changed(self, plan: Plan) -> None:
         """The pool now serves `plan`, on other instances."""
         self.counters.resize(len(plan.instances))

@@ -1,6 +1,6 @@
 """The JSON a served model describes itself with (`ModelRuntime.describe`, the management
-API): its model, its plan and instances (with each worker's pid and resident memory), and its
-batching."""
+API): its model and input, its plan and instances (with each worker's pid and resident memory),
+and its batching."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from packrat.errors import ModelError
 from packrat.models.base import ModelIdentity, ModelSource
 from packrat.models.inputs import InputSpec
+from packrat.pool.protocol import InstancePool
 from packrat.server.batcher import Batcher
 from packrat.types import Plan
 
@@ -89,3 +91,24 @@ _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+def declared_input_spec(source: ModelSource) -> InputSpec | None:
+    """The input a source states without loading the model (zoo models, files given one)."""
+    spec = getattr(source, "input_spec", None)
+    return spec if isinstance(spec, InputSpec) else None
+
+
+def example_input_spec(pool: InstancePool) -> InputSpec | None:
+    """Shape and dtype of an example request of the model's handler if it is a tensor
+    (duck-typed: no torch import). Integer inputs get no upper bound (unknown from one)."""
+    examples = pool.example_requests(1)
+    if not examples:
+        return None
+    shape, dtype = getattr(examples[0], "shape", None), getattr(examples[0], "dtype", None)
+    if shape is None or dtype is None:
+        return None
+    try:
+        return InputSpec(tuple(int(d) for d in shape), str(dtype).removeprefix("torch."))
+    except (ModelError, TypeError, ValueError):
+        return None

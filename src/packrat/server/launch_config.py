@@ -28,6 +28,7 @@ A TOML file (`packrat serve --config FILE`) looks like:
     backend = "auto"          # "auto" (fastest accurate), "torch", "onnxruntime", "openvino"
     precision = "auto"        # "auto" (bf16 where native), "fp32", "bf16"
     chunks = true             # instances may run their share in chunks where that is faster
+    calibrate = true          # served batches correct profile cells they keep far from
 
     [[models]]
     spec = "resnet50"         # a zoo name or a file
@@ -39,6 +40,7 @@ A TOML file (`packrat serve --config FILE`) looks like:
     estimator = { alpha = 0.25, window = 16 }  # optional; the [server] estimator otherwise
     backend = "openvino"      # optional; the [server] backend (and precision) otherwise
     chunks = false            # optional; the [server] chunks otherwise
+    calibrate = false         # optional; the [server] calibrate otherwise
     batch_timeout_s = 60      # optional; the [server] batch_timeout_s otherwise
     sample_request = "kitten.jpg"  # optional; a TorchServe archive's profiling request
 
@@ -98,6 +100,7 @@ class LaunchConfig:
     backend: str = field(default_factory=default_backend)  # auto, torch, onnxruntime, openvino
     precision: str = "auto"  # auto, fp32, bf16
     chunks: bool = True  # instances may run their share in chunks where that is faster
+    calibrate: bool = True  # served batches correct the profile where they keep far from it
     models: tuple[ModelConfig, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -109,7 +112,7 @@ class LaunchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise PackratError(f"{name} must be an integer >= 1, got {value!r}")
-        for name in ("grpc", "chunks"):
+        for name in ("grpc", "chunks", "calibrate"):
             if not isinstance(getattr(self, name), bool):
                 raise PackratError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("host", "management_host"):
@@ -207,7 +210,7 @@ def _settings(flat: Mapping[str, Any], batching: BatchingConfig) -> dict[str, An
     return settings
 
 
-_INHERITED = ("estimator", "backend", "precision", "chunks")
+_INHERITED = ("estimator", "backend", "precision", "chunks", "calibrate")
 """[server] keys that are defaults for the [[models]] entries that do not set them, besides
 the batching keys (an entry's batching keys are read over [server]'s batching)."""
 
@@ -295,6 +298,7 @@ def _model_defaults(config: LaunchConfig) -> dict[str, Any]:
         "backend": config.backend,
         "precision": config.precision,
         "chunks": config.chunks,
+        "calibrate": config.calibrate,
     }
 
 

@@ -142,6 +142,13 @@ class Metrics:
             ("model",),
             registry=self.registry,
         )
+        self._corrections = Counter(
+            "packrat_profile_corrections",
+            "Profile cells corrected because the batches served on them kept running far "
+            "from the profile (the model then plans on the served latency).",
+            ("model",),
+            registry=self.registry,
+        )
         self._busy = Counter(
             "packrat_instance_busy_seconds",
             "Seconds each instance spent computing (preprocess + inference + postprocess).",
@@ -208,6 +215,10 @@ class Metrics:
     def observe_restarts(self, model: str, count: int) -> None:
         """`count` lost instances of `model` were replaced."""
         self._restarts.labels(model).inc(count)
+
+    def observe_correction(self, model: str) -> None:
+        """Served batches corrected a cell of `model`'s profile."""
+        self._corrections.labels(model).inc()
 
     def set_queue_depth(self, model: str, depth: int) -> None:
         """`depth` requests of `model` are waiting for a batch."""

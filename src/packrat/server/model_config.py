@@ -48,6 +48,8 @@ class ModelConfig:
     chunks: whether instances may run their share of a batch as consecutive chunks where the
         profile says that is faster (`profiler.backend_plan.with_chunks`); False runs every
         share whole, as the paper's plans do.
+    calibrate: whether served batches correct the profile where they keep running far from
+        it, and the model plans on the corrected cells (`packrat.server.calibrating`).
     batch_timeout_s: seconds a worker may take on one batch before it is replaced (its
         requests get 503); None: the server's (`EngineConfig.batch_timeout_s`). TorchServe's
         responseTimeout.
@@ -69,6 +71,7 @@ class ModelConfig:
     backend: str = dataclasses.field(default_factory=default_backend)
     precision: str = "auto"
     chunks: bool = True
+    calibrate: bool = True
     batch_timeout_s: float | None = None
     sample_request: Path | None = None
 
@@ -98,8 +101,11 @@ class ModelConfig:
             candidates(self.backend, self.precision, bf16_native=True)
         except PackratError as exc:
             raise ValueError(f"ModelConfig: {exc}") from None
-        if not isinstance(self.chunks, bool):
-            raise ValueError(f"ModelConfig.chunks must be true or false, got {self.chunks!r}")
+        for flag in ("chunks", "calibrate"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(
+                    f"ModelConfig.{flag} must be true or false, got {getattr(self, flag)!r}"
+                )
         timeout = self.batch_timeout_s
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0

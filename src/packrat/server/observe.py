@@ -1,5 +1,5 @@
 """Connect a model runtime to the server's metrics: batches, queue depth, plan, restarts,
-and the backend it runs on."""
+corrections of its profile, and the backend it runs on."""
 
 from __future__ import annotations
 
@@ -32,3 +32,4 @@ def watch(runtime: ModelRuntime, metrics: Metrics) -> None:
     runtime.add_listener(on_batch)
     runtime.add_switch_listener(on_switch)
     runtime.add_restart_listener(on_restart)
+    runtime.add_correction_listener(lambda _: metrics.observe_correction(name))

@@ -24,6 +24,7 @@ from packrat.controller.planning import Planning
 from packrat.controller.policy import PlanPolicy, PolicyConfig, PolicyKind
 from packrat.controller.step import Action, Reason, step
 from packrat.errors import PackratError, WorkerError
+from packrat.optimizer.table import LatencyTable
 from packrat.pool import EngineState
 from packrat.pool.protocol import InstancePool
 from packrat.server.errors import BadRequest
@@ -139,6 +140,21 @@ class PlanControl:
                 except WorkerError as exc:  # the pool serves on; a larger plan starts its own
                     logger.warning("model %s: starting spare workers failed: %s", self._label, exc)
         return plan
+
+    async def recalibrate(self, table: LatencyTable) -> None:
+        """Plan on `table` (the profile as served batches corrected it) from the next batch
+        on: the plans are made off the event loop, then swapped in between two batches. The
+        running plan stays until the policy moves off it. Nothing to do without planning."""
+        while self._planning is not None:
+            current = self._planning
+            planning = dataclasses.replace(current, table=table)
+            await asyncio.to_thread(_every_optimal, planning)
+            async with self._lock:
+                if self._planning is current:  # else moved meanwhile: plan its cores again
+                    self._planning = planning
+                    if self._policy is not None:
+                        self._policy.plan_with(planning.optimal)
+                    return
 
     async def follow(self, batch: int, waiting: int, current_ms: float) -> None:
         """Apply the per-batch step to a batch of `batch` with `waiting` requests queued (this

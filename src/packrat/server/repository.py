@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from packrat.controller.calibration import CalibrationConfig
 from packrat.controller.plan_choice import first_plan
 from packrat.controller.planning import Planning
 from packrat.controller.policy import PolicyKind
@@ -335,6 +336,7 @@ class Repository:
             pool=pool,
             backend=selection.to_json(),
             loaded_at_startup=loaded_at_startup,
+            calibration=CalibrationConfig() if config.calibrate else None,
         )
 
     def _warn_overlap(

@@ -24,14 +24,15 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from packrat.controller.batching import BatchingConfig
+from packrat.controller.calibration import CalibrationConfig, Correction
 from packrat.controller.estimator import EstimatorConfig
 from packrat.controller.planning import Planning
 from packrat.controller.policy import PolicyConfig, PolicyKind
-from packrat.errors import ModelError, WorkerError
+from packrat.errors import WorkerError
 from packrat.models.base import ModelIdentity, ModelSource
 from packrat.models.inputs import InputSpec
 from packrat.optimizer.table import LatencyTable
@@ -39,7 +40,14 @@ from packrat.pool import Engine, EngineConfig, EngineState
 from packrat.pool.protocol import InstancePool
 from packrat.server.batch_runner import BatchRunner
 from packrat.server.batcher import Batcher
-from packrat.server.describe import describe_batching, describe_model, describe_plan
+from packrat.server.calibrating import Calibrating
+from packrat.server.describe import (
+    declared_input_spec,
+    describe_batching,
+    describe_model,
+    describe_plan,
+    example_input_spec,
+)
 from packrat.server.errors import Unavailable
 from packrat.server.plan_control import PlanControl
 from packrat.server.records import (
@@ -85,7 +93,8 @@ class ModelRuntime:
         for a pinned plan; estimator: the estimator's settings when released to "follow"
         (default: the policy's). pool: the instances, serving `plan` (`InstancePool`; default:
         an `Engine` of `pool_size` workers, spares beyond the plan's instances, under
-        `engine_config`).
+        `engine_config`). calibration: when served batches correct `table`
+        (`packrat.server.calibrating`; needs `table` and `planning`), None never.
 
     Metrics hooks: listeners (`add_listener`: a `BatchRecord` per batch; switches, restarts)
     and counters (`queue_depth`, `in_flight`, `busy_s`, `batches_total`, ...).
@@ -108,6 +117,7 @@ class ModelRuntime:
         pool: InstancePool | None = None,
         backend: Mapping[str, Any] | None = None,
         loaded_at_startup: bool = False,
+        calibration: CalibrationConfig | None = None,
     ) -> None:
         self._name, self._version, self._source, self._table = name, version, source, table
         self._loaded_at_startup = loaded_at_startup
@@ -126,13 +136,17 @@ class ModelRuntime:
             pool, self._label, lock, self._lost, planning=planning, policy=policy,
             estimator=estimator, on_switched=self._batches.plan_changed,
         )  # fmt: skip
+        self._calibrating: Calibrating | None = None
+        if calibration is not None and table is not None and planning is not None:
+            self._calibrating = Calibrating(pool, table, calibration, self._label, self._replan)
+            self._batches.listeners.add(self._calibrating.observe)
         self._batcher: Batcher[Any, Any] = Batcher(
             self._run_batch, batching, predict_s=self._batches.predicted_s
         )
         self._state = RuntimeState.NEW
         self._started_at_unix_s: float | None = None
         self._identity: ModelIdentity | None = None
-        self._input_spec = _declared_input_spec(source)
+        self._input_spec = declared_input_spec(source)
 
     @property
     def name(self) -> str:
@@ -201,6 +215,7 @@ class ModelRuntime:
             **describe_plan(self._pool.plan, self._pool.pids),
             **describe_batching(self._batcher, self._batch_timeout_s, self._table is not None),
             **self._control.describe(),
+            "calibration": None if self._calibrating is None else self._calibrating.describe(),
         }
 
     def switch_log(self) -> list[dict[str, Any]]:
@@ -222,7 +237,7 @@ class ModelRuntime:
             self._identity = await asyncio.to_thread(self._source.identity)
             await asyncio.to_thread(self._pool.start)
             if self._input_spec is None and not self.takes_raw_requests:
-                self._input_spec = await asyncio.to_thread(_example_input_spec, self._pool)
+                self._input_spec = await asyncio.to_thread(example_input_spec, self._pool)
             await self._batcher.start()
         except BaseException:
             await asyncio.to_thread(self._pool.close)
@@ -241,6 +256,8 @@ class ModelRuntime:
         try:
             await self._batcher.stop(drain=drain)
             await self._lost.finish()
+            if self._calibrating is not None:
+                await self._calibrating.stop()
         finally:
             await asyncio.to_thread(self._pool.close)
             self._state = RuntimeState.STOPPED
@@ -275,6 +292,11 @@ class ModelRuntime:
     def add_restart_listener(self, listener: RestartListener) -> None:
         """Call `listener(count)` after lost instances were replaced."""
         self._lost.listeners.add(listener)
+
+    def add_correction_listener(self, listener: Callable[[Correction], None]) -> None:
+        """Call `listener(correction)` when served batches corrected a cell of the profile."""
+        if self._calibrating is not None:
+            self._calibrating.listeners.add(listener)
 
     @property
     def queue_depth(self) -> int:
@@ -351,6 +373,11 @@ class ModelRuntime:
 
     # --- the batch function ----------------------------------------------------------------
 
+    async def _replan(self, table: LatencyTable) -> None:
+        """Plan and split batches on `table`, the profile corrected by served batches."""
+        await self._control.recalibrate(table)
+        self._batches.retable(table)
+
     async def _run_batch(self, requests: list[Any]) -> list[Any | BaseException]:
         async with self._lock:
             await self._lost.replace()
@@ -368,24 +395,3 @@ class ModelRuntime:
     @property
     def _label(self) -> str:
         return f"{self._name}:{self._version}"
-
-
-def _declared_input_spec(source: ModelSource) -> InputSpec | None:
-    """The input a source states without loading the model (zoo models, files given one)."""
-    spec = getattr(source, "input_spec", None)
-    return spec if isinstance(spec, InputSpec) else None
-
-
-def _example_input_spec(pool: InstancePool) -> InputSpec | None:
-    """Shape and dtype of an example request of the model's handler if it is a tensor
-    (duck-typed: no torch import). Integer inputs get no upper bound (unknown from one)."""
-    examples = pool.example_requests(1)
-    if not examples:
-        return None
-    shape, dtype = getattr(examples[0], "shape", None), getattr(examples[0], "dtype", None)
-    if shape is None or dtype is None:
-        return None
-    try:
-        return InputSpec(tuple(int(d) for d in shape), str(dtype).removeprefix("torch."))
-    except (ModelError, TypeError, ValueError):
-        return None
