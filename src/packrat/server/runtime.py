@@ -96,8 +96,9 @@ class ModelRuntime:
         `engine_config`). calibration: when served batches correct `table`
         (`packrat.server.calibrating`; needs `table` and `planning`), None never.
 
-    Metrics hooks: listeners (`add_listener`: a `BatchRecord` per batch; switches, restarts)
-    and counters (`queue_depth`, `in_flight`, `busy_s`, `batches_total`, ...).
+    Metrics hooks: listeners (`add_listener`: a `BatchRecord` per batch; switches, restarts,
+    corrections of the profile) and counters (`queue_depth`, `in_flight`, `busy_s`,
+    `batches_total`, ...).
     """
 
     def __init__(
