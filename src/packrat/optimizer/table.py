@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -62,9 +63,10 @@ class LatencyTable:
 
     def get(self, threads: int, batch: int) -> float | None:
         """L(threads, batch) in ms, or None where not profiled."""
-        if threads not in self.threads or batch not in self.batches:
+        cell = self._cell(threads, batch)
+        if cell is None:
             return None
-        ms = float(self.latency_ms[self.threads.index(threads), self.batches.index(batch)])
+        ms = float(self.latency_ms[cell])
         return ms if np.isfinite(ms) else None
 
     def with_cells(self, cells: Mapping[tuple[int, int], float]) -> LatencyTable:
@@ -72,10 +74,26 @@ class LatencyTable:
         (KeyError naming the first that is not)."""
         rows = self.latency_ms.copy()
         for (threads, batch), ms in cells.items():
-            if threads not in self.threads or batch not in self.batches:
+            cell = self._cell(threads, batch)
+            if cell is None:
                 raise KeyError(f"no cell ({threads} threads, batch {batch}) in this table")
-            rows[self.threads.index(threads), self.batches.index(batch)] = ms
+            rows[cell] = ms
         return LatencyTable(self.threads, self.batches, rows)
+
+    def _cell(self, threads: int, batch: int) -> tuple[int, int] | None:
+        """The (row, column) of a cell in `latency_ms`, None if an axis lacks it."""
+        row, column = self._thread_rows.get(threads), self._batch_columns.get(batch)
+        return None if row is None or column is None else (row, column)
+
+    @functools.cached_property
+    def _thread_rows(self) -> dict[int, int]:
+        return {t: i for i, t in enumerate(self.threads)}
+
+    @functools.cached_property
+    def _batch_columns(self) -> dict[int, int]:
+        # Interpolated tables have every batch size up to 1024: a lookup per served
+        # sub-batch (`controller.calibration`) must not scan them.
+        return {b: j for j, b in enumerate(self.batches)}
 
     @property
     def max_threads(self) -> int:
