@@ -67,8 +67,9 @@ def test_a_short_soak_with_forced_switches_fails_nothing_and_leaks_nothing(
     """Load for 12 s while the plan is pinned, changed and released every 2 s: every request
     answered, every change made, and no process, open file or shared-memory entry left."""
     shm_before = shared_memory_entries()
-    # --no-calibrate: the switches counted below are the profile's plans; under this load
-    # served batches can correct its cells and move the plans (CI saw "policy auto" move).
+    # --no-calibrate: the switches counted below are the profile's plans. Its requests take
+    # 10 ms more than the example requests it is profiled on (SLOW_10MS), so served batches
+    # would correct its cells and move the plans (CI saw the release to auto move one).
     args = ("--max-batch-size", "4", "--no-calibrate")
     with packrat_serve(HANDLER, *args, workdir=tmp_path) as server:
         url = server.inference + f"/predictions/{MODEL}"
