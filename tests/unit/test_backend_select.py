@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from packrat.errors import PackratError
+from packrat.models.runtime_source import OnnxFileSource, OpenVinoFileSource
 from packrat.profiler.backend_choice import Candidate
-from packrat.profiler.backend_select import candidates, probe_cells
+from packrat.profiler.backend_select import candidates, probe_cells, select_backend
+from packrat.topology import synthetic_topology
 
 TORCH, ORT, OV = Candidate("torch"), Candidate("onnxruntime"), Candidate("openvino")
 OV_BF16 = Candidate("openvino", "bf16")
@@ -38,3 +42,24 @@ def test_probe_cells_are_the_shapes_plans_are_made_of() -> None:
     assert probe_cells(2, 8) == [(1, 4), (2, 1), (2, 8)]
     assert probe_cells(16, 8) == [(1, 1), (16, 1), (16, 8)]
     assert probe_cells(1, 8) == [(1, 1), (1, 8)]
+
+
+@pytest.mark.parametrize(
+    ("source", "own", "other"),
+    [
+        (OnnxFileSource(Path("m.onnx")), "onnxruntime", "openvino"),
+        (OpenVinoFileSource(Path("m.xml")), "openvino", "onnxruntime"),
+    ],
+)
+def test_a_model_file_of_a_backend_format_is_served_by_that_backend(
+    source: OnnxFileSource, own: str, other: str
+) -> None:
+    topology = synthetic_topology(sockets=1, cores_per_socket=4)
+    for backend in ("auto", own):
+        selection = select_backend(source, backend, "auto", topology, max_batch=8)
+        assert selection.candidate == Candidate(own)
+        assert selection.reason == f"{own} fp32: the model's format"
+    with pytest.raises(PackratError, match=f"served by {own} \\(its format\\); --backend {other}"):
+        select_backend(source, other, "auto", topology, max_batch=8)
+    with pytest.raises(PackratError, match="runs in fp32, not bf16"):
+        select_backend(source, own, "bf16", topology, max_batch=8)

@@ -66,11 +66,14 @@ class OnnxFileSource(LocalFileSource):
         every dimension after the batch is fixed (else `example_requests` asks for one).
     """
 
+    backend = Backend.ONNXRUNTIME  # the format names its backend and precision
+    precision = Precision.FP32
+
     def load(self) -> Handler:
         """Build an ONNX Runtime session on the worker's threads; ModelError if unreadable."""
         existing_file(self.path, "ONNX model")
         return load_runtime_handler(
-            self.path, Backend.ONNXRUNTIME, Precision.FP32, self.input_spec, self.name
+            self.path, self.backend, self.precision, self.input_spec, self.name
         )
 
 
@@ -80,6 +83,9 @@ class OpenVinoFileSource(LocalFileSource):
 
     input_spec: as for `OnnxFileSource`.
     """
+
+    backend = Backend.OPENVINO
+    precision = Precision.FP32
 
     @property
     def weights_path(self) -> Path:
@@ -104,7 +110,7 @@ class OpenVinoFileSource(LocalFileSource):
         existing_file(self.path, "OpenVINO model")
         existing_file(self.weights_path, "OpenVINO weights file")
         return load_runtime_handler(
-            self.path, Backend.OPENVINO, Precision.FP32, self.input_spec, self.name
+            self.path, self.backend, self.precision, self.input_spec, self.name
         )
 
 
