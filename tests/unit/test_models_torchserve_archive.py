@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import zipfile
 from pathlib import Path
 
@@ -52,6 +53,33 @@ def test_extracts_once_into_a_folder_named_by_the_hash(tmp_path: Path) -> None:
     assert (first / "marker").read_text() == "kept"
     other = _mar(tmp_path / "other.mar", config="batchSize: 2\n")
     assert extract_archive(other, tmp_path / "cache") != first
+
+
+def test_every_extracted_file_reaches_the_disk_before_the_folder_is_renamed_into_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = _mar(tmp_path / "nested.mar")
+    with zipfile.ZipFile(archive, "a") as zipped:
+        zipped.writestr("code/utils/helpers.py", "X = 1\n")
+    synced: list[str] = []
+    renamed: list[str] = []
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    real_rename = os.rename
+
+    def rename(source: Path, target: Path) -> None:
+        renamed.append(str(source))
+        real_rename(source, target)
+
+    monkeypatch.setattr("packrat.models.staging.os.fsync", fsync)
+    monkeypatch.setattr("packrat.models.torchserve_archive.os.rename", rename)
+    folder = extract_archive(archive, tmp_path / "cache")
+    with zipfile.ZipFile(archive) as zipped:
+        members = sorted(zipped.namelist())
+    assert [str(Path(s).relative_to(renamed[0])) for s in sorted(synced)] == members
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) == members
 
 
 def test_manifest_config_and_warnings(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 from packrat.config import cache_dir
 from packrat.errors import ModelError
 from packrat.models.identity import file_sha256
+from packrat.models.staging import sync_tree
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,9 @@ def is_archive_dir(path: Path) -> bool:
 def extract_archive(archive: Path, root: Path | None = None) -> Path:
     """The folder holding `archive`'s files, extracted under `root` (default: the cache) once.
 
-    Extraction goes to a temporary folder renamed into place, so a concurrent or interrupted
-    extraction never leaves a half-written folder that a later start would trust.
+    Extraction goes to a temporary folder, flushed to disk and then renamed into place, so a
+    concurrent or interrupted extraction, or a crash, never leaves a half-written folder that
+    a later start would trust.
     Raises ModelError if the file is not a zip or holds a path outside its folder.
     """
     digest = file_sha256(archive, "model archive")
@@ -88,6 +90,7 @@ def extract_archive(archive: Path, root: Path | None = None) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=base.parent))
     try:
         _unzip(archive, staging)
+        sync_tree(staging)  # a handler and its weights: durable before visible
         try:
             os.rename(staging, base)
         except OSError:
