@@ -86,6 +86,7 @@ def test_onnxruntime_runs_on_exactly_its_threads_and_rethreads(
     options = handler.session.get_session_options()
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
     first = handler.session
     handler.set_threads(1)
     assert handler.session is first  # same count: nothing rebuilt

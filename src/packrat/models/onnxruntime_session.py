@@ -119,6 +119,10 @@ def open_session(path: Path, threads: int, *, optimized: bool, save_to: Path | N
       explicitly): between operators the pool threads spin instead of sleeping, which saves a
       futex wake-up per operator. Packrat pins each worker to cores no other instance uses, so
       the spinning burns only this instance's own cores, which would otherwise idle.
+    - spinning stops when a run returns (`session.force_spinning_stop = 1`): between batches
+      the server's process shares the cores with the instances (its event loop and the pipe
+      to the worker that just answered), and threads spinning on with nothing to do would
+      delay exactly the work that answers the request.
     """
     ort = import_runtime(Backend.ONNXRUNTIME)
     options = ort.SessionOptions()
@@ -130,6 +134,7 @@ def open_session(path: Path, threads: int, *, optimized: bool, save_to: Path | N
         levels.ORT_DISABLE_ALL if optimized else levels.ORT_ENABLE_ALL
     )
     options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     if save_to is not None:
         options.optimized_model_filepath = str(save_to / MODEL_FILE)
         for key, value in _SAVING.items():
