@@ -52,7 +52,7 @@ def test_probe_cells_are_the_shapes_plans_are_made_of() -> None:
     ],
 )
 def test_a_model_file_of_a_backend_format_is_served_by_that_backend(
-    source: OnnxFileSource, own: str, other: str
+    source: OnnxFileSource | OpenVinoFileSource, own: str, other: str
 ) -> None:
     topology = synthetic_topology(sockets=1, cores_per_socket=4)
     for backend in ("auto", own):
