@@ -23,10 +23,10 @@ No clock, no I/O: the server and the simulator can run the same code.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from packrat.optimizer.table import LatencyTable
@@ -44,7 +44,7 @@ CALIBRATION_FLOOR_MS = 1.0
 """Least difference in ms that counts: sub-millisecond cells jitter by more than 30%."""
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Correction:
     """The cell of `threads` and `batch` was profiled at `profiled_ms` and served in
     `served_ms` (the median of `samples` sub-batches)."""
@@ -66,16 +66,10 @@ class Correction:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "threads": self.threads,
-            "batch": self.batch,
-            "profiled_ms": self.profiled_ms,
-            "served_ms": self.served_ms,
-            "samples": self.samples,
-        }
+        return dataclasses.asdict(self)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class CalibrationConfig:
     """When served sub-batches correct a cell (the module's docstring says how)."""
 
