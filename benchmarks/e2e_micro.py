@@ -30,8 +30,7 @@ from rich.console import Console
 
 from packrat.bench.offline import BenchConfig, LayoutMemory, Measurement, run_bench
 from packrat.models.resolve import resolve_model
-from packrat.profiler.cache import default_profile_path
-from packrat.profiler.profile_file import load_profile
+from packrat.profiler.cache import cached_profile, default_profile_path
 from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
 from packrat.progress import progress_bar
 from packrat.server.repository import QUICK_POLICY
@@ -49,7 +48,7 @@ def micro(model: str, batches: tuple[int, ...], profile_batch: int, bench: bool)
     topology = read_topology()
     cores = topology.num_cores
     path = default_profile_path(source.identity(), topology)
-    cached = load_profile(path) if path.exists() else None
+    cached = cached_profile(path)
     sweep = SweepConfig(cores, powers_of_two(profile_batch), QUICK_POLICY)
     started = time.monotonic()
     with progress_bar(Console(stderr=True)) as bar:

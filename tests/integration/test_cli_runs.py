@@ -80,6 +80,34 @@ def test_profile_writes_resumes_and_extends(tmp_path: Path) -> None:
     assert replaced["cells"][0] != data["cells"][0], "measured again"
 
 
+def test_a_cached_profile_of_an_older_method_is_measured_afresh(tmp_path: Path) -> None:
+    from packrat.profiler.profile_file import METHOD
+
+    args = ("profile", "tiny-resnet", "-T", "1", "--batches", "1", *QUICK)
+    first = packrat(*args, cache=tmp_path)
+    assert first.returncode == 0, first.stderr
+    (path,) = (tmp_path / "profiles").glob("tiny-resnet-*.json")
+    data = json.loads(path.read_text())
+    del data["method"]  # as Packrat wrote it before the method was recorded
+    data["cells"][0]["mean_ms"] = 12345.0  # recognisable if it were kept
+    path.write_text(json.dumps(data))
+
+    again = packrat(*args, cache=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "afresh: an older Packrat measured it (method 1" in again.stderr
+    assert "resuming" not in again.stderr
+    redone = json.loads(path.read_text())
+    assert redone["method"] == METHOD and redone["cells"][0]["mean_ms"] != 12345.0
+
+    mine = tmp_path / "mine.json"  # a file the user names is refused, not replaced unasked
+    mine.write_text(json.dumps(data))
+    refused = packrat(*args, "-o", str(mine), cache=tmp_path)
+    assert refused.returncode == 1
+    assert f"another measuring method (1 vs {METHOD})" in refused.stderr
+    assert "packrat profile --fresh" in refused.stderr
+    assert json.loads(mine.read_text()) == data
+
+
 def test_profile_in_passes_keeps_each_pass_and_their_median(tmp_path: Path) -> None:
     out = tmp_path / "p.json"
     args = ("profile", "tiny-resnet", "-T", "1", "--batches", "1,2", "-o", str(out))

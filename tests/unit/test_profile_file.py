@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from packrat.errors import ProfileError
+from packrat.profiler.cache import cached_profile
 from packrat.profiler.profile_file import (
+    METHOD,
     Profile,
     ProfileKind,
     load_profile,
+    outdated,
     read_published_csv,
     save_profile,
 )
@@ -83,6 +88,35 @@ def test_the_kind_is_read_and_checked(tmp_path: Path) -> None:
         ProfileKind.parse("x")
 
 
+def test_the_measuring_method_is_kept_and_an_older_one_is_measured_afresh(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "p.json"
+    save_profile(Profile("m", "h", {}, "t", {(1, 1): CellStats(1, 1, 1, 0, 1)}), path)
+    data = json.loads(path.read_text())
+    assert data["method"] == METHOD >= 2
+    current = load_profile(path)
+    assert current.method == METHOD and outdated(current) is None
+    assert cached_profile(path) == current, "a current cached profile is planned with"
+
+    del data["method"]  # as Packrat wrote files before it had one
+    path.write_text(json.dumps(data))
+    old = load_profile(path)
+    why = outdated(old)
+    assert old.method == 1 and why is not None
+    assert f"method 1, now {METHOD}" in why and "measured again while other processes" in why
+    with caplog.at_level(logging.WARNING):
+        assert cached_profile(path) is None, "an outdated cached profile is measured afresh"
+    assert f"measuring the cached profile {path} afresh: an older Packrat" in caplog.text
+    assert outdated(replace(old, source="published:c6420/bert_latency.csv")) is None
+
+    path.write_text("{")
+    with caplog.at_level(logging.WARNING):
+        assert cached_profile(path) is None
+    assert "ignoring unreadable cached profile" in caplog.text
+    assert cached_profile(tmp_path / "absent.json") is None
+
+
 def test_invalid_cell_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "p.json"
     save_profile(Profile("m", "h", {}, "t", {(1, 1): CellStats(1, 1, 1, 0, 1)}), path)
@@ -122,7 +156,7 @@ def test_multi_instance_csv_is_refused() -> None:
 
 def test_resume_refuses_other_model_machine_torch_or_engine() -> None:
     from packrat.errors import ProfileError as Refused
-    from packrat.profiler.sweep import check_resumable
+    from packrat.profiler.profile_file import check_resumable
 
     base = Profile(
         "m", "sha256:aa", {"cpu_model": "X"}, "2.13.0", engine={"keep_freed_memory": True}
@@ -141,6 +175,7 @@ def test_resume_refuses_other_model_machine_torch_or_engine() -> None:
             ),
             "engine",
         ),
+        (replace(base, method=1), "measuring method .*packrat profile --fresh"),
     ):
         with pytest.raises(Refused, match=what):
             check_resumable(base, other, "p.json")

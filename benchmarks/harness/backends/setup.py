@@ -112,13 +112,12 @@ def serve_profile(
     """The profile `packrat serve --max-batch-size LARGEST` plans with (as
     `model_setup.latency_table` makes it): the cached one, completed where it lacks cells or
     passes."""
-    from packrat.profiler.cache import default_profile_path
-    from packrat.profiler.profile_file import load_profile
+    from packrat.profiler.cache import cached_profile, default_profile_path
     from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
     from packrat.server.repository import QUICK_POLICY
 
     path = default_profile_path(source.identity(), topology)
-    cached = load_profile(path) if path.exists() else None
+    cached = cached_profile(path)
     sweep = SweepConfig(
         topology.num_cores,
         powers_of_two(largest),

@@ -63,7 +63,7 @@ def bench(
         from packrat.bench.report import mean_speedup, summarize_batches, write_csv, write_plot
         from packrat.models.resolve import resolve_model
         from packrat.pool.config import EngineConfig
-        from packrat.profiler.cache import default_profile_path
+        from packrat.profiler.cache import cached_profile, default_profile_path
         from packrat.profiler.profile_file import load_profile
         from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
         from packrat.progress import progress_bar
@@ -85,7 +85,7 @@ def bench(
             if profile_path is not None:
                 prof = load_profile(profile_path)
             else:
-                cached = load_profile(path) if path.exists() else None
+                cached = cached_profile(path)
                 sweep = SweepConfig(cores=budget, batches=powers_of_two(max(grid)))
                 if cached is not None and all(c in cached.cells for c in sweep.cells):
                     prof = cached

@@ -122,7 +122,7 @@ def profile(
         from packrat.models.resolve import resolve_model
         from packrat.pool.config import EngineConfig
         from packrat.profiler.backend_select import select_backend
-        from packrat.profiler.cache import default_profile_path
+        from packrat.profiler.cache import cached_profile, default_profile_path
         from packrat.profiler.profile_file import load_profile
         from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
         from packrat.progress import progress_bar
@@ -161,7 +161,12 @@ def profile(
         path = output or default_profile_path(
             source.identity(), topology, keep_freed_memory=keep_freed_memory, contention=contention
         )
-        existing = load_profile(path) if path.exists() and not fresh else None
+        if fresh or not path.exists():
+            existing = None
+        elif output is None:  # the cache's: resumed unless unreadable or measured by an old method
+            existing = cached_profile(path)
+        else:  # the user's file: resumed or refused, never overwritten unasked
+            existing = load_profile(path)
         if fresh and path.exists():
             err.print(f"measuring afresh: {path} is replaced")
         if existing is not None:

@@ -12,6 +12,7 @@ machine. The JSON format (version 1) is documented in docs/profile-format.md:
       "torch_version": "2.13.0+cpu",
       "source": "measured",                     # or "published:<file>" for the paper's CSVs
       "created": "2026-11-28T10:00:00+00:00",
+      "method": 2,                     # how cells are measured (METHOD); absent: 1
       "sampling": {"warmup_runs": 2, "min_runs": 5, "max_runs": 200, "rel_ci": 0.03, ...},
       "engine": {"keep_freed_memory": true},    # how the measuring instance ran
       "cells": [{"threads": 1, "batch": 8, "mean_ms": 412.1, "p50_ms": 410.9,
@@ -45,6 +46,17 @@ from packrat.stats import CellStats
 FORMAT = "packrat-profile"
 VERSION = 1
 
+METHOD = 2
+"""How this Packrat measures a cell, raised whenever a change makes cells read differently from
+before: plans on a cached profile of an older method would be off, so it is measured afresh
+(`outdated`). Method 1 timed every cell once, whatever else ran on its cores."""
+
+METHOD_CHANGES = {
+    2: "cells are measured again while other processes or the hypervisor take over 10% of "
+    "their cores",
+}
+"""What each method after the first changed."""
+
 
 class ProfileKind(enum.StrEnum):
     """How a profile's cells were measured; the two kinds are cached apart."""
@@ -76,6 +88,7 @@ class Profile:
     created: str = ""
     sampling: Mapping[str, Any] = field(default_factory=dict)
     engine: Mapping[str, Any] = field(default_factory=dict)
+    method: int = METHOD
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, ProfileKind):  # e.g. read from a file
@@ -113,6 +126,7 @@ class Profile:
             "torch_version": self.torch_version,
             "source": self.source,
             "created": self.created or datetime.now(UTC).isoformat(timespec="seconds"),
+            "method": self.method,
             "sampling": dict(self.sampling),
             "engine": dict(self.engine),
             "cells": [
@@ -151,11 +165,44 @@ class Profile:
                 created=str(data.get("created", "")),
                 sampling=dict(data.get("sampling", {})),
                 engine=dict(data.get("engine", {})),
+                method=int(data.get("method", 1)),  # written from method 2 on
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProfileError(
                 f"{where}: malformed profile ({type(exc).__name__}: {exc})"
             ) from None
+
+
+def outdated(profile: Profile) -> str | None:
+    """Why `profile` was measured by an older method than this Packrat's (None if it was not,
+    or if it was not measured here: a published profile)."""
+    if profile.source != "measured" or profile.method >= METHOD:
+        return None
+    changes = "; ".join(METHOD_CHANGES[m] for m in range(profile.method + 1, METHOD + 1))
+    return f"an older Packrat measured it (method {profile.method}, now {METHOD}: {changes})"
+
+
+def check_resumable(existing: Profile, fresh: Profile, where: str) -> None:
+    """Refuse to resume `existing` (at `where`) with cells measured as `fresh` would be: of
+    another model, kind, machine, torch, engine setting or measuring method."""
+    if existing.content_hash != fresh.content_hash:
+        raise ProfileError(
+            f"{where} profiles another model "
+            f"({existing.model_name}, {existing.content_hash[:19]}); "
+            "choose another output file"
+        )
+    for label, a, b in (
+        ("kind of measurement", existing.kind, fresh.kind),
+        ("CPU", existing.machine.get("cpu_model"), fresh.machine.get("cpu_model")),
+        ("torch version", existing.torch_version, fresh.torch_version),
+        ("engine setting", dict(existing.engine), dict(fresh.engine)),
+        ("measuring method", existing.method, fresh.method),
+    ):
+        if a != b:
+            raise ProfileError(
+                f"{where} was measured with another {label} ({a} vs {b}); measure it afresh "
+                "(packrat profile --fresh) or choose another output file"
+            )
 
 
 def _stats_json(stats: CellStats) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from packrat.models.base import ModelSource
 from packrat.pool.config import EngineConfig
 from packrat.profiler.contention import contended_plan, measure_contended
 from packrat.profiler.interference import BUSY_SHARE, MEASURE_TRIES, least_disturbed
-from packrat.profiler.profile_file import Profile, ProfileKind, save_profile
+from packrat.profiler.profile_file import Profile, ProfileKind, check_resumable, save_profile
 from packrat.profiler.prune import CellPlanner, Order, PruneConfig, Skip
 from packrat.progress import NullProgress, Progress
 from packrat.stats import CellStats, SamplingPolicy, summarize
@@ -184,24 +184,6 @@ def _asked_text(config: SweepConfig) -> str:
     else:
         text = ",".join(map(str, asked))
     return f"{text}, {'interpolated' if config.interpolate else 'profiled batch sizes only'}"
-
-
-def check_resumable(existing: Profile, fresh: Profile, where: str) -> None:
-    """Refuse to mix cells of another model, machine or torch into one profile."""
-    if existing.content_hash != fresh.content_hash:
-        raise ProfileError(
-            f"{where} profiles another model "
-            f"({existing.model_name}, {existing.content_hash[:19]}); "
-            "choose another output file"
-        )
-    for label, a, b in (
-        ("kind of measurement", existing.kind, fresh.kind),
-        ("CPU", existing.machine.get("cpu_model"), fresh.machine.get("cpu_model")),
-        ("torch version", existing.torch_version, fresh.torch_version),
-        ("engine setting", dict(existing.engine), dict(fresh.engine)),
-    ):
-        if a != b:
-            raise ProfileError(f"{where} was measured with another {label} ({a} vs {b})")
 
 
 def profile_model(

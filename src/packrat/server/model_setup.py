@@ -6,8 +6,9 @@ latency table it is planned and split with.
   one, files are accepted only from the operator (`files_anywhere`), never from the HTTP API.
 - The cores (`model_topology`): the physical cores of the CPU ids given, all of which this
   process may use, or of every CPU it may use.
-- The table (`latency_table`): the profile given, else the cached one (`default_profile_path`),
-  completed with a quick sweep where cells are missing (batch sizes 1, 2, 4, ... up to
+- The table (`latency_table`): the profile given, else the cached one (`cached_profile`: one
+  an older Packrat measured by a method since changed is measured afresh), completed with a
+  quick sweep where cells are missing (batch sizes 1, 2, 4, ... up to
   max_batch_size, every thread count of its cores; `QUICK_POLICY`; cells that no optimal plan
   for a batch up to max_batch_size can contain are skipped). Pinned and fat plans are not
   profiled: a cached profile is still used to split their batches.
@@ -26,7 +27,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from packrat.errors import ModelError, ProfileError
+from packrat.errors import ModelError
 from packrat.models.base import ModelIdentity, ModelSource
 from packrat.models.resolve import resolve_model
 from packrat.models.torchserve_archive import is_archive_dir
@@ -41,8 +42,8 @@ from packrat.profiler.backend_plan import (
     with_chunks,
 )
 from packrat.profiler.backend_select import Selection
-from packrat.profiler.cache import default_profile_path
-from packrat.profiler.profile_file import Profile, load_profile
+from packrat.profiler.cache import cached_profile, default_profile_path
+from packrat.profiler.profile_file import load_profile
 from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
 from packrat.progress import Progress
 from packrat.server.errors import BadRequest
@@ -126,7 +127,7 @@ async def latency_table(
         keep_freed_memory=engine_config.keep_freed_memory,
         contention=contention,
     )
-    cached = _cached_profile(path)
+    cached = cached_profile(path)
     if config.choice is not None and config.choice.pinned:
         return cached.latency_table() if cached is not None else None
     sweep = SweepConfig(
@@ -199,15 +200,3 @@ async def serving_table(
     if not config.chunks:
         return selection, table
     return await asyncio.to_thread(with_chunks, selection, table)
-
-
-def _cached_profile(path: Path) -> Profile | None:
-    """The profile cached at `path`; None if there is none or it cannot be read (it is then
-    measured again and overwritten)."""
-    if not path.is_file():
-        return None
-    try:
-        return load_profile(path)
-    except ProfileError as exc:
-        logger.warning("ignoring unreadable cached profile: %s", exc)
-        return None
