@@ -1,7 +1,7 @@
 """The in-process side of benchmarks/serve_overhead.py, run in a child process (the client
 stays free of torch): the model's handler timed as a worker runs it, and the steps timed alone
-(the engine round trip, a pipe round trip of the pickled messages, an event-loop -> thread
-hop)."""
+(the engine round trip, called and awaited on an event loop, and a pipe round trip of the
+pickled messages)."""
 
 from __future__ import annotations
 
@@ -115,14 +115,17 @@ def in_process_child(model: str, requests: int) -> dict[str, Any]:
         "decode": timed_ms(decode, 500).__dict__,
         "encode": timed_ms(lambda: JSONBody(output_codecs.to_json(output)), 500).__dict__,
         "pipe_round_trip": pipe_round_trip(x, output, 300).__dict__,
-        "thread_hop": thread_hop(500).__dict__,
         **engine_round_trip(model, requests),
     }
 
 
 def engine_round_trip(model: str, requests: int) -> dict[str, Any]:
     """`Engine.infer([x])` on a fat instance (the pool the server uses, without HTTP), with
-    `handle` timed inside the worker: the worker's own handle time and the IPC around it."""
+    `handle` timed inside the worker: the worker's own handle time and the IPC around it. In
+    the same rounds, the batch awaited on an event loop as the server runs it
+    (`run_split_on_loop`), and as it ran before, `Engine.infer` in a thread
+    (`asyncio.to_thread`)."""
+    import asyncio
     import math
 
     from packrat.pool.engine import Engine
@@ -130,17 +133,30 @@ def engine_round_trip(model: str, requests: int) -> dict[str, Any]:
 
     cores = tuple(sorted(os.sched_getaffinity(0)))
     plan = Plan(len(cores), 1, math.nan, (InstanceSpec(len(cores), 1, cores),))
-    with Engine(TimedZooSource(model), plan) as engine:
-        x = engine.example_requests(1)[0]
-        round_trips, in_worker = [], []
+    timed: dict[str, list[float]] = {"called": [], "on_loop": [], "in_thread": []}
+    in_worker: list[float] = []
+
+    async def rounds(engine: Engine, x: Any) -> None:
         for i in range(WARMUP_REQUESTS + requests):
             started = time.perf_counter()
             [(_, handle_ms)] = engine.infer([x])
+            called = time.perf_counter()
+            await engine.run_split_on_loop([x], [1])
+            on_loop = time.perf_counter()
+            await asyncio.to_thread(engine.infer, [x])
+            in_thread = time.perf_counter()
             if i >= WARMUP_REQUESTS:
-                round_trips.append((time.perf_counter() - started) * 1000.0)
+                timed["called"].append((called - started) * 1000.0)
+                timed["on_loop"].append((on_loop - called) * 1000.0)
+                timed["in_thread"].append((in_thread - on_loop) * 1000.0)
                 in_worker.append(handle_ms)
+
+    with Engine(TimedZooSource(model), plan) as engine:
+        asyncio.run(rounds(engine, engine.example_requests(1)[0]))
     return {
-        "engine_infer": Latency.of(round_trips).__dict__,
+        "engine_infer": Latency.of(timed["called"]).__dict__,
+        "engine_on_loop": Latency.of(timed["on_loop"]).__dict__,
+        "engine_in_thread": Latency.of(timed["in_thread"]).__dict__,
         "handle_in_worker": Latency.of(in_worker).__dict__,
     }
 
@@ -183,18 +199,3 @@ def _echo_worker(connection: Any, output: Any) -> None:
         except EOFError:
             return
         channel.send(BatchDone(command.batch_id, (output.clone(),)))
-
-
-def thread_hop(repeats: int) -> Latency:
-    """`await asyncio.to_thread(no-op)` from an event loop: how the runtime reaches the pool."""
-    import asyncio
-
-    async def hops() -> Latency:
-        samples = []
-        for _ in range(repeats + 20):
-            started = time.perf_counter()
-            await asyncio.to_thread(lambda: None)
-            samples.append((time.perf_counter() - started) * 1000.0)
-        return Latency.of(samples[20:])
-
-    return asyncio.run(hops())

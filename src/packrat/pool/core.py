@@ -77,6 +77,23 @@ class EngineCore:
         index and what happened to it (it must be replaced before the next call).
         """
         outcomes, gone = self._workers.exchange(workers, commands, timeout_s)
+        self._note_gone(gone, lost)
+        return outcomes
+
+    async def _exchange_on_loop(
+        self,
+        workers: Sequence[ChildProcess],
+        commands: Sequence[Command],
+        timeout_s: float | None,
+        lost: dict[int, str],
+    ) -> list[Outcome | None]:
+        """`_exchange` of a batch, its replies awaited on the event loop (`_lock` held)."""
+        outcomes, gone = await self._workers.exchange_on_loop(workers, commands, timeout_s)
+        self._note_gone(gone, lost)
+        return outcomes
+
+    def _note_gone(self, gone: dict[int, str], lost: dict[int, str] | None) -> None:
+        """The engine's state after workers died or timed out (see `_exchange`)."""
         for index, reason in gone.items():
             if lost is None:
                 self._state = EngineState.BROKEN
@@ -86,7 +103,6 @@ class EngineCore:
                 self._lost.add(index)
                 if self._state is EngineState.RUNNING:
                     self._state = EngineState.DEGRADED
-        return outcomes
 
     def _replies(
         self,

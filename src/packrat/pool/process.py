@@ -1,4 +1,5 @@
-"""Child processes of the pool: spawn them, wait for their replies, stop them.
+"""Child processes of the pool: spawn them, wait for their replies (in a thread, or on the
+asyncio event loop), stop them.
 
 Children are created with the "spawn" start method: forking a process that has initialized
 torch's OpenMP pool deadlocks or corrupts it, and spawn also keeps the parent's memory (and any
@@ -12,6 +13,7 @@ soon as that thread ended. The launcher thread lives until the interpreter exits
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import multiprocessing
 import os
@@ -204,6 +206,62 @@ def wait_replies(
     return outcomes
 
 
+async def await_replies(
+    children: Sequence[ChildProcess], timeout_s: float | None
+) -> dict[int, Outcome]:
+    """`wait_replies` for a caller on the running event loop: the loop watches each child's
+    pipe and sentinel (`add_reader`) and reads each reply as it arrives, so no thread waits
+    and the caller wakes straight from the children's pipes. The loop is free meanwhile; a
+    reply is read on it (a frame without tensor bytes where arenas carry them). A child found
+    dead is reaped in a thread, never on the loop. Cancelled, it stops watching: the pipes of
+    children that had not answered are then out of step."""
+    loop = asyncio.get_running_loop()
+    outcomes: dict[int, Outcome] = {}
+    closed: list[int] = []  # positions whose child died or closed its pipe
+    watched: dict[int, tuple[int, int]] = {}
+    everyone = loop.create_future()
+
+    def settle(position: int) -> None:
+        if position not in watched:
+            return  # its pipe and its sentinel were ready at once: the first settled it
+        for handle in watched.pop(position):
+            loop.remove_reader(handle)
+        try:
+            outcome = _read_ready(children[position])
+        except Exception as exc:  # raised to the caller, as `wait_replies` would
+            if not everyone.done():
+                everyone.set_exception(exc)
+            return
+        if outcome is None:
+            closed.append(position)
+        else:
+            outcomes[position] = outcome
+        if not watched and not everyone.done():
+            everyone.set_result(None)
+
+    for position, child in enumerate(children):
+        if child.gone:
+            closed.append(position)
+            continue
+        watched[position] = (child.channel.connection.fileno(), child.sentinel)
+        for handle in watched[position]:
+            loop.add_reader(handle, settle, position)
+    try:
+        if watched:
+            await asyncio.wait([everyone], timeout=timeout_s)
+    finally:
+        for handles in watched.values():
+            for handle in handles:
+                loop.remove_reader(handle)
+    if everyone.done():
+        everyone.result()  # a reply that could not be read raises here
+    for position in closed:
+        child = children[position]
+        await asyncio.to_thread(child.join, _EXIT_GRACE_S)
+        outcomes[position] = Died(child.exitcode)
+    return outcomes
+
+
 def stop_children(children: Iterable[ChildProcess], timeout_s: float) -> None:
     """Ask each child to stop, wait up to `timeout_s` for all, then terminate and kill the rest.
 
@@ -229,6 +287,16 @@ def stop_children(children: Iterable[ChildProcess], timeout_s: float) -> None:
 
 def _read_one(child: ChildProcess) -> Outcome:
     """The child's next reply if one can be read now, else how it died."""
+    outcome = _read_ready(child)
+    if outcome is not None:
+        return outcome
+    child.join(_EXIT_GRACE_S)
+    return Died(child.exitcode)
+
+
+def _read_ready(child: ChildProcess) -> Reply | Undecodable | None:
+    """The child's next reply if one can be read now; None (and `gone` set) if its pipe is
+    closed or it died."""
     if child.channel.poll():
         try:
             return child.channel.recv_reply()
@@ -237,8 +305,7 @@ def _read_one(child: ChildProcess) -> Outcome:
         except (EOFError, OSError):
             pass
     child.gone = True
-    child.join(_EXIT_GRACE_S)
-    return Died(child.exitcode)
+    return None
 
 
 def _wait_exit(children: Sequence[ChildProcess], timeout_s: float) -> None:

@@ -70,6 +70,12 @@ class InstancePool(Protocol):
         busy instance, in request order (a model error or a lost worker fails only its own).
         WorkerError if the pool cannot run batches."""
 
+    async def run_split_on_loop(
+        self, requests: Sequence[Any], sizes: Sequence[int]
+    ) -> list[SubBatch]:
+        """`run_split` awaited on the event loop (the one method the runtime does not call in
+        a thread): it must not block the loop while the instances compute."""
+
     def replan(self, plan: Plan) -> None:
         """Serve `plan`, which has the same instances (`Plan.layout`), from now on."""
 

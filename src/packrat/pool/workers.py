@@ -31,6 +31,7 @@ from packrat.pool.process import (
     Died,
     Outcome,
     Undecodable,
+    await_replies,
     spawn_child,
     stop_children,
     wait_replies,
@@ -134,7 +135,28 @@ class WorkerSet:
         """
         for worker, command in zip(workers, commands, strict=True):
             worker.send(command)  # a closed pipe marks the worker gone: it yields Died below
-        outcomes = wait_replies(workers, timeout_s)
+        return self._settled(workers, wait_replies(workers, timeout_s), timeout_s)
+
+    async def exchange_on_loop(
+        self,
+        workers: Sequence[ChildProcess],
+        commands: Sequence[Command],
+        timeout_s: float | None,
+    ) -> tuple[list[Outcome | None], dict[int, str]]:
+        """`exchange` for a caller on the event loop, which waits for the replies
+        (`await_replies`); it must not be cancelled before they are in."""
+        for worker, command in zip(workers, commands, strict=True):
+            worker.send(command)
+        return self._settled(workers, await await_replies(workers, timeout_s), timeout_s)
+
+    def _settled(
+        self,
+        workers: Sequence[ChildProcess],
+        outcomes: dict[int, Outcome],
+        timeout_s: float | None,
+    ) -> tuple[list[Outcome | None], dict[int, str]]:
+        """The replies by position in `workers` (None: timed out), and what happened to each
+        worker that died or timed out, by its index in the set."""
         result: list[Outcome | None] = []
         gone: dict[int, str] = {}
         for position, worker in enumerate(workers):

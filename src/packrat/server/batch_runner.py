@@ -1,6 +1,6 @@
 """The data path of one batch: split it among the running instances, run the sub-batches on the
-pool (in a thread, so the event loop keeps accepting requests), and give each request its own
-output or error.
+pool (awaited on the event loop, which keeps accepting requests meanwhile), and give each
+request its own output or error.
 
 Errors, per request: a model error in one instance's sub-batch fails exactly the requests of
 that sub-batch with InferenceFailed (the model's message); the rest of the batch succeeds. A
@@ -12,7 +12,6 @@ the batch with Unavailable.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -74,7 +73,7 @@ class BatchRunner:
         sizes, _ = self.split(len(requests))
         started = time.perf_counter()
         try:
-            parts = await asyncio.to_thread(self._pool.run_split, requests, sizes)
+            parts = await self._pool.run_split_on_loop(requests, sizes)
         except WorkerError as exc:
             logger.error("model %s: instance pool failed: %s", self._label, exc)
             return [Unavailable(f"model {self._label} is unavailable: {exc}") for _ in requests]
