@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from packrat.controller.backend_mix import describe_owners, mix_backends
+from packrat.controller.backend_mix import describe_owners, geometric_mean, mix_backends
 from packrat.errors import ModelError
 from packrat.models.base import Handler, ModelIdentity, ModelSource
 from packrat.models.mixed_source import MixedHandler, MixedSource
@@ -77,6 +77,36 @@ def test_only_the_backends_the_plans_use_are_mixed() -> None:
     mix = mix_backends({"ort": ORT_TABLE, "ov": OV_TABLE, "odd": odd}, 2, 64)
     assert mix.labels == ("ort", "ov")
     assert mix.table.get(1, 64) == 1093.0
+
+
+def test_a_backend_that_cannot_share_a_worker_is_never_mixed() -> None:
+    # ORT fast on small batches, OV on large ones; torch in between, best alone by its plans.
+    ort = linear({1: 1.0, 2: 0.5}, {1: 24.0, 2: 14.0})
+    ov = linear({1: 60.0, 2: 50.0}, {1: 16.0, 2: 9.0})
+    torch = linear({1: 20.0, 2: 15.0}, {1: 19.0, 2: 10.7})
+    tables = {"torch": torch, "ort": ort, "ov": ov}
+    assert "torch" in mix_backends(tables, 2, 64).labels  # it owns cells: mixed if allowed
+    mix = mix_backends(tables, 2, 64, alone={"torch"})
+    assert mix.labels == ("ort", "ov") and mix.mixed
+    assert {mix.owners.at(t, b) for t in (1, 2) for b in BATCHES} == {0, 1}  # ort and ov only
+    # The mix lacks torch's cells, so it is served only where it is 3% faster over every
+    # batch size (geometric mean), here 3.9%.
+    overall = geometric_mean(mix.plan_ms["torch"]) / geometric_mean(mix.plan_ms["mixed"])
+    assert 1.03 < overall < 1.05
+    assert geometric_mean(mix.plan_ms["torch"]) < min(
+        geometric_mean(mix.plan_ms[label]) for label in ("ort", "ov")
+    )
+    closer = linear({1: 20.0, 2: 15.0}, {1: 18.5, 2: 10.3})  # 1.3% slower than the mix
+    kept = mix_backends({**tables, "torch": closer}, 2, 64, alone={"torch"})
+    assert kept.labels == ("torch",) and kept.table is closer
+    assert kept.reason == (
+        "torch: its plans are the fastest over batch sizes 1-64 (geometric mean); a mix of the "
+        "others would be 1.3% faster, under the 3% that pays for a second runtime in every worker"
+    )
+    fast = linear({1: 6.0, 2: 5.0}, {1: 17.0, 2: 9.6})
+    assert mix_backends({**tables, "torch": fast}, 2, 64, alone={"torch"}).reason.endswith(
+        "a mix of the others would be slower"
+    )
 
 
 def test_cell_owners_follow_the_nearest_thread_count_below_and_the_run_holding_the_batch() -> None:
@@ -159,6 +189,20 @@ def test_the_plans_serve_a_mix_or_the_one_contender_they_favour() -> None:
     assert verdict.startswith("plans ") and verdict.endswith(
         "x slower (geometric mean over batch sizes)"
     )
+
+
+def test_a_torch_probe_choice_gives_way_to_a_runtime_whose_plans_are_faster() -> None:
+    # As gpt2 on the AMD machine: torch won the probes by 2%, ONNX Runtime's plans win.
+    torch = Candidate("torch")
+    sources = {torch: _FakeSource("torch"), ORT: _FakeSource("ort")}
+    probe = Selection(sources[torch], torch, "torch fp32: probes", contenders=sources)
+    slower = linear({1: 30.0, 2: 25.0}, {1: 21.0, 2: 11.5})
+    served, table = serve_by_plans(probe, {torch: slower, ORT: ORT_TABLE}, 2, 64)
+    assert served.candidate == ORT and served.source is sources[ORT] and table is ORT_TABLE
+    assert served.verdicts["torch fp32"].startswith("plans ")
+    # And where torch's plans are faster, it is served alone, never in a mix.
+    served, table = serve_by_plans(probe, {torch: ORT_TABLE, ORT: slower}, 2, 64)
+    assert served.candidate == torch and not isinstance(served.source, MixedSource)
 
 
 def test_contenders_are_profiled_in_alternating_passes() -> None:

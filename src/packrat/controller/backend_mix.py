@@ -13,6 +13,10 @@ Packrat's plans on it then ran batch 64 10-20% slower than OpenVINO's own THROUG
   faster than the best single backend's at some batch size, and use more than one backend.
   Otherwise the single backend whose plans are fastest over every batch size (geometric
   mean) is served: one runtime per worker, half the memory.
+- a backend that cannot share a worker (torch, whose threads are its own: `alone`) is never
+  in the mix. Where it is the best single backend, the mix of the others does not hold its
+  cells, so it is served only if its plans are `min_gain` faster over every batch size
+  (geometric mean).
 
 Profiles skip cells no optimal plan *on their own table* can use (`profiler.prune`); the mixed
 plans are optimal over the cells measured, which a cell skipped by every backend could in
@@ -24,7 +28,7 @@ Pure: tables in, a decision out; the caller profiles and serves.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from packrat.errors import PlanError
@@ -65,11 +69,13 @@ def mix_backends(
     max_batch: int,
     *,
     min_gain: float = MIN_GAIN,
+    alone: Collection[str] = (),
 ) -> BackendMix:
     """Serve one backend of `tables` or a mix of them (see the module docstring).
 
     tables: each backend's latency table, by label; the first wins ties. Tables are taken as
         they are: pass interpolated ones to plan every batch size.
+    alone: the labels that cannot share a worker with another backend (never mixed).
     Raises PlanError if no table plans any batch size up to `max_batch` on `cores`.
     """
     if not tables:
@@ -82,7 +88,11 @@ def mix_backends(
     best = min(labels, key=lambda label: (geometric_mean(plan_ms[label]), labels.index(label)))
     if len(labels) == 1:
         return BackendMix((best,), tables[best], plan_ms=plan_ms, reason=f"{best}: the only one")
-    table, owned = _fastest_cells(tables, labels)
+    fastest = f"its plans are the fastest over batch sizes 1-{max_batch} (geometric mean)"
+    mixable = [label for label in labels if label not in alone]
+    if len(mixable) < 2:
+        return BackendMix((best,), tables[best], plan_ms=plan_ms, reason=f"{best}: {fastest}")
+    table, owned = _fastest_cells(tables, mixable)
     mixed = PlanTable(table, cores, max_batch)
     plan_ms["mixed"] = _plan_latencies(mixed, cores)
     every = CellMap.from_cells(owned)
@@ -92,16 +102,24 @@ def mix_backends(
         s / m if s < math.inf else 1.0 for s, m in zip(plan_ms[best], plan_ms["mixed"], strict=True)
     ]
     gain = max(gains)
-    if len(used) < 2 or gain < min_gain:
-        why = f"its plans are the fastest for every batch size 1-{max_batch}"
-        if len(used) > 1:
-            why = (
-                f"its plans are the fastest over batch sizes 1-{max_batch} (geometric mean); "
-                f"mixing backends would gain {(gain - 1) * 100:.1f}% at most, under the "
-                f"{(min_gain - 1) * 100:.0f}% that pays for a second runtime in every worker"
-            )
+    if len(used) < 2:
+        why = (
+            fastest
+            if best in alone
+            else f"its plans are the fastest for every batch size 1-{max_batch}"
+        )
         return BackendMix((best,), tables[best], plan_ms=plan_ms, reason=f"{best}: {why}")
-    kept = [labels[i] for i in used]
+    need = f"under the {(min_gain - 1) * 100:.0f}% that pays for a second runtime in every worker"
+    if best in alone:  # the mix lacks best's cells: it must be faster overall
+        overall = geometric_mean(plan_ms[best]) / geometric_mean(plan_ms["mixed"])
+        if overall < min_gain:
+            than = f"{(overall - 1) * 100:.1f}% faster, {need}" if overall >= 1 else "slower"
+            why = f"{fastest}; a mix of the others would be {than}"
+            return BackendMix((best,), tables[best], plan_ms=plan_ms, reason=f"{best}: {why}")
+    elif gain < min_gain:
+        why = f"{fastest}; mixing backends would gain {(gain - 1) * 100:.1f}% at most, {need}"
+        return BackendMix((best,), tables[best], plan_ms=plan_ms, reason=f"{best}: {why}")
+    kept = [mixable[i] for i in used]
     table, owned = _fastest_cells({label: tables[label] for label in kept}, kept)
     runs = CellMap.from_cells(owned)
     reason = (

@@ -11,9 +11,12 @@ the cells (every cell counts alike, whatever its scale), among the candidates th
   where the CPU computes it natively (bf16 on AVX512_BF16 or AMX: emulated bf16 is slower
   than fp32 anyway) and the user did not ask for exact fp32.
 
-The candidates that are not torch and come within `CONTENDER_MARGIN` of the fastest on some
-cell are the choice's *contenders*: backends fast somewhere, worth a full profile each, from
-which the plans decide (`controller.backend_mix`: one of them, or a mix by cell).
+The candidates that come within `CONTENDER_MARGIN` of the fastest on some cell are the
+choice's *contenders*: backends fast somewhere, worth a full profile each, from which the
+plans decide (`controller.backend_mix`: one of them, or a mix by cell of those that can share
+a worker, `mixable`). The probes' geometric mean can favour one backend by a few percent
+while another is far faster on some cell: on the AMD machine torch won gpt2's probes by 2%
+and then served batch 1 35% slower than ONNX Runtime.
 
 The choice carries its reason in words, for the start-up log and the management API's
 describe: which candidate, how much faster than the exact torch instance, and why each other
@@ -123,22 +126,26 @@ def choose(trials: Sequence[Trial], *, lossy_allowed: bool, lossy_why_not: str =
     return Choice(chosen, reason, verdicts, scores, _contenders(chosen, usable, cells))
 
 
+def mixable(candidate: Candidate) -> bool:
+    """Whether `candidate` can share a worker with other backends: not torch, which computes
+    on threads of its own (`models.mixed_source`)."""
+    return candidate.backend != TORCH
+
+
 def _contenders(
     chosen: Candidate,
     latency: Mapping[Candidate, Mapping[tuple[int, int], float]],
     cells: Sequence[tuple[int, int]],
 ) -> tuple[Candidate, ...]:
-    """`chosen`, then the usable runtimes within `CONTENDER_MARGIN` of the fastest on a cell."""
-    if chosen.backend == TORCH:
-        return (chosen,)
+    """`chosen`, then the usable candidates within `CONTENDER_MARGIN` of the fastest on a
+    cell, by name."""
     close = {
         candidate
         for cell in cells
         for candidate, found in latency.items()
         if found[cell] <= CONTENDER_MARGIN * min(other[cell] for other in latency.values())
     }
-    others = sorted((c for c in close if c != chosen and c.backend != TORCH), key=str)
-    return (chosen, *others)
+    return (chosen, *sorted((c for c in close if c != chosen), key=str))
 
 
 def _unusable(trial: Trial, lossy_allowed: bool, lossy_why_not: str) -> str | None:

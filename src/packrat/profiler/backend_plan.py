@@ -27,7 +27,7 @@ from packrat.models.chunked_source import ChunkedSource, chunkable
 from packrat.models.mixed_source import MixedSource
 from packrat.optimizer.chunks import chunked
 from packrat.optimizer.table import LatencyTable
-from packrat.profiler.backend_choice import Candidate
+from packrat.profiler.backend_choice import Candidate, mixable
 from packrat.profiler.backend_select import Selection
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,8 @@ def serve_by_plans(
 
     Raises PlanError if no table plans any batch size up to `max_batch`."""
     by_label = {str(c): tables[c] for c in selection.contenders if c in tables}
-    mix = mix_backends(by_label, cores, max_batch)
+    alone = {str(c) for c in selection.contenders if not mixable(c)}
+    mix = mix_backends(by_label, cores, max_batch, alone=alone)
     candidates = {str(c): c for c in selection.contenders}
     verdicts = dict(selection.verdicts)
     verdicts.update(_verdicts(mix))

@@ -11,7 +11,7 @@ budget to be served at all.
 The probe cells are the shapes plans are made of: every core on a batch of 1 and on the
 largest batch, and one core on its share of the largest batch. Each candidate is timed on them
 in pinned workers, as the profiler does, with a quick sampling policy: the choice needs which
-is fastest, not the profile. The runtimes fast on some cell are kept as contenders
+is fastest, not the profile. The candidates fast on some cell are kept as contenders
 (`Selection.contenders`): where there are several, each is profiled and their plans decide
 (`profiler.backend_plan`); else the profile is measured for the chosen one alone.
 
@@ -275,7 +275,7 @@ def _saved_path(
             "cores": topology.cpu_ids(),
             "cpu": machine_info(topology).cpu_model,
             "versions": {p: library_version(p) for p in ("torch", *RUNTIMES)},
-            "format": 2,  # 2: with the contenders
+            "format": 3,  # 2: with the contenders; 3: a torch choice has them too
         }
     )
     return cache_dir() / "backends" / f"{source.name}-{key[:16]}.json"
