@@ -94,7 +94,8 @@ def test_a_cached_profile_of_an_older_method_is_measured_afresh(tmp_path: Path) 
 
     again = packrat(*args, cache=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "afresh: an older Packrat measured it (method 1" in again.stderr
+    assert "ignoring the cached profile" in again.stderr
+    assert ": an older Packrat measured it (method 1" in again.stderr
     assert "resuming" not in again.stderr
     redone = json.loads(path.read_text())
     assert redone["method"] == METHOD and redone["cells"][0]["mean_ms"] != 12345.0

@@ -107,7 +107,7 @@ def test_the_measuring_method_is_kept_and_an_older_one_is_measured_afresh(
     assert f"method 1, now {METHOD}" in why and "measured again while other processes" in why
     with caplog.at_level(logging.WARNING):
         assert cached_profile(path) is None, "an outdated cached profile is measured afresh"
-    assert f"measuring the cached profile {path} afresh: an older Packrat" in caplog.text
+    assert f"ignoring the cached profile {path}: an older Packrat" in caplog.text
     assert outdated(replace(old, source="published:c6420/bert_latency.csv")) is None
 
     path.write_text("{")

@@ -52,7 +52,7 @@ def default_profile_path(
 def cached_profile(path: Path) -> Profile | None:
     """The profile cached at `path`, to plan with or to resume; None if there is none, or (with
     a warning saying why) if it cannot be read or an older Packrat measured it by a method
-    since changed: it is then measured afresh and overwritten."""
+    since changed: where a profile is needed, it is then measured afresh and overwritten."""
     if not path.is_file():
         return None
     try:
@@ -62,6 +62,6 @@ def cached_profile(path: Path) -> Profile | None:
         return None
     why = outdated(profile)
     if why is not None:
-        logger.warning("measuring the cached profile %s afresh: %s", path, why)
+        logger.warning("ignoring the cached profile %s: %s", path, why)
         return None
     return profile
