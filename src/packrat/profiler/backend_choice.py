@@ -11,12 +11,15 @@ the cells (every cell counts alike, whatever its scale), among the candidates th
   where the CPU computes it natively (bf16 on AVX512_BF16 or AMX: emulated bf16 is slower
   than fp32 anyway) and the user did not ask for exact fp32.
 
-The candidates that come within `CONTENDER_MARGIN` of the fastest on some cell are the
-choice's *contenders*: backends fast somewhere, worth a full profile each, from which the
-plans decide (`controller.backend_mix`: one of them, or a mix by cell of those that can share
-a worker, `mixable`). The probes' geometric mean can favour one backend by a few percent
-while another is far faster on some cell: on the AMD machine torch won gpt2's probes by 2%
-and then served batch 1 35% slower than ONNX Runtime.
+The runtimes (not torch) that come within `CONTENDER_MARGIN` of the fastest on some cell are
+the choice's *contenders*, after the chosen candidate: backends fast somewhere, worth a full
+profile each, from which the plans decide (`controller.backend_mix`: one of them, or a mix by
+cell of those that can share a worker, `mixable`). A torch choice keeps them too: the
+probes' geometric mean can favour torch by a few percent while a runtime is far faster on
+some cell (on the AMD machine torch won gpt2's probes by 2% and then served batch 1 35% slower
+than ONNX Runtime). torch is not a contender to a runtime the probes chose: the plans would
+then weigh a third profile, and profiles of backends a few percent apart are decided by the
+machine's drift (docs/benchmarks/backends-gpt2-contenders.md).
 
 The choice carries its reason in words, for the start-up log and the management API's
 describe: which candidate, how much faster than the exact torch instance, and why each other
@@ -137,15 +140,15 @@ def _contenders(
     latency: Mapping[Candidate, Mapping[tuple[int, int], float]],
     cells: Sequence[tuple[int, int]],
 ) -> tuple[Candidate, ...]:
-    """`chosen`, then the usable candidates within `CONTENDER_MARGIN` of the fastest on a
-    cell, by name."""
+    """`chosen`, then the usable runtimes within `CONTENDER_MARGIN` of the fastest on a cell,
+    by name."""
     close = {
         candidate
         for cell in cells
         for candidate, found in latency.items()
         if found[cell] <= CONTENDER_MARGIN * min(other[cell] for other in latency.values())
     }
-    return (chosen, *sorted((c for c in close if c != chosen), key=str))
+    return (chosen, *sorted((c for c in close if c != chosen and mixable(c)), key=str))
 
 
 def _unusable(trial: Trial, lossy_allowed: bool, lossy_why_not: str) -> str | None:
