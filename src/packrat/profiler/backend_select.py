@@ -275,7 +275,7 @@ def _saved_path(
             "cores": topology.cpu_ids(),
             "cpu": machine_info(topology).cpu_model,
             "versions": {p: library_version(p) for p in ("torch", *RUNTIMES)},
-            "format": 3,  # 2: with the contenders; 3: a torch choice has them too
+            "format": 4,  # 2: with the contenders; 4: a torch choice has them too
         }
     )
     return cache_dir() / "backends" / f"{source.name}-{key[:16]}.json"
