@@ -15,8 +15,8 @@ Packrat's plans on it then ran batch 64 10-20% slower than OpenVINO's own THROUG
   mean) is served: one runtime per worker, half the memory.
 - a backend that cannot share a worker (torch, whose threads are its own: `alone`) is never
   in the mix. Where it is the best single backend, the mix of the others does not hold its
-  cells, so it is served only if its plans are `min_gain` faster over every batch size
-  (geometric mean).
+  cells, so the mix is served only if its plans are `min_gain` faster than that backend's
+  over every batch size (geometric mean).
 
 Profiles skip cells no optimal plan *on their own table* can use (`profiler.prune`); the mixed
 plans are optimal over the cells measured, which a cell skipped by every backend could in

@@ -183,11 +183,11 @@ class Engine(Reconfiguring, Measuring):
     ) -> list[SubBatch]:
         """`run_split` for a caller on the asyncio event loop, which sends the sub-batches and
         waits for the replies itself (`packrat.pool.process.await_replies`): no thread is
-        woken on the way there or back, which saves about 0.3 ms a batch on 2 busy cores
-        (docs/serve-overhead.md). While another call holds the engine (a switch of plans, a
-        measurement) it runs as `run_split` in a thread instead, after that call. Cancelling
-        the caller does not cancel the batch: it runs to its end, so the workers' pipes stay
-        in step."""
+        woken on the way there or back, which took 8% (0.3-0.6 ms) off the time around a
+        batch on 2 busy cores (docs/serve-overhead.md). While another call holds the engine
+        (a switch of plans, a measurement) it runs as `run_split` in a thread instead, after
+        that call. Cancelling the caller does not cancel the batch: it runs to its end, so
+        the workers' pipes stay in step."""
         self._check_sizes(requests, sizes)
         if not self._lock.acquire(blocking=False):
             return await asyncio.to_thread(self.run_split, requests, sizes)
