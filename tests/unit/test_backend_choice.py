@@ -97,7 +97,7 @@ def test_contenders_are_the_runtimes_fast_on_some_cell_the_chosen_first() -> Non
 
 
 def test_a_torch_choice_keeps_the_runtimes_fast_on_some_cell() -> None:
-    # As gpt2 on the AMD machine: torch wins the geometric mean by 2% and is 35% slower at
+    # As gpt2 on the AMD machine: torch wins the geometric mean by 2% and is far slower at
     # batch 1; the plans must get to see ONNX Runtime's profile.
     choice = choose([timed(TORCH, 218.0, 100.0), timed(ORT, 162.0, 139.0)], lossy_allowed=False)
     assert choice.chosen == TORCH and choice.verdicts[ORT] == "1.02x slower"

@@ -16,8 +16,8 @@ the choice's *contenders*, after the chosen candidate: backends fast somewhere, 
 profile each, from which the plans decide (`controller.backend_mix`: one of them, or a mix by
 cell of those that can share a worker, `mixable`). A torch choice keeps them too: the
 probes' geometric mean can favour torch by a few percent while a runtime is far faster on
-some cell (on the AMD machine torch won gpt2's probes by 2% and then served batch 1 35% slower
-than ONNX Runtime). torch is not a contender to a runtime the probes chose: the plans would
+some cell (on the AMD machine torch won gpt2's probes by 2% once, and ONNX Runtime runs its
+batch 1 1.4x faster). torch is not a contender to a runtime the probes chose: the plans would
 then weigh a third profile, and profiles of backends a few percent apart are decided by the
 machine's drift (docs/benchmarks/backends-gpt2-contenders.md).
 
