@@ -38,6 +38,10 @@ class InstanceSpec:
             )
 
 
+Layout = tuple[int, tuple[int, ...]]
+"""An instance's threads and the cores it is pinned to: what a worker running it must have."""
+
+
 @dataclass(frozen=True)
 class Plan:
     """The instances that serve a batch of `batch` requests within a budget of `cores` cores.
@@ -64,7 +68,7 @@ class Plan:
         return sum(i.threads for i in self.instances)
 
     @property
-    def layout(self) -> tuple[tuple[int, tuple[int, ...]], ...]:
+    def layout(self) -> tuple[Layout, ...]:
         """(threads, cores) of each instance, in order: what the running workers must match;
         two plans with the same layout differ only in how a batch is split."""
         return tuple((i.threads, i.cores) for i in self.instances)

@@ -33,45 +33,81 @@ def _layout(engine: Engine) -> list[tuple[int, frozenset[int]]]:
     return layout
 
 
-def test_runtimes_start_their_pools_on_every_visible_core_before_the_model_loads(
+def test_workers_that_cannot_move_are_started_on_each_layout_and_taken_over_again(
     tmp_path: Path,
 ) -> None:
-    """A runtime that sizes its thread pool once per process (OpenVINO's TBB) starts it while
-    the worker may still use every core, so an instance re-threaded onto more cores later
-    can use them: started pinned to one core, it ran on one thread ever after."""
+    """A source whose workers cannot move (OpenVINO's) gets a worker loaded on each instance's
+    own cores: a switch takes over an idle worker already on a layout, or starts one; the
+    workers left idle stay while the pool has room, and the others stop."""
+    if cpu(0) == cpu(1):
+        pytest.skip("needs two CPUs")
     record = tmp_path / "record.txt"
-    engine = Engine(pool_handlers.RuntimeStartSource(str(record)), plan_of(
-        InstanceSpec(threads=1, batch=1, cores=(cpu(0),))
-    ))  # fmt: skip
-    engine.start()
-    try:
-        assert engine.infer([3]) == [6]
-    finally:
-        engine.close()
-    visible = sorted(os.sched_getaffinity(0))
-    lines = record.read_text().splitlines()  # the weights' export helper loads it too, first
-    assert lines[-2:] == [f"start {len(visible)} {','.join(map(str, visible))}", f"load {cpu(0)}"]
+    source = pool_handlers.PlacedSource(str(record), moves_in_place=False)
+    one, two = (cpu(0),), (cpu(1),)
+    both = tuple(sorted({cpu(0), cpu(1)}))
+    singles = plan_of(InstanceSpec(1, 1, one), InstanceSpec(1, 1, two))
+    swapped = plan_of(InstanceSpec(1, 1, two), InstanceSpec(1, 1, one))
+    fat = plan_of(InstanceSpec(2, 2, both))
+    config = EngineConfig(share_weights=False)
+    with Engine(source, singles, config, pool_size=2) as engine:
+        assert engine.infer([1, 2]) == [2, 4]
+        first = engine.pool_pids
+
+        done = engine.reconfigure(swapped)  # both layouts are there: no worker starts
+        assert (done.retuned, done.spawned) == (0, 0)
+        assert engine.pids == first[::-1]
+        assert engine.infer([1, 2]) == [2, 4]
+
+        done = engine.reconfigure(fat)  # a new worker on both cores; one single stops
+        assert (done.retuned, done.spawned) == (0, 1)
+        assert len(engine.pool_pids) == 2 and engine.pool_pids[1] == first[1]
+        assert engine.infer([1, 2]) == [2, 4]
+
+        assert engine.reserve(2, spares=[(1, one), (1, two)]) == 1  # pre-start the other
+        done = engine.reconfigure(singles)
+        assert (done.retuned, done.spawned) == (0, 0)
+        assert engine.infer([1, 2]) == [2, 4]
+        assert len(engine.pool_pids) == 3  # reserve kept room for every layout
+    loads = [line.removeprefix("load ") for line in record.read_text().splitlines()]
+    cores = [",".join(map(str, c)) for c in (one, two, both, one)]
+    assert sorted(loads[:2]) == sorted(cores[:2]) and loads[2:] == cores[2:]  # on their own
 
 
-def test_workers_see_only_the_models_cores_and_a_plan_beyond_them_widens_that(
+def test_spares_of_a_source_that_cannot_move_start_on_the_layouts_given(
     tmp_path: Path,
 ) -> None:
-    """A model given some cores of a large server sizes its runtimes' pools for those cores,
-    not the machine's; a later plan on other cores (a move) lets new workers see them too."""
+    """`spares`: a worker starts on each layout later plans use, beyond the plan's own."""
+    if cpu(0) == cpu(1):
+        pytest.skip("needs two CPUs")
+    record = tmp_path / "record.txt"
+    source = pool_handlers.PlacedSource(str(record), moves_in_place=False)
+    one, two = (cpu(0),), (cpu(1),)
+    singles = plan_of(InstanceSpec(1, 1, one), InstanceSpec(1, 1, two))
+    spares = [(1, one), (2, tuple(sorted({cpu(0), cpu(1)})))]
+    with Engine(source, singles, EngineConfig(share_weights=False), spares=spares) as engine:
+        assert len(engine.pool_pids) == 3
+        done = engine.reconfigure(plan_of(InstanceSpec(2, 2, spares[1][1])))
+        assert (done.retuned, done.spawned) == (0, 0)
+        assert engine.infer([1, 2]) == [2, 4]
+
+
+def test_workers_boot_seeing_only_the_models_cores_and_a_plan_beyond_them_widens_that(
+    tmp_path: Path,
+) -> None:
+    """A model given some cores of a large server starts its workers on those cores, not the
+    machine's; a later plan on other cores (a move) starts a worker there."""
     if cpu(0) == cpu(1):
         pytest.skip("needs two CPUs")
     record = tmp_path / "record.txt"
     one = plan_of(InstanceSpec(threads=1, batch=1, cores=(cpu(0),)))
     both = plan_of(InstanceSpec(1, 1, (cpu(0),)), InstanceSpec(1, 1, (cpu(1),)))
     config = EngineConfig(share_weights=False)
-    with Engine(pool_handlers.RuntimeStartSource(str(record)), one, config,
+    with Engine(pool_handlers.PlacedSource(str(record)), one, config,
                 visible_cores=(cpu(0),)) as engine:  # fmt: skip
         assert engine.infer([3]) == [6]
-        assert record.read_text().splitlines() == [f"start 1 {cpu(0)}", f"load {cpu(0)}"]
         engine.reconfigure(both)  # starts a worker for the instance on cpu(1)
         assert engine.infer([3, 4]) == [6, 8]
-    seen = ",".join(str(c) for c in sorted({cpu(0), cpu(1)}))
-    assert record.read_text().splitlines()[2:] == [f"start 2 {seen}", f"load {cpu(1)}"]
+    assert record.read_text().splitlines() == [f"load {cpu(0)}", f"load {cpu(1)}"]
 
 
 def test_reconfigure_moves_workers_in_place_and_answers_stay_right(tmp_path: Path) -> None:

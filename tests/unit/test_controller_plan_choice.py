@@ -72,8 +72,10 @@ def test_a_policy_starts_on_the_optimal_plan_for_the_largest_batch() -> None:
     assert follow == FirstPlan(plans.optimal(8), PolicyConfig(PolicyKind.FOLLOW, settings))
     auto = first_plan(plans, PlanChoice(ChoiceKind.AUTO), size_pool=True)
     assert auto.policy == PolicyConfig(PolicyKind.AUTO) and auto.pool_size == plans.pool_size()
+    assert auto.spares == plans.layouts()
     fixed = first_plan(plans, PlanChoice(ChoiceKind.FIXED), size_pool=True)
     assert fixed.policy == PolicyConfig(PolicyKind.FIXED) and fixed.pool_size is None
+    assert fixed.spares == ()
 
 
 def test_pinned_choices_have_no_policy() -> None:

@@ -35,6 +35,9 @@ def test_optimal_plans_are_placed_on_the_models_cores_and_kept() -> None:
     one = planning.optimal(1)
     assert one.batch == 1 and len(one.instances) == 1
     assert planning.pool_size() == max(len(planning.optimal(b).instances) for b in range(1, 9))
+    layouts = planning.layouts()  # one worker on each, for workers that cannot move
+    assert set(layouts) == {layout for b in range(1, 9) for layout in planning.optimal(b).layout}
+    assert len(layouts) == len(set(layouts)) >= planning.pool_size()
 
 
 def test_fat_and_pinned_plans() -> None:
@@ -56,7 +59,7 @@ def test_without_a_profile_there_is_no_optimal_plan() -> None:
     planning = Planning(synthetic_topology(1, 2), None, max_batch_size=4)
     with pytest.raises(PlanError, match="no latency profile"):
         planning.optimal(4)
-    assert planning.pool_size() == 1
+    assert planning.pool_size() == 1 and planning.layouts() == ()
 
 
 def test_on_other_cores_plans_for_their_count() -> None:

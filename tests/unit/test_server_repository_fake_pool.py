@@ -108,6 +108,7 @@ def test_plans_and_policies_change_through_the_repository(
         finally:
             await repository.close()
         assert pools.made[0].reconfigures == []  # every plan had the one instance on CPU
+        assert pools.spares == [((1, (CPU,)),)]  # the layouts of the policy's plans
         assert runtime.switches == ()
 
     asyncio.run(main())

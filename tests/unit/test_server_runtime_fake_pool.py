@@ -170,6 +170,7 @@ def test_pin_release_and_move_change_plans_between_batches() -> None:
             one_core = PLANNING.on(synthetic_topology(sockets=1, cores_per_socket=1))
             assert (await runtime.move(one_core)).describe() == "<1,1,4>"
             assert runtime.planning is one_core and pool.reserves == [1]
+            assert pool.reserved_spares == [one_core.layouts()]  # for workers that cannot move
             assert await batch(runtime, 1.0, 2.0) == [2.0, 4.0]
             assert runtime.plan.describe() == "<1,1,4>"  # the only plan on one core
         finally:

@@ -76,14 +76,19 @@ class PackratRunner:
         largest = max(self._plans)
         self._requests = source.input_spec.example_requests(largest, SEED)
         first = self._plans[min(self._plans)]
-        self._engine = Engine(source, first, EngineConfig(), pool_size=setup["pool_size"])
+        # As the server starts it: workers that cannot move (OpenVINO) get one on each layout
+        # of the plans, so that no batch size waits for a worker to start.
+        layouts = [layout for plan in self._plans.values() for layout in plan.layout]
+        self._engine = Engine(
+            source, first, EngineConfig(), pool_size=setup["pool_size"], spares=layouts
+        )
         self._engine.start()
         precision = getattr(source, "precision", Precision.FP32).value
-        self.properties = {"precision": precision, "workers": str(setup["pool_size"])}
+        self.properties = {"precision": precision, "workers": str(len(self._engine.pool_pids))}
 
     def prepare(self, batch: int) -> str:
         plan = self._plans[batch]
-        self._engine.reconfigure(plan)  # in place: re-pins and re-threads, milliseconds
+        self._engine.reconfigure(plan)  # re-pins in place or takes over a spare: milliseconds
         return str(plan.describe())
 
     def run(self, batch: int) -> None:

@@ -36,9 +36,6 @@ class TimedZooSource:
 
         return _timed_handler(ZooSource(self.name).load())
 
-    def start_runtime(self, cpus: int) -> None:
-        """Nothing to start: a zoo model runs on torch, whose pool the worker sizes."""
-
 
 def _timed_handler(inner: Any) -> Any:
     from packrat.models.base import Handler

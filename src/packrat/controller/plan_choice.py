@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from packrat.controller.estimator import EstimatorConfig
 from packrat.controller.planning import Planning
 from packrat.controller.policy import PolicyConfig, PolicyKind
-from packrat.types import Plan, parse_plan
+from packrat.types import Layout, Plan, parse_plan
 
 
 class ChoiceKind(enum.StrEnum):
@@ -108,11 +108,13 @@ class PlanChoice:
 class FirstPlan:
     """The plan a model starts on (placed on its cores), the policy that may change it
     (None: pinned), and the workers to start (None: one per instance of `plan`; else enough
-    for every plan the policy may choose to switch in place)."""
+    for every plan the policy may choose to switch in place), with the layouts of those
+    plans' instances (`Planning.layouts`: spares for workers that cannot move)."""
 
     plan: Plan
     policy: PolicyConfig | None
     pool_size: int | None = None
+    spares: tuple[Layout, ...] = ()
 
 
 def first_plan(
@@ -144,5 +146,6 @@ def first_plan(
         raise ValueError(f"no first plan for choice {choice.kind.value}")
     plan = planning.optimal(planning.max_batch_size)
     policy = PolicyConfig(kind, estimator or EstimatorConfig())
-    changes = size_pool and kind is not PolicyKind.FIXED
-    return FirstPlan(plan, policy, planning.pool_size() if changes else None)
+    if not size_pool or kind is PolicyKind.FIXED:
+        return FirstPlan(plan, policy)
+    return FirstPlan(plan, policy, planning.pool_size(), planning.layouts())

@@ -16,7 +16,7 @@ from packrat.errors import PlanError
 from packrat.optimizer.solve import PlanTable
 from packrat.optimizer.table import LatencyTable
 from packrat.topology import Topology, allocate
-from packrat.types import InstanceSpec, Plan
+from packrat.types import InstanceSpec, Layout, Plan
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,15 @@ class Planning:
         if self.table is None:
             return 1
         return max(len(self.optimal(b).instances) for b in range(1, self.max_batch_size + 1))
+
+    def layouts(self) -> tuple[Layout, ...]:
+        """Every (threads, cores) an instance of an optimal plan up to max_batch_size has
+        (none without a profile): the workers that let a pool whose workers cannot move
+        switch between those plans without starting one. Makes every plan, as `pool_size`."""
+        if self.table is None:
+            return ()
+        plans = (self.optimal(b) for b in range(1, self.max_batch_size + 1))
+        return tuple(dict.fromkeys(layout for plan in plans for layout in plan.layout))
 
     def on(self, topology: Topology) -> Planning:
         """The same profile and largest batch on other cores."""

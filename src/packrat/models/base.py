@@ -76,7 +76,8 @@ class Handler(ABC):
 
         The default does nothing: torch-based handlers follow `torch.set_num_threads`, which
         the worker calls itself. Handlers whose runtime fixes its thread count when a session
-        is built (ONNX Runtime, OpenVINO) rebuild it here, on the new cores.
+        is built (ONNX Runtime) rebuild it here, on the new cores. The pool never calls it for
+        a source that does not move in place (`ModelSource.moves_in_place`).
         """
 
     def shared_tensors(self) -> dict[str, Any]:
@@ -94,10 +95,14 @@ class ModelSource(ABC):
     takes_raw_requests: whether the model's handler takes requests as the client sent them
     (a TorchServe archive's handler: `packrat.models.torchserve_request`) rather than tensors
     the server decoded from the body (every other format).
+    moves_in_place: whether a live instance can be re-pinned to other cores and re-threaded
+    (`Handler.set_threads`). False for a runtime that places its threads once per process
+    (OpenVINO): the pool then starts a new worker on the new cores instead.
     """
 
     name: str
     takes_raw_requests: bool = False
+    moves_in_place: bool = True
 
     @abstractmethod
     def identity(self) -> ModelIdentity:
@@ -106,9 +111,3 @@ class ModelSource(ABC):
     @abstractmethod
     def load(self) -> Handler:
         """Build the handler. Runs in the worker process; raises ModelError on failure."""
-
-    def start_runtime(self, cpus: int) -> None:  # noqa: B027 - optional hook, empty by default
-        """Start the runtime's process-wide thread pool for up to `cpus` threads. Called in the
-        worker before `load`, while it may still run on every core it will ever be given: a
-        runtime that sizes its pool once per process from the CPUs it first sees (OpenVINO's
-        TBB) could otherwise never use more threads than the instance started with."""

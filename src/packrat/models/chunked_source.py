@@ -54,8 +54,9 @@ class ChunkedSource(ModelSource):
         the model, and a torch model's shared weights file is the model's)."""
         return self.source.identity()
 
-    def start_runtime(self, cpus: int) -> None:
-        self.source.start_runtime(cpus)
+    @property
+    def moves_in_place(self) -> bool:  # type: ignore[override]
+        return self.source.moves_in_place
 
     def load(self) -> Handler:
         """The model's handler, wrapped; the instance's threads are torch's now (the worker

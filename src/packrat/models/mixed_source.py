@@ -7,7 +7,8 @@ the owner of (the instance's threads, the batch's size). An instance keeps its c
 its plan stays, so it switches runtimes only when the plan does.
 
 The price: every worker holds each backend's copy of the model (memory: the sum of the
-backends'), and a re-threaded worker rebuilds every backend's session. Only backends with
+backends'), and a re-threaded worker rebuilds every backend's session (with OpenVINO among
+them, the pool starts a new worker instead: `ModelSource.moves_in_place`). Only backends with
 their own thread pools mix (ONNX Runtime, OpenVINO): torch's OpenMP threads would spin on
 the cores a runtime computes on.
 """
@@ -56,9 +57,10 @@ class MixedSource(ModelSource):
             ),
         )
 
-    def start_runtime(self, cpus: int) -> None:
-        for source in self.sources:
-            source.start_runtime(cpus)
+    @property
+    def moves_in_place(self) -> bool:  # type: ignore[override]
+        """Only if every backend does: the worker holds them all."""
+        return all(source.moves_in_place for source in self.sources)
 
     def load(self) -> Handler:
         """Every backend's handler, on the worker's threads; ModelError if one fails."""
@@ -115,8 +117,9 @@ class MixedHandler(Handler):
         return self.handlers[0].example_requests(batch_size)
 
     def set_threads(self, threads: int) -> None:
-        """Every backend on `threads` threads: each rebuilds its session or compiled model
-        (the sum of their costs), so a later batch of any size runs without a rebuild."""
+        """Every backend on `threads` threads: each rebuilds its session (the sum of their
+        costs), so a later batch of any size runs without a rebuild. The pool calls it only
+        for a mix whose backends all move in place (`MixedSource.moves_in_place`)."""
         for handler in self.handlers:
             handler.set_threads(threads)
         self.threads = threads

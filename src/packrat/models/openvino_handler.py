@@ -8,9 +8,7 @@ runtime is imported when a handler is built (inside a worker or a conversion).
 
 from __future__ import annotations
 
-import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +19,6 @@ from packrat.models.backends import Backend, Precision, check_precision, import_
 from packrat.models.inputs import InputSpec, declared_spec
 from packrat.models.tensor_handler import BatchTensorHandler, check_one_input, check_threads
 from packrat.models.tracing import first_line
-
-logger = logging.getLogger(__name__)
 
 
 class OpenVinoHandler(BatchTensorHandler):
@@ -41,13 +37,19 @@ class OpenVinoHandler(BatchTensorHandler):
     Compile properties, and why:
     - `INFERENCE_NUM_THREADS = threads`, `NUM_STREAMS = 1`, `PERFORMANCE_HINT = LATENCY`: one
       stream of `threads` threads, one batch at a time, as Packrat's plan sized the instance.
-    - `ENABLE_CPU_PINNING = True`, against first intuition (Packrat pins the worker itself).
-      Measured with OpenVINO 2026.4: with pinning off, OpenVINO's TBB arenas bind every thread
-      that runs an inference to the CPUs the process had at its *first* compile, for the life
-      of the process, so a worker moved from CPU 0 to CPU 1 kept running on CPU 0 (another
-      instance's core). With pinning on, each compile reads the process's CPUs afresh and pins
-      its threads inside them: inside this instance's cores, since the worker is pinned before
-      it builds (and rebuilds) the model; and the moved worker ran on CPU 1 only.
+    - `ENABLE_CPU_PINNING = True`: OpenVINO pins each of its threads to one CPU of the
+      process's, so the instance's threads stay on its own cores.
+
+    OpenVINO places its threads once per process: it reads the CPUs a process may use when it
+    first runs there, and every later compile pins to those, whatever the process's CPUs are
+    then (measured with OpenVINO 2026.4 on 2 CPUs: a process that first ran on both CPUs,
+    then pinned to CPU 1 and compiled for one thread, computed on CPU 0; with pinning off,
+    its threads were let onto both CPUs; a process that first ran on CPU 1 alone computed on
+    CPU 1, and on one thread even when later given both). So an instance cannot move: its
+    sources say so (`ModelSource.moves_in_place`), the worker loads it pinned to the
+    instance's cores, and the pool starts a new worker where a plan puts the instance on
+    other cores. Two one-thread instances of gpt2 whose workers had first run on both CPUs
+    both computed on CPU 0, each 2x slower than profiled.
 
     Raises ModelError if the model cannot be read or compiled, or takes more than one input.
     """
@@ -82,7 +84,7 @@ class OpenVinoHandler(BatchTensorHandler):
             input_spec = declared_spec(declared, dtype)
         super().__init__(input_spec, name=name, example_seed=example_seed)
         self.threads = threads
-        # The CPUs the compiled model pins its threads to; see `set_threads`.
+        # The CPUs the compiled model pins its threads to: it cannot move (see the class).
         self.cpus = frozenset(os.sched_getaffinity(0))
         self.compiled, self._request = self._compile(threads)
 
@@ -98,32 +100,17 @@ class OpenVinoHandler(BatchTensorHandler):
         return self.batch_first(torch.from_numpy(output), batch.shape[0])
 
     def set_threads(self, threads: int) -> None:
-        """Compile the model again for `threads` threads on the CPUs the worker is pinned to
-        now (a compiled model fixes both); a no-op if neither changed.
-
-        The CPUs matter as much as the count: the compiled model pins its threads to the CPUs
-        it was compiled on, so a worker moved to other CPUs with the same thread count must
-        recompile too, or its next inference would run on the old ones.
-
-        The model stays read in memory (its weights mapped from the .bin), so this is a
-        compile only: for ResNet-50 on this 2-core machine, idle, 0.11 s to 2 threads and
-        0.15 s to 1 (0.09-0.17 s with other tests running); no batch runs meanwhile. The old
-        compiled model is freed after the new one is built, so memory briefly holds both.
-        """
+        """Nothing to do on the threads and CPUs the model was compiled for; ModelError on
+        others: OpenVINO would keep computing where it first ran (see the class), so the pool
+        starts a new worker instead of moving this one."""
         check_threads(threads)
         cpus = frozenset(os.sched_getaffinity(0))
-        if threads == self.threads and cpus == self.cpus:
-            return
-        started = time.perf_counter()
-        self.compiled, self._request = self._compile(threads)
-        logger.info(
-            "model %s: OpenVINO model recompiled for %d threads on CPUs %s (was %d on %s) "
-            "in %.0f ms",
-            self.name, threads, sorted(cpus), self.threads, sorted(self.cpus),
-            (time.perf_counter() - started) * 1000.0,
-        )  # fmt: skip
-        self.threads = threads
-        self.cpus = cpus
+        if threads != self.threads or cpus != self.cpus:
+            raise ModelError(
+                f"model {self.name}: OpenVINO computes on the CPUs it first ran on "
+                f"{sorted(self.cpus)} ({self.threads} threads); it cannot move to "
+                f"{sorted(cpus)} ({threads} threads): start a new process there"
+            )
 
     def shared_tensors(self) -> dict[str, Any]:
         """{}: the compiled model holds its weights in OpenVINO's own (repacked) buffers, not
@@ -158,30 +145,6 @@ class OpenVinoHandler(BatchTensorHandler):
                 "--precision auto or fp32"
             )
         return compiled, compiled.create_infer_request()
-
-
-def start_thread_pool(cpus: int) -> None:
-    """Start OpenVINO's thread pool (TBB) in this process for up to `cpus` threads, by running
-    a one-op model on that many.
-
-    TBB sizes its pool once per process, from the CPUs the process may run on when OpenVINO
-    first runs, and never grows it. A worker that booted pinned to one core and was later
-    re-threaded to two in place then still ran its model on one thread (ResNet-50 bf16, batch
-    1: 45-50 ms instead of 22-25 ms). The worker calls this while it may still use every core
-    it could be given, before it pins itself to its own."""
-    ov = import_runtime(Backend.OPENVINO)
-    import numpy as np
-    import openvino.opset13 as ops
-
-    inputs = ops.parameter([1, 8], ov.Type.f32)
-    model = ov.Model([ops.relu(inputs)], [inputs])
-    config = {
-        ov.properties.inference_num_threads(): cpus,
-        ov.properties.num_streams(): 1,
-        ov.properties.hint.enable_cpu_pinning(): True,
-    }
-    compiled = ov.Core().compile_model(model, "CPU", config)
-    compiled.create_infer_request().infer({0: np.zeros((1, 8), np.float32)})
 
 
 def _declared_dims(shape: Any) -> list[object]:

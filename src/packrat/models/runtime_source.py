@@ -50,15 +50,6 @@ def load_runtime_handler(
     raise ValueError(f"{backend.value} models are served by the torch formats, not here")
 
 
-def start_runtime(backend: Backend, cpus: int) -> None:
-    """Start `backend`'s process-wide thread pool for `cpus` threads (OpenVINO only; the
-    others size theirs per session)."""
-    if backend is Backend.OPENVINO:
-        from packrat.models.openvino_handler import start_thread_pool
-
-        start_thread_pool(cpus)
-
-
 class OnnxFileSource(LocalFileSource):
     """An .onnx file, served by ONNX Runtime (CPU) in fp32.
 
@@ -86,6 +77,7 @@ class OpenVinoFileSource(LocalFileSource):
 
     backend = Backend.OPENVINO
     precision = Precision.FP32
+    moves_in_place = False  # OpenVINO places its threads once per process (OpenVinoHandler)
 
     @property
     def weights_path(self) -> Path:
@@ -101,9 +93,6 @@ class OpenVinoFileSource(LocalFileSource):
         if self.input_spec is not None:
             description["input_spec"] = self.input_spec.to_json()
         return ModelIdentity(self.name, json_sha256(description))
-
-    def start_runtime(self, cpus: int) -> None:
-        start_runtime(Backend.OPENVINO, cpus)
 
     def load(self) -> Handler:
         """Read and compile the model on the worker's threads; ModelError if unreadable."""
@@ -145,8 +134,10 @@ class ConvertedSource(ModelSource):
         """The original name and the conversion's hash; cheap, the file is not read."""
         return ModelIdentity(self.name, self.content_hash)
 
-    def start_runtime(self, cpus: int) -> None:
-        start_runtime(self.backend, cpus)
+    @property
+    def moves_in_place(self) -> bool:  # type: ignore[override]
+        """False on OpenVINO, which places its threads once per process (`OpenVinoHandler`)."""
+        return self.backend is not Backend.OPENVINO
 
     def load(self) -> Handler:
         """Build the backend's handler on the worker's threads; ModelError if it fails."""

@@ -19,8 +19,8 @@ from packrat.errors import PlanError, TopologyError, WorkerError
 from packrat.pool.config import EngineConfig
 from packrat.pool.messages import Command
 from packrat.pool.process import ChildProcess, Outcome
-from packrat.pool.workers import Layout, WorkerSet, failure
-from packrat.types import Plan
+from packrat.pool.workers import WorkerSet, failure
+from packrat.types import Layout, Plan
 
 ReplyT = TypeVar("ReplyT")
 
@@ -39,6 +39,7 @@ class EngineCore:
     _plan: Plan
     _config: EngineConfig
     _workers: WorkerSet
+    _pool_size: int  # workers kept, spares included
     _lost: set[int]  # workers lost in a batch, to replace
     _state: EngineState
     _broken_reason: str

@@ -48,7 +48,7 @@ from packrat.pool.process import ChildProcess, Outcome, stop_children
 from packrat.pool.reconfigure import Reconfiguring
 from packrat.pool.split import batch_slices
 from packrat.pool.workers import WorkerSet, failure
-from packrat.types import Plan
+from packrat.types import Layout, Plan
 
 
 @dataclass(frozen=True)
@@ -76,10 +76,15 @@ class Engine(Reconfiguring, Measuring):
 
     visible_cores: every CPU the model's instances may be placed on (default: every CPU this
         process may use). Workers boot seeing them, so the thread pools that runtimes size
-        once per process (OpenMP's count, OpenVINO's TBB) fit the largest instance the model
-        can have, not the whole machine: on a 128-core server, a two-thread instance of a
-        model given 16 cores must not start a pool of 128 threads. Widened by any plan that
-        places an instance beyond them.
+        once per process (OpenMP's count) fit the largest instance the model can have, not
+        the whole machine: on a 128-core server, a two-thread instance of a model given 16
+        cores must not start a pool of 128 threads. Widened by any plan that places an
+        instance beyond them.
+    pool_size: workers to start, the plan's first and then spares (one thread each), which
+        later plans with more instances take over and re-thread in place.
+    spares: for a source whose workers cannot move (`ModelSource.moves_in_place`), the
+        layouts (threads, cores) of later plans' instances: a spare worker starts on each,
+        instead of `pool_size`'s, so that switching to those plans starts no process.
     """
 
     def __init__(
@@ -90,6 +95,7 @@ class Engine(Reconfiguring, Measuring):
         *,
         pool_size: int | None = None,
         visible_cores: Sequence[int] | None = None,
+        spares: Sequence[Layout] = (),
     ) -> None:
         check_plan(plan)
         self._plan = plan
@@ -99,6 +105,7 @@ class Engine(Reconfiguring, Measuring):
         # Workers started up front: the plan's instances, then spares that later plans with
         # more instances take over without waiting for a model to load.
         self._pool_size = max(len(plan.instances), pool_size or 0)
+        self._spares = [s for s in dict.fromkeys(spares) if s not in plan.layout]
         self._lost = set()
         self._ready: tuple[Ready, ...] = ()
         self._start_s: float | None = None
@@ -318,5 +325,9 @@ class Engine(Reconfiguring, Measuring):
     def _start_workers(self, deadline: float) -> None:
         self._workers.export_weights(self._config, deadline)
         layouts = list(self._plan.layout)
-        layouts += [self._spare_layout()] * (self._pool_size - len(layouts))
+        if self._workers.moves_in_place:
+            layouts += [self._spare_layout()] * (self._pool_size - len(layouts))
+        else:
+            layouts += self._spares
+            self._pool_size = max(self._pool_size, len(layouts))
         self._ready = self._workers.spawn(self._config, layouts, deadline)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from packrat.types import Plan
+from packrat.types import Layout, Plan
 
 if TYPE_CHECKING:
     from packrat.models.base import ModelSource
@@ -84,8 +84,9 @@ class InstancePool(Protocol):
         WorkerError if new workers fail to start (the old plan keeps serving) or a worker
         fails to move (the pool is broken)."""
 
-    def reserve(self, pool_size: int) -> int:
-        """Start spare workers until there are `pool_size`; returns how many started.
+    def reserve(self, pool_size: int, spares: Sequence[Layout] = ()) -> int:
+        """Start spare workers until there are `pool_size` (for workers that cannot move: one
+        on each layout of `spares` that no worker has); returns how many started.
         WorkerError if one fails to start (the pool serves on as it was)."""
 
     def replace_lost(self) -> list[int]:
@@ -96,7 +97,7 @@ class InstancePool(Protocol):
 class PoolFactory(Protocol):
     """Makes the pool for a model's first plan (the `Engine` class is one): `pool_size`
     workers (None: one per instance of `plan`), seeing `visible_cores` (None: every CPU this
-    process may use)."""
+    process may use); for workers that cannot move, spares on the layouts `spares`."""
 
     def __call__(
         self,
@@ -106,4 +107,5 @@ class PoolFactory(Protocol):
         *,
         pool_size: int | None = None,
         visible_cores: Sequence[int] | None = None,
+        spares: Sequence[Layout] = (),
     ) -> InstancePool: ...

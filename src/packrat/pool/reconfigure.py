@@ -14,7 +14,7 @@ from packrat.errors import PlanError, WorkerError
 from packrat.pool.core import EngineCore, EngineState, check_plan, plan_cores
 from packrat.pool.messages import Command, Reconfigure, Reconfigured, ReconfigureFailed
 from packrat.pool.workers import failure
-from packrat.types import InstanceSpec, Plan
+from packrat.types import InstanceSpec, Layout, Plan
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,12 @@ class Reconfiguring(EngineCore):
         with more instances than before, and new workers are started (seconds) only if the
         pool is too small. Workers left over stay idle as spares.
 
+        A source whose workers cannot move (`ModelSource.moves_in_place`: OpenVINO) is served
+        by workers started on each instance's own threads and cores instead: an instance
+        whose layout changes takes over an idle worker started on that layout, else a new one
+        is started on it (seconds). The workers it leaves stay as spares while the pool holds
+        no more than `pool_size` (as started, or as `reserve` last raised it); the others stop.
+
         Raises TopologyError/PlanError for a plan that is not allocated on usable CPUs,
         WorkerError if a new worker fails to start (nothing changed then: the workers started
         are stopped and the old plan keeps serving) or a worker fails to change (the engine
@@ -57,18 +63,12 @@ class Reconfiguring(EngineCore):
             self._check_running()
             self._workers.visible_cores |= plan_cores(plan)
             started = time.monotonic()
-            spawned = 0
+            if not self._workers.moves_in_place:
+                spawned = self._take_over_or_start(plan, started)
+                self._plan = plan
+                return Reconfiguration(0, spawned, time.monotonic() - started)
             extra = plan.layout[len(self._workers.processes) :]
-            if extra:
-                try:
-                    deadline = started + self._config.start_timeout_s
-                    self._workers.spawn(self._config, extra, deadline)
-                except WorkerError as exc:
-                    raise WorkerError(
-                        f"switching to plan {plan.describe()} failed, "
-                        f"{self._plan.describe()} still serves: {exc}"
-                    ) from exc
-                spawned = len(extra)
+            spawned = self._start(plan, extra, started)
             moves = [
                 (k, instance)
                 for k, instance in enumerate(plan.instances)
@@ -79,9 +79,53 @@ class Reconfiguring(EngineCore):
             self._plan = plan
             return Reconfiguration(len(moves), spawned, time.monotonic() - started)
 
-    def reserve(self, pool_size: int) -> int:
+    def _take_over_or_start(self, plan: Plan, started: float) -> int:
+        """Give each instance of `plan` a worker started on its layout: the one in its place,
+        an idle one, or a new one; then stop the idle workers beyond the pool's size. Returns
+        how many workers started."""
+        layouts = self._workers.layouts
+        order: list[int | None] = [
+            k if k < len(layouts) and layouts[k] == wanted else None
+            for k, wanted in enumerate(plan.layout)
+        ]
+        idle = [k for k in range(len(layouts)) if k not in order]
+        for k, wanted in enumerate(plan.layout):
+            if order[k] is None:
+                match = next((j for j in idle if layouts[j] == wanted), None)
+                if match is not None:
+                    order[k] = match
+                    idle.remove(match)
+        missing = [k for k, j in enumerate(order) if j is None]
+        first_new = len(layouts)
+        self._start(plan, [plan.layout[k] for k in missing], started)
+        for offset, k in enumerate(missing):
+            order[k] = first_new + offset
+        self._workers.arrange([j for j in order if j is not None])
+        keep = max(self._pool_size, len(plan.instances))
+        if len(self._workers.processes) > keep:
+            self._workers.stop_from(keep, self._config.stop_timeout_s)
+        return len(missing)
+
+    def _start(self, plan: Plan, layouts: Sequence[Layout], started: float) -> int:
+        """Start workers on `layouts` after the others; how many. WorkerError (the old plan
+        still serving) if one fails to start."""
+        if not layouts:
+            return 0
+        try:
+            deadline = started + self._config.start_timeout_s
+            self._workers.spawn(self._config, layouts, deadline)
+        except WorkerError as exc:
+            raise WorkerError(
+                f"switching to plan {plan.describe()} failed, "
+                f"{self._plan.describe()} still serves: {exc}"
+            ) from exc
+        return len(layouts)
+
+    def reserve(self, pool_size: int, spares: Sequence[Layout] = ()) -> int:
         """Start spare workers (one thread over the plan's cores, idle) until the pool has
         `pool_size` workers, so that later plans with that many instances switch in place.
+        For a source whose workers cannot move, start one on each layout of `spares` (those
+        later plans use) that no worker has instead, and keep as many workers from then on.
         Takes seconds per new worker, during which no batch runs. Returns how many started.
 
         Raises WorkerError if a worker fails to start; the spares started are stopped then,
@@ -89,15 +133,16 @@ class Reconfiguring(EngineCore):
         """
         with self._lock:
             self._check_running()
-            missing = pool_size - len(self._workers.processes)
-            if missing <= 0:
-                return 0
-            self._workers.spawn(
-                self._config,
-                [self._spare_layout()] * missing,
-                time.monotonic() + self._config.start_timeout_s,
-            )
-            return missing
+            if self._workers.moves_in_place:
+                layouts = [self._spare_layout()] * (pool_size - len(self._workers.processes))
+            else:
+                layouts = [s for s in dict.fromkeys(spares) if s not in self._workers.layouts]
+            if layouts:
+                self._workers.spawn(
+                    self._config, layouts, time.monotonic() + self._config.start_timeout_s
+                )
+            self._pool_size = max(self._pool_size, pool_size, len(self._workers.processes))
+            return len(layouts)
 
     def _retune(self, moves: Sequence[tuple[int, InstanceSpec]]) -> None:
         """Send each moved worker its new threads and cores, all at once, and wait for all."""

@@ -99,9 +99,6 @@ def boot(spec: WorkerSpec) -> tuple[Handler, int]:
         affinity.pin_process(spec.visible_cores or spec.cores)
         phase = FailurePhase.LOAD
         configure_torch_threads(spec.threads)  # loads OpenMP, which counts the CPUs it sees
-        # Runtimes that size a process-wide pool once (OpenVINO's TBB) start it now, for every
-        # core this worker may later be re-threaded onto.
-        spec.source.start_runtime(len(spec.visible_cores or spec.cores))
         phase = FailurePhase.PIN
         affinity.pin_process(spec.cores)
         phase = FailurePhase.LOAD
@@ -133,9 +130,8 @@ def retune_self(handler: Handler, threads: int, cores: tuple[int, ...]) -> None:
     surplus ones sleep.
 
     Then `handler.set_threads(threads)`, after pinning, so a runtime that rebuilds its thread
-    pool there (ONNX Runtime, OpenVINO) creates the new threads on the new cores; and pin
-    again after it, because threads leaving the old pool may restore the mask they had
-    before (OpenVINO's TBB threads do).
+    pool there (ONNX Runtime) creates the new threads on the new cores; and pin again after
+    it, in case threads leaving the old pool restored the mask they had before.
     """
     affinity.pin_process(cores)
     import torch

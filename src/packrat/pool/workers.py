@@ -38,11 +38,9 @@ from packrat.pool.process import (
 )
 from packrat.pool.weights import ensure_weights_file
 from packrat.pool.worker import run_worker
+from packrat.types import Layout
 
 logger = logging.getLogger(__name__)
-
-Layout = tuple[int, tuple[int, ...]]
-"""A worker's threads and the cores it is pinned to."""
 
 
 class WorkerSet:
@@ -58,6 +56,27 @@ class WorkerSet:
         self.visible_cores = visible_cores
         self._source = source
         self._weights_path: str | None = None
+
+    @property
+    def moves_in_place(self) -> bool:
+        """Whether a worker can be re-pinned and re-threaded (`ModelSource.moves_in_place`);
+        else a worker keeps the layout it started with for good."""
+        return self._source.moves_in_place
+
+    def arrange(self, order: Sequence[int]) -> None:
+        """Put the workers at indices `order` first, in that order, and the others after them
+        in the order they were."""
+        rest = [k for k in range(len(self.processes)) if k not in set(order)]
+        indices = [*order, *rest]
+        self.processes[:] = [self.processes[k] for k in indices]
+        self.layouts[:] = [self.layouts[k] for k in indices]
+        for index, process in enumerate(self.processes):
+            process.label = f"instance {index}"
+
+    def stop_from(self, index: int, timeout_s: float) -> None:
+        """Stop the workers from `index` on and drop them from the set."""
+        stop_children(self.processes[index:], timeout_s)
+        del self.processes[index:], self.layouts[index:]
 
     def export_weights(self, config: EngineConfig, deadline: float) -> None:
         """Write the model's shared weights file (once per model) for the workers to map,

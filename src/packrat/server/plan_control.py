@@ -136,7 +136,9 @@ class PlanControl:
             self._reset_policy(planning)
             if self._policy is not None:
                 try:
-                    await asyncio.to_thread(self._pool.reserve, planning.pool_size())
+                    await asyncio.to_thread(
+                        self._pool.reserve, planning.pool_size(), planning.layouts()
+                    )
                 except WorkerError as exc:  # the pool serves on; a larger plan starts its own
                     logger.warning("model %s: starting spare workers failed: %s", self._label, exc)
         return plan

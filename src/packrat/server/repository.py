@@ -320,7 +320,7 @@ class Repository:
             engine_config = dataclasses.replace(engine_config, batch_timeout_s=timeout_s)
         pool = self._pool_factory(
             source, first.plan, engine_config, pool_size=first.pool_size,
-            visible_cores=topology.cpu_ids(),
+            visible_cores=topology.cpu_ids(), spares=first.spares,
         )  # fmt: skip
         return ModelRuntime(
             name,
