@@ -66,8 +66,8 @@ class WorkerSet:
     def arrange(self, order: Sequence[int]) -> None:
         """Put the workers at indices `order` first, in that order, and the others after them
         in the order they were."""
-        rest = [k for k in range(len(self.processes)) if k not in set(order)]
-        indices = [*order, *rest]
+        placed = set(order)
+        indices = [*order, *(k for k in range(len(self.processes)) if k not in placed)]
         self.processes[:] = [self.processes[k] for k in indices]
         self.layouts[:] = [self.layouts[k] for k in indices]
         for index, process in enumerate(self.processes):

@@ -213,7 +213,7 @@ class ModelRuntime:
             "started_at_unix_s": self._started_at_unix_s,
             "loaded_at_startup": self._loaded_at_startup,
             **describe_model(self._source, self._identity, self._input_spec, self._backend),
-            **describe_plan(self._pool.plan, self._pool.pids),
+            **describe_plan(self._pool.plan, self._pool.pids, self._pool.pool_pids),
             **describe_batching(self._batcher, self._batch_timeout_s, self._table is not None),
             **self._control.describe(),
             "calibration": None if self._calibrating is None else self._calibrating.describe(),
