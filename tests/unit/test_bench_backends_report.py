@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # as `python benchmarks/X.py` sees the harness
-from harness.backends.report import ModelRun, verdict  # noqa: E402
+from harness.backends.report import ModelRun, overall_text, verdict  # noqa: E402
 
 
 def _run(medians: dict[str, dict[int, list[float]]]) -> ModelRun:
@@ -58,6 +58,8 @@ def test_over_every_batch_size_the_geometric_mean_of_each_sizes_rounds() -> None
     assert overall.values == pytest.approx((1.0, 1.0, 2.0))
     assert overall.median == pytest.approx(1.0)
     assert overall.low < 2 ** (1 / 3) < overall.high  # around the geometric mean of 1, 1, 2
+    text = overall_text(overall)  # both: the median of a few misses may lie outside the CI
+    assert text.startswith(f"geometric mean {2 ** (1 / 3):.3f} [") and text.endswith("median 1.000")
 
 
 def test_a_batch_size_no_single_process_system_ran_has_no_ratio() -> None:

@@ -189,8 +189,8 @@ def model_section(run: ModelRun) -> list[str]:
         f"Batch latency in ms: median over rounds [95% CI]. Packrat is no worse (median best "
         f"/ packrat >= 1) at {verdicts.count('yes')} of {len(run.batches)} batch sizes; worse "
         f"beyond its CI at: {', '.join(worse) or 'none'}. Over all {len(run.batches)} batch "
-        f"sizes, best / packrat (per batch size the geometric mean of its rounds): median "
-        f"{cell(run.overall(), 3)}.",
+        f"sizes, best / packrat (per batch size the geometric mean of its rounds): "
+        f"{overall_text(run.overall())}.",
         "",
     ]
     return lines
@@ -223,6 +223,18 @@ def verdict(ratio: Estimate) -> str:
     if math.isfinite(ratio.high) and ratio.high >= 1.0:
         return "no, within CI"
     return "**no**"
+
+
+def overall_text(estimate: Estimate) -> str:
+    """The geometric mean, its 95% CI and the median: a CI is of the mean, and the median of
+    a few misses among many hits can lie outside it."""
+    if not math.isfinite(estimate.low):
+        return f"median {estimate.median:.3f}"
+    mean = math.sqrt(estimate.low * estimate.high)  # the CI is symmetric in logs
+    return (
+        f"geometric mean {mean:.3f} [{estimate.low:.3f}, {estimate.high:.3f}], "
+        f"median {estimate.median:.3f}"
+    )
 
 
 def cell(estimate: Estimate, digits: int | None = None) -> str:
