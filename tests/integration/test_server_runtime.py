@@ -127,8 +127,8 @@ def test_concurrent_requests_get_their_own_outputs() -> None:
         assert len(used) == 2 and used <= os.sched_getaffinity(0)  # disjoint, allowed CPUs
         pids = [i["pid"] for i in instances]
         assert all(isinstance(p, int) for p in pids)
-        workers = described["workers"]  # the plan's, and spares for the policy's other plans
-        assert workers["count"] >= len(instances) and workers["rss_bytes"] > 0
+        pool = described["pool"]  # the plan's workers, and spares for the policy's other plans
+        assert pool["workers"] >= len(instances) and pool["rss_bytes"] > 0
 
         await repository.unregister("tiny-resnet")
         assert _gone(pids)

@@ -38,13 +38,14 @@ def describe_model(
 
 def describe_plan(plan: Plan, pids: Sequence[int], pool_pids: Sequence[int] = ()) -> dict[str, Any]:
     """JSON-ready "plan" and "instances" of a model serving `plan` with the workers `pids`
-    (plan order; empty before they started), and "workers": how many the pool holds
+    (plan order; empty before they started), and "pool": how many workers it holds
     (`pool_pids`, spares included: more than the instances where workers cannot move, one
-    per layout of the plans) and their resident memory in all."""
+    per layout of the plans) and their resident memory in all. ("workers" is TorchServe's
+    key in the management API's describe.)"""
     rss = [_rss_bytes(pid) for pid in pool_pids]
     return {
-        "workers": {
-            "count": len(pool_pids),
+        "pool": {
+            "workers": len(pool_pids),
             "rss_bytes": None if None in rss else sum(r for r in rss if r is not None),
         },
         "plan": {

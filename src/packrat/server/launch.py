@@ -203,11 +203,11 @@ def _describe(info: Any) -> str:
         f"for batch {info.get('batching', {}).get('max_batch_size')} "
         f"(policy {info.get('policy')}); instances: {instances}"
     )
-    workers = info.get("workers") or {}
-    if workers.get("count", 0) > len(info.get("instances", [])):
-        text += f"; {workers['count']} workers with the spares"
-        if workers.get("rss_bytes"):
-            text += f", {workers['rss_bytes'] / 2**30:.1f} GiB resident"
+    pool = info.get("pool") or {}
+    if pool.get("workers", 0) > len(info.get("instances", [])):
+        text += f"; {pool['workers']} workers with the spares"
+        if pool.get("rss_bytes"):
+            text += f", {pool['rss_bytes'] / 2**30:.1f} GiB resident"
     if backend:
         text += f"\n  backend {backend.get('reason')}"
         for candidate, verdict in backend.get("candidates", {}).items():
