@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 import signal
@@ -226,9 +227,12 @@ def test_pin_a_plan_and_release_it_over_http(server: RunningServer) -> None:
     management, form = server.management, {"Content-Type": "application/x-www-form-urlencoded"}
     (before,) = httpx.get(management + "/models/tiny-resnet").json()
     assert before["policy"] == "auto"
-    thin = httpx.put(management + "/models/tiny-resnet/plan", json={"plan": "<2,1,2>"})
+    # A pin returns once its plan serves, and a plan whose workers are not started yet waits
+    # for them (seconds): OpenVINO's workers are started on each layout they run.
+    put = functools.partial(httpx.put, timeout=120.0)
+    thin = put(management + "/models/tiny-resnet/plan", json={"plan": "<2,1,2>"})
     assert thin.status_code == 200, thin.text  # then "fat" is sure to be a switch
-    r = httpx.put(management + "/models/tiny-resnet/plan", content=b'{"plan": "fat"}', headers=form)
+    r = put(management + "/models/tiny-resnet/plan", content=b'{"plan": "fat"}', headers=form)
     assert r.status_code == 200, r.text
     pinned = r.json()["model"]
     assert pinned["policy"] == "pinned" and pinned["plan"]["describe"].startswith("<1,")
@@ -238,17 +242,23 @@ def test_pin_a_plan_and_release_it_over_http(server: RunningServer) -> None:
     raw = {"Content-Type": "application/octet-stream"}
     answer = httpx.post(url, content=x.tobytes(), headers=raw)
     np.testing.assert_allclose(np.array(answer.json()), reference(x), rtol=1e-4, atol=1e-4)
-    r = httpx.put(management + "/models/tiny-resnet/plan", json={"policy": "auto"})
+    r = put(management + "/models/tiny-resnet/plan", json={"policy": "auto"})
     assert r.status_code == 200 and r.json()["model"]["policy"] == "auto"
-    bad = httpx.put(management + "/models/tiny-resnet/plan", json={"plan": "<9,1,1>"})
+    bad = put(management + "/models/tiny-resnet/plan", json={"plan": "<9,1,1>"})
     assert bad.status_code == 400 and "needs 9 cores" in bad.json()["error"]
     switches = httpx.get(management + "/models/tiny-resnet/switches").json()
     assert "pinned" in [s["reason"] for s in switches]
     assert all(s["took_ms"] >= 0 for s in switches)
     # The pool holds the workers of every optimal plan, so only the pinned <2,1,2> may need one
-    # more: when the profile made on start found one instance best for every batch size.
+    # more: when the profile made on start found one instance best for every batch size. A
+    # backend whose workers cannot move (OpenVINO) has one on each layout of those plans, so
+    # the pinned plans may need theirs: both of <2,1,2>'s, and fat's.
     started = [(s["to"], s["workers_started"]) for s in switches if s["workers_started"]]
-    assert started in ([], [("<2,1,2>", 1)]), started
+    if "openvino" not in str((before.get("backend") or {}).get("backend")):
+        assert started in ([], [("<2,1,2>", 1)]), started
+    else:
+        pinned_plans = {"<2,1,2>": 2, pinned["plan"]["describe"]: 1}
+        assert all(count <= pinned_plans.get(to, 0) for to, count in started), started
     text = httpx.get(server.metrics + "/metrics").text
     assert _sample(text, "packrat_reconfigurations_total", "tiny-resnet") == len(switches)
 
