@@ -91,6 +91,32 @@ def test_spares_of_a_source_that_cannot_move_start_on_the_layouts_given(
         assert engine.infer([1, 2]) == [2, 4]
 
 
+def test_reserve_after_a_move_stops_the_idle_workers_on_layouts_no_longer_used(
+    tmp_path: Path,
+) -> None:
+    """Workers that cannot move: after a move to other cores, `reserve` with the new spares
+    stops the idle workers left on the old layouts and keeps those it names."""
+    if cpu(0) == cpu(1):
+        pytest.skip("needs two CPUs")
+    source = pool_handlers.PlacedSource(str(tmp_path / "record.txt"), moves_in_place=False)
+    one, two = (cpu(0),), (cpu(1),)
+    both = tuple(sorted({cpu(0), cpu(1)}))
+    fat = plan_of(InstanceSpec(2, 2, both))
+    spares = [(1, one), (1, two)]
+    with Engine(source, fat, EngineConfig(share_weights=False), spares=spares) as engine:
+        pids = engine.pool_pids
+        assert len(pids) == 3
+        moved = engine.reconfigure(plan_of(InstanceSpec(1, 2, two)))  # the model keeps cpu(1)
+        assert (moved.retuned, moved.spawned) == (0, 0) and engine.pids == [pids[2]]
+
+        assert engine.reserve(1, spares=[(1, two), (1, one)]) == 0  # the worker on one stays
+        assert engine.pool_pids == [pids[2], pids[1]]
+        assert process_is_gone(pids[0])
+        assert engine.reserve(1, spares=[(1, two)]) == 0
+        assert engine.pool_pids == [pids[2]] and process_is_gone(pids[1])
+        assert engine.infer([1, 2]) == [2, 4]
+
+
 def test_workers_boot_seeing_only_the_models_cores_and_a_plan_beyond_them_widens_that(
     tmp_path: Path,
 ) -> None:

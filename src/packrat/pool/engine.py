@@ -47,7 +47,7 @@ from packrat.pool.messages import BatchDone, Command, Ready, RunBatch
 from packrat.pool.process import ChildProcess, Outcome, stop_children
 from packrat.pool.reconfigure import Reconfiguring
 from packrat.pool.split import batch_slices
-from packrat.pool.workers import WorkerSet, failure
+from packrat.pool.workers import WorkerSet, failure, new_layouts
 from packrat.types import Layout, Plan
 
 
@@ -105,7 +105,7 @@ class Engine(Reconfiguring, Measuring):
         # Workers started up front: the plan's instances, then spares that later plans with
         # more instances take over without waiting for a model to load.
         self._pool_size = max(len(plan.instances), pool_size or 0)
-        self._spares = [s for s in dict.fromkeys(spares) if s not in plan.layout]
+        self._spares = new_layouts(spares, plan.layout)
         self._lost = set()
         self._ready: tuple[Ready, ...] = ()
         self._start_s: float | None = None

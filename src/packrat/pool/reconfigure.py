@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from packrat.errors import PlanError, WorkerError
 from packrat.pool.core import EngineCore, EngineState, check_plan, plan_cores
 from packrat.pool.messages import Command, Reconfigure, Reconfigured, ReconfigureFailed
-from packrat.pool.workers import failure
+from packrat.pool.workers import failure, new_layouts
 from packrat.types import InstanceSpec, Layout, Plan
 
 
@@ -124,9 +124,11 @@ class Reconfiguring(EngineCore):
     def reserve(self, pool_size: int, spares: Sequence[Layout] = ()) -> int:
         """Start spare workers (one thread over the plan's cores, idle) until the pool has
         `pool_size` workers, so that later plans with that many instances switch in place.
-        For a source whose workers cannot move, start one on each layout of `spares` (those
-        later plans use) that no worker has instead, and keep as many workers from then on.
-        Takes seconds per new worker, during which no batch runs. Returns how many started.
+        For a source whose workers cannot move, keep the idle workers on a layout of `spares`
+        (those later plans use), stop the others (after a move, those on the old cores), and
+        start one on each layout of `spares` that no worker has; the pool keeps that many
+        workers from then on. Takes seconds per new worker, during which no batch runs.
+        Returns how many started.
 
         Raises WorkerError if a worker fails to start; the spares started are stopped then,
         and the pool serves on as it was (a later plan that needs more workers starts them).
@@ -135,14 +137,27 @@ class Reconfiguring(EngineCore):
             self._check_running()
             if self._workers.moves_in_place:
                 layouts = [self._spare_layout()] * (pool_size - len(self._workers.processes))
+                pool_size = max(self._pool_size, pool_size)
             else:
-                layouts = [s for s in dict.fromkeys(spares) if s not in self._workers.layouts]
+                self._stop_idle_outside(spares)
+                layouts = new_layouts(spares, self._workers.layouts)
             if layouts:
                 self._workers.spawn(
                     self._config, layouts, time.monotonic() + self._config.start_timeout_s
                 )
-            self._pool_size = max(self._pool_size, pool_size, len(self._workers.processes))
+            self._pool_size = max(pool_size, len(self._workers.processes))
             return len(layouts)
+
+    def _stop_idle_outside(self, spares: Sequence[Layout]) -> None:
+        """Stop the idle workers whose layout `spares` does not name (one per layout)."""
+        serving = len(self._plan.instances)
+        layouts, wanted = self._workers.layouts, set(spares)
+        kept: dict[Layout, int] = {}
+        for k in range(serving, len(layouts)):
+            if layouts[k] in wanted:
+                kept.setdefault(layouts[k], k)
+        self._workers.arrange([*range(serving), *kept.values()])
+        self._workers.stop_from(serving + len(kept), self._config.stop_timeout_s)
 
     def _retune(self, moves: Sequence[tuple[int, InstanceSpec]]) -> None:
         """Send each moved worker its new threads and cores, all at once, and wait for all."""

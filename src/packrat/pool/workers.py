@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from packrat.errors import WorkerError
 from packrat.models.base import ModelSource
@@ -234,6 +234,12 @@ def failure(worker: ChildProcess, outcome: Outcome | None, timeout_s: float | No
     if isinstance(outcome, Undecodable):
         return f"{where} sent an undecodable reply: {outcome.message}"
     return f"{where} sent an unexpected {type(outcome).__name__}"
+
+
+def new_layouts(wanted: Iterable[Layout], held: Iterable[Layout]) -> list[Layout]:
+    """The layouts of `wanted`, in order and each once, that `held` does not name."""
+    taken = set(held)
+    return [layout for layout in dict.fromkeys(wanted) if layout not in taken]
 
 
 def remaining(deadline: float) -> float:
