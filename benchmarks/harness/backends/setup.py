@@ -20,9 +20,12 @@ if TYPE_CHECKING:
     from packrat.types import Plan
 
 
-def prepare_model(model: str, batches: list[int], workdir: Path) -> ModelRun:
-    """Choose the backend, profile and plan as `packrat serve` does; convert for the single-
-    process systems; write the setup file their processes read (WORKDIR/MODEL/setup.json)."""
+def prepare_model(
+    model: str, batches: list[int], workdir: Path, *, contention: bool = False
+) -> ModelRun:
+    """Choose the backend, profile and plan as `packrat serve` does (with `--profile-kind
+    contention` if `contention`); convert for the single-process systems; write the setup
+    file their processes read (WORKDIR/MODEL/setup.json)."""
     from packrat.controller.planning import Planning
     from packrat.models import ZooSource
     from packrat.profiler.backend_plan import (
@@ -45,7 +48,8 @@ def prepare_model(model: str, batches: list[int], workdir: Path) -> ModelRun:
         contenders = selection.contenders if by_plans else {selection.candidate: selection.source}
         order = profile_order(list(contenders)) if by_plans else [(selection.candidate, 1)]
         profiles = {
-            c: serve_profile(contenders[c], topology, largest, bar, passes) for c, passes in order
+            c: serve_profile(contenders[c], topology, largest, bar, passes, contention)
+            for c, passes in order
         }
     profile_path = " and ".join(str(path) for _, path in profiles.values())
     tables = {c: profile.latency_table().interpolated() for c, (profile, _) in profiles.items()}
@@ -107,21 +111,27 @@ def described_plan(plan: Plan, source: ModelSource) -> str:
 
 
 def serve_profile(
-    source: ModelSource, topology: Topology, largest: int, progress: Progress, passes: int = 1
+    source: ModelSource,
+    topology: Topology,
+    largest: int,
+    progress: Progress,
+    passes: int = 1,
+    contention: bool = False,
 ) -> tuple[Profile, Path]:
     """The profile `packrat serve --max-batch-size LARGEST` plans with (as
-    `model_setup.latency_table` makes it): the cached one, completed where it lacks cells or
-    passes."""
+    `model_setup.latency_table` makes it; each cell beside copies of itself if `contention`):
+    the cached one, completed where it lacks cells or passes."""
     from packrat.profiler.cache import cached_profile, default_profile_path
     from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
     from packrat.server.repository import QUICK_POLICY
 
-    path = default_profile_path(source.identity(), topology)
+    path = default_profile_path(source.identity(), topology, contention=contention)
     cached = cached_profile(path)
     sweep = SweepConfig(
         topology.num_cores,
         powers_of_two(largest),
         QUICK_POLICY,
+        contention=contention,
         asked=tuple(range(1, largest + 1)),
         passes=passes,
     )
