@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +20,18 @@ from packrat.models.mixed_source import MixedHandler, MixedSource
 from packrat.optimizer.table import LatencyTable
 from packrat.pool import Engine, EngineConfig
 from packrat.profiler.backend_choice import Candidate
+from packrat.profiler.backend_plan import profile_order
 from packrat.profiler.backend_select import Selection, select_backend
-from packrat.progress import NullProgress
+from packrat.progress import NullProgress, Progress
 from packrat.server.model_config import ModelConfig
 from packrat.server.model_setup import serving_table
 from packrat.topology import allocate, read_topology
 from packrat.types import CellMap, parse_plan
 
 pytestmark = pytest.mark.slow
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+from recording_progress import RecordingProgress  # noqa: E402
 
 ORT, OV = Candidate("onnxruntime"), Candidate("openvino")
 # One thread: ONNX Runtime up to batch 2, OpenVINO from 3; two threads: OpenVINO throughout.
@@ -94,15 +99,24 @@ def test_contenders_are_profiled_and_their_plans_choose() -> None:
     )  # fmt: skip
     config = ModelConfig("tiny-resnet", batching=BatchingConfig(4, 5.0))
 
-    def serve(config: ModelConfig = config) -> tuple[Selection, LatencyTable | None]:
+    def serve(
+        config: ModelConfig = config, progress: Progress | None = None
+    ) -> tuple[Selection, LatencyTable | None]:
         return asyncio.run(
             serving_table(
-                config, contending, topology, NullProgress(), engine_config=EngineConfig(),
-                contention=False,
+                config, contending, topology, progress or NullProgress(),
+                engine_config=EngineConfig(), contention=False,
             )
         )  # fmt: skip
 
-    served, table = serve()
+    progress = RecordingProgress()
+    served, table = serve(progress=progress)
+    # Each sweep, a thread count of one contender in turn, says which and which of them.
+    order = profile_order([ORT, OV], topology.num_cores)
+    steps = [f"profiling tiny-resnet on {s.candidate} ({n} of {len(order)})"
+             for n, s in enumerate(order, 1)]  # fmt: skip
+    assert progress.descriptions[:2] == steps[:2]  # pruning may skip a later row, not row 1
+    assert progress.descriptions == [step for step in steps if step in progress.descriptions]
     assert table is not None and table.batches == (1, 2, 3, 4)
     verdicts = served.to_json()["candidates"]
     assert isinstance(verdicts, dict) and {str(ORT), str(OV)} <= set(verdicts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import sys
 import threading
 from collections.abc import Coroutine
 from pathlib import Path
@@ -26,6 +27,9 @@ from packrat.server.repository import ModelConfig, Repository, RepositoryDefault
 from packrat.stats import CellStats
 from packrat.topology import format_cpu_list, machine_info, read_topology
 from packrat.types import InstanceSpec, Plan
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+from recording_progress import RecordingProgress  # noqa: E402
 
 T = TypeVar("T")
 
@@ -236,18 +240,8 @@ def test_a_model_error_fails_only_its_sub_batch() -> None:
 def test_register_profiles_on_the_model_s_own_cores() -> None:
     cpu = max(os.sched_getaffinity(0))
 
-    class Recorder:
-        def __init__(self) -> None:
-            self.descriptions: list[str] = []
-
-        def start(self, total_units: float, description: str) -> None:
-            self.descriptions.append(description)
-
-        def advance(self, units: float, description: str | None = None) -> None:
-            pass
-
     async def main() -> None:
-        progress = Recorder()
+        progress = RecordingProgress()
         defaults = RepositoryDefaults(cores=(cpu,), batching=BatchingConfig(2, LONG_MS))
         repository = Repository(
             defaults, model_store=FIXTURES, engine_config=ENGINE, progress=progress

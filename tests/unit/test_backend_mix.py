@@ -13,7 +13,12 @@ from packrat.models.mixed_source import MixedHandler, MixedSource
 from packrat.optimizer.solve import PlanTable
 from packrat.optimizer.table import LatencyTable
 from packrat.profiler.backend_choice import Candidate
-from packrat.profiler.backend_plan import needs_plans, profile_order, serve_by_plans
+from packrat.profiler.backend_plan import (
+    ProfileStep,
+    needs_plans,
+    profile_order,
+    serve_by_plans,
+)
 from packrat.profiler.backend_select import Selection
 from packrat.types import CellMap
 
@@ -205,8 +210,18 @@ def test_a_torch_probe_choice_gives_way_to_a_runtime_whose_plans_are_faster() ->
     assert served.candidate == torch and not isinstance(served.source, MixedSource)
 
 
-def test_contenders_are_profiled_in_alternating_passes() -> None:
+def test_contenders_are_profiled_row_by_row_in_alternating_turns() -> None:
+    def steps(order: list[ProfileStep]) -> list[tuple[str, int, int]]:
+        return [(step.candidate.backend, step.rows, step.passes) for step in order]
+
+    ort, ov = "onnxruntime", "openvino"
+    assert steps(profile_order([ORT, OV], cores=2)) == [
+        (ort, 1, 1), (ov, 1, 1), (ov, 2, 1), (ort, 2, 1),  # pass 1: row 1, then row 2
+        (ov, 1, 2), (ort, 1, 2), (ort, 2, 2), (ov, 2, 2),  # pass 2 starts where 1 ended
+    ]  # fmt: skip
     bf16 = Candidate("openvino", "bf16")
-    assert profile_order([ORT, OV]) == [(ORT, 1), (OV, 1), (OV, 2), (ORT, 2)]
-    assert profile_order([ORT, OV, bf16], passes=3)[3:6] == [(bf16, 2), (OV, 2), (ORT, 2)]
-    assert profile_order([ORT, OV, bf16], passes=3)[6:] == [(ORT, 3), (OV, 3), (bf16, 3)]
+    three = profile_order([ORT, OV, bf16], cores=4, passes=3)
+    assert len(three) == 3 * 4 * 3
+    assert [s.candidate for s in three[3:6]] == [bf16, OV, ORT]  # row 2 in reverse
+    assert {(s.rows, s.passes) for s in three[3:6]} == {(2, 1)}
+    assert [s.candidate for s in three[-3:]] == [bf16, OV, ORT]  # pass 3, row 4: (3 + 4) odd

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from packrat.errors import ProfileError
 from packrat.models.base import ModelIdentity
 from packrat.profiler.profile_file import load_profile
 from packrat.profiler.prune import PruneConfig, replay_sweep
@@ -177,6 +178,27 @@ def test_a_pruned_sweep_in_passes_keeps_the_cells_of_the_optimal_plans(tmp_path:
     assert all(s.mean_ms == TABLE[cell] for cell, s in saved.cells.items())
     assert not config.needs_measuring(saved)
     assert progress.done == pytest.approx(progress.total)
+
+
+def test_a_sweep_row_by_row_measures_what_one_sweep_does_one_thread_count_at_a_time(
+    tmp_path: Path,
+) -> None:
+    """As serve profiles contenders side by side: each pass, one row (thread count) per
+    sweep, the file resumed from one to the next."""
+    whole = SweepConfig(CORES, GRID, POLICY, asked=tuple(range(1, 17)), passes=2)
+    expected = sweep(whole, tmp_path / "whole.json")
+    FakeEngine.started = []
+    for passes in (1, 2):
+        for rows in range(1, CORES + 1):
+            before = len(FakeEngine.started)
+            sweep(replace(whole, passes=passes, rows=rows), tmp_path / "rows.json")
+            assert set(FakeEngine.started[before:]) <= {rows}  # its own row, or none: pruned
+    saved = load_profile(tmp_path / "rows.json")
+    assert set(saved.cells) == expected and not whole.needs_measuring(saved)
+    assert all(s.pass_count == 2 for s in saved.cells.values())
+    assert len(FakeEngine.started) == 2 * len({t for t, _ in expected})
+    with pytest.raises(ProfileError, match="rows must be 1..8"):
+        SweepConfig(CORES, GRID, rows=CORES + 1)
 
 
 def test_every_cell_goes_thread_by_thread_past_the_measured_ones() -> None:

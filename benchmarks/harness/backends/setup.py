@@ -4,6 +4,7 @@ single-process systems run; written to the setup file the systems' processes rea
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pickle
 from pathlib import Path
@@ -14,9 +15,6 @@ from harness.backends.report import ModelRun
 
 if TYPE_CHECKING:
     from packrat.models.base import ModelSource
-    from packrat.profiler.profile_file import Profile
-    from packrat.progress import Progress
-    from packrat.topology import Topology
     from packrat.types import Plan
 
 
@@ -26,38 +24,37 @@ def prepare_model(
     """Choose the backend, profile and plan as `packrat serve` does (with `--profile-kind
     contention` if `contention`); convert for the single-process systems; write the setup
     file their processes read (WORKDIR/MODEL/setup.json)."""
+    from packrat.controller.batching import BatchingConfig
     from packrat.controller.planning import Planning
     from packrat.models import ZooSource
-    from packrat.profiler.backend_plan import (
-        needs_plans,
-        profile_order,
-        serve_by_plans,
-        with_chunks,
-    )
+    from packrat.pool.config import EngineConfig
     from packrat.profiler.backend_select import select_backend
+    from packrat.profiler.cache import default_profile_path
     from packrat.progress import progress_bar
+    from packrat.server.model_config import ModelConfig
+    from packrat.server.model_setup import serving_table
     from packrat.topology import read_topology
 
     source = ZooSource(model)
     topology = read_topology()
     largest = max(batches)
+    config = ModelConfig(model, batching=BatchingConfig(largest))
     with progress_bar() as bar:
         selection = select_backend(source, "auto", "auto", topology, largest, progress=bar)
-        # As `packrat serve` does: several contenders are each profiled, and their plans decide.
-        by_plans = needs_plans(selection)
-        contenders = selection.contenders if by_plans else {selection.candidate: selection.source}
-        order = profile_order(list(contenders)) if by_plans else [(selection.candidate, 1)]
-        profiles = {
-            c: serve_profile(contenders[c], topology, largest, bar, passes, contention)
-            for c, passes in order
-        }
-    profile_path = " and ".join(str(path) for _, path in profiles.values())
-    tables = {c: profile.latency_table().interpolated() for c, (profile, _) in profiles.items()}
-    if by_plans:
-        selection, table = serve_by_plans(selection, tables, topology.num_cores, largest)
-    else:
-        (table,) = tables.values()
-    selection, table = with_chunks(selection, table)
+        # As `packrat serve` does: several contenders are each profiled, and their plans
+        # decide; then chunks wherever they are faster.
+        chosen = selection.contenders or {selection.candidate: selection.source}
+        selection, table = asyncio.run(
+            serving_table(
+                config, selection, topology, bar, engine_config=EngineConfig(),
+                contention=contention,
+            )
+        )  # fmt: skip
+    assert table is not None  # neither pinned nor given: profiled
+    profile_path = " and ".join(
+        str(default_profile_path(s.identity(), topology, contention=contention))
+        for s in chosen.values()
+    )
     planning = Planning(topology, table, largest)
     plans = {b: planning.optimal(b) for b in batches}
     folder = workdir / model
@@ -108,39 +105,6 @@ def described_plan(plan: Plan, source: ModelSource) -> str:
         ]
         text += f" on {', '.join(label.split()[0] for label in labels)}"
     return text
-
-
-def serve_profile(
-    source: ModelSource,
-    topology: Topology,
-    largest: int,
-    progress: Progress,
-    passes: int = 1,
-    contention: bool = False,
-) -> tuple[Profile, Path]:
-    """The profile `packrat serve --max-batch-size LARGEST` plans with (as
-    `model_setup.latency_table` makes it; each cell beside copies of itself if `contention`):
-    the cached one, completed where it lacks cells or passes."""
-    from packrat.profiler.cache import cached_profile, default_profile_path
-    from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
-    from packrat.server.repository import QUICK_POLICY
-
-    path = default_profile_path(source.identity(), topology, contention=contention)
-    cached = cached_profile(path)
-    sweep = SweepConfig(
-        topology.num_cores,
-        powers_of_two(largest),
-        QUICK_POLICY,
-        contention=contention,
-        asked=tuple(range(1, largest + 1)),
-        passes=passes,
-    )
-    if cached is not None and not sweep.needs_measuring(cached):
-        return cached, path
-    profile = profile_model(
-        source, sweep, out=path, existing=cached, topology=topology, progress=progress
-    )
-    return profile, path
 
 
 def converted_files(source: ModelSource, setup: dict[str, Any]) -> dict[str, str]:

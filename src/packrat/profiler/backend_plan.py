@@ -1,11 +1,12 @@
 """From the probe choice and each contender's profile to what a model is served on.
 
 `select_backend` keeps the backends fast on some probe cell (its contenders). The caller
-profiles each, side by side in alternating passes (`profile_order`), and `serve_by_plans`
-lets the plans decide (`controller.backend_mix`): the contender whose plans are fastest over
-every batch size, or a mix where each instance runs the backend fastest for its cell
-(`models.mixed_source`). The caller profiles because the server does it on its event loop's
-terms and a benchmark on its own; both plan with the table returned here.
+profiles each, side by side, one thread count at a time in alternating turns
+(`profile_order`), and `serve_by_plans` lets the plans decide (`controller.backend_mix`): the
+contender whose plans are fastest over every batch size, or a mix where each instance runs
+the backend fastest for its cell (`models.mixed_source`). The caller profiles because the
+server does it on its event loop's terms and a benchmark on its own; both plan with the
+table returned here.
 
 Then `with_chunks`, for every model whose profile allows it: instances run a batch as
 consecutive chunks wherever the profile says that is faster (`optimizer.chunks`).
@@ -37,20 +38,33 @@ CONTENDER_PASSES = 2
 """Passes each contender's profile gets (`profile_order`)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class ProfileStep:
+    """One sweep of the contenders' profiling: `candidate`'s thread counts 1..`rows` until
+    each of their cells has `passes` passes (`SweepConfig.rows` and `passes`)."""
+
+    candidate: Candidate
+    rows: int
+    passes: int
+
+
 def profile_order(
-    contenders: Sequence[Candidate], passes: int = CONTENDER_PASSES
-) -> list[tuple[Candidate, int]]:
-    """The sweeps that profile `contenders` side by side, as (contender, passes it has after
-    the sweep): each one's first pass in turn, then their second passes in reverse (A B B A),
-    and so on. A cell's latency is the median of its passes (`profiler.sweep`), so a stretch of
-    the machine running slow or fast weighs on every contender alike, where profiles taken
-    one after the other would compare the machine's minutes instead of the backends (it
-    drifts 10-30% within minutes here)."""
-    order: list[tuple[Candidate, int]] = []
+    contenders: Sequence[Candidate], cores: int, passes: int = CONTENDER_PASSES
+) -> list[ProfileStep]:
+    """The sweeps that profile `contenders` side by side on `cores` cores, row by row: in
+    each pass, one thread count's cells of every contender in turn before the next thread
+    count, the turn reversed from one row to the next and from one pass to the next (A B,
+    B A, A B, ...). A cell's latency is the median of its passes (`profiler.sweep`), and the
+    contenders' cells of one thread count are measured within minutes of each other, so a
+    stretch of the machine running slow or fast weighs on every contender alike, where
+    profiles taken one after the other would compare the machine's minutes instead of the
+    backends (it drifts 10-30% within minutes here)."""
+    steps: list[ProfileStep] = []
     for k in range(1, passes + 1):
-        turn = contenders if k % 2 else list(reversed(contenders))
-        order += [(candidate, k) for candidate in turn]
-    return order
+        for rows in range(1, cores + 1):
+            turn = contenders if (k + rows) % 2 == 0 else list(reversed(contenders))
+            steps += [ProfileStep(candidate, rows, k) for candidate in turn]
+    return steps
 
 
 def needs_plans(selection: Selection) -> bool:

@@ -75,6 +75,8 @@ class SweepConfig:
     passes: measure every cell this many times, in passes over the whole grid; a cell's
         latency is the median of its passes, which a few slow minutes of the machine do not
         move.
+    rows: measure only the thread counts 1..rows (None: every one), e.g. to profile several
+        models row by row side by side; a later sweep with more rows resumes from the file.
     """
 
     cores: int
@@ -84,6 +86,7 @@ class SweepConfig:
     asked: tuple[int, ...] | None = None
     interpolate: bool = True
     passes: int = 1
+    rows: int | None = None
 
     @property
     def kind(self) -> ProfileKind:
@@ -97,10 +100,20 @@ class SweepConfig:
             raise ProfileError(f"batch sizes must be positive integers, got {list(self.batches)}")
         if self.passes < 1:
             raise ProfileError(f"passes must be >= 1, got {self.passes}")
+        if self.rows is not None and not 1 <= self.rows <= self.cores:
+            raise ProfileError(f"rows must be 1..{self.cores}, got {self.rows}")
 
     @property
     def cells(self) -> list[tuple[int, int]]:
-        return [(t, b) for t in range(1, self.cores + 1) for b in sorted(set(self.batches))]
+        """The grid's cells in the rows measured, thread-major."""
+        rows = self.cores if self.rows is None else self.rows
+        return [(t, b) for t in range(1, rows + 1) for b in sorted(set(self.batches))]
+
+    def next_cell(self, planner: CellPlanner | EveryCell) -> tuple[int, int] | None:
+        """`planner`'s next cell if it is in the rows measured (the planner offers cells
+        thread-major), else None."""
+        cell = planner.next_cell()
+        return cell if cell is not None and (self.rows is None or cell[0] <= self.rows) else None
 
     def planner(self, measured: Mapping[tuple[int, int], float]) -> CellPlanner | EveryCell:
         """What to measure next, given the cells already `measured` (mean ms)."""
@@ -123,7 +136,7 @@ class SweepConfig:
         cells = profile.cells
         if any(cells[cell].pass_count < self.passes for cell in self.cells if cell in cells):
             return True
-        return self.planner(_means(profile)).next_cell() is not None
+        return self.next_cell(self.planner(_means(profile))) is not None
 
 
 class EveryCell:
@@ -195,11 +208,13 @@ def profile_model(
     topology: Topology | None = None,
     progress: Progress | None = None,
     engine_config: EngineConfig | None = None,
+    label: str | None = None,
 ) -> Profile:
     """Measure the cells of `config` not already in `existing` (every one, or those pruning
     leaves: `SweepConfig.asked`), one worker set per thread count; then, with
     `config.passes` > 1, measure every cell again pass by pass until each has its passes.
-    Save to `out` after each cell."""
+    Save to `out` after each cell. `label` names the model in progress and warnings (its
+    name by default)."""
     engine_config = engine_config or EngineConfig()
     topology = topology or read_topology()
     check_cores(config.cores, topology)
@@ -214,7 +229,7 @@ def profile_model(
     have = {cell: s.pass_count for cell, s in profile.cells.items()}
     total = sum(b / t * max(0, passes - have.get((t, b), 0)) for t, b in config.cells)
     workers = _Workers(source, config, topology, engine_config)
-    name = profile.model_name
+    name = label or profile.model_name
     started, reported = False, set[tuple[int, int]]()
 
     def measure(cell: tuple[int, int]) -> CellStats:
@@ -250,7 +265,7 @@ def profile_model(
     try:
         while True:
             planner = config.planner(_means(profile))
-            while (cell := planner.next_cell()) is not None:
+            while (cell := config.next_cell(planner)) is not None:
                 stats = measure(cell)
                 _report_skips(planner.skipped, reported, progress, name, passes)
                 planner.record(*cell, stats.mean_ms)
@@ -262,7 +277,7 @@ def profile_model(
                         measure(cell)
             # The medians of the passes may let a cell the first pass skipped back into an
             # optimal plan: measure those too (each round measures at least one new cell).
-            if config.planner(_means(profile)).next_cell() is None:
+            if config.next_cell(config.planner(_means(profile))) is None:
                 break
     finally:
         workers.close()

@@ -13,7 +13,8 @@ latency table it is planned and split with.
   for a batch up to max_batch_size can contain are skipped). Pinned and fat plans are not
   profiled: a cached profile is still used to split their batches.
 - The backend by the plans (`serving_table`): where the probe choice kept several contenders,
-  each is profiled as above, in two passes alternating between them, and their plans decide
+  each is profiled as above, in two passes, one thread count of every contender in turn
+  before the next (`profile_order`), and their plans decide
   (`profiler.backend_plan`): one of them, or a mix by cell. Then, for every model, instances
   run batches in chunks wherever the table says that is faster (`with_chunks`).
 """
@@ -24,7 +25,7 @@ import asyncio
 import functools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from packrat.errors import ModelError
@@ -36,6 +37,7 @@ from packrat.optimizer.table import LatencyTable
 from packrat.pool.config import EngineConfig
 from packrat.profiler.backend_choice import Candidate
 from packrat.profiler.backend_plan import (
+    CONTENDER_PASSES,
     needs_plans,
     profile_order,
     serve_by_plans,
@@ -114,11 +116,15 @@ async def latency_table(
     engine_config: EngineConfig,
     contention: bool,
     passes: int = 1,
+    rows: int | None = None,
+    label: str | None = None,
+    measure: bool = True,
 ) -> LatencyTable | None:
-    """The latency table to plan and split with; None only for pinned or fat plans
-    without a cached profile (they are served without profiling). A sweep runs in a thread
-    under `engine_config`, beside copies of the model if `contention`, cached apart, until
-    each cell has `passes` passes."""
+    """The latency table to plan and split with; None for pinned or fat plans without a
+    cached profile (they are served without profiling), or where cells are missing and not
+    `measure`. A sweep runs in a thread under `engine_config`, beside copies of the model if
+    `contention`, cached apart, until each cell (of thread counts 1..`rows`, None: all) has
+    `passes` passes; its progress calls the model `label` (its name by default)."""
     if config.profile is not None:
         return load_profile(config.profile).latency_table()
     path = default_profile_path(
@@ -137,10 +143,14 @@ async def latency_table(
         contention=contention,
         asked=tuple(range(1, config.batching.max_batch_size + 1)),  # every size it plans for
         passes=passes,
+        rows=rows,
     )
     if cached is not None and not sweep.needs_measuring(cached):
         return cached.latency_table()
-    logger.info("profiling %s into %s", identity.name, path)
+    if not measure:
+        return None
+    if rows in (None, 1):  # side by side, once per pass rather than per row
+        logger.info("profiling %s into %s", identity.name, path)
     profile = await asyncio.to_thread(
         functools.partial(
             profile_model,
@@ -151,9 +161,48 @@ async def latency_table(
             topology=topology,
             progress=progress,
             engine_config=engine_config,  # the cache path is keyed by it too
+            label=label,
         )
     )
     return profile.latency_table()
+
+
+async def contender_tables(
+    config: ModelConfig,
+    contenders: Mapping[Candidate, ModelSource],
+    topology: Topology,
+    progress: Progress,
+    *,
+    engine_config: EngineConfig,
+    contention: bool,
+) -> dict[Candidate, LatencyTable]:
+    """Each contender's latency table, as `latency_table` makes it in `CONTENDER_PASSES`
+    passes: the cached ones where all are complete (a restart reads each profile once),
+    else profiled side by side in `profile_order`, one thread count of each in turn."""
+    identities = {c: await asyncio.to_thread(s.identity) for c, s in contenders.items()}
+    cached: dict[Candidate, LatencyTable] = {}
+    for candidate, source in contenders.items():
+        table = await latency_table(
+            config, source, identities[candidate], topology, progress,
+            engine_config=engine_config, contention=contention, passes=CONTENDER_PASSES,
+            measure=False,
+        )  # fmt: skip
+        if table is not None:
+            cached[candidate] = table
+    if len(cached) == len(contenders):
+        return cached
+    order = profile_order(list(contenders), topology.num_cores)
+    profiled: dict[Candidate, LatencyTable] = {}
+    for number, step in enumerate(order, 1):
+        candidate, identity = step.candidate, identities[step.candidate]
+        measured = await latency_table(
+            config, contenders[candidate], identity, topology, progress,
+            engine_config=engine_config, contention=contention, passes=step.passes,
+            rows=step.rows, label=f"{identity.name} on {candidate} ({number} of {len(order)})",
+        )  # fmt: skip
+        assert measured is not None  # neither pinned nor given: profiled
+        profiled[candidate] = measured  # the last step's has every row and pass
+    return profiled
 
 
 async def serving_table(
@@ -170,19 +219,13 @@ async def serving_table(
     profiled (cached apart) and the plans choose among them; else the probe choice stands.
     Either way, batches then run in chunks wherever the table says that is faster, unless the
     config turns chunks off."""
-    tables: dict[Candidate, LatencyTable] = {}
     pinned = config.choice is not None and config.choice.pinned
     if needs_plans(selection) and config.profile is None and not pinned:
-        for candidate, passes in profile_order(list(selection.contenders)):
-            source = selection.contenders[candidate]
-            logger.info("%s: profiling %s (pass %d), to plan with", source.name, candidate, passes)
-            identity = await asyncio.to_thread(source.identity)
-            measured = await latency_table(
-                config, source, identity, topology, progress,
-                engine_config=engine_config, contention=contention, passes=passes,
-            )  # fmt: skip
-            assert measured is not None  # neither pinned nor given: profiled
-            tables[candidate] = measured.interpolated()
+        profiled = await contender_tables(
+            config, selection.contenders, topology, progress,
+            engine_config=engine_config, contention=contention,
+        )  # fmt: skip
+        tables = {c: table.interpolated() for c, table in profiled.items()}
         planned = functools.partial(
             serve_by_plans, selection, tables, topology.num_cores,
             config.batching.max_batch_size,
