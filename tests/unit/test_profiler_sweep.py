@@ -190,9 +190,10 @@ def test_a_sweep_row_by_row_measures_what_one_sweep_does_one_thread_count_at_a_t
     FakeEngine.started = []
     for passes in (1, 2):
         for rows in range(1, CORES + 1):
-            before = len(FakeEngine.started)
-            sweep(replace(whole, passes=passes, rows=rows), tmp_path / "rows.json")
+            before, progress = len(FakeEngine.started), Recorder()
+            sweep(replace(whole, passes=passes, rows=rows), tmp_path / "rows.json", progress)
             assert set(FakeEngine.started[before:]) <= {rows}  # its own row, or none: pruned
+            assert progress.done <= progress.total + 1e-9  # skips of later rows not counted
     saved = load_profile(tmp_path / "rows.json")
     assert set(saved.cells) == expected and not whole.needs_measuring(saved)
     assert all(s.pass_count == 2 for s in saved.cells.values())
