@@ -3,6 +3,7 @@ with how many worker sets, what it saves, how far its progress bar goes, how it 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,9 @@ from packrat.profiler.sweep import EveryCell, SweepConfig, profile_model
 from packrat.stats import SamplingPolicy
 from packrat.topology import synthetic_topology
 from packrat.types import Plan
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+from recording_progress import RecordingProgress  # noqa: E402
 
 CORES = 8
 GRID = (1, 2, 4, 8, 16)
@@ -59,20 +63,6 @@ class FakeEngine:
         return [TABLE[(self.plan.instances[0].threads, batch)] * self.factor] * policy.min_runs
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.total = 0.0
-        self.done = 0.0
-        self.lines: list[str] = []
-
-    def start(self, total_units: float, description: str) -> None:
-        self.total = total_units
-
-    def advance(self, units: float, description: str | None = None) -> None:
-        self.done += units
-        self.lines.append(description or "")
-
-
 @pytest.fixture(autouse=True)
 def fake_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     import packrat.pool.engine
@@ -81,7 +71,7 @@ def fake_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(packrat.pool.engine, "Engine", FakeEngine)
 
 
-def sweep(config: SweepConfig, out: Path, progress: Recorder | None = None) -> set[Any]:
+def sweep(config: SweepConfig, out: Path, progress: RecordingProgress | None = None) -> set[Any]:
     existing = load_profile(out) if out.exists() else None
     profile = profile_model(
         FakeSource(),  # type: ignore[arg-type]
@@ -99,7 +89,7 @@ def test_a_pruned_sweep_measures_what_the_planner_asks_once_per_thread_count(
 ) -> None:
     asked = tuple(range(1, 17))
     config = SweepConfig(CORES, GRID, POLICY, asked=asked)
-    progress = Recorder()
+    progress = RecordingProgress()
     measured = sweep(config, tmp_path / "p.json", progress)
     replay = replay_sweep(
         PruneConfig(cores=CORES, batches=GRID, asked=asked, interpolate=True), TABLE
@@ -130,7 +120,7 @@ def test_passes_sweep_the_grid_again_and_a_slow_pass_does_not_move_a_cell(
 ) -> None:
     config = SweepConfig(CORES, GRID, POLICY, passes=3)
     FakeEngine.slow = range(CORES, 2 * CORES)  # the machine runs slow for the second pass
-    progress = Recorder()
+    progress = RecordingProgress()
     sweep(config, tmp_path / "p.json", progress)
     saved = load_profile(tmp_path / "p.json")
     assert set(saved.cells) == set(config.cells) and saved.sampling["passes"] == 3
@@ -167,7 +157,7 @@ def test_a_pruned_sweep_in_passes_keeps_the_cells_of_the_optimal_plans(tmp_path:
     asked = tuple(range(1, 17))
     config = SweepConfig(CORES, GRID, POLICY, asked=asked, passes=3)
     FakeEngine.slow = range(0, 3)  # the first pass's first worker sets run slow
-    progress = Recorder()
+    progress = RecordingProgress()
     measured = sweep(config, tmp_path / "p.json", progress)
     replay = replay_sweep(
         PruneConfig(cores=CORES, batches=GRID, asked=asked, interpolate=True), TABLE
@@ -190,7 +180,7 @@ def test_a_sweep_row_by_row_measures_what_one_sweep_does_one_thread_count_at_a_t
     FakeEngine.started = []
     for passes in (1, 2):
         for rows in range(1, CORES + 1):
-            before, progress = len(FakeEngine.started), Recorder()
+            before, progress = len(FakeEngine.started), RecordingProgress()
             sweep(replace(whole, passes=passes, rows=rows), tmp_path / "rows.json", progress)
             assert set(FakeEngine.started[before:]) <= {rows}  # its own row, or none: pruned
             assert progress.done <= progress.total + 1e-9  # skips of later rows not counted
@@ -229,7 +219,7 @@ def test_a_cell_measured_while_its_cores_were_busy_is_measured_again_and_reporte
     from packrat.profiler import interference
 
     monkeypatch.setattr(interference, "CoreUse", Busy)
-    progress = Recorder()
+    progress = RecordingProgress()
     config = SweepConfig(2, (1, 2), POLICY)
     with caplog.at_level("WARNING", logger="packrat.profiler.sweep"):
         cells = sweep(config, tmp_path / "busy.json", progress)
