@@ -23,7 +23,7 @@ def quiet_transformers() -> Iterator[None]:
     """Silence transformers' informational warnings (e.g. about unused loss settings of a
     randomly initialized config) while building a model, then restore its verbosity."""
     previous = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    transformers.logging.set_verbosity_error()
     try:
         yield
     finally:
