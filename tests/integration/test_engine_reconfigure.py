@@ -63,11 +63,12 @@ def test_workers_that_cannot_move_are_started_on_each_layout_and_taken_over_agai
         assert len(engine.pool_pids) == 2 and engine.pool_pids[1] == first[1]
         assert engine.infer([1, 2]) == [2, 4]
 
-        assert engine.reserve(2, spares=[(1, one), (1, two)]) == 1  # pre-start the other
+        every = [(1, one), (1, two), (2, both)]
+        assert engine.reserve(2, spares=every) == 1  # pre-start the other single
         done = engine.reconfigure(singles)
         assert (done.retuned, done.spawned) == (0, 0)
         assert engine.infer([1, 2]) == [2, 4]
-        assert len(engine.pool_pids) == 3  # reserve kept room for every layout
+        assert len(engine.pool_pids) == 3  # reserve kept room for every layout it named
     loads = [line.removeprefix("load ") for line in record.read_text().splitlines()]
     cores = [",".join(map(str, c)) for c in (one, two, both, one)]
     assert sorted(loads[:2]) == sorted(cores[:2]) and loads[2:] == cores[2:]  # on their own
@@ -114,6 +115,26 @@ def test_reserve_after_a_move_stops_the_idle_workers_on_layouts_no_longer_used(
         assert process_is_gone(pids[0])
         assert engine.reserve(1, spares=[(1, two)]) == 0
         assert engine.pool_pids == [pids[2]] and process_is_gone(pids[1])
+        assert engine.infer([1, 2]) == [2, 4]
+
+
+def test_a_worker_serving_on_a_layout_the_spares_leave_out_stops_after_the_next_switch(
+    tmp_path: Path,
+) -> None:
+    """Workers that cannot move: `reserve` with spares that leave out the layout serving now
+    (new plans after a recalibration) keeps the pool to as many workers as the spares: the
+    new layout starts at the switch to it, and the worker it leaves idle stops."""
+    if cpu(0) == cpu(1):
+        pytest.skip("needs two CPUs")
+    source = pool_handlers.PlacedSource(str(tmp_path / "record.txt"), moves_in_place=False)
+    one, both = (cpu(0),), tuple(sorted({cpu(0), cpu(1)}))
+    with Engine(source, plan_of(InstanceSpec(1, 2, one)), EngineConfig(share_weights=False),
+                spares=[(1, one)]) as engine:  # fmt: skip
+        (serving,) = engine.pool_pids
+        assert engine.reserve(1, spares=[(2, both)]) == 0  # no room beside the one serving
+        assert engine.reconfigure(plan_of(InstanceSpec(2, 2, both))).spawned == 1
+        (started,) = engine.pool_pids
+        assert started != serving and process_is_gone(serving)
         assert engine.infer([1, 2]) == [2, 4]
 
 

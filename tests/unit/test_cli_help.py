@@ -21,6 +21,7 @@ def test_help_defaults_are_the_configs_defaults() -> None:
     """The defaults shown come from the config dataclasses, so they cannot drift apart."""
     from packrat.controller.batching import BatchingConfig
     from packrat.controller.calibration import CalibrationConfig
+    from packrat.controller.kept_layouts import LAYOUTS_PER_CORE
     from packrat.controller.policy import PolicyKind
     from packrat.profiler.profile_file import ProfileKind
     from packrat.server.launch_config import LaunchConfig
@@ -37,6 +38,7 @@ def test_help_defaults_are_the_configs_defaults() -> None:
         f"[default: {launch.policy}]",
         f"[default: {launch.profile_kind}]",
         f"{1 + calibration.tolerance:g}x either way, median of {calibration.samples}",
+        f"the kept ones can run [default: {LAYOUTS_PER_CORE} x its cores]",
     ):
         assert shown in serve
     simulate = runner.invoke(app, ["simulate", "--help"], terminal_width=400).output

@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from packrat.controller.split_sizes import MemoizedSplit, best_split, proportional_split
+from packrat.controller.split_sizes import (
+    MemoizedSplit,
+    best_split,
+    min_latencies,
+    proportional_split,
+)
 from packrat.optimizer.table import LatencyTable
 
 
@@ -68,6 +73,18 @@ def test_best_split_matches_brute_force(case: tuple[LatencyTable, list[int], int
     got_latency = max((table.get(t, n) or 0.0 for t, n in zip(threads, sizes, strict=True)))
     assert latency_ms == got_latency
     assert (latency_ms, sum(n > 0 for n in sizes)) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(_cases())
+def test_min_latencies_are_best_splits_latencies_for_every_batch(
+    case: tuple[LatencyTable, list[int], int],
+) -> None:
+    # Instances of equal thread count are combined by doubling: repeat some to exercise it.
+    table, threads, batch = case
+    threads = threads * 3
+    every = min_latencies(table, threads, batch)
+    assert every == [best_split(table, threads, b)[1] for b in range(batch + 1)]
 
 
 def test_splits_evenly_when_that_is_fastest() -> None:

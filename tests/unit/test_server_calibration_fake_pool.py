@@ -5,6 +5,7 @@ latencies."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -34,13 +35,16 @@ PLANNING = Planning(synthetic_topology(sockets=1, cores_per_socket=2), PROFILED,
 SAMPLES = 4
 
 
-def runtime_of(calibration: CalibrationConfig | None) -> tuple[ModelRuntime, FakePool]:
-    first = PLANNING.optimal(1)
-    pool = FakePool(first, lambda t, b: TRUE_MS[t, b], pool_size=PLANNING.pool_size())
+def runtime_of(
+    calibration: CalibrationConfig | None, planning: Planning = PLANNING
+) -> tuple[ModelRuntime, FakePool]:
+    first = planning.optimal(1)
+    pool = FakePool(first, lambda t, b: TRUE_MS[t, b], pool_size=planning.pool_size())
+    source = FakeSource(moves_in_place=planning.max_layouts is None)
     runtime = ModelRuntime(
-        "fake", "1", FakeSource(), first, PROFILED,
+        "fake", "1", source, first, PROFILED,
         batching=BatchingConfig(max_batch_size=2, max_batch_delay_ms=0.0),
-        planning=PLANNING, policy=PolicyConfig(PolicyKind.AUTO), pool=pool,
+        planning=planning, policy=PolicyConfig(PolicyKind.AUTO), pool=pool,
         calibration=calibration,
     )  # fmt: skip
     return runtime, pool
@@ -111,3 +115,27 @@ def test_without_calibration_the_wrong_plan_stays() -> None:
     runtime, pool = asyncio.run(asyncio.wait_for(main(), timeout=30))
     assert pool.reconfigures == [] and runtime.plan.describe() == "<1,1,1>"
     assert runtime.describe()["calibration"] is None
+
+
+def test_workers_that_cannot_move_follow_the_corrected_plans_layouts() -> None:
+    # The wrong profile plans one thread per instance (batch 1 on one, 2 on both); corrected,
+    # every plan is the one instance on both cores: its spares follow (as OpenVINO's must).
+    planning = dataclasses.replace(PLANNING, max_layouts=4)
+    cores = planning.topology.cpu_ids()
+    assert set(planning.layouts()) == {(1, cores[:1]), (1, cores[1:])}
+
+    async def main() -> tuple[ModelRuntime, FakePool]:
+        runtime, pool = runtime_of(CalibrationConfig(samples=SAMPLES), planning)
+        await runtime.start()
+        try:
+            await serve_one_by_one(runtime, SAMPLES)
+            await replanned(runtime)
+            while not pool.reserved_spares:  # reserved after the new plans are in
+                await asyncio.sleep(0.001)
+        finally:
+            await runtime.stop()
+        return runtime, pool
+
+    runtime, pool = asyncio.run(asyncio.wait_for(main(), timeout=30))
+    assert pool.reserved_spares == [((2, cores),)]
+    assert runtime.planning.layouts() == ((2, cores),)

@@ -290,3 +290,23 @@ def test_on_off_settings_from_the_file_and_the_command_line(tmp_path: Path, flag
     path.write_text(f"[[models]]\nspec = 'r'\n{flag} = 1\n")
     with pytest.raises(PackratError, match=f"ModelConfig.{flag} must be true or false, got 1"):
         load_config_file(path)
+
+
+def test_max_workers_from_the_file_and_the_command_line(tmp_path: Path) -> None:
+    path = tmp_path / "serve.toml"
+    path.write_text(
+        "[server]\nmax_workers = 6\n\n[[models]]\nspec = 'resnet50'\n\n"
+        "[[models]]\nspec = 'bert-base'\nmax_workers = 3\n"
+    )
+    config = load_config_file(path)
+    assert [config.max_workers, *(m.max_workers for m in config.models)] == [6, 6, 3]
+    assert with_cli(LaunchConfig(), ["gpt2"]).models[0].max_workers is None  # 2 x its cores
+    overridden = with_cli(config, ["gpt2"], max_workers=4)
+    assert [m.max_workers for m in overridden.models] == [6, 3, 4]
+    for bad in ("0", "'many'", "true"):
+        path.write_text(f"[server]\nmax_workers = {bad}\n")
+        with pytest.raises(PackratError, match="max_workers must be an integer >= 1"):
+            load_config_file(path)
+    path.write_text("[[models]]\nspec = 'r'\nmax_workers = 0\n")
+    with pytest.raises(PackratError, match="ModelConfig.max_workers must be an integer >= 1"):
+        load_config_file(path)

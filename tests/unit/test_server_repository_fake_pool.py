@@ -4,6 +4,7 @@ instance pools (no processes, no model loaded): a fake source, a profile file on
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 from collections.abc import Iterator
@@ -110,6 +111,49 @@ def test_plans_and_policies_change_through_the_repository(
         assert pools.made[0].reconfigures == []  # every plan had the one instance on CPU
         assert pools.spares == [((1, (CPU,)),)]  # the layouts of the policy's plans
         assert runtime.switches == ()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("most", [None, 2])
+def test_workers_that_cannot_move_are_kept_within_max_workers(
+    pools: FakePools, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, most: int | None
+) -> None:
+    cpus = tuple(sorted(os.sched_getaffinity(0))[:2])
+    if len(cpus) < 2:
+        pytest.skip("needs 2 CPUs")
+    # Both cores as one instance are fastest at batches 1 and 2, one instance on each core at
+    # 3 and 4: the optimal plans need 3 workers that cannot move.
+    cells = {(1, 1): 10.0, (1, 2): 12.0, (1, 4): 20.0, (2, 1): 6.0, (2, 2): 9.0, (2, 4): 16.0}
+    stats = {cell: CellStats(ms, ms, ms, 0.0, 5) for cell, ms in cells.items()}
+    path = tmp_path / "two.json"
+    save_profile(Profile("fake", "0" * 64, {}, "test", stats), path)
+
+    async def main() -> None:
+        repository = repository_of(pools, monkeypatch)
+        monkeypatch.setattr(
+            repository, "_resolve", lambda config, files_anywhere: FakeSource(moves_in_place=False)
+        )
+        config = dataclasses.replace(config_of(path, max_workers=most), cores=cpus)
+        runtime = await repository.register_model(config)
+        try:
+            described = runtime.describe()
+        finally:
+            await repository.close()
+        fat = (2, cpus)
+        if most is None:  # 2 x 2 cores: room for the three
+            assert set(pools.spares[-1]) == {fat, (1, cpus[:1]), (1, cpus[1:])}
+            assert described["max_workers"] == 4 and described["workers_kept"] is None
+            return
+        # Two: the fat instance alone (one instance per core would need both, and three in
+        # all), its plans 1.33x slower at batch 4 than the optimal one.
+        assert pools.spares[-1] == (fat,)
+        assert runtime.plan.layout == (fat,)
+        assert described["max_workers"] == 2
+        assert described["workers_kept"] == {
+            "kept": 1, "needed": 3, "max_slowdown": round(16.0 / 12.0, 4),
+            "mean_slowdown": round((1 + 1 + 12.5 / 12.0 + 16.0 / 12.0) / 4, 4),
+        }  # fmt: skip
 
     asyncio.run(main())
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,18 @@ def test_simulate_does_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'packrat simulate imported torch'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_max_workers_plans_on_the_layouts_kept_and_says_so() -> None:
+    resnet = PUBLISHED / "cloudlab-c6420" / "resnet50_latency.csv"
+    common = ["simulate", "-p", str(resnet), "-T", "16", "--max-batch-size", "64"]
+    load = ["--rate", "100", "--duration", "10"]
+    kept = runner.invoke(app, [*common, *load, "--max-workers", "16"])
+    assert kept.exit_code == 0, kept.output
+    found = re.search(r"--max-workers 16: (\d+) workers kept of the (\d+) the optimal", kept.output)
+    assert found and int(found[1]) <= 16 < int(found[2]), kept.output
+    assert "x the optimal latency on average over batch sizes" in kept.output
+    roomy = runner.invoke(app, [*common, *load, "--max-workers", "500"])
+    assert f"the optimal plans need {found[2]}; all kept" in roomy.output
+    as_json = runner.invoke(app, [*common, *load, "--max-workers", "16", "--json"])
+    assert json.loads(as_json.stdout)["config"]["max_workers"] == 16

@@ -11,6 +11,7 @@ from packrat.cli.app import SampleOpt, app, err, guard, out
 from packrat.controller.batching import BatchingConfig
 from packrat.controller.calibration import CalibrationConfig
 from packrat.controller.estimator import EstimatorConfig
+from packrat.controller.kept_layouts import LAYOUTS_PER_CORE
 from packrat.controller.policy import PolicyKind
 from packrat.profiler.profile_file import ProfileKind
 
@@ -128,6 +129,18 @@ def serve(
             help="Served batches correct the profile's cells where they keep running far from "
             f"it ({1 + CALIBRATION.tolerance:g}x either way, median of {CALIBRATION.samples}), "
             "and plans follow the corrected cells [default: calibrate].",
+            show_default=False,
+        ),
+    ] = None,
+    max_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--max-workers",
+            min=1,
+            help="Most workers a model keeps where they cannot move (OpenVINO: one per threads "
+            "and cores of its plans, each with its own copy of the weights); past it, each "
+            f"batch runs on the fastest plan the kept ones can run [default: {LAYOUTS_PER_CORE} "
+            "x its cores].",
             show_default=False,
         ),
     ] = None,
@@ -286,6 +299,7 @@ def serve(
             precision=precision,
             chunks=chunks,
             calibrate=calibrate,
+            max_workers=max_workers,
             max_in_flight=max_in_flight,
             host=host,
             port=port,

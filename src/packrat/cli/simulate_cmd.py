@@ -14,6 +14,7 @@ from packrat.controller.batching import BatchingConfig
 from packrat.errors import PackratError
 
 if TYPE_CHECKING:
+    from packrat.controller.planning import Planning
     from packrat.optimizer.table import LatencyTable
     from packrat.sim import SimConfig, SimResult
     from packrat.sim.capacity import CapacityPlan
@@ -138,6 +139,17 @@ def simulate(
             "as the server does (with --interpolate), or always whole, as the paper's plans.",
         ),
     ] = True,
+    max_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--max-workers",
+            min=1,
+            help="Simulate workers that cannot move (OpenVINO's): at most this many, one per "
+            "threads and cores, as `packrat serve --max-workers` keeps them [default: workers "
+            "that move, any plan].",
+            show_default=False,
+        ),
+    ] = None,
     mode: Annotated[
         str, typer.Option("--mode", help="Published CSVs: script (TorchScript) or eager rows.")
     ] = "script",
@@ -169,7 +181,13 @@ def simulate(
         from packrat.controller.estimator import EstimatorConfig
         from packrat.profiler.profile_file import load_profile
         from packrat.progress import progress_bar
-        from packrat.sim import SimConfig, Timing, simulate_profile, synthetic_profile
+        from packrat.sim import (
+            SimConfig,
+            Timing,
+            make_planning,
+            simulate_profile,
+            synthetic_profile,
+        )
 
         profile = load_profile(profile_path, mode=mode)
         if synthetic_fit not in ("amdahl+threads", "amdahl"):
@@ -198,6 +216,7 @@ def simulate(
             seed=seed,
             interpolate=interpolate,
             chunks=chunks,
+            max_workers=max_workers,
         )
         table = profile.latency_table()
         if target_p99_ms is None and plot_path is not None:
@@ -218,11 +237,14 @@ def simulate(
                 err.print(f"plot: {plot_path}")
             return
         load = _load(arrivals, rate_rps, duration_s, steps_text, trace_path, seed)
+        planning = make_planning(table, config)
+        if config.max_workers is not None and not as_json:
+            _print_budget(planning, config.max_workers)
         if load.num_requests >= PROGRESS_FROM_REQUESTS and not as_json:
             with progress_bar(err) as progress:
-                result = simulate_profile(table, config, load, progress)
+                result = simulate_profile(planning, config, load, progress)
         else:
-            result = simulate_profile(table, config, load)
+            result = simulate_profile(planning, config, load)
         if as_json:
             print(json.dumps(_json(result, config, profile.model_name)))
             return
@@ -245,6 +267,20 @@ def _capacity(
         return nodes_for(table, config, rate_rps, target_p99_ms, max_nodes=max_nodes)
     except SimError as exc:
         raise PackratError(str(exc)) from None
+
+
+def _print_budget(planning: Planning, max_workers: int) -> None:
+    """What --max-workers changed in the plans (on stderr, before the simulation)."""
+    budget = planning.budget()
+    if budget is None:
+        needed = len(planning.layouts())
+        err.print(f"--max-workers {max_workers}: the optimal plans need {needed}; all kept")
+        return
+    err.print(
+        f"--max-workers {max_workers}: {budget.kept} workers kept of the {budget.needed} the "
+        f"optimal plans need; plans predicted {budget.mean_slowdown:.3f}x the optimal latency "
+        f"on average over batch sizes, {budget.max_slowdown:.3f}x at most"
+    )
 
 
 def _print_capacity(plan: CapacityPlan, title: str) -> None:

@@ -4,6 +4,10 @@
 them (`allocate`); `fat()` the one instance with every core; `place(plan)` puts a plan given by
 hand (`--plan`, the management API) on the cores. Plans are made and placed when first asked
 for, then kept, so that a policy can ask at every batch.
+
+With `max_layouts` (a model whose workers cannot move: one worker per (threads, cores) any plan
+has), when the optimal plans up to the largest batch have more layouts than that, `optimal(b)`
+is instead the fastest plan on the layouts `keep_layouts` keeps (`controller.kept_layouts`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import functools
 import math
 from dataclasses import dataclass, field
 
+from packrat.controller.kept_layouts import KeptLayouts, keep_layouts
 from packrat.errors import PlanError
 from packrat.optimizer.solve import PlanTable
 from packrat.optimizer.table import LatencyTable
@@ -20,14 +25,42 @@ from packrat.types import InstanceSpec, Layout, Plan
 
 
 @dataclass(frozen=True)
+class LayoutBudget:
+    """Layouts (workers that cannot move) kept within `Planning.max_layouts`, of those the
+    optimal plans need, and the predicted latency of the plans on them relative to the
+    optimal plans', the most and the mean over batch sizes 1..max_batch_size."""
+
+    kept: int
+    needed: int
+    max_slowdown: float
+    mean_slowdown: float
+
+    def to_json(self) -> dict[str, float]:
+        return {
+            "kept": self.kept,
+            "needed": self.needed,
+            "max_slowdown": round(self.max_slowdown, 4),
+            "mean_slowdown": round(self.mean_slowdown, 4),
+        }
+
+
+@dataclass(frozen=True)
 class Planning:
     """Plans for one model: on `topology`'s cores, from `table` (None: no profile, so only
-    plans given by hand and the fat instance), for batches up to `max_batch_size`."""
+    plans given by hand and the fat instance), for batches up to `max_batch_size`, on at most
+    `max_layouts` distinct (threads, cores) (None: no limit), keeping the layouts `held` (the
+    workers running) where others are no faster."""
 
     topology: Topology
     table: LatencyTable | None
     max_batch_size: int
+    max_layouts: int | None = None
+    held: tuple[Layout, ...] = field(default=(), compare=False)
     _placed: dict[int, Plan] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.max_layouts is not None and self.max_layouts < 1:
+            raise PlanError(f"max_layouts must be >= 1, got {self.max_layouts}")
 
     @property
     def cores(self) -> int:
@@ -41,7 +74,18 @@ class Planning:
         profiled at 1, 2, 4, 8), this is the plan for the next batch size they do make up:
         its instances serve the smaller batch, split by thread share.
 
+        With `max_layouts` exceeded by the optimal plans, the fastest plan on the layouts
+        kept instead; the first call then makes every plan (as `layouts`).
+
         Raises PlanError without a profile, or if no batch size up to the largest is covered."""
+        kept = self._kept
+        if kept is not None:
+            if not 1 <= batch <= self.max_batch_size:
+                raise PlanError(f"batch must be in 1..{self.max_batch_size}, got {batch}")
+            return kept.plans[batch - 1]
+        return self._optimal(batch)
+
+    def _optimal(self, batch: int) -> Plan:
         plan = self._placed.get(batch)
         if plan is None:
             plan = allocate(self._cover(batch), self.topology)
@@ -77,7 +121,7 @@ class Planning:
         server calls it off its event loop."""
         if self.table is None:
             return 1
-        return max(len(self.optimal(b).instances) for b in range(1, self.max_batch_size + 1))
+        return max(len(self.optimal(b).instances) for b in self._batches)
 
     def layouts(self) -> tuple[Layout, ...]:
         """Every (threads, cores) an instance of an optimal plan up to max_batch_size has
@@ -85,12 +129,49 @@ class Planning:
         switch between those plans without starting one. Makes every plan, as `pool_size`."""
         if self.table is None:
             return ()
-        plans = (self.optimal(b) for b in range(1, self.max_batch_size + 1))
-        return tuple(dict.fromkeys(layout for plan in plans for layout in plan.layout))
+        kept = self._kept
+        if kept is not None:
+            return kept.layouts
+        return self._optimal_layouts()
+
+    def budget(self) -> LayoutBudget | None:
+        """How `max_layouts` changed the plans: None where it did not (the optimal plans fit
+        in it, or no profile). Makes every plan, as `layouts`."""
+        kept = self._kept
+        if kept is None:
+            return None
+        slowdown = kept.slowdown([self._optimal(b).latency_ms for b in self._batches])
+        return LayoutBudget(
+            kept=len(kept.layouts),
+            needed=len(self._optimal_layouts()),
+            max_slowdown=max(slowdown),
+            mean_slowdown=sum(slowdown) / len(slowdown),
+        )
 
     def on(self, topology: Topology) -> Planning:
-        """The same profile and largest batch on other cores."""
-        return Planning(topology, self.table, self.max_batch_size)
+        """The same profile, largest batch and most layouts on other cores."""
+        return Planning(topology, self.table, self.max_batch_size, self.max_layouts)  # none held
+
+    @property
+    def _batches(self) -> range:
+        return range(1, self.max_batch_size + 1)
+
+    def _optimal_layouts(self) -> tuple[Layout, ...]:
+        plans = (self._optimal(b) for b in self._batches)
+        return tuple(dict.fromkeys(layout for plan in plans for layout in plan.layout))
+
+    @functools.cached_property
+    def _kept(self) -> KeptLayouts | None:
+        """The layouts kept and their plans, if the optimal plans need more than
+        `max_layouts`; None otherwise (or without a profile)."""
+        if self.table is None or self.max_layouts is None:
+            return None
+        if len(self._optimal_layouts()) <= self.max_layouts:
+            return None
+        candidates = [*(self._optimal(b) for b in self._batches), self.fat()]
+        return keep_layouts(
+            candidates, self.table, self.max_batch_size, self.max_layouts, self.held
+        )
 
     def _cover(self, batch: int) -> Plan:
         """The unplaced optimal plan for `batch`, or for the next batch size with one."""

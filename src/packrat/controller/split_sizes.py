@@ -16,6 +16,7 @@ O(instances x profiled batch sizes) numpy operations.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -107,6 +108,43 @@ def _options(table: LatencyTable, threads: int, batch: int) -> list[tuple[int, f
     """(batch size, latency ms) of the profiled cells for `threads`, sizes 1..batch."""
     cells = [(b, table.get(threads, b)) for b in table.batches if b <= batch]
     return [(b, ms) for b, ms in cells if ms is not None]
+
+
+def min_latencies(table: LatencyTable, threads: Sequence[int], max_batch: int) -> list[float]:
+    """The predicted latency in ms of `best_split` for every batch of 0..max_batch requests
+    on instances of `threads` threads (inf where the profile cannot cover it), all at once.
+
+    Instances of equal thread count are combined by doubling (k of them in about 2 log2 k
+    min-max convolutions of O(max_batch) numpy operations each), so 128 one-thread instances
+    cost about as much as a few.
+
+    Raises ValueError for no instances, a thread count < 1 or a negative max_batch."""
+    _check(threads, max_batch)
+    best = np.full(max_batch + 1, np.inf)
+    best[0] = 0.0
+    for t, count in sorted(Counter(threads).items()):
+        one = np.full(max_batch + 1, np.inf)
+        one[0] = 0.0  # idle
+        for b, ms in _options(table, t, max_batch):
+            one[b] = ms
+        while count:
+            if count & 1:
+                best = _min_max_convolution(best, one)
+            count >>= 1
+            if count:
+                one = _min_max_convolution(one, one)
+    return [float(ms) for ms in best]
+
+
+def _min_max_convolution(
+    f: npt.NDArray[np.float64], g: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """out[s] = min over a + b = s of max(f[a], g[b]): the best of two groups of instances
+    sharing s requests."""
+    out = np.full(len(f), np.inf)
+    for a in np.flatnonzero(np.isfinite(f)):
+        np.minimum(out[a:], np.maximum(f[a], g[: len(f) - a]), out=out[a:])
+    return out
 
 
 def _min_latency(options: list[list[tuple[int, float]]], batch: int) -> float:

@@ -40,6 +40,7 @@ class EngineCore:
     _config: EngineConfig
     _workers: WorkerSet
     _pool_size: int  # workers kept, spares included
+    _wanted: frozenset[Layout]  # workers that cannot move: the layouts kept (empty: any)
     _lost: set[int]  # workers lost in a batch, to replace
     _state: EngineState
     _broken_reason: str

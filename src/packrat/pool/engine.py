@@ -106,6 +106,7 @@ class Engine(Reconfiguring, Measuring):
         # more instances take over without waiting for a model to load.
         self._pool_size = max(len(plan.instances), pool_size or 0)
         self._spares = new_layouts(spares, plan.layout)
+        self._wanted = frozenset(spares)
         self._lost = set()
         self._ready: tuple[Ready, ...] = ()
         self._start_s: float | None = None

@@ -7,7 +7,7 @@ workers started ahead (`reserve`) so that later plans switch in place.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from packrat.errors import PlanError, WorkerError
@@ -101,6 +101,8 @@ class Reconfiguring(EngineCore):
         for offset, k in enumerate(missing):
             order[k] = first_new + offset
         self._workers.arrange([j for j in order if j is not None])
+        if self._wanted:  # idle workers on a layout no later plan uses (after a reserve)
+            self._stop_idle_outside(len(plan.instances), self._wanted)
         keep = max(self._pool_size, len(plan.instances))
         if len(self._workers.processes) > keep:
             self._workers.stop_from(keep, self._config.stop_timeout_s)
@@ -126,8 +128,10 @@ class Reconfiguring(EngineCore):
         `pool_size` workers, so that later plans with that many instances switch in place.
         For a source whose workers cannot move, keep the idle workers on a layout of `spares`
         (those later plans use), stop the others (after a move, those on the old cores), and
-        start one on each layout of `spares` that no worker has; the pool keeps that many
-        workers from then on. Takes seconds per new worker, during which no batch runs.
+        start one on each layout of `spares` that no worker has, as far as the pool has room
+        for that many workers in all, which it keeps from then on: while a worker serves on a
+        layout left out, the layout it takes the place of starts at the switch that leaves
+        it idle, and it stops then. Takes seconds per new worker, during which no batch runs.
         Returns how many started.
 
         Raises WorkerError if a worker fails to start; the spares started are stopped then,
@@ -139,18 +143,23 @@ class Reconfiguring(EngineCore):
                 layouts = [self._spare_layout()] * (pool_size - len(self._workers.processes))
                 pool_size = max(self._pool_size, pool_size)
             else:
-                self._stop_idle_outside(spares)
-                layouts = new_layouts(spares, self._workers.layouts)
+                self._stop_idle_outside(len(self._plan.instances), spares)
+                self._wanted = frozenset(spares)
+                room = max(pool_size, len(self._wanted)) - len(self._workers.processes)
+                layouts = new_layouts(spares, self._workers.layouts)[: max(room, 0)]
             if layouts:
                 self._workers.spawn(
                     self._config, layouts, time.monotonic() + self._config.start_timeout_s
                 )
-            self._pool_size = max(pool_size, len(self._workers.processes))
+            if self._workers.moves_in_place:
+                self._pool_size = max(pool_size, len(self._workers.processes))
+            else:  # a worker serving on a layout left out stops after the next switch
+                self._pool_size = max(pool_size, len(self._wanted))
             return len(layouts)
 
-    def _stop_idle_outside(self, spares: Sequence[Layout]) -> None:
-        """Stop the idle workers whose layout `spares` does not name (one per layout)."""
-        serving = len(self._plan.instances)
+    def _stop_idle_outside(self, serving: int, spares: Iterable[Layout]) -> None:
+        """Stop the idle workers (after the first `serving`) whose layout `spares` does not
+        name (one per layout)."""
         layouts, wanted = self._workers.layouts, set(spares)
         kept: dict[Layout, int] = {}
         for k in range(serving, len(layouts)):

@@ -208,6 +208,14 @@ def _describe(info: Any) -> str:
         text += f"; {pool['workers']} workers with the spares"
         if pool.get("rss_bytes"):
             text += f", {pool['rss_bytes'] / 2**30:.1f} GiB resident"
+    kept = info.get("workers_kept")
+    if kept:
+        text += (
+            f"\n  workers kept: {kept['kept']} of the {kept['needed']} its optimal plans need "
+            f"(max_workers {info.get('max_workers')}; they cannot move): its batches run "
+            f"{kept['mean_slowdown']:.3f}x the optimal plans' predicted latency on average, "
+            f"{kept['max_slowdown']:.3f}x at most"
+        )
     if backend:
         text += f"\n  backend {backend.get('reason')}"
         for candidate, verdict in backend.get("candidates", {}).items():

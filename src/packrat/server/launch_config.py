@@ -29,6 +29,7 @@ A TOML file (`packrat serve --config FILE`) looks like:
     precision = "auto"        # "auto" (bf16 where native), "fp32", "bf16"
     chunks = true             # instances may run their share in chunks where that is faster
     calibrate = true          # served batches correct profile cells they keep far from
+    max_workers = 32          # OpenVINO's workers per model at most (default: 2 x its cores)
 
     [[models]]
     spec = "resnet50"         # a zoo name or a file
@@ -41,6 +42,7 @@ A TOML file (`packrat serve --config FILE`) looks like:
     backend = "openvino"      # optional; the [server] backend (and precision) otherwise
     chunks = false            # optional; the [server] chunks otherwise
     calibrate = false         # optional; the [server] calibrate otherwise
+    max_workers = 8           # optional; the [server] max_workers otherwise
     batch_timeout_s = 60      # optional; the [server] batch_timeout_s otherwise
     sample_request = "kitten.jpg"  # optional; a TorchServe archive's profiling request
 
@@ -101,6 +103,7 @@ class LaunchConfig:
     precision: str = "auto"  # auto, fp32, bf16
     chunks: bool = True  # instances may run their share in chunks where that is faster
     calibrate: bool = True  # served batches correct the profile where they keep far from it
+    max_workers: int | None = None  # per model whose workers cannot move; None: 2 x its cores
     models: tuple[ModelConfig, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -131,6 +134,9 @@ class LaunchConfig:
             isinstance(self.cores, bool) or not isinstance(self.cores, int) or self.cores < 1
         ):
             raise PackratError(f"cores must be a positive number of cores, got {self.cores!r}")
+        most = self.max_workers
+        if most is not None and (isinstance(most, bool) or not isinstance(most, int) or most < 1):
+            raise PackratError(f"max_workers must be an integer >= 1, got {most!r}")
         for name, kind in (("policy", PolicyKind), ("profile_kind", ProfileKind)):
             value = getattr(self, name)
             if not isinstance(value, kind):
@@ -210,7 +216,7 @@ def _settings(flat: Mapping[str, Any], batching: BatchingConfig) -> dict[str, An
     return settings
 
 
-_INHERITED = ("estimator", "backend", "precision", "chunks", "calibrate")
+_INHERITED = ("estimator", "backend", "precision", "chunks", "calibrate", "max_workers")
 """[server] keys that are defaults for the [[models]] entries that do not set them, besides
 the batching keys (an entry's batching keys are read over [server]'s batching)."""
 
@@ -299,6 +305,7 @@ def _model_defaults(config: LaunchConfig) -> dict[str, Any]:
         "precision": config.precision,
         "chunks": config.chunks,
         "calibrate": config.calibrate,
+        "max_workers": config.max_workers,
     }
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from packrat.config import default_backend
 from packrat.controller.batching import BatchingConfig, without_batching
 from packrat.controller.estimator import EstimatorConfig
+from packrat.controller.kept_layouts import LAYOUTS_PER_CORE
 from packrat.controller.plan_choice import ChoiceKind, PlanChoice
 from packrat.errors import PackratError
 from packrat.profiler.backend_select import candidates
@@ -55,6 +56,11 @@ class ModelConfig:
         responseTimeout.
     sample_request: a request body file to profile a TorchServe archive with (default: the
         one the archive carries; see `packrat.models.torchserve_source`).
+    max_workers: for a model whose workers cannot move (OpenVINO's, or a mix holding it: one
+        worker, with its own copy of the weights, per (threads, cores) of its plans), the
+        most workers it keeps; where its optimal plans need more, each batch runs on the
+        fastest plan the kept ones can run (`controller.kept_layouts`). None: twice its
+        cores (`default_max_workers`). Workers that move are never more than the cores.
 
     A TorchServe archive's model-config.yaml sets batch_size, max_batch_delay_ms and
     batch_timeout_s over these, as in TorchServe (`packrat.server.archive_settings`).
@@ -74,6 +80,7 @@ class ModelConfig:
     calibrate: bool = True
     batch_timeout_s: float | None = None
     sample_request: Path | None = None
+    max_workers: int | None = None
 
     def __post_init__(self) -> None:
         if not self.spec:
@@ -113,6 +120,9 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.batch_timeout_s must be a positive number of seconds, got {timeout!r}"
             )
+        most = self.max_workers
+        if most is not None and (isinstance(most, bool) or not isinstance(most, int) or most < 1):
+            raise ValueError(f"ModelConfig.max_workers must be an integer >= 1, got {most!r}")
         if self.choice is not None and not isinstance(self.choice, PlanChoice):
             raise ValueError(f"ModelConfig.choice must be a PlanChoice, got {self.choice!r}")
 
@@ -131,6 +141,12 @@ class ModelConfig:
         `from_flat`): a registration's options, an archive's model-config.yaml."""
         batching = self.batching.with_flat(settings, "ModelConfig")
         return dataclasses.replace(self, batching=batching, **without_batching(settings))
+
+
+def default_max_workers(cores: int) -> int:
+    """The most workers a model whose workers cannot move keeps on `cores` cores, unless its
+    config says (`ModelConfig.max_workers`): `LAYOUTS_PER_CORE` per core."""
+    return LAYOUTS_PER_CORE * cores
 
 
 @dataclass(frozen=True)

@@ -85,9 +85,15 @@ class PlanControl:
         return self._require_planning("change plans")
 
     def describe(self) -> dict[str, Any]:
-        """JSON-ready: policy, estimator settings, switches (the total and the last few)."""
+        """JSON-ready: the most workers where they cannot move (None where they can) and, if
+        that changed the plans, how (`Planning.budget`); policy, estimator settings, switches
+        (the total and the last few)."""
         recent = self.log.switches[-DESCRIBED_SWITCHES:]
+        planning = self._planning
+        budget = planning.budget() if planning is not None else None
         return {
+            "max_workers": planning.max_layouts if planning is not None else None,
+            "workers_kept": budget.to_json() if budget is not None else None,
             "policy": self.policy_name,
             "estimator": self._estimator.describe(),
             "switches_total": self.log.total,
@@ -135,28 +141,39 @@ class PlanControl:
             self._planning = planning
             self._reset_policy(planning)
             if self._policy is not None:
-                try:
-                    await asyncio.to_thread(
-                        self._pool.reserve, planning.pool_size(), planning.layouts()
-                    )
-                except WorkerError as exc:  # the pool serves on; a larger plan starts its own
-                    logger.warning("model %s: starting spare workers failed: %s", self._label, exc)
+                await self._reserve(planning)
         return plan
+
+    async def _reserve(self, planning: Planning) -> None:
+        """The pool's workers for `planning`'s plans (the spares on its layouts, where workers
+        cannot move); a failure is logged, and the pool serves on."""
+        try:
+            await asyncio.to_thread(self._pool.reserve, planning.pool_size(), planning.layouts())
+        except WorkerError as exc:  # the pool serves on; a larger plan starts its own
+            logger.warning("model %s: starting spare workers failed: %s", self._label, exc)
 
     async def recalibrate(self, table: LatencyTable) -> None:
         """Plan on `table` (the profile as served batches corrected it) from the next batch
         on: the plans are made off the event loop, then swapped in between two batches. The
-        running plan stays until the policy moves off it. Nothing to do without planning."""
+        running plan stays until the policy moves off it. Where workers cannot move
+        (`Planning.max_layouts`) and the new plans use other layouts, the spares follow them
+        now (as after a move), so that the pool keeps within the most workers. Nothing to do
+        without planning."""
         while self._planning is not None:
             current = self._planning
-            planning = dataclasses.replace(current, table=table)
+            planning = dataclasses.replace(current, table=table, held=current.layouts())
             await asyncio.to_thread(_every_optimal, planning)
             async with self._lock:
-                if self._planning is current:  # else moved meanwhile: plan its cores again
-                    self._planning = planning
-                    if self._policy is not None:
-                        self._policy.plan_with(planning.optimal)
+                if self._planning is not current:  # moved meanwhile: plan its cores again
+                    continue
+                self._planning = planning
+                if self._policy is None:
                     return
+                self._policy.plan_with(planning.optimal)
+                bound = planning.max_layouts is not None
+                if bound and set(planning.layouts()) != set(current.layouts()):
+                    await self._reserve(planning)
+                return
 
     async def follow(self, batch: int, waiting: int, current_ms: float) -> None:
         """Apply the per-batch step to a batch of `batch` with `waiting` requests queued (this

@@ -56,7 +56,12 @@ from packrat.progress import NullProgress, Progress
 from packrat.server.api import RegisterOptions, ServedModel
 from packrat.server.archive_settings import with_archive_settings
 from packrat.server.errors import BadRequest, Conflict, NotFound, ServerError, Unavailable
-from packrat.server.model_config import MODEL_NAME, ModelConfig, RepositoryDefaults
+from packrat.server.model_config import (
+    MODEL_NAME,
+    ModelConfig,
+    RepositoryDefaults,
+    default_max_workers,
+)
 from packrat.server.model_setup import (
     QUICK_POLICY,
     default_name,
@@ -309,7 +314,8 @@ class Repository:
             engine_config=self._engine_config, contention=self._contention,
         )  # fmt: skip
         source = selection.source
-        planning = Planning(topology, table, batch)
+        most = config.max_workers or default_max_workers(topology.num_cores)
+        planning = Planning(topology, table, batch, None if source.moves_in_place else most)
         # Planning takes up to seconds (128 cores, batches to 1024): not on the event loop.
         first = await asyncio.to_thread(
             functools.partial(first_plan, planning, choice, config.estimator, size_pool=True)

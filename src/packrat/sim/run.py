@@ -43,6 +43,9 @@ class SimConfig:
         profile says that is faster, as the server does (`optimizer.chunks`); False plans
         whole shares only, as the paper does. Only with `interpolate` (chunks and their
         remainders may be any size).
+    max_workers: simulate workers that cannot move (OpenVINO's): at most this many, one per
+        (threads, cores), with each batch on the fastest plan they can run, as the server
+        keeps them (`Planning.max_layouts`); None: workers that move (any optimal plan).
     """
 
     cores: int
@@ -54,10 +57,15 @@ class SimConfig:
     seed: int = 0
     interpolate: bool = True
     chunks: bool = True
+    max_workers: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.cores, bool) or not isinstance(self.cores, int) or self.cores < 1:
-            raise SimError(f"SimConfig.cores must be an int >= 1, got {self.cores!r}")
+        for name in ("cores", "max_workers"):
+            value = getattr(self, name)
+            if name == "max_workers" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SimError(f"SimConfig.{name} must be an int >= 1, got {value!r}")
 
 
 def make_planning(table: LatencyTable, config: SimConfig) -> Planning:
@@ -70,7 +78,7 @@ def make_planning(table: LatencyTable, config: SimConfig) -> Planning:
         if config.chunks:
             table, _ = chunked(table)
     topology = synthetic_topology(sockets=1, cores_per_socket=config.cores)
-    return Planning(topology, table, config.batching.max_batch_size)
+    return Planning(topology, table, config.batching.max_batch_size, config.max_workers)
 
 
 def simulate_profile(
