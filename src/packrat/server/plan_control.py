@@ -156,9 +156,10 @@ class PlanControl:
         """Plan on `table` (the profile as served batches corrected it) from the next batch
         on: the plans are made off the event loop, then swapped in between two batches. The
         running plan stays until the policy moves off it. Where workers cannot move
-        (`Planning.max_layouts`) and the new plans use other layouts, the spares follow them
-        now (as after a move), so that the pool keeps within the most workers. Nothing to do
-        without planning."""
+        (`Planning.max_layouts`), the new plans keep the running layouts where others are no
+        faster (`Planning.held`); where they use other layouts, the pool's spares follow them
+        (`reserve`, as after a move) within the most workers. Nothing to do without
+        planning."""
         while self._planning is not None:
             current = self._planning
             planning = dataclasses.replace(current, table=table, held=current.layouts())
