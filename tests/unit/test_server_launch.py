@@ -310,3 +310,38 @@ def test_max_workers_from_the_file_and_the_command_line(tmp_path: Path) -> None:
     path.write_text("[[models]]\nspec = 'r'\nmax_workers = 0\n")
     with pytest.raises(PackratError, match="ModelConfig.max_workers must be an integer >= 1"):
         load_config_file(path)
+
+
+def test_a_model_registered_through_the_management_api_gets_the_servers_settings(
+    tmp_path: Path,
+) -> None:
+    """`POST /models?url=...` builds its model from the repository's defaults: the server's
+    backend, precision, max_workers, chunks, calibrate and estimator, as a model named on the
+    command line gets them (before, a server started with --precision fp32 registered models
+    on precision auto)."""
+    import asyncio
+
+    from packrat.server.launch import repository_defaults
+    from packrat.server.repository import ModelConfig, Repository
+
+    path = tmp_path / "serve.toml"
+    path.write_text("[server]\nbackend = 'openvino'\nmax_workers = 6\nchunks = false\n")
+    config = with_cli(
+        load_config_file(path), ["resnet50"], precision="fp32", calibrate=False, estimator="alpha=1"
+    )
+    (named,) = config.models
+    repository = Repository(repository_defaults(config, (0,)))
+    registered: list[ModelConfig] = []
+
+    async def register(model: ModelConfig, progress: object, *, files_anywhere: bool) -> None:
+        registered.append(model)
+
+    repository._register = register  # type: ignore[method-assign,assignment]
+    asyncio.run(repository.register("bert-base", name="bert"))
+    (model,) = registered
+    settings = ("backend", "precision", "max_workers", "chunks", "calibrate", "estimator")
+    assert [getattr(model, key) for key in settings] == [
+        "openvino", "fp32", 6, False, False, config.estimator,
+    ]  # fmt: skip
+    assert [getattr(named, key) for key in settings] == [getattr(model, k) for k in settings]
+    assert (model.spec, model.name, model.cores) == ("bert-base", "bert", (0,))

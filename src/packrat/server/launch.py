@@ -20,7 +20,7 @@ from packrat.errors import PackratError
 from packrat.pool.config import EngineConfig
 from packrat.server.http_auth import check_token
 from packrat.server.http_config import HttpConfig
-from packrat.server.launch_config import LaunchConfig
+from packrat.server.launch_config import LaunchConfig, model_defaults
 from packrat.server.listen import Bound, bind, serve
 from packrat.server.repository import Repository, RepositoryDefaults
 from packrat.server.ts_config import METRICS_COMPAT
@@ -112,6 +112,19 @@ def prepare(config: LaunchConfig, err: Console) -> tuple[int, ...] | None:
     return usable.topology.cpu_ids()[: config.cores]
 
 
+def repository_defaults(
+    config: LaunchConfig, default_cores: tuple[int, ...] | None
+) -> RepositoryDefaults:
+    """What a model registered through the management API gets: the server's settings, as a
+    model named on the command line gets them (backend, precision, max_workers, ...)."""
+    return RepositoryDefaults(
+        cores=default_cores,
+        batching=config.batching,
+        choice=PlanChoice.following(config.policy),
+        **model_defaults(config),
+    )
+
+
 async def open_repository(
     config: LaunchConfig,
     default_cores: tuple[int, ...] | None,
@@ -124,12 +137,7 @@ async def open_repository(
     models already started are stopped."""
     from packrat.server.observe import watch
 
-    defaults = RepositoryDefaults(
-        cores=default_cores,
-        batching=config.batching,
-        choice=PlanChoice.following(config.policy),
-        estimator=config.estimator,
-    )
+    defaults = repository_defaults(config, default_cores)
     repo = Repository(
         defaults,
         model_store=config.model_store,

@@ -272,7 +272,7 @@ def with_cli(base: LaunchConfig, models: list[str], **overrides: Any) -> LaunchC
         config = replace(base, **_settings(given, base.batching))
     except ValueError as exc:
         raise PackratError(str(exc)) from None
-    per_model: dict[str, Any] = _model_defaults(config) | {
+    per_model: dict[str, Any] = model_defaults(config) | {
         "batching": config.batching,
         "profile": overrides.get("profile"),
         "sample_request": overrides.get("sample_request"),
@@ -296,9 +296,9 @@ def with_cli(base: LaunchConfig, models: list[str], **overrides: Any) -> LaunchC
     return replace(config, models=config.models + extra)
 
 
-def _model_defaults(config: LaunchConfig) -> dict[str, Any]:
-    """The server-wide settings a model started by name gets unless it sets its own, besides
-    `config.batching`."""
+def model_defaults(config: LaunchConfig) -> dict[str, Any]:
+    """The server-wide settings a model started by name, or registered through the management
+    API (`RepositoryDefaults`), gets unless it sets its own, besides `config.batching`."""
     return {
         "estimator": config.estimator,
         "backend": config.backend,
@@ -333,7 +333,7 @@ def named_spec(model: str) -> tuple[str | None, str]:
 def with_ts_models(config: LaunchConfig, ts: TorchServeConfig) -> LaunchConfig:
     """`config` with the models a config.properties loads (load_models), each with its own
     `models` settings over `config`'s server-wide ones (after the command line's)."""
-    defaults = _model_defaults(config)
+    defaults = model_defaults(config)
     try:
         extra = tuple(
             ModelConfig.from_flat(

@@ -151,13 +151,20 @@ def default_max_workers(cores: int) -> int:
 
 @dataclass(frozen=True)
 class RepositoryDefaults:
-    """Settings for models registered by spec alone (`Repository.register`, the HTTP API);
-    `choice` also for models whose config names none (by default AUTO)."""
+    """Settings for models registered by spec alone (`Repository.register`, the HTTP API):
+    the server's, as `packrat serve` was started (`launch_config.model_defaults`), each as
+    `ModelConfig`'s field of that name; `choice` also for models whose config names none (by
+    default AUTO)."""
 
     cores: tuple[int, ...] | None = None
     batching: BatchingConfig = dataclasses.field(default_factory=BatchingConfig)
     choice: PlanChoice = PlanChoice(ChoiceKind.AUTO)
     estimator: EstimatorConfig = dataclasses.field(default_factory=EstimatorConfig)
+    backend: str = dataclasses.field(default_factory=default_backend)
+    precision: str = "auto"
+    chunks: bool = True
+    calibrate: bool = True
+    max_workers: int | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -173,4 +180,9 @@ class RepositoryDefaults:
             batching=self.batching,
             choice=self.choice,
             estimator=self.estimator,
+            backend=self.backend,
+            precision=self.precision,
+            chunks=self.chunks,
+            calibrate=self.calibrate,
+            max_workers=self.max_workers,
         )
