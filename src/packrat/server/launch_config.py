@@ -299,14 +299,7 @@ def with_cli(base: LaunchConfig, models: list[str], **overrides: Any) -> LaunchC
 def model_defaults(config: LaunchConfig) -> dict[str, Any]:
     """The server-wide settings a model started by name, or registered through the management
     API (`RepositoryDefaults`), gets unless it sets its own, besides `config.batching`."""
-    return {
-        "estimator": config.estimator,
-        "backend": config.backend,
-        "precision": config.precision,
-        "chunks": config.chunks,
-        "calibrate": config.calibrate,
-        "max_workers": config.max_workers,
-    }
+    return {key: getattr(config, key) for key in _INHERITED}
 
 
 def with_ts_settings(base: LaunchConfig, ts: TorchServeConfig) -> LaunchConfig:
