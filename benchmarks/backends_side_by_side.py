@@ -4,7 +4,7 @@ single-process configuration of each backend (issue 15).
     python benchmarks/backends_side_by_side.py [--models resnet50 bert-base gpt2]
         [--batches 1-64 [MODEL=1-16,32,...]] [--rounds 3] [--warmup 2] [--runs 5] [--resume]
         [--output docs/benchmarks/backends.md]
-        [--workdir DIR] [--peak-sizes 1024,2048,4096] [--profile-kind isolated|contention]
+        [--workdir DIR] [--peak-sizes 1024,2048,4096] [--profile-kind auto|isolated|contention]
 
 (with the project's venv active, from the repository root). Writes the Markdown report, its
 plot beside it (backends.png for backends.md) and the raw numbers, every timed batch of every
@@ -20,12 +20,13 @@ largest batch size asked): the backend and precision `select_backend` chooses wi
 `--backend auto --precision auto` (converting the model into the cache, WORKDIR/cache), the
 profile serve makes on it (batch sizes 1, 2, 4, ... up to MAX, every thread count, serve's
 quick sampling, cells no optimal plan needs skipped; each cell alone, or beside copies of
-itself on the other cores with `--profile-kind contention`; reused from the cache when
-complete), and the optimizer's plan for every batch size on the profile interpolated between
-its batch sizes, placed on the cores (`Planning.optimal`, the plan serve's auto policy runs
-a batch of that size on). Then five systems, each in its own process (no two thread pools
-share one), all started before the first round and idle while another is measured, all fed
-the same seeded random requests of the model's input spec:
+itself on the other cores, by `--profile-kind` as serve's: auto, the default, profiles with
+contention on 2 to 4 cores; reused from the cache when complete), and the optimizer's plan
+for every batch size on the profile interpolated between its batch sizes, placed on the
+cores (`Planning.optimal`, the plan serve's auto policy runs a batch of that size on). Then
+five systems, each in its own process (no two thread pools share one), all started before
+the first round and idle while another is measured, all fed the same seeded random requests
+of the model's input spec:
 
 - `packrat`: an `Engine` over the source serve serves, with enough workers for every plan,
   switched in place (`reconfigure`) to the plan for the batch size; timed: `Engine.infer` of
@@ -278,9 +279,8 @@ def main() -> None:
         f"{workdir / 'cache'}), then the peak, then the rounds",
         flush=True,
     )
-    contention = args.profile_kind == "contention"
     runs = [
-        prepare_model(model, batches[model], workdir, contention=contention)
+        prepare_model(model, batches[model], workdir, profile_kind=args.profile_kind)
         for model in args.models
     ]
     sizes = [int(n) for n in args.peak_sizes.split(",")]
@@ -332,8 +332,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, help="default: a new temporary directory")
     parser.add_argument(
         "--profile-kind",
-        choices=["isolated", "contention"],
-        default="isolated",
+        choices=["auto", "isolated", "contention"],
+        default="auto",
         help="how Packrat's profiles are measured, as `packrat serve --profile-kind`",
     )
     parser.add_argument("--peak-sizes", default="1024,2048,4096", help="GEMM sizes n")

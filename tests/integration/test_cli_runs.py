@@ -165,7 +165,10 @@ def test_contention_profile_times_each_cell_beside_its_copies(tmp_path: Path) ->
     # two 1-thread instances ran at once and both were timed: a round of 4 runs each, pooled;
     # the 2-thread cell has no room for a neighbour, so it is one instance's 4 runs
     assert runs == {1: 8, 2: 4}
-    isolated = packrat(*args, *QUICK, cache=tmp_path)
+    default = packrat(*args, *QUICK, cache=tmp_path)  # on 2 cores, auto profiles with contention
+    assert default.returncode == 0, default.stderr
+    assert json.loads(out.read_text())["cells"] == data["cells"]  # resumed: nothing missing
+    isolated = packrat(*args, "--isolated", *QUICK, cache=tmp_path)
     assert isolated.returncode == 1 and "kind of measurement" in isolated.stderr
 
 

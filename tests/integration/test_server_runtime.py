@@ -20,7 +20,8 @@ from packrat.controller.policy import FollowLoad
 from packrat.models import ZooSource
 from packrat.pool import EngineConfig
 from packrat.profiler.cache import default_profile_path
-from packrat.profiler.profile_file import Profile, ProfileKind, load_profile, save_profile
+from packrat.profiler.contention import ProfileKindSetting
+from packrat.profiler.profile_file import Profile, load_profile, save_profile
 from packrat.profiler.sweep import torch_version
 from packrat.server.errors import BadRequest, Conflict, InferenceFailed, NotFound, Unavailable
 from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
@@ -311,7 +312,7 @@ def test_a_server_set_to_contention_profiles_each_cell_beside_its_copies() -> No
             defaults,
             model_store=FIXTURES,
             engine_config=ENGINE,
-            profile_kind=ProfileKind.CONTENTION,
+            profile_kind=ProfileKindSetting.CONTENTION,
         )
         await repository.register(MARKER_HANDLER, name="marker")
         await repository.close()

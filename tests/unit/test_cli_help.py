@@ -23,12 +23,12 @@ def test_help_defaults_are_the_configs_defaults() -> None:
     from packrat.controller.calibration import CalibrationConfig
     from packrat.controller.kept_layouts import LAYOUTS_PER_CORE
     from packrat.controller.policy import PolicyKind
-    from packrat.profiler.profile_file import ProfileKind
+    from packrat.profiler.contention import ProfileKindSetting
     from packrat.server.launch_config import LaunchConfig
 
     batching, launch, calibration = BatchingConfig(), LaunchConfig(), CalibrationConfig()
     assert launch.batching == batching
-    assert (launch.policy, launch.profile_kind) == (PolicyKind.AUTO, ProfileKind.ISOLATED)
+    assert (launch.policy, launch.profile_kind) == (PolicyKind.AUTO, ProfileKindSetting.AUTO)
     serve = " ".join(runner.invoke(app, ["serve", "--help"], terminal_width=400).output.split())
     for shown in (
         f"plans are made for it [default: {batching.max_batch_size}]",

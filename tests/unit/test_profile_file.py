@@ -83,9 +83,6 @@ def test_the_kind_is_read_and_checked(tmp_path: Path) -> None:
     path.write_text(json.dumps(data))
     with pytest.raises(ProfileError, match="profile kind must be one of .*got 'mixed'"):
         load_profile(path)
-    assert ProfileKind.parse("contention") is ProfileKind.CONTENTION
-    with pytest.raises(ValueError, match="unknown profile kind 'x': choose one of isolated, "):
-        ProfileKind.parse("x")
 
 
 def test_the_measuring_method_is_kept_and_an_older_one_is_measured_afresh(

@@ -6,7 +6,14 @@ import itertools
 
 import pytest
 
-from packrat.profiler.contention import contended_plan, measure_contended, neighbours
+from packrat.profiler.contention import (
+    AUTO_CONTENTION_CORES,
+    ProfileKindSetting,
+    contended_plan,
+    measure_contended,
+    neighbours,
+)
+from packrat.profiler.profile_file import ProfileKind
 from packrat.stats import SamplingPolicy
 
 
@@ -56,3 +63,20 @@ def test_the_time_cap_ends_the_rounds() -> None:
     policy = SamplingPolicy(warmup_runs=0, min_runs=2, max_runs=1000, rel_ci=0.01, max_time_s=10)
     measure_contended(engine, policy, clock=lambda: float(next(clock)))
     assert len(engine.rounds) == 3  # 4 s, 8 s, then 12 s >= 10 s
+
+
+def test_auto_profiles_with_contention_on_few_cores_only() -> None:
+    auto = ProfileKindSetting.AUTO
+    kinds = {cores: auto.kind_for(cores) for cores in (1, 2, AUTO_CONTENTION_CORES, 5, 128)}
+    assert kinds == {
+        1: ProfileKind.ISOLATED,  # no neighbour to contend with: one cache entry for both
+        2: ProfileKind.CONTENTION,
+        AUTO_CONTENTION_CORES: ProfileKind.CONTENTION,
+        5: ProfileKind.ISOLATED,
+        128: ProfileKind.ISOLATED,
+    }
+    assert ProfileKindSetting.ISOLATED.kind_for(2) is ProfileKind.ISOLATED
+    assert ProfileKindSetting.CONTENTION.kind_for(128) is ProfileKind.CONTENTION
+    assert ProfileKindSetting.parse("auto") is auto
+    with pytest.raises(ValueError, match="'mixed': choose one of auto, isolated, contention"):
+        ProfileKindSetting.parse("mixed")

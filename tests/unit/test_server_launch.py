@@ -186,15 +186,16 @@ estimator = { alpha = 0.5, window = 4, cooldown_s = 1.0 }
 def test_policies_from_the_file_and_the_command_line(tmp_path: Path) -> None:
     from packrat.controller.estimator import EstimatorConfig
     from packrat.controller.policy import PolicyKind
-    from packrat.profiler.profile_file import ProfileKind
+    from packrat.profiler.contention import ProfileKindSetting
 
     path = tmp_path / "serve.toml"
     path.write_text(POLICIES)
     config = load_config_file(path)
     assert config.policy is PolicyKind.FOLLOW  # the server-wide default
-    assert config.profile_kind is ProfileKind.CONTENTION
-    assert with_cli(config, [], profile_kind="isolated").profile_kind is ProfileKind.ISOLATED
-    assert LaunchConfig().profile_kind is ProfileKind.ISOLATED
+    assert config.profile_kind is ProfileKindSetting.CONTENTION
+    isolated = with_cli(config, [], profile_kind="isolated")
+    assert isolated.profile_kind is ProfileKindSetting.ISOLATED
+    assert LaunchConfig().profile_kind is ProfileKindSetting.AUTO
     resnet, bert = config.models
     assert resnet.choice == PlanChoice(ChoiceKind.FIXED)
     assert bert.choice is None  # takes the server's
@@ -205,11 +206,13 @@ def test_policies_from_the_file_and_the_command_line(tmp_path: Path) -> None:
     assert with_cli(LaunchConfig(), ["gpt2"], batch_timeout_s=5.0).batch_timeout_s == 5.0
     with pytest.raises(PackratError, match="unknown plan policy 'often'"):
         with_cli(LaunchConfig(), ["gpt2"], policy="often")
-    with pytest.raises(PackratError, match="unknown profile kind 'mixed': choose one of isolated"):
+    with pytest.raises(
+        PackratError, match="unknown profile kind 'mixed': choose one of auto, isolated"
+    ):
         with_cli(LaunchConfig(), ["gpt2"], profile_kind="mixed")
     with pytest.raises(PackratError, match="policy must be a PolicyKind, got 'auto'"):
         LaunchConfig(policy="auto")  # type: ignore[arg-type]
-    with pytest.raises(PackratError, match="profile_kind must be a ProfileKind"):
+    with pytest.raises(PackratError, match="profile_kind must be a ProfileKindSetting"):
         LaunchConfig(profile_kind="isolated")  # type: ignore[arg-type]
 
 

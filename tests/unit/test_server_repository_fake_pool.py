@@ -15,10 +15,13 @@ import pytest
 from packrat.controller.batching import BatchingConfig
 from packrat.controller.plan_choice import ChoiceKind, PlanChoice
 from packrat.pool import EngineConfig, EngineState
+from packrat.profiler.contention import ProfileKindSetting
 from packrat.profiler.profile_file import Profile, save_profile
+from packrat.server import repository as repository_module
 from packrat.server.errors import BadRequest
 from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
 from packrat.stats import CellStats
+from packrat.topology import synthetic_topology
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 from fake_pool import FakePools, FakeSource  # noqa: E402
@@ -169,3 +172,36 @@ def test_a_pool_that_fails_to_start_fails_the_registration(
         assert repository.runtimes() == []
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("setting", "cores", "contention"),
+    [
+        (ProfileKindSetting.AUTO, 2, True),
+        (ProfileKindSetting.AUTO, 1, False),
+        (ProfileKindSetting.AUTO, 16, False),
+        (ProfileKindSetting.ISOLATED, 2, False),
+        (ProfileKindSetting.CONTENTION, 16, True),
+    ],
+)
+def test_a_model_is_profiled_by_the_kind_its_setting_and_cores_make(
+    setting: ProfileKindSetting, cores: int, contention: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[bool] = []
+
+    class Profiled(Exception):
+        pass
+
+    async def serving_table(*args: object, contention: bool, **kwargs: object) -> None:
+        asked.append(contention)
+        raise Profiled  # what follows the profile is not this test's
+
+    monkeypatch.setattr(repository_module, "serving_table", serving_table)
+    monkeypatch.setattr(
+        repository_module, "model_topology", lambda ids: synthetic_topology(1, cores)
+    )
+    repository = Repository(RepositoryDefaults(), profile_kind=setting)
+    monkeypatch.setattr(repository, "_resolve", lambda config, files_anywhere: FakeSource())
+    with pytest.raises(Profiled):
+        asyncio.run(repository.register_model(config_of(None)))
+    assert asked == [contention]

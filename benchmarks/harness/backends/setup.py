@@ -19,17 +19,19 @@ if TYPE_CHECKING:
 
 
 def prepare_model(
-    model: str, batches: list[int], workdir: Path, *, contention: bool = False
+    model: str, batches: list[int], workdir: Path, *, profile_kind: str = "auto"
 ) -> ModelRun:
-    """Choose the backend, profile and plan as `packrat serve` does (with `--profile-kind
-    contention` if `contention`); convert for the single-process systems; write the setup
-    file their processes read (WORKDIR/MODEL/setup.json)."""
+    """Choose the backend, profile and plan as `packrat serve --profile-kind PROFILE_KIND`
+    does; convert for the single-process systems; write the setup file their processes read
+    (WORKDIR/MODEL/setup.json)."""
     from packrat.controller.batching import BatchingConfig
     from packrat.controller.planning import Planning
     from packrat.models import ZooSource
     from packrat.pool.config import EngineConfig
     from packrat.profiler.backend_select import select_backend
     from packrat.profiler.cache import default_profile_path
+    from packrat.profiler.contention import ProfileKindSetting
+    from packrat.profiler.profile_file import ProfileKind
     from packrat.progress import progress_bar
     from packrat.server.model_config import ModelConfig
     from packrat.server.model_setup import serving_table
@@ -37,6 +39,8 @@ def prepare_model(
 
     source = ZooSource(model)
     topology = read_topology()
+    kind = ProfileKindSetting.parse(profile_kind).kind_for(topology.num_cores)
+    contention = kind is ProfileKind.CONTENTION
     largest = max(batches)
     config = ModelConfig(model, batching=BatchingConfig(largest))
     with progress_bar() as bar:

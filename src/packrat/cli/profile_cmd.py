@@ -23,6 +23,7 @@ from packrat.cli.app import (
     out,
 )
 from packrat.errors import PackratError
+from packrat.profiler.contention import AUTO_CONTENTION_CORES, ProfileKindSetting
 
 if TYPE_CHECKING:
     from packrat.profiler.profile_file import Profile
@@ -74,13 +75,16 @@ def profile(
         ),
     ] = False,
     contention: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--contention",
+            "--contention/--isolated",
             help="Measure each cell <t, b> beside T // t - 1 copies of itself on the other "
-            "cores, as a plan runs it (a 'contention' profile, kept apart in the cache).",
+            "cores, as a plan runs it (a 'contention' profile, kept apart in the cache), or "
+            "alone [default: as packrat serve's --profile-kind auto: contention on 2 to "
+            f"{AUTO_CONTENTION_CORES} cores, isolated on more].",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
     passes: Annotated[
         int,
         typer.Option(
@@ -115,7 +119,7 @@ def profile(
     ] = "auto",
 ) -> None:
     """Measure batch latency L(t, b) for t = 1..T on pinned cores: one instance alone
-    (default), or with its neighbours (--contention)."""
+    (--isolated), or with its neighbours (--contention); by default as packrat serve would."""
 
     def body() -> None:
         from packrat.config import default_backend
@@ -123,7 +127,7 @@ def profile(
         from packrat.pool.config import EngineConfig
         from packrat.profiler.backend_select import select_backend
         from packrat.profiler.cache import cached_profile, default_profile_path
-        from packrat.profiler.profile_file import load_profile
+        from packrat.profiler.profile_file import ProfileKind, load_profile
         from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
         from packrat.progress import progress_bar
         from packrat.topology import check_cores, usable_topology
@@ -134,11 +138,16 @@ def profile(
             err.print(f"packrat: {usable.note}", highlight=False)
         topology = usable.topology
         grid = int_list(batches, "--batches") if batches else powers_of_two(max_batch)
+        budget = cores if cores is not None else topology.num_cores
+        if contention is None:  # as packrat serve's default would profile
+            kind = ProfileKindSetting.AUTO.kind_for(budget)
+        else:
+            kind = ProfileKind.CONTENTION if contention else ProfileKind.ISOLATED
         config = SweepConfig(
-            cores=cores if cores is not None else topology.num_cores,
+            cores=budget,
             batches=grid,
             policy=sampling_policy(rel_ci, max_runs, max_time_s).per_pass(passes),
-            contention=contention,
+            contention=kind is ProfileKind.CONTENTION,
             asked=None if every_cell else tuple(range(1, max(grid) + 1)),
             passes=passes,
         )
@@ -159,7 +168,10 @@ def profile(
             )
         engine = EngineConfig(keep_freed_memory=keep_freed_memory)
         path = output or default_profile_path(
-            source.identity(), topology, keep_freed_memory=keep_freed_memory, contention=contention
+            source.identity(),
+            topology,
+            keep_freed_memory=keep_freed_memory,
+            contention=config.contention,
         )
         if fresh or not path.exists():
             existing = None

@@ -13,7 +13,7 @@ from packrat.controller.calibration import CalibrationConfig
 from packrat.controller.estimator import EstimatorConfig
 from packrat.controller.kept_layouts import LAYOUTS_PER_CORE
 from packrat.controller.policy import PolicyKind
-from packrat.profiler.profile_file import ProfileKind
+from packrat.profiler.contention import AUTO_CONTENTION_CORES, ProfileKindSetting
 
 DEFAULT_MODEL = "resnet50"
 BATCHING = BatchingConfig()
@@ -224,9 +224,10 @@ def serve(
         typer.Option(
             "--profile-kind",
             help="How a model without a cached profile is profiled on first start: "
-            "'isolated' (each cell alone) or 'contention' (each cell beside copies of itself "
-            "on the other cores, as plans run; see packrat profile --contention) "
-            f"[default: {ProfileKind.ISOLATED}].",
+            "'isolated' (each cell alone), 'contention' (each cell beside copies of itself "
+            "on the other cores, as plans run; see packrat profile --contention) or 'auto': "
+            f"contention on 2 to {AUTO_CONTENTION_CORES} cores, isolated on more "
+            f"[default: {ProfileKindSetting.AUTO}].",
             show_default=False,
         ),
     ] = None,

@@ -10,17 +10,57 @@ they are all runs of <t, b> under the same contention.
 The instances run in rounds of the same number of timed runs, so that they stay in step (an
 instance that ran on alone would be timed without its neighbours); rounds go on until the
 pooled samples meet the sampling policy. Cores left over by `cores % t` stay idle.
+
+Which kind a first start makes (`ProfileKindSetting`): by default, contention where the model
+has 2 to `AUTO_CONTENTION_CORES` cores, isolated on more (and on one core, where a cell has no
+neighbours and both kinds measure alike).
 """
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
+from packrat.profiler.profile_file import ProfileKind
 from packrat.stats import SamplingPolicy, should_stop
 from packrat.types import InstanceSpec, Plan
+
+AUTO_CONTENTION_CORES = 4
+"""The most cores on which `auto` profiles with contention. Measured on 2 cores (docs/benchmarks/
+backends-gpt2-contention.md, backends-resnet50-contention.md): plans of instances side by
+side ran 1.09-1.45x slower than isolated profiles predicted, which made some batch sizes
+slower than one process beyond the CI; on contention profiles none was. A contention profile
+loads the model once per instance of each row t, T // t times, where an isolated one loads
+it once: over all rows 1.5x as often on 2 cores, 2x on 4, 3.1x on 16, 5x on 128. Above 4
+cores, `auto` stays isolated until a many-core machine has been measured."""
+
+
+class ProfileKindSetting(enum.StrEnum):
+    """Which kind of profile `packrat serve` and `packrat profile` make: AUTO picks by the
+    model's cores (`kind_for`), the others name the kind."""
+
+    AUTO = "auto"
+    ISOLATED = "isolated"
+    CONTENTION = "contention"
+
+    @classmethod
+    def parse(cls, text: str) -> ProfileKindSetting:
+        """The setting named `text`; ValueError listing the choices."""
+        try:
+            return cls(text)
+        except ValueError:
+            choices = ", ".join(kind.value for kind in cls)
+            raise ValueError(f"unknown profile kind {text!r}: choose one of {choices}") from None
+
+    def kind_for(self, cores: int) -> ProfileKind:
+        """The kind of profile to make for a model on `cores` physical cores."""
+        if self is ProfileKindSetting.AUTO:
+            contention = 2 <= cores <= AUTO_CONTENTION_CORES
+            return ProfileKind.CONTENTION if contention else ProfileKind.ISOLATED
+        return ProfileKind(self.value)
 
 
 class RunsAllInstances(Protocol):

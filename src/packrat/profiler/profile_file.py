@@ -59,19 +59,11 @@ METHOD_CHANGES = {
 
 
 class ProfileKind(enum.StrEnum):
-    """How a profile's cells were measured; the two kinds are cached apart."""
+    """How a profile's cells were measured; the two kinds are cached apart. Which one a first
+    start makes: `packrat.profiler.contention.ProfileKindSetting`."""
 
     ISOLATED = "isolated"  # each cell with the rest of the machine idle
     CONTENTION = "contention"  # beside copies of itself on the other cores, as plans run
-
-    @classmethod
-    def parse(cls, text: str) -> ProfileKind:
-        """The kind named `text`; ValueError listing the choices."""
-        try:
-            return cls(text)
-        except ValueError:
-            choices = ", ".join(kind.value for kind in cls)
-            raise ValueError(f"unknown profile kind {text!r}: choose one of {choices}") from None
 
 
 @dataclass(frozen=True)

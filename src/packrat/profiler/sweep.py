@@ -237,7 +237,8 @@ def profile_model(
         threads, batch = cell
         workers.ready(threads)
         if not started:  # after the model loaded once: a bad model fails first
-            progress.start(total, f"profiling {name}")
+            beside = " beside its copies (contention)" if config.contention else ""
+            progress.start(total, f"profiling {name}{beside}")
             started = True
         samples, others = workers.measure(batch)
         stats = summarize(samples)

@@ -23,7 +23,7 @@ A TOML file (`packrat serve --config FILE`) looks like:
     metrics_compat = "none"   # "torchserve": TorchServe's ts_* metrics beside Packrat's
     policy = "auto"           # how plans follow the load: "auto", "follow" or "fixed"
     estimator = { alpha = 0.5, window = 1, cooldown_s = 0.05 }  # "follow"'s (the defaults)
-    profile_kind = "isolated" # profiles made on first start: "isolated" or "contention"
+    profile_kind = "auto"     # first-start profiles: "auto", "isolated" or "contention"
     batch_timeout_s = 120     # a worker silent this long on a batch is killed and replaced
     backend = "auto"          # "auto" (fastest accurate), "torch", "onnxruntime", "openvino"
     precision = "auto"        # "auto" (bf16 where native), "fp32", "bf16"
@@ -68,7 +68,7 @@ from packrat.controller.estimator import EstimatorConfig
 from packrat.controller.plan_choice import PlanChoice
 from packrat.controller.policy import PolicyKind
 from packrat.errors import PackratError
-from packrat.profiler.profile_file import ProfileKind
+from packrat.profiler.contention import ProfileKindSetting
 from packrat.server.http_config import HttpConfig
 from packrat.server.listen import Listener
 from packrat.server.repository import ModelConfig
@@ -97,7 +97,7 @@ class LaunchConfig:
     keep_freed_memory: bool = True
     policy: PolicyKind = PolicyKind.AUTO  # for models whose config names none
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)  # for "follow"
-    profile_kind: ProfileKind = ProfileKind.ISOLATED  # how first-start profiles measure
+    profile_kind: ProfileKindSetting = ProfileKindSetting.AUTO  # how first starts profile
     batch_timeout_s: float = 120.0  # a worker silent this long on a batch is replaced
     backend: str = field(default_factory=default_backend)  # auto, torch, onnxruntime, openvino
     precision: str = "auto"  # auto, fp32, bf16
@@ -137,7 +137,7 @@ class LaunchConfig:
         most = self.max_workers
         if most is not None and (isinstance(most, bool) or not isinstance(most, int) or most < 1):
             raise PackratError(f"max_workers must be an integer >= 1, got {most!r}")
-        for name, kind in (("policy", PolicyKind), ("profile_kind", ProfileKind)):
+        for name, kind in (("policy", PolicyKind), ("profile_kind", ProfileKindSetting)):
             value = getattr(self, name)
             if not isinstance(value, kind):
                 raise PackratError(f"{name} must be a {kind.__name__}, got {value!r}")
@@ -212,7 +212,7 @@ def _settings(flat: Mapping[str, Any], batching: BatchingConfig) -> dict[str, An
     if "policy" in settings:
         settings["policy"] = PolicyKind.parse(str(settings["policy"]))
     if "profile_kind" in settings:
-        settings["profile_kind"] = ProfileKind.parse(str(settings["profile_kind"]))
+        settings["profile_kind"] = ProfileKindSetting.parse(str(settings["profile_kind"]))
     return settings
 
 

@@ -51,6 +51,7 @@ from packrat.pool.config import EngineConfig
 from packrat.pool.engine import Engine
 from packrat.pool.protocol import PoolFactory
 from packrat.profiler.backend_select import select_backend
+from packrat.profiler.contention import ProfileKindSetting
 from packrat.profiler.profile_file import ProfileKind
 from packrat.progress import NullProgress, Progress
 from packrat.server.api import RegisterOptions, ServedModel
@@ -91,7 +92,8 @@ class Repository:
     model_store: the directory model files must be in (see the module docstring).
     engine_config: every model's pool settings. progress: where `register()` reports profiling.
     profile_kind: how a model without a cached profile is profiled at registration (each
-        cell alone, or beside copies of itself); the two kinds are cached apart.
+        cell alone, or beside copies of itself; auto: by its cores, `ProfileKindSetting`);
+        the two kinds are cached apart. The server passes its setting (auto by default).
     pool_factory: makes each model's instance pool (default: worker processes, `Engine`).
     on_start, on_stop: called with each runtime once it serves (before `register*` returns)
         and once it has stopped (unregistered or closed), e.g. to attach and drop metrics; an
@@ -107,7 +109,7 @@ class Repository:
         progress: Progress | None = None,
         on_start: RuntimeHook | None = None,
         on_stop: RuntimeHook | None = None,
-        profile_kind: ProfileKind = ProfileKind.ISOLATED,
+        profile_kind: ProfileKindSetting = ProfileKindSetting.ISOLATED,
         pool_factory: PoolFactory = Engine,
     ) -> None:
         self._defaults = defaults if defaults is not None else RepositoryDefaults()
@@ -116,7 +118,7 @@ class Repository:
         self._progress = progress if progress is not None else NullProgress()
         self._on_start = on_start
         self._on_stop = on_stop
-        self._contention = profile_kind is ProfileKind.CONTENTION
+        self._profile_kind = profile_kind
         self._pool_factory = pool_factory
         self._models: dict[str, dict[str, ModelRuntime]] = {}
         self._starting: set[tuple[str, str]] = set()
@@ -311,7 +313,8 @@ class Repository:
         )  # fmt: skip
         selection, table = await serving_table(
             config, selection, topology, progress,
-            engine_config=self._engine_config, contention=self._contention,
+            engine_config=self._engine_config,
+            contention=self._profile_kind.kind_for(topology.num_cores) is ProfileKind.CONTENTION,
         )  # fmt: skip
         source = selection.source
         most = config.max_workers or default_max_workers(topology.num_cores)
