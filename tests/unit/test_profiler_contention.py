@@ -13,7 +13,6 @@ from packrat.profiler.contention import (
     measure_contended,
     neighbours,
 )
-from packrat.profiler.profile_file import ProfileKind
 from packrat.stats import SamplingPolicy
 
 
@@ -67,16 +66,16 @@ def test_the_time_cap_ends_the_rounds() -> None:
 
 def test_auto_profiles_with_contention_on_few_cores_only() -> None:
     auto = ProfileKindSetting.AUTO
-    kinds = {cores: auto.kind_for(cores) for cores in (1, 2, AUTO_CONTENTION_CORES, 5, 128)}
+    kinds = {cores: auto.contention_on(cores) for cores in (1, 2, AUTO_CONTENTION_CORES, 5, 128)}
     assert kinds == {
-        1: ProfileKind.ISOLATED,  # no neighbour to contend with: one cache entry for both
-        2: ProfileKind.CONTENTION,
-        AUTO_CONTENTION_CORES: ProfileKind.CONTENTION,
-        5: ProfileKind.ISOLATED,
-        128: ProfileKind.ISOLATED,
+        1: False,  # no neighbour to contend with: one cache entry for both
+        2: True,
+        AUTO_CONTENTION_CORES: True,
+        5: False,
+        128: False,
     }
-    assert ProfileKindSetting.ISOLATED.kind_for(2) is ProfileKind.ISOLATED
-    assert ProfileKindSetting.CONTENTION.kind_for(128) is ProfileKind.CONTENTION
+    assert ProfileKindSetting.ISOLATED.contention_on(2) is False
+    assert ProfileKindSetting.CONTENTION.contention_on(128) is True
     assert ProfileKindSetting.parse("auto") is auto
     with pytest.raises(ValueError, match="'mixed': choose one of auto, isolated, contention"):
         ProfileKindSetting.parse("mixed")

@@ -31,7 +31,6 @@ def prepare_model(
     from packrat.profiler.backend_select import select_backend
     from packrat.profiler.cache import default_profile_path
     from packrat.profiler.contention import ProfileKindSetting
-    from packrat.profiler.profile_file import ProfileKind
     from packrat.progress import progress_bar
     from packrat.server.model_config import ModelConfig
     from packrat.server.model_setup import serving_table
@@ -39,8 +38,7 @@ def prepare_model(
 
     source = ZooSource(model)
     topology = read_topology()
-    kind = ProfileKindSetting.parse(profile_kind).kind_for(topology.num_cores)
-    contention = kind is ProfileKind.CONTENTION
+    contention = ProfileKindSetting.parse(profile_kind).contention_on(topology.num_cores)
     largest = max(batches)
     config = ModelConfig(model, batching=BatchingConfig(largest))
     with progress_bar() as bar:

@@ -127,7 +127,7 @@ def profile(
         from packrat.pool.config import EngineConfig
         from packrat.profiler.backend_select import select_backend
         from packrat.profiler.cache import cached_profile, default_profile_path
-        from packrat.profiler.profile_file import ProfileKind, load_profile
+        from packrat.profiler.profile_file import load_profile
         from packrat.profiler.sweep import SweepConfig, powers_of_two, profile_model
         from packrat.progress import progress_bar
         from packrat.topology import check_cores, usable_topology
@@ -139,15 +139,12 @@ def profile(
         topology = usable.topology
         grid = int_list(batches, "--batches") if batches else powers_of_two(max_batch)
         budget = cores if cores is not None else topology.num_cores
-        if contention is None:  # as packrat serve's default would profile
-            kind = ProfileKindSetting.AUTO.kind_for(budget)
-        else:
-            kind = ProfileKind.CONTENTION if contention else ProfileKind.ISOLATED
+        auto = ProfileKindSetting.AUTO.contention_on(budget)  # as packrat serve would profile
         config = SweepConfig(
             cores=budget,
             batches=grid,
             policy=sampling_policy(rel_ci, max_runs, max_time_s).per_pass(passes),
-            contention=kind is ProfileKind.CONTENTION,
+            contention=auto if contention is None else contention,
             asked=None if every_cell else tuple(range(1, max(grid) + 1)),
             passes=passes,
         )

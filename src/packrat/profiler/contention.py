@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
-from packrat.profiler.profile_file import ProfileKind
 from packrat.stats import SamplingPolicy, should_stop
 from packrat.types import InstanceSpec, Plan
 
@@ -39,8 +38,8 @@ cores, `auto` stays isolated until a many-core machine has been measured."""
 
 
 class ProfileKindSetting(enum.StrEnum):
-    """Which kind of profile `packrat serve` and `packrat profile` make: AUTO picks by the
-    model's cores (`kind_for`), the others name the kind."""
+    """Which kind of profile (`ProfileKind`) `packrat serve` and `packrat profile` make: AUTO
+    picks by the model's cores (`contention_on`), the others name the kind."""
 
     AUTO = "auto"
     ISOLATED = "isolated"
@@ -55,12 +54,11 @@ class ProfileKindSetting(enum.StrEnum):
             choices = ", ".join(kind.value for kind in cls)
             raise ValueError(f"unknown profile kind {text!r}: choose one of {choices}") from None
 
-    def kind_for(self, cores: int) -> ProfileKind:
-        """The kind of profile to make for a model on `cores` physical cores."""
+    def contention_on(self, cores: int) -> bool:
+        """Whether a model on `cores` physical cores is profiled with contention."""
         if self is ProfileKindSetting.AUTO:
-            contention = 2 <= cores <= AUTO_CONTENTION_CORES
-            return ProfileKind.CONTENTION if contention else ProfileKind.ISOLATED
-        return ProfileKind(self.value)
+            return 2 <= cores <= AUTO_CONTENTION_CORES
+        return self is ProfileKindSetting.CONTENTION
 
 
 class RunsAllInstances(Protocol):

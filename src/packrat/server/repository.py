@@ -52,7 +52,6 @@ from packrat.pool.engine import Engine
 from packrat.pool.protocol import PoolFactory
 from packrat.profiler.backend_select import select_backend
 from packrat.profiler.contention import ProfileKindSetting
-from packrat.profiler.profile_file import ProfileKind
 from packrat.progress import NullProgress, Progress
 from packrat.server.api import RegisterOptions, ServedModel
 from packrat.server.archive_settings import with_archive_settings
@@ -314,7 +313,7 @@ class Repository:
         selection, table = await serving_table(
             config, selection, topology, progress,
             engine_config=self._engine_config,
-            contention=self._profile_kind.kind_for(topology.num_cores) is ProfileKind.CONTENTION,
+            contention=self._profile_kind.contention_on(topology.num_cores),
         )  # fmt: skip
         source = selection.source
         most = config.max_workers or default_max_workers(topology.num_cores)
