@@ -16,7 +16,8 @@ The layers, top to bottom; a module may import its own layer and those below it:
     3  pool, profiler      packrat.pool, packrat.profiler
     2  pure planning       packrat.controller, packrat.optimizer, packrat.workload
     1                      packrat.topology, packrat.models (with its backends)
-    0  base                packrat itself, packrat.config, .errors, .types, .stats, .progress
+    0  base                packrat itself, packrat.config, .errors, .types, .stats, .progress,
+                           .choices
 
 The pure planning code sits below the pool and the profiler because they use it (profile files
 are the optimizer's tables; the profiler prunes its sweep with the optimizer), and imports

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from packrat.choices import parse_choice
 from packrat.controller.estimator import BatchSizeEstimator, EstimatorConfig
 from packrat.types import Plan
 
@@ -42,11 +43,7 @@ class PolicyKind(enum.StrEnum):
     @classmethod
     def parse(cls, text: str) -> PolicyKind:
         """The kind named `text`; ValueError listing the choices."""
-        try:
-            return cls(text)
-        except ValueError:
-            choices = ", ".join(kind.value for kind in cls)
-            raise ValueError(f"unknown plan policy {text!r}: choose one of {choices}") from None
+        return parse_choice(cls, text, "plan policy")
 
 
 @dataclass(frozen=True)

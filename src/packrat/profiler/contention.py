@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
+from packrat.choices import parse_choice
 from packrat.stats import SamplingPolicy, should_stop
 from packrat.types import InstanceSpec, Plan
 
@@ -48,11 +49,7 @@ class ProfileKindSetting(enum.StrEnum):
     @classmethod
     def parse(cls, text: str) -> ProfileKindSetting:
         """The setting named `text`; ValueError listing the choices."""
-        try:
-            return cls(text)
-        except ValueError:
-            choices = ", ".join(kind.value for kind in cls)
-            raise ValueError(f"unknown profile kind {text!r}: choose one of {choices}") from None
+        return parse_choice(cls, text, "profile kind")
 
     def contention_on(self, cores: int) -> bool:
         """Whether a model on `cores` physical cores is profiled with contention."""
