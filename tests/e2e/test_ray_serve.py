@@ -5,6 +5,7 @@ and a shutdown that leaves nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 import torch
 
@@ -53,23 +55,45 @@ def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 180.0) -> 
         time.sleep(0.5)
 
 
+CLUSTER_TRIES = 3
+
+
+def start_cluster(cpus: list[int]) -> Cluster:
+    """A head node on `cpus[0]` and a second node on `cpus[1]`. Ray gives a node 30 s to
+    register (not configurable), which a loaded 2-core machine can miss: a failed start's
+    processes are stopped and it is tried again, `CLUSTER_TRIES` times in all."""
+    everything = os.sched_getaffinity(0)
+    for attempt in range(1, CLUSTER_TRIES + 1):
+        before = {child.pid for child in psutil.Process().children(recursive=True)}
+        try:
+            # Each node's raylet, and so every worker it starts, inherits this process's affinity.
+            os.sched_setaffinity(0, {cpus[0]})
+            cluster = Cluster(
+                initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
+            )
+            os.sched_setaffinity(0, {cpus[1]})
+            cluster.add_node(num_cpus=1)
+            return cluster
+        except Exception:
+            if attempt == CLUSTER_TRIES:
+                raise
+            started = [c for c in psutil.Process().children(recursive=True) if c.pid not in before]
+            for child in started:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
+            psutil.wait_procs(started, timeout=30)
+        finally:
+            os.sched_setaffinity(0, everything)
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         pytest.skip("needs 2 CPUs: one per simulated node")
     os.environ["PACKRAT_CACHE_DIR"] = str(tmp_path_factory.mktemp("ray-cache"))
-    everything = set(cpus)
-    try:
-        # Each node's raylet, and so every worker it starts, inherits this process's affinity.
-        os.sched_setaffinity(0, {cpus[0]})
-        cluster = Cluster(
-            initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
-        )
-        os.sched_setaffinity(0, {cpus[1]})
-        cluster.add_node(num_cpus=1)
-    finally:
-        os.sched_setaffinity(0, everything)
+    cluster = start_cluster(cpus[:2])
     ray.init(address=cluster.address, logging_level="warning", log_to_driver=False)
     try:
         yield cluster
