@@ -10,11 +10,11 @@ import pytest
 from packrat.errors import PackratError, WorkerError
 from packrat.models import HandlerFileSource, ZooSource
 from packrat.models.accuracy import AccuracyBudget
-from packrat.models.backends import Backend
 from packrat.profiler import backend_select
 from packrat.profiler.backend_choice import Candidate
 from packrat.profiler.backend_select import select_backend
-from packrat.stats import CellStats, summarize
+from packrat.profiler.side_by_side import SideBySide
+from packrat.stats import summarize
 from packrat.topology import read_topology, runs_bf16_natively
 
 pytestmark = pytest.mark.slow
@@ -72,15 +72,22 @@ def test_a_choice_made_while_a_candidate_failed_to_run_is_chosen_again_next_time
     per_request_ms = {"torch": 3.0, "onnxruntime": 2.0, "openvino": 1.0}
 
     def dies_once(
-        candidate_source: object, cells: list[tuple[int, int]], *args: object, **kwargs: object
-    ) -> dict[tuple[int, int], CellStats]:
-        backend = getattr(candidate_source, "backend", Backend.TORCH).value
-        timed.append(backend)
-        if backend == OV.backend and timed.count(backend) == 1:
-            raise WorkerError("instance 0 (pid 1, cores [0]) died with exit code 1")
-        return {(t, b): summarize([per_request_ms[backend] * b / t]) for t, b in cells}
+        sources: dict[Candidate, object],
+        cells: list[tuple[int, int]],
+        *args: object,
+        **kwargs: object,
+    ) -> SideBySide[Candidate]:
+        found: SideBySide[Candidate] = SideBySide()
+        for candidate in sources:
+            timed.append(candidate.backend)
+            if candidate == OV and timed.count(OV.backend) == 1:
+                found.failed[candidate] = WorkerError("instance 0 (pid 1, cores [0]) died")
+                continue
+            ms = per_request_ms[candidate.backend]
+            found.stats[candidate] = {(t, b): summarize([ms * b / t]) for t, b in cells}
+        return found
 
-    monkeypatch.setattr(backend_select, "measure_cells", dies_once)
+    monkeypatch.setattr(backend_select, "measure_side_by_side", dies_once)
     source, topology = ZooSource("tiny-resnet"), read_topology()
     first = select_backend(source, "auto", "auto", topology, 4)
     assert first.candidate != OV

@@ -9,11 +9,13 @@ to the exact budget (they only sum in another order); a lossy one must stay with
 budget to be served at all.
 
 The probe cells are the shapes plans are made of: every core on a batch of 1 and on the
-largest batch, and one core on its share of the largest batch. Each candidate is timed on them
-in pinned workers, as the profiler does, with a quick sampling policy: the choice needs which
-is fastest, not the profile. The candidates fast on some cell are kept as contenders
-(`Selection.contenders`): where there are several, each is profiled and their plans decide
-(`profiler.backend_plan`); else the profile is measured for the chosen one alone.
+largest batch, and one core on its share of the largest batch. The candidates are timed on
+them side by side in pinned workers, in passes whose order reverses each time
+(`profiler.side_by_side`: the machine's drift weighs on all alike), with a quick sampling
+policy: the choice needs which is fastest, not the profile. The candidates fast on some
+cell are kept as contenders (`Selection.contenders`): where there are several, each is
+profiled and their plans decide (`profiler.backend_plan`); else the profile is measured for
+the chosen one alone.
 
 A choice among several candidates is cached (`<cache>/backends/`), keyed by the model, the
 options, the cores and the libraries' versions: a restart reuses it (and the cached
@@ -54,7 +56,7 @@ from packrat.models.torchscript import TorchScriptSource
 from packrat.models.zoo import ZooSource
 from packrat.pool.config import EngineConfig
 from packrat.profiler.backend_choice import Candidate, Trial, choose
-from packrat.profiler.sweep import measure_cells
+from packrat.profiler.side_by_side import PASSES, measure_side_by_side
 from packrat.progress import NullProgress, Progress
 from packrat.stats import SamplingPolicy
 from packrat.topology import Topology, machine_info, runs_bf16_natively
@@ -222,20 +224,19 @@ def select_backend(
         verdicts = {str(c): t.error or t.accuracy for c, t in trials.items() if c != only}
         reason = f"{only}: the only candidate that can serve"
         return Selection(sources[only], only, reason, accuracy, {str(only): "chosen", **verdicts})
-    for candidate, candidate_source in sources.items():
+    timed = {c: sources[c] for c in usable}
+    progress.advance(len(sources) - len(timed))  # outside the budget: not worth timing
+    share = 1 / (PASSES * len({threads for threads, _ in cells}))  # of one candidate's timing
+    doing = f"{source.name}: timing {len(timed)} backends side by side on {len(cells)} cells"
+    found = measure_side_by_side(
+        timed, cells, PROBE_POLICY, topology=topology, engine_config=engine_config,
+        timed=lambda _: progress.advance(share, doing),
+    )  # fmt: skip
+    for candidate, error in found.failed.items():
+        trials[candidate] = Trial(candidate, error=f"failed to run: {error}")
+        failed_to_run.append(str(candidate))
+    for candidate, stats in found.stats.items():
         known = trials.get(candidate, Trial(candidate))
-        progress.advance(1, f"{source.name}: timing {candidate} on {len(cells)} cells")
-        if known.accurate is False:
-            continue  # outside the budget: not worth timing
-        try:
-            stats = measure_cells(
-                candidate_source, cells, PROBE_POLICY, topology=topology,
-                engine_config=engine_config,
-            )  # fmt: skip
-        except PackratError as exc:
-            trials[candidate] = Trial(candidate, error=f"failed to run: {exc}")
-            failed_to_run.append(str(candidate))
-            continue
         latency = {cell: s.mean_ms for cell, s in stats.items()}
         trials[candidate] = Trial(
             candidate, latency, accurate=known.accurate, accuracy=known.accuracy
@@ -275,7 +276,8 @@ def _saved_path(
             "cores": topology.cpu_ids(),
             "cpu": machine_info(topology).cpu_model,
             "versions": {p: library_version(p) for p in ("torch", *RUNTIMES)},
-            "format": 4,  # 2: with the contenders; 4: a torch choice has them too
+            # 2: with the contenders; 4: a torch choice has them too; 5: timed side by side
+            "format": 5,
         }
     )
     return cache_dir() / "backends" / f"{source.name}-{key[:16]}.json"

@@ -26,7 +26,7 @@ With `contention`, each cell is measured with its neighbours: the worker set for
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -228,7 +228,7 @@ def profile_model(
     passes = config.passes
     have = {cell: s.pass_count for cell, s in profile.cells.items()}
     total = sum(b / t * max(0, passes - have.get((t, b), 0)) for t, b in config.cells)
-    workers = _Workers(source, config, topology, engine_config)
+    workers = CellWorkers(source, config, topology, engine_config)
     name = label or profile.model_name
     started, reported = False, set[tuple[int, int]]()
 
@@ -285,38 +285,11 @@ def profile_model(
     return profile
 
 
-def measure_cells(
-    source: ModelSource,
-    cells: Sequence[tuple[int, int]],
-    policy: SamplingPolicy,
-    *,
-    topology: Topology | None = None,
-    engine_config: EngineConfig | None = None,
-) -> dict[tuple[int, int], CellStats]:
-    """Measure only `cells` (threads, batch), each on one isolated instance, thread count by
-    thread count: a quick look at a model on a few cells (to compare backends, say), with no
-    profile file and no pruning."""
-    if not cells:
-        return {}
-    topology = topology or read_topology()
-    config = SweepConfig(max(t for t, _ in cells), tuple(b for _, b in cells), policy)
-    check_cores(config.cores, topology)
-    workers = _Workers(source, config, topology, engine_config or EngineConfig())
-    found: dict[tuple[int, int], CellStats] = {}
-    try:
-        for threads, batch in sorted(set(cells)):
-            workers.ready(threads)
-            found[(threads, batch)] = summarize(workers.measure(batch)[0])
-    finally:
-        workers.close()
-    return found
-
-
 def _means(profile: Profile) -> dict[tuple[int, int], float]:
     return {cell: s.mean_ms for cell, s in profile.cells.items()}
 
 
-class _Workers:
+class CellWorkers:
     """The worker set measuring cells of one thread count at a time (a new set when the
     thread count changes): one instance, or with contention as many as the cores hold."""
 

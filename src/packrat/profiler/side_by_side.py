@@ -1,0 +1,109 @@
+"""Time a few cells of several sources (a model's conversions to each backend, say) side by
+side: the backend probes' timing (`profiler.backend_select`).
+
+Timing one source after the other charges the machine's drift to whichever comes last: on a
+virtual machine whose speed moves 10-30% within minutes, that alone can rank one backend
+1.3x behind another that runs as fast. Here each thread count's instances of every source are
+started together, and the sources are timed in passes whose order is reversed each time
+(A B C, then C B A): a slowdown that grows or fades over the passes weighs on every source
+alike, and a cell's latency is the median of its passes (`stats.merge_passes`). The passes
+share one sampling budget (`SamplingPolicy.per_pass`), so they cost about what one pass of
+the whole budget would, plus a warm-up run each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from packrat.errors import PackratError
+from packrat.models.base import ModelSource
+from packrat.pool.config import EngineConfig
+from packrat.profiler.sweep import CellWorkers, SweepConfig
+from packrat.stats import CellStats, SamplingPolicy, merge_passes, summarize
+from packrat.topology import Topology, check_cores, read_topology
+
+K = TypeVar("K", bound=Hashable)
+
+Cell = tuple[int, int]
+"""(threads, batch)"""
+
+PASSES = 2
+"""Passes over the sources: one in order and one reversed cancel a steady drift."""
+
+
+@dataclass(frozen=True)
+class SideBySide(Generic[K]):
+    """What `measure_side_by_side` found: each source's cells, or why it could not run."""
+
+    stats: dict[K, dict[Cell, CellStats]] = field(default_factory=dict)
+    failed: dict[K, PackratError] = field(default_factory=dict)
+
+
+def measure_side_by_side(
+    sources: Mapping[K, ModelSource],
+    cells: Sequence[Cell],
+    policy: SamplingPolicy,
+    *,
+    passes: int = PASSES,
+    topology: Topology | None = None,
+    engine_config: EngineConfig | None = None,
+    timed: Callable[[K], None] | None = None,
+) -> SideBySide[K]:
+    """Measure `cells` of each source on one isolated instance per cell, thread count by
+    thread count: the instances of every source for that thread count are started (on the
+    same cores; all but the one timing stay idle), then timed in `passes` passes over the
+    sources, in order and reversed by turns, each sampling every cell of the thread count by
+    `policy.per_pass(passes)`. `timed(key)` is called after each pass of a source (for
+    progress: `passes` calls per source and thread count).
+
+    A source whose workers fail to start or to run is left out from then on, with its error
+    in `failed`; the others go on. Every source's instance of one thread count is loaded at
+    once: memory for as many copies of the model as there are sources.
+    """
+    found: SideBySide[K] = SideBySide()
+    if not cells or not sources:
+        return found
+    topology = topology or read_topology()
+    config = SweepConfig(
+        max(t for t, _ in cells), tuple(b for _, b in cells), policy.per_pass(passes)
+    )
+    check_cores(config.cores, topology)
+    runs: dict[K, dict[Cell, list[CellStats]]] = {key: {} for key in sources}
+    for threads in sorted({t for t, _ in cells}):
+        batches = sorted({b for t, b in cells if t == threads})
+        workers: dict[K, CellWorkers] = {}
+        try:
+            for key, source in sources.items():
+                if key in found.failed:
+                    continue
+                workers[key] = CellWorkers(
+                    source, config, topology, engine_config or EngineConfig()
+                )
+                try:
+                    workers[key].ready(threads)
+                except PackratError as exc:
+                    found.failed[key] = exc
+                    workers.pop(key).close()
+            order = list(workers)
+            for done in range(passes):
+                for key in order if done % 2 == 0 else reversed(order):
+                    if key in found.failed:
+                        continue
+                    try:
+                        for batch in batches:
+                            samples, _ = workers[key].measure(batch)
+                            runs[key].setdefault((threads, batch), []).append(summarize(samples))
+                    except PackratError as exc:
+                        found.failed[key] = exc
+                        workers.pop(key).close()
+                    if timed is not None:
+                        timed(key)
+        finally:
+            for each in workers.values():
+                each.close()
+    for key, measured in runs.items():
+        if key not in found.failed:
+            found.stats[key] = {cell: merge_passes(stats) for cell, stats in measured.items()}
+    return found
