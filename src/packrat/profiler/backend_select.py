@@ -225,12 +225,13 @@ def select_backend(
         reason = f"{only}: the only candidate that can serve"
         return Selection(sources[only], only, reason, accuracy, {str(only): "chosen", **verdicts})
     timed = {c: sources[c] for c in usable}
-    progress.advance(len(sources) - len(timed))  # outside the budget: not worth timing
-    share = 1 / (PASSES * len({threads for threads, _ in cells}))  # of one candidate's timing
     doing = f"{source.name}: timing {len(timed)} backends side by side on {len(cells)} cells"
+    if len(timed) < len(sources):  # outside the budget: not worth timing
+        progress.advance(len(sources) - len(timed), doing)
+    share = 1 / (PASSES * len({threads for threads, _ in cells}))  # of one candidate's timing
     found = measure_side_by_side(
         timed, cells, PROBE_POLICY, topology=topology, engine_config=engine_config,
-        timed=lambda _: progress.advance(share, doing),
+        timed=lambda candidate: progress.advance(share, f"{doing}: {candidate} timed"),
     )  # fmt: skip
     for candidate, error in found.failed.items():
         trials[candidate] = Trial(candidate, error=f"failed to run: {error}")
