@@ -76,7 +76,15 @@ def test_passes_alternate_the_order_so_a_steady_slowdown_charges_every_source_al
     machine = Machine({"a": 1.0, "b": 1.0, "c": 1.0})
     monkeypatch.setattr(side_by_side, "CellWorkers", machine.workers)
     cells = [(1, 2), (4, 1), (4, 8)]
-    found = measure_side_by_side(sources("a", "b", "c"), cells, POLICY, topology=TOPOLOGY)
+    shares: dict[str, float] = {}
+
+    def timed(key: str, share: float) -> None:
+        shares[key] = shares.get(key, 0.0) + share
+
+    found = measure_side_by_side(
+        sources("a", "b", "c"), cells, POLICY, topology=TOPOLOGY, timed=timed
+    )
+    assert shares == pytest.approx({"a": 1.0, "b": 1.0, "c": 1.0})  # progress ends at 100%
     # Per thread count: a b c, then c b a, each source timing all its cells of that count.
     assert [name for name, threads, _ in machine.log if threads == 4] == list("aabbccccbbaa")
     assert [name for name, threads, _ in machine.log if threads == 1] == list("abccba")

@@ -56,7 +56,7 @@ from packrat.models.torchscript import TorchScriptSource
 from packrat.models.zoo import ZooSource
 from packrat.pool.config import EngineConfig
 from packrat.profiler.backend_choice import Candidate, Trial, choose
-from packrat.profiler.side_by_side import PASSES, measure_side_by_side
+from packrat.profiler.side_by_side import measure_side_by_side
 from packrat.progress import NullProgress, Progress
 from packrat.stats import SamplingPolicy
 from packrat.topology import Topology, machine_info, runs_bf16_natively
@@ -228,10 +228,9 @@ def select_backend(
     doing = f"{source.name}: timing {len(timed)} backends side by side on {len(cells)} cells"
     if len(timed) < len(sources):  # outside the budget: not worth timing
         progress.advance(len(sources) - len(timed), doing)
-    share = 1 / (PASSES * len({threads for threads, _ in cells}))  # of one candidate's timing
     found = measure_side_by_side(
         timed, cells, PROBE_POLICY, topology=topology, engine_config=engine_config,
-        timed=lambda candidate: progress.advance(share, f"{doing}: {candidate} timed"),
+        timed=lambda candidate, share: progress.advance(share, f"{doing}: {candidate} timed"),
     )  # fmt: skip
     for candidate, error in found.failed.items():
         trials[candidate] = Trial(candidate, error=f"failed to run: {error}")

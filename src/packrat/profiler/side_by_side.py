@@ -49,14 +49,15 @@ def measure_side_by_side(
     passes: int = PASSES,
     topology: Topology | None = None,
     engine_config: EngineConfig | None = None,
-    timed: Callable[[K], None] | None = None,
+    timed: Callable[[K, float], None] | None = None,
 ) -> SideBySide[K]:
     """Measure `cells` of each source on one isolated instance per cell, thread count by
     thread count: the instances of every source for that thread count are started (on the
     same cores; all but the one timing stay idle), then timed in `passes` passes over the
     sources, in order and reversed by turns, each sampling every cell of the thread count by
-    `policy.per_pass(passes)`. `timed(key)` is called after each pass of a source (for
-    progress: `passes` calls per source and thread count).
+    `policy.per_pass(passes)`. `timed(key, share)` is called after each pass of a source,
+    with the share of that source's timing it was (for progress: the shares of a source that
+    runs to the end add up to 1).
 
     A source whose workers fail to start or to run is left out from then on, with its error
     in `failed`; the others go on. Every source's instance of one thread count is loaded at
@@ -66,21 +67,22 @@ def measure_side_by_side(
     if not cells or not sources:
         return found
     topology = topology or read_topology()
+    engine_config = engine_config or EngineConfig()
     config = SweepConfig(
         max(t for t, _ in cells), tuple(b for _, b in cells), policy.per_pass(passes)
     )
     check_cores(config.cores, topology)
     runs: dict[K, dict[Cell, list[CellStats]]] = {key: {} for key in sources}
-    for threads in sorted({t for t, _ in cells}):
+    thread_counts = sorted({t for t, _ in cells})
+    share = 1 / (passes * len(thread_counts))
+    for threads in thread_counts:
         batches = sorted({b for t, b in cells if t == threads})
         workers: dict[K, CellWorkers] = {}
         try:
             for key, source in sources.items():
                 if key in found.failed:
                     continue
-                workers[key] = CellWorkers(
-                    source, config, topology, engine_config or EngineConfig()
-                )
+                workers[key] = CellWorkers(source, config, topology, engine_config)
                 try:
                     workers[key].ready(threads)
                 except PackratError as exc:
@@ -99,7 +101,7 @@ def measure_side_by_side(
                         found.failed[key] = exc
                         workers.pop(key).close()
                     if timed is not None:
-                        timed(key)
+                        timed(key, share)
         finally:
             for each in workers.values():
                 each.close()
