@@ -64,7 +64,8 @@ class SamplingPolicy:
     """How long to sample one cell.
 
     warmup_runs: runs discarded before timing (graph-mode models optimize on the first calls).
-    min_runs / max_runs: bounds on timed runs.
+    min_runs / max_runs: bounds on timed runs (min_runs >= 2 for a cell's whole sampling; a
+        pass of several, `per_pass`, may take 1).
     rel_ci: stop once the 95% CI half-width is within rel_ci * mean (0.03 = +-3%).
     max_time_s: stop after this much timed work even if the CI is still wide (min_runs still apply).
     """
@@ -78,9 +79,9 @@ class SamplingPolicy:
     def __post_init__(self) -> None:
         if self.warmup_runs < 0:
             raise ValueError(f"SamplingPolicy.warmup_runs must be >= 0, got {self.warmup_runs}")
-        if not 2 <= self.min_runs <= self.max_runs:
+        if not 1 <= self.min_runs <= self.max_runs:
             raise ValueError(
-                "SamplingPolicy needs 2 <= min_runs <= max_runs, "
+                "SamplingPolicy needs 1 <= min_runs <= max_runs, "
                 f"got {self.min_runs}, {self.max_runs}"
             )
         if not 0 < self.rel_ci < 1:
@@ -90,13 +91,14 @@ class SamplingPolicy:
 
     def per_pass(self, passes: int) -> SamplingPolicy:
         """This policy's budget spread over `passes` passes: each pass takes its share of the
-        runs and time, and a confidence interval sqrt(passes) wider, since the median of the
-        passes narrows it again; the warm-up is run in every pass."""
+        runs (at least one: the passes together make `min_runs` or more) and time, and a
+        confidence interval sqrt(passes) wider, since the median of the passes narrows it
+        again; the warm-up is run in every pass."""
         if passes < 1:
             raise ValueError(f"passes must be >= 1, got {passes}")
         if passes == 1:
             return self
-        min_runs = max(2, math.ceil(self.min_runs / passes))
+        min_runs = math.ceil(self.min_runs / passes)
         return SamplingPolicy(
             warmup_runs=self.warmup_runs,
             min_runs=min_runs,

@@ -32,6 +32,8 @@ class Machine:
     log: list[tuple[str, int, int]] = field(default_factory=list)
     alive: dict[str, int] = field(default_factory=dict)
     policies: set[SamplingPolicy] = field(default_factory=set)
+    warmups: list[tuple[int, int, int]] = field(default_factory=list)
+    """(threads, batch, warm-up runs) of each cell timed, in order."""
 
     def workers(
         self, source: OnnxFileSource, config: SweepConfig, topology: Topology, _: EngineConfig
@@ -51,8 +53,11 @@ class FakeWorkers:
         self.threads = threads
         self.machine.alive[self.name] = self.machine.alive.get(self.name, 0) + 1
 
-    def measure(self, batch: int) -> tuple[list[float], float | None]:
+    def measure(
+        self, batch: int, policy: SamplingPolicy | None = None
+    ) -> tuple[list[float], float | None]:
         machine = self.machine
+        machine.warmups.append((self.threads, batch, (policy or POLICY).warmup_runs))
         measured = sum(1 for name, *_ in machine.log if name == self.name)
         if machine.fail_on_measure.get(self.name) == measured:
             raise WorkerError(f"{self.name}'s worker died")
@@ -95,6 +100,23 @@ def test_passes_alternate_the_order_so_a_steady_slowdown_charges_every_source_al
         assert found.stats["a"][cell].pass_count == side_by_side.PASSES
     assert all(count == 0 for count in machine.alive.values())  # every worker set closed
     assert machine.policies == {POLICY.per_pass(side_by_side.PASSES)}  # one budget, shared
+
+
+def test_a_later_pass_warms_up_short_cells_again_and_times_long_ones_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A pass may spend 1 s on a cell (POLICY's 2 s over 2 passes); at 400 ms a request on
+    # one thread, (1, 4) and (4, 16) run 1.6 s or more, (4, 1) 100-200 ms.
+    machine = Machine({"a": 400.0})
+    monkeypatch.setattr(side_by_side, "CellWorkers", machine.workers)
+    cells = [(1, 4), (4, 1), (4, 16)]
+    found = measure_side_by_side(sources("a"), cells, POLICY, topology=TOPOLOGY)
+    warmups: dict[tuple[int, int], list[int]] = {}
+    for threads, batch, runs in machine.warmups:
+        warmups.setdefault((threads, batch), []).append(runs)
+    # Every cell warmed up in the first pass; in the second only the short one.
+    assert warmups == {(1, 4): [1, 0], (4, 1): [1, 1], (4, 16): [1, 0]}
+    assert all(found.stats["a"][cell].pass_count == side_by_side.PASSES for cell in cells)
 
 
 def test_one_after_the_other_the_same_slowdown_would_rank_them(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -59,7 +60,9 @@ def test_policy_validation_names_the_field() -> None:
     with pytest.raises(ValueError, match="rel_ci"):
         SamplingPolicy(rel_ci=0)
     with pytest.raises(ValueError, match="min_runs"):
-        SamplingPolicy(min_runs=1)
+        SamplingPolicy(min_runs=0)
+    with pytest.raises(ValueError, match="min_runs"):
+        SamplingPolicy(min_runs=6, max_runs=5)
 
 
 @given(st.lists(st.lists(st.floats(1.0, 1000.0), min_size=2, max_size=20), min_size=2, max_size=6))
@@ -87,5 +90,9 @@ def test_passes_share_the_sampling_budget() -> None:
     assert (each.warmup_runs, each.min_runs, each.max_runs) == (2, 2, 50)
     assert each.rel_ci == pytest.approx(0.06) and each.max_time_s == 7.5
     assert policy.per_pass(1) is policy
+    # One run a pass where the passes together make the least number of runs.
+    assert (
+        policy.per_pass(5).min_runs == 1 and replace(policy, min_runs=2).per_pass(2).min_runs == 1
+    )
     with pytest.raises(ValueError, match="passes"):
         policy.per_pass(0)

@@ -207,6 +207,9 @@ def sampling_policy(rel_ci: float, max_runs: int, max_time_s: float) -> Sampling
     that least number too. PackratError for values out of range."""
     from packrat.stats import SamplingPolicy
 
+    if max_runs < 2:
+        raise PackratError(f"--max-runs must be at least 2 (a cell's spread needs two runs), "
+                           f"got {max_runs}")  # fmt: skip
     least = min(SamplingPolicy().min_runs, max_runs)
     try:
         return SamplingPolicy(

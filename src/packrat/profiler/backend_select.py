@@ -65,9 +65,10 @@ logger = logging.getLogger(__name__)
 
 AUTO = "auto"
 
-PROBE_POLICY = SamplingPolicy(warmup_runs=1, min_runs=3, max_runs=10, rel_ci=0.1, max_time_s=2.0)
-"""Enough runs to rank candidates that differ by 1.3x or more (the point of a faster runtime);
-not a profile."""
+PROBE_POLICY = SamplingPolicy(warmup_runs=1, min_runs=2, max_runs=10, rel_ci=0.1, max_time_s=2.0)
+"""Enough runs to rank candidates that differ by 10% or more (the contenders' margin), not a
+profile: timed side by side in two passes, a cell's run of seconds once in each (after one
+warm-up), a shorter one until +-14% or a second per pass."""
 
 RUNTIMES = ("onnxruntime", "openvino")
 

@@ -7,14 +7,19 @@ virtual machine whose speed moves 10-30% within minutes, that alone can rank one
 started together, and the sources are timed in passes whose order is reversed each time
 (A B C, then C B A): a slowdown that grows or fades over the passes weighs on every source
 alike, and a cell's latency is the median of its passes (`stats.merge_passes`). The passes
-share one sampling budget (`SamplingPolicy.per_pass`), so they cost about what one pass of
-the whole budget would, plus a warm-up run each.
+share one sampling budget (`SamplingPolicy.per_pass`: one timed run a pass may do), so they
+cost about what one pass of the whole budget would, plus the warm-up: every pass warms up a
+short cell (its worker sat idle while the others ran), but a cell whose run outlasts a pass's
+time budget is warmed up in the first pass only (`warm_up_again`). Such a run is seconds long,
+the idle worker's cold caches cost it milliseconds, and a warm-up would double the pass (with
+a warm-up and two timed runs in every pass, bert-base's probes at batch 63 took about twice
+as long as timing the candidates one after the other had).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
 from packrat.errors import PackratError
@@ -55,7 +60,8 @@ def measure_side_by_side(
     thread count: the instances of every source for that thread count are started (on the
     same cores; all but the one timing stay idle), then timed in `passes` passes over the
     sources, in order and reversed by turns, each sampling every cell of the thread count by
-    `policy.per_pass(passes)`. `timed(key, share)` is called after each pass of a source,
+    `policy.per_pass(passes)` (a later pass skips the warm-up of a long cell:
+    `warm_up_again`). `timed(key, share)` is called after each pass of a source,
     with the share of that source's timing it was (for progress: the shares of a source that
     runs to the end add up to 1).
 
@@ -68,9 +74,8 @@ def measure_side_by_side(
         return found
     topology = topology or read_topology()
     engine_config = engine_config or EngineConfig()
-    config = SweepConfig(
-        max(t for t, _ in cells), tuple(b for _, b in cells), policy.per_pass(passes)
-    )
+    per_pass = policy.per_pass(passes)
+    config = SweepConfig(max(t for t, _ in cells), tuple(b for _, b in cells), per_pass)
     check_cores(config.cores, topology)
     runs: dict[K, dict[Cell, list[CellStats]]] = {key: {} for key in sources}
     thread_counts = sorted({t for t, _ in cells})
@@ -95,8 +100,12 @@ def measure_side_by_side(
                         continue
                     try:
                         for batch in batches:
-                            samples, _ = workers[key].measure(batch)
-                            runs[key].setdefault((threads, batch), []).append(summarize(samples))
+                            earlier = runs[key].setdefault((threads, batch), [])
+                            cold = bool(earlier) and not warm_up_again(earlier[0], per_pass)
+                            samples, _ = workers[key].measure(
+                                batch, replace(per_pass, warmup_runs=0) if cold else per_pass
+                            )
+                            earlier.append(summarize(samples))
                     except PackratError as exc:
                         found.failed[key] = exc
                         workers.pop(key).close()
@@ -109,3 +118,10 @@ def measure_side_by_side(
         if key not in found.failed:
             found.stats[key] = {cell: merge_passes(stats) for cell, stats in measured.items()}
     return found
+
+
+def warm_up_again(first: CellStats, policy: SamplingPolicy) -> bool:
+    """Whether a later pass over a cell warms it up again, its first pass `first`: when one
+    of its runs fits in the pass's time budget (`policy.max_time_s`). A longer run is timed
+    alone: a warm-up would double what the pass costs, for a cold start of milliseconds."""
+    return first.mean_ms < policy.max_time_s * 1000.0

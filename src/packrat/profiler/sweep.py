@@ -316,20 +316,26 @@ class CellWorkers:
         self._engine = Engine(self._source, plan, self._engine_config)
         self._engine.start()
 
-    def measure(self, batch: int) -> tuple[list[float], float | None]:
-        """One pass's samples (ms) of a batch of `batch` on the ready worker set, and the
-        share of its cores' time that something else took meanwhile (`CoreUse`; None if not
-        known); measured again while that share is too large (`least_disturbed`)."""
+    def measure(
+        self, batch: int, policy: SamplingPolicy | None = None
+    ) -> tuple[list[float], float | None]:
+        """One pass's samples (ms) of a batch of `batch` on the ready worker set, sampled by
+        `policy` (default: the sweep's), and the share of its cores' time that something else
+        took meanwhile (`CoreUse`; None if not known); measured again while that share is too
+        large (`least_disturbed`)."""
         engine = self._engine
         assert engine is not None, "ready() first"
+        policy = policy or self._config.policy
         cores = {core for instance in engine.plan.instances for core in instance.cores}
-        return least_disturbed(lambda: self._measure_once(engine, batch), cores, engine.pool_pids)
+        return least_disturbed(
+            lambda: self._measure_once(engine, batch, policy), cores, engine.pool_pids
+        )
 
-    def _measure_once(self, engine: Engine, batch: int) -> list[float]:
+    def _measure_once(self, engine: Engine, batch: int, policy: SamplingPolicy) -> list[float]:
         if self._config.contention:
             engine.replan(_with_batch(engine.plan, batch))
-            return measure_contended(engine, self._config.policy)
-        return engine.measure(0, batch, self._config.policy)
+            return measure_contended(engine, policy)
+        return engine.measure(0, batch, policy)
 
     def close(self) -> None:
         if self._engine is not None:
