@@ -50,11 +50,13 @@ Rounds are the replicates (the machine's speed drifts by 10-30% within minutes):
 round, for every batch size, every system runs `--warmup` untimed and `--runs` timed batches,
 in an order that rotates from one batch size to the next and from round to round. Per round and
 system the median batch is taken; over rounds, the median of those and the 95% CI of their
-geometric mean (`harness.stats.Estimate`). The best single-process system of a batch size is
-the one with the lowest median over rounds (one configuration, as a user would pick it); best
-/ packrat is paired by round: its median in each round over Packrat's (above 1: Packrat is
-faster). Taking in each round whichever system was fastest would favour the single-process
-side: the least of four noisy values is biased low.
+geometric mean (`harness.stats.Estimate`). Best / packrat is paired by round (above 1:
+Packrat is faster): in each round, the single-process system with the lowest median over the
+other rounds (one configuration, as a user would pick it from measurements of their own), its
+median in that round over Packrat's. Taking in each round whichever system was fastest, or the
+one fastest over the very rounds it is then scored on, would favour the single-process side:
+the least of several equally fast, noisy systems is biased low (three runtimes at the
+roofline here read ~6% faster than each one does).
 
 The machine's peak: `torch.matmul` of n x n matrices, fp32 and (on a CPU that computes it
 natively) bf16, on every physical core, the best rate over `--peak-sizes`; each model's FLOPs
