@@ -62,6 +62,8 @@ def test_the_best_single_process_system_of_a_round_is_picked_on_the_other_rounds
     assert run.fastest(8, ["ort-default", "ov-latency"], [1, 2]) == "ort-default"
     assert run.best_single(8) == [101.0, 100.0, 104.0]
     assert run.ratio(8).median == pytest.approx(1.01)
+    held = (0.80 * 1.00 * 1.04) ** (1 / 3)  # ov-latency held fixed: scored on every round
+    assert run.overall("ov-latency").values == pytest.approx((held,))
 
 
 def test_over_every_batch_size_the_geometric_mean_of_each_sizes_rounds() -> None:
@@ -76,6 +78,7 @@ def test_over_every_batch_size_the_geometric_mean_of_each_sizes_rounds() -> None
     assert overall.values == pytest.approx((1.0, 1.0, 2.0))
     assert overall.median == pytest.approx(1.0)
     assert overall.low < 2 ** (1 / 3) < overall.high  # around the geometric mean of 1, 1, 2
+    assert run.overall("ort-default").values == overall.values  # the only system, held fixed
     text = overall_text(overall)  # both: the median of a few misses may lie outside the CI
     assert text.startswith(f"geometric mean {2 ** (1 / 3):.3f} [") and text.endswith("median 1.000")
 
