@@ -77,10 +77,12 @@ class ModelRun:
             found.append(self.medians[best][batch][n] if best is not None else math.nan)
         return found
 
-    def ratio(self, batch: int) -> Estimate:
-        """Best single-process / packrat, paired by round (above 1: Packrat is faster)."""
+    def ratio(self, batch: int, system: str | None = None) -> Estimate:
+        """Best single-process (or `system`, held fixed) / packrat, paired by round (above 1:
+        Packrat is faster)."""
         ours = self.medians["packrat"][batch]
-        return Estimate.of([b / p for b, p in zip(self.best_single(batch), ours, strict=True)])
+        theirs = self.best_single(batch) if system is None else self.medians[system][batch]
+        return Estimate.of([b / p for b, p in zip(theirs, ours, strict=True)])
 
     def overall(self, system: str | None = None) -> Estimate:
         """Best single-process (or `system`, held fixed) / packrat over every batch size: per
@@ -88,10 +90,7 @@ class ModelRun:
         95% CI of their geometric mean (the batch sizes as the replicates)."""
         means = []
         for batch in self.batches:
-            ours = self.medians["packrat"][batch]
-            theirs = self.best_single(batch) if system is None else self.medians[system][batch]
-            ratios = [b / p for b, p in zip(theirs, ours, strict=True)]
-            ratios = [v for v in ratios if math.isfinite(v) and v > 0]
+            ratios = [v for v in self.ratio(batch, system).values if math.isfinite(v) and v > 0]
             if ratios:
                 means.append(math.exp(statistics.fmean(math.log(v) for v in ratios)))
         return Estimate.of(means)
@@ -105,9 +104,9 @@ class ModelRun:
         for system in (s for s in systems if s in self.medians):
             values = self.medians[system][batch]
             taken = [values[n] for n in (range(len(values)) if rounds is None else rounds)]
-            finite = [v for v in taken if math.isfinite(v)]
-            if finite:
-                found.append((statistics.median(finite), system))
+            median = Estimate.of(taken).median
+            if math.isfinite(median):
+                found.append((median, system))
         return min(found)[1] if found else None
 
 
