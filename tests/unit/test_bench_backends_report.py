@@ -5,6 +5,7 @@ over every batch size."""
 from __future__ import annotations
 
 import math
+import random
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # as `python benchmarks/X.py` sees the harness
-from harness.backends.report import ModelRun, overall_text, verdict  # noqa: E402
+from harness.backends.report import ModelRun, by_chance, overall_text, verdict  # noqa: E402
 
 
 def _run(medians: dict[str, dict[int, list[float]]]) -> ModelRun:
@@ -88,3 +89,15 @@ def test_a_batch_size_no_single_process_system_ran_has_no_ratio() -> None:
     assert run.best_single(1) == [math.nan, math.nan]
     assert verdict(run.ratio(1)) == "-"
     assert math.isnan(run.overall().median)
+
+
+def test_the_sizes_worse_by_chance_alone_match_a_simulation_of_parity() -> None:
+    # 64 batch sizes, each "worse beyond its CI" with probability 2.5% at parity: the
+    # returned count is the one that 95% of simulated runs stay within, and one fewer is not.
+    expected, most = by_chance(64)
+    assert expected == pytest.approx(1.6)
+    rng = random.Random(15)
+    counts = [sum(rng.random() < 0.025 for _ in range(64)) for _ in range(20_000)]
+    assert sum(c <= most for c in counts) / len(counts) >= 0.94
+    assert sum(c <= most - 1 for c in counts) / len(counts) < 0.95
+    assert by_chance(1) == (0.025, 0)

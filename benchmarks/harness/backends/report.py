@@ -205,7 +205,8 @@ def model_section(run: ModelRun) -> list[str]:
         "",
         f"Batch latency in ms: median over rounds [95% CI]. Packrat is no worse (median best "
         f"/ packrat >= 1) at {verdicts.count('yes')} of {len(run.batches)} batch sizes; worse "
-        f"beyond its CI at: {', '.join(worse) or 'none'}. Over all {len(run.batches)} batch "
+        f"beyond its CI at: {', '.join(worse) or 'none'} "
+        f"({by_chance_text(sum(v != '-' for v in verdicts))}). Over all {len(run.batches)} batch "
         f"sizes, best / packrat (per batch size the geometric mean of its rounds): "
         f"{overall_text(run.overall())}. Each system held fixed over them, its latency / "
         f"packrat's alike: "
@@ -243,6 +244,27 @@ def verdict(ratio: Estimate) -> str:
     if math.isfinite(ratio.high) and ratio.high >= 1.0:
         return "no, within CI"
     return "**no**"
+
+
+def by_chance(sizes: int, miss: float = 0.025, level: float = 0.95) -> tuple[float, int]:
+    """How many of `sizes` batch sizes chance alone puts "worse beyond its CI" when Packrat
+    and the best single-process system are equally fast: a 95% CI lies wholly below 1 with
+    probability `miss` (2.5%), independently per batch size. Returns the expected count and
+    the largest count reached in a `level` share of runs (the binomial's quantile)."""
+    total = 0.0
+    for count in range(sizes + 1):
+        total += math.comb(sizes, count) * miss**count * (1 - miss) ** (sizes - count)
+        if total >= level:
+            return sizes * miss, count
+    return sizes * miss, sizes
+
+
+def by_chance_text(sizes: int) -> str:
+    expected, most = by_chance(sizes)
+    return (
+        f"at parity, each batch size's CI lies wholly below 1 with probability 2.5%: over "
+        f"{sizes} sizes, {expected:.1f} expected by chance alone, up to {most} in 95% of runs"
+    )
 
 
 def overall_text(estimate: Estimate) -> str:
