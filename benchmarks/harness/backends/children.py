@@ -67,7 +67,6 @@ class PackratRunner:
     """Packrat's engine over the source `packrat serve` serves, on the plan for each batch."""
 
     def __init__(self, setup: dict[str, Any]) -> None:
-        from packrat.models.backends import Precision
         from packrat.pool import Engine, EngineConfig
 
         with open(setup["packrat_source"], "rb") as file:
@@ -83,8 +82,12 @@ class PackratRunner:
             source, first, EngineConfig(), pool_size=setup["pool_size"], spares=layouts
         )
         self._engine.start()
-        precision = getattr(source, "precision", Precision.FP32).value
-        self.properties = {"precision": precision, "workers": str(len(self._engine.pool_pids))}
+        # The choice's precision: the source served may wrap the one that has it (chunks, a
+        # mix of backends).
+        self.properties = {
+            "precision": setup["precision"],
+            "workers": str(len(self._engine.pool_pids)),
+        }
 
     def prepare(self, batch: int) -> str:
         plan = self._plans[batch]

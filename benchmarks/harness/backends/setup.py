@@ -71,8 +71,9 @@ def prepare_model(
     }
     (folder / "packrat-source.pkl").write_bytes(pickle.dumps(selection.source))
     unavailable = converted_files(source, setup)
-    (folder / "setup.json").write_text(json.dumps(setup, indent=1))
     described = selection.to_json()
+    setup["precision"] = described["precision"]
+    (folder / "setup.json").write_text(json.dumps(setup, indent=1))
     run = ModelRun(
         model=model,
         served=f"{described['backend']} {described['precision']}",
