@@ -68,7 +68,7 @@ def test_a_choice_made_while_a_candidate_failed_to_run_is_chosen_again_next_time
     # among the others, and not cached, so the next start times OpenVINO again. The timing
     # itself is faked (the test above times every candidate for real): each backend a fixed
     # speed.
-    timed: list[str] = []
+    timed: list[Candidate] = []  # counted by candidate: OpenVINO has two on a bf16 CPU
     per_request_ms = {"torch": 3.0, "onnxruntime": 2.0, "openvino": 1.0}
 
     def dies_once(
@@ -79,8 +79,8 @@ def test_a_choice_made_while_a_candidate_failed_to_run_is_chosen_again_next_time
     ) -> SideBySide[Candidate]:
         found: SideBySide[Candidate] = SideBySide()
         for candidate in sources:
-            timed.append(candidate.backend)
-            if candidate == OV and timed.count(OV.backend) == 1:
+            timed.append(candidate)
+            if candidate == OV and timed.count(OV) == 1:
                 found.failed[candidate] = WorkerError("instance 0 (pid 1, cores [0]) died")
                 continue
             ms = per_request_ms[candidate.backend]
@@ -93,11 +93,11 @@ def test_a_choice_made_while_a_candidate_failed_to_run_is_chosen_again_next_time
     assert first.candidate != OV
     assert first.verdicts[str(OV)].startswith("unavailable: failed to run: instance 0")
     second = select_backend(source, "auto", "auto", topology, 4)
-    assert timed.count(OV.backend) == 2  # timed again, not taken from a cache
+    assert timed.count(OV) == 2  # timed again, not taken from a cache
     assert "failed" not in second.verdicts[str(OV)]
     assert "chosen at an earlier start" not in second.reason
     third = select_backend(source, "auto", "auto", topology, 4)  # this one was cached
-    assert timed.count(OV.backend) == 2
+    assert timed.count(OV) == 2
     assert third.reason.startswith(second.reason + " (chosen at an earlier start: ")
 
 
