@@ -246,7 +246,11 @@ def verdict(ratio: Estimate) -> str:
     return "**no**"
 
 
-def by_chance(sizes: int, miss: float = 0.025, level: float = 0.95) -> tuple[float, int]:
+MISS_AT_PARITY = 0.025
+"""How often a 95% CI lies wholly below 1 when the two sides are equally fast."""
+
+
+def by_chance(sizes: int, miss: float = MISS_AT_PARITY, level: float = 0.95) -> tuple[float, int]:
     """How many of `sizes` batch sizes chance alone puts "worse beyond its CI" when Packrat
     and the best single-process system are equally fast: a 95% CI lies wholly below 1 with
     probability `miss` (2.5%), independently per batch size. Returns the expected count and
@@ -262,7 +266,8 @@ def by_chance(sizes: int, miss: float = 0.025, level: float = 0.95) -> tuple[flo
 def by_chance_text(sizes: int) -> str:
     expected, most = by_chance(sizes)
     return (
-        f"at parity, each batch size's CI lies wholly below 1 with probability 2.5%: over "
+        f"at parity, each batch size's CI lies wholly below 1 with probability "
+        f"{MISS_AT_PARITY:.1%}: over "
         f"{sizes} sizes, {expected:.1f} expected by chance alone, up to {most} in 95% of runs"
     )
 
