@@ -11,6 +11,7 @@ The v2 routes are in `packrat.server.v2`; `GET /metrics` in `packrat.server.metr
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -27,6 +28,7 @@ from packrat.server.http_auth import TokenAuth
 from packrat.server.http_body import read_body
 from packrat.server.http_config import HttpConfig
 from packrat.server.metrics import Metrics, metrics_router
+from packrat.server.prediction_lane import PredictionLane
 from packrat.server.responses import ERROR_RESPONSES, JSONBody, install_error_handlers
 from packrat.server.v2 import create_v2_router
 
@@ -50,6 +52,9 @@ def create_inference_app(
         description="TorchServe inference API and the Open Inference Protocol (KServe v2).",
     )
     install_error_handlers(app)
+    # Added first, so innermost: predictions pass the token check and the in-flight limit.
+    lane_predict = functools.partial(predict, config=config, metrics=metrics)
+    app.add_middleware(PredictionLane, repo=repo, predict=lane_predict)
     app.add_middleware(AdmissionLimit, limit=config.max_in_flight)
     if config.token is not None:  # added last: runs first, so strangers are not counted
         app.add_middleware(TokenAuth, token=config.token)
@@ -77,45 +82,11 @@ def _torchserve_router(repo: ModelRepository, config: HttpConfig, metrics: Metri
             return JSONBody({"status": "Degraded", "degraded": degraded})
         return JSONBody({"status": "Healthy"})
 
-    async def predict(request: Request, model: ServedModel) -> Response:
-        with metrics.time_request(model.name, model.version):
-            if not model.ready:
-                raise Unavailable(f"model {model.name!r} is not ready")
-            body = await read_body(request, config.max_body_bytes)
-            if model.takes_raw_requests:  # a TorchServe archive: its handler reads the request
-                reply, compute_s = await model.infer_timed(ts_requests.from_http(request, body))
-                response = ts_requests.to_response(reply)
-                response.headers["Server-Timing"] = f"compute;dur={compute_s * 1000.0:.3f}"
-                return response
-            content_type = request.headers.get("content-type")
-            if content_type is not None and multipart.is_multipart(content_type):
-                # `curl -F data=@x.jpg`: the input field is decoded as if it were the body.
-                part = multipart.input_part(multipart.parse_form(content_type, body))
-                body, content_type = part.data, part.content_type
-            fmt = codecs.body_format(content_type, body, model.input_spec)
-            inline = fmt is codecs.BodyFormat.RAW or (
-                fmt is not codecs.BodyFormat.IMAGE and len(body) <= config.inline_decode_bytes
-            )
-            decode_args = (fmt, body, model.input_spec, config.max_image_pixels)
-            if inline:
-                tensor = _decode(*decode_args)
-            else:
-                tensor = await run_in_threadpool(_decode, *decode_args)
-            output, compute_s = await model.infer_timed(tensor)
-            form = output_codecs.answer_form(request.headers.get("accept"))
-            if output_codecs.numel(output) > config.inline_encode_values:
-                response = await run_in_threadpool(_encode, output, form)
-            else:
-                response = _encode(output, form)
-            # The model's own time, for clients and browsers' developer tools (W3C Server Timing).
-            response.headers["Server-Timing"] = f"compute;dur={compute_s * 1000.0:.3f}"
-            return response
-
     async def predictions(request: Request, model_name: str) -> Response:
-        return await predict(request, repo.get(model_name))
+        return await predict(request, repo.get(model_name), config, metrics)
 
     async def predictions_version(request: Request, model_name: str, version: str) -> Response:
-        return await predict(request, repo.get(model_name, version))
+        return await predict(request, repo.get(model_name, version), config, metrics)
 
     # POST, and PUT for `curl -T file`; one route per method keeps OpenAPI operation ids unique.
     for method in ("POST", "PUT"):
@@ -141,6 +112,44 @@ def _torchserve_router(repo: ModelRepository, config: HttpConfig, metrics: Metri
             )
 
     return router
+
+
+async def predict(
+    request: Request, model: ServedModel, config: HttpConfig, metrics: Metrics
+) -> Response:
+    """`model`'s answer to the TorchServe prediction `request` (the routes' and the lane's)."""
+    with metrics.time_request(model.name, model.version):
+        if not model.ready:
+            raise Unavailable(f"model {model.name!r} is not ready")
+        body = await read_body(request, config.max_body_bytes)
+        if model.takes_raw_requests:  # a TorchServe archive: its handler reads the request
+            reply, compute_s = await model.infer_timed(ts_requests.from_http(request, body))
+            response = ts_requests.to_response(reply)
+            response.headers["Server-Timing"] = f"compute;dur={compute_s * 1000.0:.3f}"
+            return response
+        content_type = request.headers.get("content-type")
+        if content_type is not None and multipart.is_multipart(content_type):
+            # `curl -F data=@x.jpg`: the input field is decoded as if it were the body.
+            part = multipart.input_part(multipart.parse_form(content_type, body))
+            body, content_type = part.data, part.content_type
+        fmt = codecs.body_format(content_type, body, model.input_spec)
+        inline = fmt is codecs.BodyFormat.RAW or (
+            fmt is not codecs.BodyFormat.IMAGE and len(body) <= config.inline_decode_bytes
+        )
+        decode_args = (fmt, body, model.input_spec, config.max_image_pixels)
+        if inline:
+            tensor = _decode(*decode_args)
+        else:
+            tensor = await run_in_threadpool(_decode, *decode_args)
+        output, compute_s = await model.infer_timed(tensor)
+        form = output_codecs.answer_form(request.headers.get("accept"))
+        if output_codecs.numel(output) > config.inline_encode_values:
+            response = await run_in_threadpool(_encode, output, form)
+        else:
+            response = _encode(output, form)
+        # The model's own time, for clients and browsers' developer tools (W3C Server Timing).
+        response.headers["Server-Timing"] = f"compute;dur={compute_s * 1000.0:.3f}"
+        return response
 
 
 def _decode(

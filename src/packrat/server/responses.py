@@ -134,12 +134,17 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _on_unexpected_error)
 
 
-async def _on_server_error(request: Request, exc: Exception) -> Response:
+def server_error_response(exc: Exception) -> Response:
+    """The answer to a ServerError: its status and message, and Retry-After if it has one."""
     response = error_response(http_status(exc), str(exc))
     retry_after_s = getattr(exc, "retry_after_s", None)
     if retry_after_s is not None:
         response.headers["Retry-After"] = str(retry_after_s)
     return response
+
+
+async def _on_server_error(request: Request, exc: Exception) -> Response:
+    return server_error_response(exc)
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> Response:
