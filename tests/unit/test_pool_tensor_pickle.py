@@ -40,9 +40,15 @@ def test_plain_tensors_roundtrip_through_raw_bytes(dtype: torch.dtype) -> None:
     assert not torch.equal(back, tensor)  # and not sharing the sender's memory
 
 
-def test_raw_bytes_path_is_taken_for_plain_tensors() -> None:
-    frame = tensor_pickle.dumps(torch.zeros(4))
+@pytest.mark.parametrize(
+    ("dtype", "rebuilt_by"),
+    [(torch.float32, b"rebuild_from_array"), (torch.bfloat16, b"rebuild_tensor")],
+)
+def test_raw_bytes_path_is_taken_for_plain_tensors(dtype: torch.dtype, rebuilt_by: bytes) -> None:
+    """Through numpy where numpy has the dtype (fewer calls into torch), else torch's bytes."""
+    frame = tensor_pickle.dumps(torch.zeros(4, dtype=dtype))
     assert b"packrat.pool.tensor_pickle" in frame and b"_load_from_bytes" not in frame
+    assert rebuilt_by in frame
 
 
 @pytest.mark.parametrize(
@@ -52,8 +58,9 @@ def test_raw_bytes_path_is_taken_for_plain_tensors() -> None:
         torch.nn.Parameter(torch.ones(2)),
         torch.zeros(2, 2).to_sparse(),
         torch.quantize_per_tensor(torch.ones(3), 0.1, 0, torch.quint8),
+        torch.tensor([1 + 2j, 3 - 4j], dtype=torch.complex64).conj(),
     ],
-    ids=["requires-grad", "parameter", "sparse", "quantized"],
+    ids=["requires-grad", "parameter", "sparse", "quantized", "conjugated"],
 )
 def test_other_tensors_keep_their_kind(tensor: torch.Tensor) -> None:
     back = _roundtrip(tensor)

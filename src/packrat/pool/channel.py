@@ -20,6 +20,7 @@ caller may treat it as a failed reply.
 from __future__ import annotations
 
 import pickle
+import select
 from multiprocessing.connection import Connection
 
 from packrat.pool import tensor_pickle
@@ -45,6 +46,10 @@ class Channel:
         self._connection = connection
         self._reader = FrameReader(connection.fileno())
         self._arenas = arenas
+        # One poll object for the channel's life: `Connection.poll` builds a selector per
+        # call, and the engine polls once per reply.
+        self._poller = select.poll()
+        self._poller.register(connection.fileno(), select.POLLIN)
 
     @property
     def connection(self) -> Connection:
@@ -75,8 +80,10 @@ class Channel:
         return message
 
     def poll(self) -> bool:
-        """True if a frame (or EOF) can be read without blocking."""
-        return self._connection.poll()
+        """True if a frame (or EOF) can be read without blocking. OSError once closed."""
+        if self._connection.closed:
+            raise OSError("the channel is closed")
+        return bool(self._poller.poll(0))
 
     def close(self) -> None:
         self._connection.close()

@@ -82,15 +82,12 @@ class EngineCore:
         self._note_gone(gone, lost)
         return outcomes
 
-    async def _exchange_on_loop(
-        self,
-        workers: Sequence[ChildProcess],
-        commands: Sequence[Command],
-        timeout_s: float | None,
-        lost: dict[int, str],
+    async def _replies_on_loop(
+        self, workers: Sequence[ChildProcess], timeout_s: float | None, lost: dict[int, str]
     ) -> list[Outcome | None]:
-        """`_exchange` of a batch, its replies awaited on the event loop (`_lock` held)."""
-        outcomes, gone = await self._workers.exchange_on_loop(workers, commands, timeout_s)
+        """The replies to a batch's commands, already sent, awaited on the event loop
+        (`_lock` held); as `_exchange` with `lost`."""
+        outcomes, gone = await self._workers.replies_on_loop(workers, timeout_s)
         self._note_gone(gone, lost)
         return outcomes
 

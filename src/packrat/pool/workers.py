@@ -156,16 +156,18 @@ class WorkerSet:
             worker.send(command)  # a closed pipe marks the worker gone: it yields Died below
         return self._settled(workers, wait_replies(workers, timeout_s), timeout_s)
 
-    async def exchange_on_loop(
-        self,
-        workers: Sequence[ChildProcess],
-        commands: Sequence[Command],
-        timeout_s: float | None,
-    ) -> tuple[list[Outcome | None], dict[int, str]]:
-        """`exchange` for a caller on the event loop, which waits for the replies
-        (`await_replies`); it must not be cancelled before they are in."""
+    @staticmethod
+    def send(workers: Sequence[ChildProcess], commands: Sequence[Command]) -> None:
+        """Send each worker its command (a closed pipe marks the worker gone)."""
         for worker, command in zip(workers, commands, strict=True):
             worker.send(command)
+
+    async def replies_on_loop(
+        self, workers: Sequence[ChildProcess], timeout_s: float | None
+    ) -> tuple[list[Outcome | None], dict[int, str]]:
+        """The second half of `exchange` for a caller on the event loop, after `send`: the
+        loop waits for the replies (`await_replies`); it must not be cancelled before they
+        are in."""
         return self._settled(workers, await await_replies(workers, timeout_s), timeout_s)
 
     def _settled(
