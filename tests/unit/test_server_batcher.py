@@ -483,3 +483,30 @@ def test_an_overflowing_queue_is_held_to_the_wait_limit_until_it_drains() -> Non
         await batcher.stop()
 
     run(main)
+
+
+def test_after_batch_runs_once_per_batch_behind_its_submitters() -> None:
+    """The work a batch leaves (metrics, calibration) waits until its submitters ran on."""
+
+    async def main() -> list[str]:
+        events: list[str] = []
+        model = FakeModel()
+        batcher = Batcher(
+            model,  # type: ignore[arg-type]
+            BatchingConfig(max_batch_size=2),
+            after_batch=lambda: events.append("after"),
+        )
+        await batcher.start()
+
+        async def client(request: int) -> None:
+            await batcher.submit(request)
+            events.append(f"answered {request}")  # runs as soon as the client resumes
+
+        await asyncio.gather(client(1), client(2))
+        await _wait_until(lambda: "after" in events)
+        await client(3)
+        await _wait_until(lambda: events.count("after") == 2)
+        await batcher.stop()
+        return events
+
+    assert run(main) == ["answered 1", "answered 2", "after", "answered 3", "after"]

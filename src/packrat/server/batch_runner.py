@@ -12,6 +12,7 @@ the batch with Unavailable.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import time
@@ -33,8 +34,9 @@ logger = logging.getLogger(__name__)
 
 class BatchRunner:
     """Runs batches on `pool`'s instances, split by `table` (None: by thread share), and
-    counts them (`counters`); `listeners` get a `BatchRecord` after each batch. Lost
-    instances are handed to `lost` for replacement."""
+    counts them (`counters`); `listeners` get each batch's `BatchRecord` when `publish` is
+    called (the batcher calls it once the batch's requests are answered: listeners are not
+    on any request's path). Lost instances are handed to `lost` for replacement."""
 
     def __init__(
         self, pool: InstancePool, table: LatencyTable | None, label: str, lost: LostInstances
@@ -45,6 +47,7 @@ class BatchRunner:
         self._splits = MemoizedSplit(table)
         self.counters = BatchCounters(len(pool.plan.instances))
         self.listeners: Listeners[BatchRecord] = Listeners(f"batch listener of model {label}")
+        self._unpublished: collections.deque[BatchRecord] = collections.deque()
 
     def split(self, batch: int) -> tuple[list[int], float]:
         """Requests per instance for a batch of `batch`, and its predicted latency in ms
@@ -83,13 +86,18 @@ class BatchRunner:
         wall_s = time.perf_counter() - started
         record = BatchRecord(tuple(sizes), tuple(compute_s), wall_s, waits_s)
         self.counters.record(record)
-        self.listeners(record)
+        self._unpublished.append(record)
         if any(part.lost for part in parts):
             for part in parts:
                 if part.lost:
                     logger.error("model %s: %s", self._label, part.error)
             self._lost.replace_soon()
         return _results(len(requests), parts, self._label)
+
+    def publish(self) -> None:
+        """Give `listeners` the records of the batches run since the last call, in order."""
+        while self._unpublished:
+            self.listeners(self._unpublished.popleft())
 
 
 def _results(count: int, parts: Sequence[SubBatch], label: str) -> list[Any | BaseException]:

@@ -51,7 +51,10 @@ class Batcher(Generic[Req, Resp]):
     `run_batch` gets the requests of one batch in arrival order and returns, for each, its
     response or the exception to raise in its submitter. If `run_batch` itself raises, every
     request of that batch fails with that exception and the batcher carries on. `on_batch`
-    is called with the size of every batch just before it runs. `predict_s(size)`, if given,
+    is called with the size of every batch just before it runs; `after_batch` after each
+    batch, once its submitters have their answers, on the loop behind them (`call_soon`), so
+    the work a batch leaves that no request waits for (metrics, the profile's calibration)
+    runs after their responses are on their way. `predict_s(size)`, if given,
     is how long a batch of `size` should take (e.g. by the model's profile; None where it
     cannot say), the first estimate of a batch's time for admission (`BatchTimes`).
     Admission is `packrat.controller.admission`'s rule: a full queue refuses and overloads the
@@ -72,11 +75,13 @@ class Batcher(Generic[Req, Resp]):
         config: BatchingConfig | None = None,
         *,
         on_batch: Callable[[int], None] | None = None,
+        after_batch: Callable[[], None] | None = None,
         predict_s: Callable[[int], float | None] | None = None,
     ) -> None:
         self._run_batch = run_batch
         self._config = config if config is not None else BatchingConfig()
         self._on_batch = on_batch
+        self._after_batch = after_batch
         self._queue: collections.deque[_Pending[Req, Resp]] = collections.deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -276,7 +281,10 @@ class Batcher(Generic[Req, Resp]):
         for pending, result in zip(batch, results, strict=True):
             _answer(pending, result)
         self._running, self._running_since, self._running_waits_s = [], None, ()
-        self._admission.times.record(len(batch), asyncio.get_running_loop().time() - started)
+        loop = asyncio.get_running_loop()
+        self._admission.times.record(len(batch), loop.time() - started)
+        if self._after_batch is not None:
+            loop.call_soon(self._after_batch)  # behind the submitters' wake-ups
 
     def _shed(self, count: int) -> None:
         """Answer the last `count` requests waiting with Unavailable, and drop them."""

@@ -3,8 +3,9 @@
 Data path: `infer(request)` -> `Batcher.submit` -> one batch at a time (`_run_batch`, holding
 the plan lock) -> lost instances replaced first (`packrat.server.replacement`) -> the model's
 policy may switch plans for it (`PlanControl.follow`: workers re-pinned in place) -> the batch
-split among the running instances and run on the pool (`BatchRunner`, in a thread) -> each
-request gets its own output or error (`packrat.server.batch_runner` says which).
+split among the running instances and run on the pool (`BatchRunner`, on the event loop) ->
+each request gets its own output or error (`packrat.server.batch_runner` says which); behind
+the answers, the batch's record goes to the listeners (metrics, calibration).
 
 Control path (`packrat.server.plan_control`): changes of plan from outside (`pin`, `release`,
 `move`: the management API) take the same lock as a batch, so they happen between two
@@ -141,8 +142,9 @@ class ModelRuntime:
         if calibration is not None and table is not None and planning is not None:
             self._calibrating = Calibrating(pool, table, calibration, self._label, self._replan)
             self._batches.listeners.add(self._calibrating.observe)
+        batches = self._batches
         self._batcher: Batcher[Any, Any] = Batcher(
-            self._run_batch, batching, predict_s=self._batches.predicted_s
+            self._run_batch, batching, after_batch=batches.publish, predict_s=batches.predicted_s
         )
         self._state = RuntimeState.NEW
         self._started_at_unix_s: float | None = None
