@@ -51,7 +51,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from harness.client import describe, metric, scrape
+from harness.client import describe, metric, raw_request, scrape
 from harness.report import cpu_model, kept_analysis, package_versions
 from harness.serve import packrat_serve
 from harness.stats import Estimate
@@ -220,10 +220,7 @@ def measure_model(model: str, rounds: int, requests: int, workdir: Path) -> Mode
         print(f"{model}: serving after {time.monotonic() - started:.0f} s", flush=True)
         described = describe(server.urls, model)
         spec = described["input_spec"]
-        request = np.random.default_rng(0).standard_normal(spec["shape"]).astype(spec["dtype"])
-        if np.dtype(spec["dtype"]).kind in "iu":
-            high = spec.get("high") or 1000
-            request = np.random.default_rng(0).integers(0, high, spec["shape"], spec["dtype"])
+        request = raw_request(spec)
         body = request.tobytes()
         reference = OpenVinoReference(converted_ir(workdir / "cache", model), request[None])
         url = f"{server.urls['inference']}/predictions/{model}"

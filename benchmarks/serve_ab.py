@@ -33,9 +33,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-import numpy as np
-
-from harness.client import describe
+from harness.client import describe, raw_request
 from harness.serve import packrat_serve
 from harness.stats import Estimate
 
@@ -71,15 +69,6 @@ class Client:
         if timing is None:
             raise RuntimeError("no Server-Timing: compute in the answer")
         return e2e_ms, e2e_ms - float(timing.group(1))
-
-
-def raw_request(spec: dict[str, object]) -> bytes:
-    """A request of the model's input spec as raw bytes (token ids below its `high`)."""
-    shape, dtype = list(spec["shape"]), np.dtype(str(spec["dtype"]))  # type: ignore[call-overload]
-    rng = np.random.default_rng(0)
-    if dtype.kind in "iu":
-        return rng.integers(0, int(spec.get("high") or 1000), shape, dtype).tobytes()  # type: ignore[call-overload]
-    return rng.standard_normal(shape).astype(dtype).tobytes()
 
 
 @contextlib.contextmanager
@@ -126,7 +115,7 @@ def main() -> None:
             with pythonpath(src):
                 log = workdir / f"serve-{name}.log"
                 server = stack.enter_context(packrat_serve(args.model, [], workdir, log))
-            body = raw_request(describe(server.urls, args.model)["input_spec"])
+            body = raw_request(describe(server.urls, args.model)["input_spec"]).tobytes()
             clients[name] = Client(server.urls["inference"], args.model, body)
             for _ in range(WARMUP_CALLS):
                 clients[name].post()

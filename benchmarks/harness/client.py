@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+import numpy as np
 
 from packrat.bench.loadgen import (
     ClosedLoop,
@@ -87,3 +88,11 @@ def metric(samples: dict[str, float], name: str, *label_parts: str) -> float:
         if base == name and all(part in labels for part in label_parts):
             total += value
     return total
+
+
+def raw_request(spec: dict[str, Any]) -> np.ndarray:
+    """A seeded request of the model's input spec (token ids below its `high`)."""
+    rng = np.random.default_rng(0)
+    if np.dtype(spec["dtype"]).kind in "iu":
+        return rng.integers(0, spec.get("high") or 1000, spec["shape"], spec["dtype"])
+    return rng.standard_normal(spec["shape"]).astype(spec["dtype"])

@@ -22,6 +22,7 @@ sizes the thread pools; a process that never imported torch holds no tensor to r
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 import struct
@@ -138,14 +139,9 @@ def _reduce_as_array(tensor: Any) -> Any:
     return rebuild_from_array, (raw, array.dtype.str, array.shape)
 
 
-_NUMPY_DTYPES: frozenset[Any] | None = None
-
-
+@functools.cache
 def _numpy_dtypes(torch: Any) -> frozenset[Any]:
     """torch's dtypes that numpy has too (not bfloat16, quantized or bit types)."""
-    global _NUMPY_DTYPES
-    if _NUMPY_DTYPES is None:
-        names = ("float64", "float32", "float16", "complex64", "complex128", "int64", "int32",
-                 "int16", "int8", "uint8", "bool")  # fmt: skip
-        _NUMPY_DTYPES = frozenset(getattr(torch, name) for name in names)
-    return _NUMPY_DTYPES
+    names = ("float64", "float32", "float16", "complex64", "complex128", "int64", "int32",
+             "int16", "int8", "uint8", "bool")  # fmt: skip
+    return frozenset(getattr(torch, name) for name in names)
