@@ -42,6 +42,7 @@ class FakeEngine:
 
     started: list[int] = []
     slow: range = range(0)
+    drift = 0.0  # each engine started runs this much slower than the one before
 
     measured = 0
 
@@ -53,6 +54,7 @@ class FakeEngine:
     def start(self) -> None:
         if len(FakeEngine.started) in FakeEngine.slow:
             self.factor = SLOW
+        self.factor *= 1.0 + FakeEngine.drift * len(FakeEngine.started)
         FakeEngine.started.append(self.plan.instances[0].threads)
 
     def close(self) -> None:
@@ -68,6 +70,7 @@ def fake_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     import packrat.pool.engine
 
     FakeEngine.started, FakeEngine.slow, FakeEngine.measured = [], range(0), 0
+    FakeEngine.drift = 0.0
     monkeypatch.setattr(packrat.pool.engine, "Engine", FakeEngine)
 
 
@@ -119,15 +122,19 @@ def test_passes_sweep_the_grid_again_and_a_slow_pass_does_not_move_a_cell(
     tmp_path: Path,
 ) -> None:
     config = SweepConfig(CORES, GRID, POLICY, passes=3)
-    FakeEngine.slow = range(CORES, 2 * CORES)  # the machine runs slow for the second pass
+    # The rows go up, down, up: a pass starts on the worker set the last one ended on.
+    rows = [*range(1, CORES + 1), *range(CORES - 1, 0, -1), *range(2, CORES + 1)]
+    FakeEngine.slow = range(CORES, 2 * CORES - 2)  # slow through the middle of the second pass
     progress = RecordingProgress()
     sweep(config, tmp_path / "p.json", progress)
     saved = load_profile(tmp_path / "p.json")
     assert set(saved.cells) == set(config.cells) and saved.sampling["passes"] == 3
-    for cell, stats in saved.cells.items():
-        assert [p.mean_ms for p in stats.passes] == [TABLE[cell], TABLE[cell] * SLOW, TABLE[cell]]
-        assert stats.mean_ms == TABLE[cell]
-    assert FakeEngine.started == list(range(1, CORES + 1)) * 3  # a worker set per t per pass
+    for (threads, batch), stats in saved.cells.items():
+        second = TABLE[threads, batch] * (SLOW if 1 < threads < CORES else 1.0)
+        assert [p.mean_ms for p in stats.passes] == [TABLE[threads, batch], second,
+                                                     TABLE[threads, batch]]  # fmt: skip
+        assert stats.mean_ms == TABLE[threads, batch]
+    assert FakeEngine.started == rows  # a worker set per thread count and pass
     assert progress.done == pytest.approx(progress.total)
     assert any("pass 3 of 3" in line for line in progress.lines)
 
@@ -135,8 +142,24 @@ def test_passes_sweep_the_grid_again_and_a_slow_pass_does_not_move_a_cell(
     assert not config.needs_measuring(saved)
     assert replace(config, passes=4).needs_measuring(saved)  # a pass short
     sweep(replace(config, passes=4), tmp_path / "p.json")  # resumed: one more pass each
-    assert FakeEngine.started == list(range(1, CORES + 1))
+    assert FakeEngine.started == list(range(CORES, 0, -1))  # the fourth pass goes down
     assert all(s.pass_count == 4 for s in load_profile(tmp_path / "p.json").cells.values())
+
+
+def test_two_passes_in_opposite_orders_weigh_a_steady_drift_on_every_row_alike(
+    tmp_path: Path,
+) -> None:
+    FakeEngine.drift = 0.05  # the machine slows by 5% with each worker set started
+    one_pass = SweepConfig(CORES, GRID, POLICY)
+    sweep(one_pass, tmp_path / "one.json")
+    FakeEngine.started = []
+    sweep(replace(one_pass, passes=2), tmp_path / "two.json")
+    for name, spread in (("one.json", 1.0 + 0.05 * (CORES - 1)), ("two.json", 1.0)):
+        cells = load_profile(tmp_path / name).cells
+        slowdown = {t: cells[t, b].mean_ms / TABLE[t, b] for t, b in cells}
+        # One pass: the last row reads 35% slower than the first, by the drift alone; two
+        # passes, up then down: every row by the same factor, as the machine's mean speed.
+        assert max(slowdown.values()) / min(slowdown.values()) == pytest.approx(spread)
 
 
 def test_later_passes_stay_within_the_sweeps_own_cells(tmp_path: Path) -> None:
@@ -144,7 +167,7 @@ def test_later_passes_stay_within_the_sweeps_own_cells(tmp_path: Path) -> None:
     FakeEngine.started = []
     fewer = SweepConfig(4, GRID, POLICY, passes=2)  # fewer cores now
     sweep(fewer, tmp_path / "p.json")
-    assert FakeEngine.started == [1, 2, 3, 4]
+    assert FakeEngine.started == [4, 3, 2, 1]  # a second pass goes down the rows
     saved = load_profile(tmp_path / "p.json")
     assert not fewer.needs_measuring(saved)  # the cells of more threads keep their one pass
     cells = saved.cells

@@ -10,7 +10,9 @@ With `passes` > 1 the grid is swept that many times, each pass sampling a cell b
 config's policy (`packrat profile --passes N` gives each its share of one budget), and a
 cell's latency is the median of its passes' means: on a shared or virtual machine whose speed
 drifts over minutes, a slow stretch then moves one pass of the cells it overlaps, not the
-cells, and every cell is measured across the same span of time.
+cells, and every cell is measured across the same span of time. Passes alternate the order of
+the rows (`pass_order`: thread counts ascending, then descending), so over two passes a
+steady drift weighs on every thread count alike.
 A resumed sweep adds the passes a cell lacks.
 
 With `asked` batch sizes, cells that cannot appear in an optimal plan for any of them are not
@@ -272,8 +274,8 @@ def profile_model(
                 planner.record(*cell, stats.mean_ms)
             if started:
                 _report_skips(planner.skipped, reported, progress, name, passes)
-            for k in range(2, passes + 1):  # later passes: this sweep's cells, thread-major
-                for cell in config.cells:
+            for k in range(2, passes + 1):  # later passes: this sweep's cells, row by row
+                for cell in pass_order(config.cells, k):
                     if cell in profile.cells and profile.cells[cell].pass_count < k:
                         measure(cell)
             # The medians of the passes may let a cell the first pass skipped back into an
@@ -283,6 +285,19 @@ def profile_model(
     finally:
         workers.close()
     return profile
+
+
+def pass_order(cells: list[tuple[int, int]], number: int) -> list[tuple[int, int]]:
+    """The (threads, batch) `cells` in the order pass `number` (1-based) measures them: row by
+    row (one worker set per thread count), rows ascending in odd passes and descending in even
+    ones, batch sizes ascending within a row. One pass measures each row minutes after the
+    one before, so a machine that speeds up or slows down over the sweep would set the rows
+    that plans compare (one wide instance or several narrow ones) apart by its drift; over
+    two passes in opposite orders every row's samples centre on the same moment, and a steady
+    drift weighs on every row alike."""
+    if number % 2:
+        return sorted(cells)
+    return sorted(cells, key=lambda cell: (-cell[0], cell[1]))
 
 
 def _means(profile: Profile) -> dict[tuple[int, int], float]:

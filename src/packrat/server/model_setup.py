@@ -9,9 +9,10 @@ latency table it is planned and split with.
 - The table (`latency_table`): the profile given, else the cached one (`cached_profile`: one
   an older Packrat measured by a method since changed is measured afresh), completed with a
   quick sweep where cells are missing (batch sizes 1, 2, 4, ... up to
-  max_batch_size, every thread count of its cores; `QUICK_POLICY`; cells that no optimal plan
-  for a batch up to max_batch_size can contain are skipped). Pinned and fat plans are not
-  profiled: a cached profile is still used to split their batches.
+  max_batch_size, every thread count of its cores; `QUICK_POLICY` in `QUICK_PASSES` passes;
+  cells that no optimal plan for a batch up to max_batch_size can contain are skipped).
+  Pinned and fat plans are not profiled: a cached profile is still used to split their
+  batches.
 - The backend by the plans (`serving_table`): where the probe choice kept several contenders,
   each is profiled as above, in two passes, one thread count of every contender in turn
   before the next (`profile_order`), and their plans decide
@@ -57,6 +58,14 @@ logger = logging.getLogger(__name__)
 
 QUICK_POLICY = SamplingPolicy(warmup_runs=1, min_runs=3, max_runs=20, rel_ci=0.05, max_time_s=5)
 """Sampling for profiles made at registration: seconds per cell, not minutes."""
+
+QUICK_PASSES = 2
+"""Passes of a profile made at registration, the rows in opposite orders (`sweep.pass_order`),
+the policy's budget shared between them. In one pass the rows that plans weigh against each
+other are measured minutes apart, and the machine's drift over those minutes (10-30% on a
+virtual machine) decided between plans a few percent apart: gpt2 on 2 cores, where two
+one-thread instances run a large batch 2% faster than one two-thread instance side by side,
+read 7% faster in one profile and 4% slower in another."""
 
 
 def resolve_source(
@@ -115,7 +124,7 @@ async def latency_table(
     *,
     engine_config: EngineConfig,
     contention: bool,
-    passes: int = 1,
+    passes: int | None = None,
     rows: int | None = None,
     label: str | None = None,
     measure: bool = True,
@@ -124,7 +133,9 @@ async def latency_table(
     cached profile (they are served without profiling), or where cells are missing and not
     `measure`. A sweep runs in a thread under `engine_config`, beside copies of the model if
     `contention`, cached apart, until each cell (of thread counts 1..`rows`, None: all) has
-    `passes` passes; its progress calls the model `label` (its name by default)."""
+    `passes` passes (None: a new profile `QUICK_PASSES`, a cached one those it was made with,
+    so a profile made by `packrat profile` is used as it is); its progress calls the model
+    `label` (its name by default)."""
     if config.profile is not None:
         return load_profile(config.profile).latency_table()
     path = default_profile_path(
@@ -136,6 +147,8 @@ async def latency_table(
     cached = cached_profile(path)
     if config.choice is not None and config.choice.pinned:
         return cached.latency_table() if cached is not None else None
+    if passes is None:
+        passes = QUICK_PASSES if cached is None else int(cached.sampling.get("passes", 1))
     sweep = SweepConfig(
         topology.num_cores,
         powers_of_two(config.batching.max_batch_size),
