@@ -63,9 +63,10 @@ QUICK_PASSES = 2
 """Passes of a profile made at registration, the rows in opposite orders (`sweep.pass_order`),
 the policy's budget shared between them. In one pass the rows that plans weigh against each
 other are measured minutes apart, and the machine's drift over those minutes (10-30% on a
-virtual machine) decided between plans a few percent apart: gpt2 on 2 cores, where two
-one-thread instances run a large batch 2% faster than one two-thread instance side by side,
-read 7% faster in one profile and 4% slower in another."""
+virtual machine) decided between plans a few percent apart: on 2 cores, where two one-thread
+instances of gpt2 run a large batch 3-4% faster than one two-thread instance side by side,
+one such profile read them from 7% faster to 4% slower across batch sizes, and another chose
+the two-thread instance from batch 10 up (docs/benchmarks/backends-all-sizes-gpt2.md)."""
 
 
 def resolve_source(
