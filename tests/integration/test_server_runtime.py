@@ -24,7 +24,7 @@ from packrat.profiler.contention import ProfileKindSetting
 from packrat.profiler.profile_file import Profile, load_profile, save_profile
 from packrat.profiler.sweep import torch_version
 from packrat.server.errors import BadRequest, Conflict, InferenceFailed, NotFound, Unavailable
-from packrat.server.model_setup import QUICK_PASSES
+from packrat.server.model_setup import QUICK_PASSES, QUICK_POLICY
 from packrat.server.repository import ModelConfig, Repository, RepositoryDefaults
 from packrat.stats import CellStats
 from packrat.topology import format_cpu_list, machine_info, read_topology
@@ -260,10 +260,13 @@ def test_register_profiles_on_the_model_s_own_cores() -> None:
     assert len(profiles) == 1
     saved = load_profile(profiles[0])
     assert set(saved.cells) == {(1, 1), (1, 2)}
-    # Made at registration: in QUICK_PASSES passes. (A cached profile keeps the passes it has:
-    # the one-pass synthetic profiles above are served without measuring.)
+    # Made at registration: in QUICK_PASSES passes, each sampling by the whole QUICK_POLICY.
+    # (A cached profile keeps the passes it has: the one-pass synthetic profiles above are
+    # served without measuring.)
     assert saved.sampling["passes"] == QUICK_PASSES
+    assert saved.sampling["min_runs"] == QUICK_POLICY.min_runs
     assert all(len(stats.passes) == QUICK_PASSES for stats in saved.cells.values())
+    assert all(p.n >= QUICK_POLICY.min_runs for s in saved.cells.values() for p in s.passes)
 
 
 def test_model_config_errors_name_the_field() -> None:

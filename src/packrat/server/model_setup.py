@@ -60,13 +60,15 @@ QUICK_POLICY = SamplingPolicy(warmup_runs=1, min_runs=3, max_runs=20, rel_ci=0.0
 """Sampling for profiles made at registration: seconds per cell, not minutes."""
 
 QUICK_PASSES = 2
-"""Passes of a profile made at registration, the rows in opposite orders (`sweep.pass_order`),
-the policy's budget shared between them. In one pass the rows that plans weigh against each
-other are measured minutes apart, and the machine's drift over those minutes (10-30% on a
-virtual machine) decided between plans a few percent apart: on 2 cores, where two one-thread
-instances of gpt2 run a large batch 3-4% faster than one two-thread instance side by side,
-one such profile read them from 7% faster to 4% slower across batch sizes, and another chose
-the two-thread instance from batch 10 up (docs/benchmarks/backends-all-sizes-gpt2.md)."""
+"""Passes of a profile made at registration, the rows in opposite orders (`sweep.pass_order`), each
+sampling a cell by the whole `QUICK_POLICY` (the plans benchmarked at every batch size,
+docs/benchmarks/backends-all-sizes-*.md, were made on such profiles). In one pass the rows that
+plans weigh against each other are measured minutes apart, and the machine's drift over those
+minutes (10-30% on a virtual machine) decided between plans a few percent apart: on 2 cores,
+where two one-thread instances of gpt2 run a large batch 3-4% faster than one two-thread
+instance side by side, one such profile read them from 7% faster to 4% slower across batch
+sizes, and another chose the two-thread instance from batch 10 up
+(docs/benchmarks/backends-all-sizes-gpt2.md)."""
 
 
 def resolve_source(
